@@ -1,0 +1,3 @@
+from aanbench.cli import main
+
+main()
