@@ -1,0 +1,67 @@
+"""Writing real media files with PyAV (H.264 video + AAC audio in MP4).
+
+Used by the demo dataset and by test fixtures that must look like the
+official datasets' files.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+AUDIO_FRAME = 1024  # samples per AAC frame
+
+
+def write_clip(
+    path: str | Path,
+    frames: np.ndarray | None,
+    fps: float,
+    audio: np.ndarray | None = None,
+    rate: int = 16000,
+    crf: int = 23,
+) -> Path:
+    """Write ``frames`` (``uint8 (T, H, W, 3)`` RGB, even H and W) at ``fps``
+    and ``audio`` (``float32 (n,)`` mono in [-1, 1]) at ``rate`` Hz.
+
+    Either may be ``None`` (a video-only or audio-only file). Single-threaded
+    encoding, so the same arrays give the same file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format="mp4") as out:
+        vs = as_ = None
+        if frames is not None:
+            t, h, w, _ = frames.shape
+            vs = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            vs.width, vs.height = w, h
+            vs.pix_fmt = "yuv420p"
+            vs.thread_count = 1
+            vs.options = {"crf": str(crf), "preset": "veryfast"}
+        if audio is not None:
+            as_ = out.add_stream("aac", rate=rate)
+            as_.layout = "mono"
+            as_.thread_count = 1
+        if vs is not None:
+            for i in range(frames.shape[0]):
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
+                vf.pts = i
+                for pkt in vs.encode(vf):
+                    out.mux(pkt)
+            for pkt in vs.encode(None):
+                out.mux(pkt)
+        if as_ is not None:
+            sig = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
+            for off in range(0, sig.size, AUDIO_FRAME):
+                block = sig[off : off + AUDIO_FRAME]
+                af = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="fltp", layout="mono")
+                af.sample_rate = rate
+                af.pts = off
+                af.time_base = Fraction(1, rate)
+                for pkt in as_.encode(af):
+                    out.mux(pkt)
+            for pkt in as_.encode(None):
+                out.mux(pkt)
+    return path
