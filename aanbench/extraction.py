@@ -1,0 +1,421 @@
+"""Extraction: plan the work as chunks, execute a chunk, drive a backend.
+
+The planner knows nothing of where work runs. A backend receives an
+:class:`ExtractionJob` (everything a worker needs, picklable) and the list of
+:class:`WorkUnit` chunks, runs :func:`execute_unit` for each wherever it
+likes (this process, a process pool, Ray actors) and reports each
+:class:`UnitResult` back through a callback. Each unit is written to the
+store by the worker that computed it, whole, then marked done.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from aanbench import __version__
+from aanbench.contracts import AanbenchError, Extractor, Item, ItemError, LoadContext, Media, MediaRequest
+from aanbench.media import decode_media
+from aanbench.store import DatasetGroup, FeatureStore
+
+LIBRARIES = ("numpy", "torch", "torchvision", "av", "opensmile", "scipy")
+
+
+def library_versions() -> dict[str, str]:
+    out = {"aanbench": __version__}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = md.version(lib)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def feature_key(ex: Extractor) -> str:
+    return f"{ex.name}@{ex.version}"
+
+
+def provenance_for(ex: Extractor, weight_paths: dict[str, Path], plugin_version: str = "") -> dict[str, Any]:
+    """What made an array: compared before any write into an existing array."""
+    return {
+        "extractor": ex.name,
+        "version": ex.version,
+        "dim": int(ex.dim),
+        "modality": ex.modality,
+        "config": ex.config(),
+        "weights": {wf.filename: wf.sha256 for wf in ex.weights},
+        "libraries": library_versions(),
+        "source": "extracted",
+        "plugin_version": plugin_version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One chunk of rows and the extractors that still need it."""
+
+    chunk: int
+    start: int
+    stop: int
+    extractors: tuple[str, ...]
+
+    @property
+    def n_items(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class ExtractionJob:
+    """Everything a worker needs to execute units (picklable)."""
+
+    store_root: str
+    group_path: str
+    items: list[Item]
+    extractors: list[str]  # extractor names
+    keys: dict[str, str]  # extractor name -> feature key in the store
+    weights_dir: str
+    device: str = "cpu"
+    batch_size: int = 8
+
+
+@dataclass
+class ItemFailure:
+    item_id: str
+    extractor: str
+    reason: str
+
+
+@dataclass
+class UnitResult:
+    unit: WorkUnit
+    ok: dict[str, int] = field(default_factory=dict)  # extractor -> rows ok
+    failures: list[ItemFailure] = field(default_factory=list)
+    seconds: float = 0.0
+    decode_seconds: float = 0.0
+    error: str | None = None  # the whole unit failed (not written as done)
+
+
+@dataclass
+class Plan:
+    group: DatasetGroup
+    job: ExtractionJob
+    units: list[WorkUnit]
+    skipped_chunks: dict[str, int]  # extractor -> chunks already done
+
+    @property
+    def n_items_todo(self) -> int:
+        return sum(u.n_items for u in self.units)
+
+
+def plan_extraction(
+    store: FeatureStore,
+    dataset: str,
+    items: Sequence[Item],
+    extractors: Sequence[Extractor],
+    weight_paths: dict[str, dict[str, Path]],
+    *,
+    segmentation: str = "default",
+    chunk_rows: int,
+    weights_dir: str,
+    device: str = "cpu",
+    batch_size: int = 8,
+    targets: Sequence[str] = (),
+    dataset_version: str = "",
+    retry_failed: bool = False,
+    plugin_versions: dict[str, str] | None = None,
+) -> Plan:
+    """Create/open the store arrays (checking provenance) and list the chunks to compute."""
+    group = store.ensure_group(dataset, items, segmentation=segmentation, chunk_rows=chunk_rows,
+                               targets=targets, dataset_version=dataset_version)
+    todo: dict[int, list[str]] = {}
+    skipped: dict[str, int] = {}
+    keys: dict[str, str] = {}
+    for ex in extractors:
+        key = feature_key(ex)
+        keys[ex.name] = key
+        arr = group.create_feature(key, ex.dim, provenance_for(ex, weight_paths.get(ex.name, {}),
+                                                               (plugin_versions or {}).get(ex.name, "")))
+        done = arr.done()
+        if retry_failed:
+            ok = arr.ok()
+            for c in range(group.n_chunks):
+                if done[c] and not ok[group.chunk_slice(c)].all():
+                    done[c] = False
+        skipped[ex.name] = int(done.sum())
+        for c in np.flatnonzero(~done):
+            todo.setdefault(int(c), []).append(ex.name)
+    units = []
+    for c in sorted(todo):
+        rows = group.chunk_slice(c)
+        units.append(WorkUnit(c, rows.start, rows.stop, tuple(todo[c])))
+    job = ExtractionJob(
+        store_root=str(store.root), group_path=group.path, items=list(items),
+        extractors=[ex.name for ex in extractors], keys=keys, weights_dir=str(weights_dir),
+        device=device, batch_size=batch_size,
+    )
+    return Plan(group=group, job=job, units=units, skipped_chunks=skipped)
+
+
+# --------------------------------------------------------------------------
+# Workers
+
+
+class LoadedExtractors:
+    """Extractors loaded once per worker (a process, or a Ray actor)."""
+
+    def __init__(self, job: ExtractionJob, names: Sequence[str] | None = None) -> None:
+        from aanbench.plugin_manager import get_plugins
+        from aanbench.weights import resolve
+
+        plugins = get_plugins()
+        self.extractors: dict[str, Extractor] = {}
+        for name in names or job.extractors:
+            ex = plugins.extractor(name)
+            ctx = LoadContext(device=job.device, weights=resolve(ex, Path(job.weights_dir)), batch_size=job.batch_size)
+            ex.load(ctx)
+            self.extractors[name] = ex
+        self._group: DatasetGroup | None = None
+        self._job = job
+
+    def group(self) -> DatasetGroup:
+        if self._group is None:
+            self._group = FeatureStore(self._job.store_root).open_group(*self._job.group_path.split("/", 1))
+        return self._group
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ItemError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _decode_for(item: Item, extractors: dict[str, Extractor]) -> tuple[dict[str, Media], dict[str, str]]:
+    """Decode once for all extractors; if that fails, decode per extractor so
+    (say) a file without audio still gets its video features."""
+    requests = [ex.needs for ex in extractors.values()]
+    try:
+        media = decode_media(item, requests)
+        return {n: media for n in extractors}, {}
+    except ItemError as exc:
+        if len(extractors) == 1:
+            return {}, {n: str(exc) for n in extractors}
+    out: dict[str, Media] = {}
+    errs: dict[str, str] = {}
+    for name, ex in extractors.items():
+        try:
+            out[name] = decode_media(item, [ex.needs])
+        except ItemError as exc:
+            errs[name] = str(exc)
+    return out, errs
+
+
+def _run_extractor(ex: Extractor, medias: list[Media], batch_size: int) -> tuple[np.ndarray, list[str]]:
+    """Rows for ``medias`` (NaN where failed) and a reason per row ('' if ok).
+    A failing batch is retried item by item so one bad clip fails alone."""
+    n = len(medias)
+    out = np.full((n, ex.dim), np.nan, dtype=np.float32)
+    reasons = [""] * n
+
+    def check(values: Any, count: int) -> np.ndarray:
+        arr = np.asarray(values, dtype=np.float32)
+        if arr.shape != (count, ex.dim):
+            raise RuntimeError(f"extractor {ex.name} returned shape {arr.shape}, expected {(count, ex.dim)}")
+        return arr
+
+    for b0 in range(0, n, max(1, batch_size)):
+        batch = medias[b0 : b0 + batch_size]
+        try:
+            out[b0 : b0 + len(batch)] = check(ex.extract(batch), len(batch))
+        except Exception:
+            for i, m in enumerate(batch):
+                try:
+                    out[b0 + i] = check(ex.extract([m]), 1)[0]
+                except Exception as exc:
+                    reasons[b0 + i] = _reason(exc)
+    for i in range(n):
+        if not reasons[i] and not np.isfinite(out[i]).all():
+            reasons[i] = f"extractor {ex.name} produced non-finite values"
+            out[i] = np.nan
+    return out, reasons
+
+
+def execute_unit(job: ExtractionJob, unit: WorkUnit, loaded: LoadedExtractors) -> UnitResult:
+    """Compute one chunk for its extractors and write it (data, then done)."""
+    t0 = time.perf_counter()
+    res = UnitResult(unit=unit)
+    exs = {n: loaded.extractors[n] for n in unit.extractors}
+    items = job.items[unit.start : unit.stop]
+    per_ex_media: dict[str, list[tuple[int, Media]]] = {n: [] for n in exs}
+    reasons: dict[str, list[str]] = {n: [""] * len(items) for n in exs}
+    td = time.perf_counter()
+    for i, item in enumerate(items):
+        medias, errs = _decode_for(item, exs)
+        for n in exs:
+            if n in medias:
+                per_ex_media[n].append((i, medias[n]))
+            else:
+                reasons[n][i] = errs.get(n, "not decoded")
+    res.decode_seconds = time.perf_counter() - td
+    group = loaded.group()
+    rows = slice(unit.start, unit.stop)
+    for n, ex in exs.items():
+        values = np.full((len(items), ex.dim), np.nan, dtype=np.float32)
+        idx = [i for i, _ in per_ex_media[n]]
+        if idx:
+            got, why = _run_extractor(ex, [m for _, m in per_ex_media[n]], job.batch_size)
+            values[idx] = got
+            for j, i in enumerate(idx):
+                reasons[n][i] = why[j]
+        ok = np.array([r == "" for r in reasons[n]], dtype=bool)
+        group.feature(job.keys[n]).write_chunk(unit.chunk, rows, values, ok, reasons[n])
+        res.ok[n] = int(ok.sum())
+        for i, r in enumerate(reasons[n]):
+            if r:
+                res.failures.append(ItemFailure(items[i].id, n, r))
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def record_unit_failure(job: ExtractionJob, unit: WorkUnit, reason: str) -> None:
+    """Mark a unit that could not be computed (it stays not-done, so a rerun retries it)."""
+    group = FeatureStore(job.store_root).open_group(*job.group_path.split("/", 1))
+    for n in unit.extractors:
+        group.feature(job.keys[n]).mark_chunk_failed(slice(unit.start, unit.stop), reason)
+
+
+# --------------------------------------------------------------------------
+# Backends
+
+
+class Backend(Protocol):
+    """Runs units somewhere and calls ``on_result`` once per unit, in the driver."""
+
+    name: str
+
+    def run(self, job: ExtractionJob, units: Sequence[WorkUnit], on_result: Callable[[UnitResult], None]) -> None:
+        ...
+
+
+_WORKER: LoadedExtractors | None = None
+
+
+def _pool_init(job: ExtractionJob, threads: int) -> None:
+    global _WORKER
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+    except Exception:
+        pass
+    _WORKER = LoadedExtractors(job)
+
+
+def _pool_run(job: ExtractionJob, unit: WorkUnit) -> UnitResult:
+    assert _WORKER is not None
+    try:
+        return execute_unit(job, unit, _WORKER)
+    except Exception as exc:
+        return UnitResult(unit=unit, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+
+
+class LocalBackend:
+    """This machine: in-process with one worker, a spawn process pool with more."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = max(1, int(workers))
+
+    def run(self, job: ExtractionJob, units: Sequence[WorkUnit], on_result: Callable[[UnitResult], None]) -> None:
+        if not units:
+            return
+        if self.workers == 1:
+            loaded = LoadedExtractors(job)
+            for u in units:
+                try:
+                    res = execute_unit(job, u, loaded)
+                except Exception as exc:
+                    res = UnitResult(unit=u, error=f"{type(exc).__name__}: {exc}")
+                on_result(res)
+            return
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        with cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                    initializer=_pool_init, initargs=(job, threads)) as pool:
+            futures = [pool.submit(_pool_run, job, u) for u in units]
+            for fut in cf.as_completed(futures):
+                on_result(fut.result())
+
+
+_BACKENDS: dict[str, Callable[..., Backend]] = {"local": LocalBackend}
+
+
+def register_backend(name: str, factory: Callable[..., Backend]) -> None:
+    """Make a backend available to ``aanbench extract --backend NAME``."""
+    _BACKENDS[name] = factory
+
+
+def get_backend(name: str, **options: Any) -> Backend:
+    if name == "ray" and "ray" not in _BACKENDS:
+        try:
+            import aanbench.backend_ray  # noqa: F401  (registers itself)
+        except ImportError as exc:
+            raise AanbenchError(f"the ray backend is not available: {exc}") from None
+    try:
+        factory = _BACKENDS[name]
+    except KeyError:
+        raise AanbenchError(f"unknown backend {name!r} (known: {', '.join(sorted(_BACKENDS))})") from None
+    return factory(**options)
+
+
+@dataclass
+class ExtractionReport:
+    dataset: str
+    group_path: str
+    extractors: list[str]
+    units_run: int = 0
+    units_failed: int = 0
+    items_ok: dict[str, int] = field(default_factory=dict)
+    skipped_chunks: dict[str, int] = field(default_factory=dict)
+    failures: list[ItemFailure] = field(default_factory=list)
+    unit_errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def any_failed(self) -> bool:
+        return bool(self.failures or self.unit_errors)
+
+
+def run_plan(plan: Plan, backend: Backend, on_progress: Callable[[UnitResult], None] | None = None) -> ExtractionReport:
+    """Run a plan on a backend under the group's writer lock."""
+    t0 = time.perf_counter()
+    rep = ExtractionReport(dataset=plan.group.attrs.get("dataset", ""), group_path=plan.group.path,
+                           extractors=list(plan.job.extractors), skipped_chunks=dict(plan.skipped_chunks))
+
+    def on_result(res: UnitResult) -> None:
+        rep.units_run += 1
+        if res.error:
+            rep.units_failed += 1
+            first = res.error.strip().splitlines()[0]
+            rep.unit_errors.append(f"chunk {res.unit.chunk} (items {res.unit.start}-{res.unit.stop - 1}): {first}")
+            record_unit_failure(plan.job, res.unit, f"chunk failed: {first}")
+        for n, k in res.ok.items():
+            rep.items_ok[n] = rep.items_ok.get(n, 0) + k
+        rep.failures.extend(res.failures)
+        if on_progress:
+            on_progress(res)
+
+    with plan.group.writer_lock():
+        backend.run(plan.job, plan.units, on_result)
+    rep.seconds = time.perf_counter() - t0
+    return rep
