@@ -7,6 +7,10 @@ Each feature vector of an item is projected by its own linear layer to a
 attends across the feature tokens; the tokens are averaged, passed through
 dropout (and ``tanh`` in the authors' single-modality variants) and a linear
 layer gives one value. One model per target.
+
+The authors' published checkpoints differ in the encoder's feed-forward block:
+the five-feature model uses ``drop(relu(w(x)))`` (``feed_forward="relu"``),
+the single-modality models ``w(drop(x + tanh(x)))`` (``feed_forward="tanh_skip"``).
 """
 
 from __future__ import annotations
@@ -61,12 +65,20 @@ class MultiHeadSelfAttention(nn.Module):
         return self.out(y)
 
 
+FEED_FORWARDS = ("relu", "tanh_skip")
+
+
 class EncoderLayer(nn.Module):
     """Pre-norm block: ``x + drop(attn(norm(x)))`` then ``x + drop(ff(norm(x)))``;
-    the feed-forward is one linear layer with ReLU and dropout (as the authors)."""
+    the feed-forward ``ff(h)`` is one linear layer ``w``: ``drop(relu(w(h)))``
+    for ``feed_forward="relu"``, ``w(drop(h + tanh(h)))`` for ``"tanh_skip"``
+    (both as the authors)."""
 
-    def __init__(self, d_model: int, heads: int, dropout: float, eps: float) -> None:
+    def __init__(self, d_model: int, heads: int, dropout: float, eps: float, feed_forward: str = "relu") -> None:
         super().__init__()
+        if feed_forward not in FEED_FORWARDS:
+            raise ValueError(f"feed_forward must be one of {FEED_FORWARDS}, not {feed_forward!r}")
+        self.feed_forward = feed_forward
         self.attn = MultiHeadSelfAttention(d_model, heads, dropout)
         self.ff = nn.Linear(d_model, d_model)
         self.ff_dropout = nn.Dropout(dropout)
@@ -77,7 +89,11 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop1(self.attn(self.norm1(x)))
-        h = self.ff_dropout(torch.relu(self.ff(self.norm2(x))))
+        h = self.norm2(x)
+        if self.feed_forward == "relu":
+            h = self.ff_dropout(torch.relu(self.ff(h)))
+        else:
+            h = self.ff(self.ff_dropout(h + torch.tanh(h)))
         return x + self.drop2(h)
 
 
@@ -94,13 +110,15 @@ class FeatureAANNet(nn.Module):
         head_dropout: float = 0.1,
         eps: float = 1e-6,
         head_activation: str = "none",
+        feed_forward: str = "relu",
     ) -> None:
         super().__init__()
         if head_activation not in ("none", "tanh"):
             raise ValueError(f"head_activation must be 'none' or 'tanh', not {head_activation!r}")
         self.dims = list(dims)
         self.projections = nn.ModuleList(nn.Linear(d, d_model) for d in dims)
-        self.layers = nn.ModuleList(EncoderLayer(d_model, heads, dropout, eps) for _ in range(layers))
+        self.layers = nn.ModuleList(
+            EncoderLayer(d_model, heads, dropout, eps, feed_forward) for _ in range(layers))
         self.norm = AuthorsLayerNorm(d_model, eps)
         self.head_dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(d_model, 1)
@@ -118,4 +136,4 @@ class FeatureAANNet(nn.Module):
         return self.head(self.head_dropout(pooled)).squeeze(-1)
 
 
-NET_KEYS = ("d_model", "heads", "layers", "dropout", "head_dropout", "eps", "head_activation")
+NET_KEYS = ("d_model", "heads", "layers", "dropout", "head_dropout", "eps", "head_activation", "feed_forward")
