@@ -12,9 +12,10 @@ That config computes its functionals over the whole input
 (``frameMode = full``). We derive a variant from the installed wheel's file
 at load time, changing only the three ``cFunctionals`` sections to
 ``frameMode = fixed``, ``frameSize = 0.32``, ``frameStep = 0.04``, and write
-it, named by its SHA-256, under the temporary directory (the config is not
+it, named by its SHA-256, under the temporary directory (``aanbench-opensmile-<uid>``;
+an existing file is used only if its SHA-256 matches). The config is not
 copied into this repository: it carries audEERING's licence and stays tied
-to the installed wheel). The config has no relative includes; the source and
+to the installed wheel. The config has no relative includes; the source and
 sink includes are absolute paths that ``opensmile.Smile`` fills in.
 
 Per item: one openSMILE call on the whole window (16 kHz mono), giving
@@ -124,7 +125,10 @@ def derived_config() -> tuple[str, str]:
 def write_derived_config(directory: Path | None = None) -> Path:
     """Write the derived config (content-addressed, atomically) and return its path."""
     text, sha = derived_config()
-    d = Path(directory) if directory is not None else Path(tempfile.gettempdir()) / "aanbench-opensmile"
+    if directory is None:
+        user = str(os.getuid()) if hasattr(os, "getuid") else "user"
+        directory = Path(tempfile.gettempdir()) / f"aanbench-opensmile-{user}"
+    d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"IS10_paraling_compat_w320_h40_{sha[:16]}.conf"
     if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == sha:

@@ -106,6 +106,15 @@ def test_emobase2010_deterministic(emobase: Emobase2010) -> None:
     assert np.array_equal(a, b)
 
 
+def test_emobase2010_pickles_for_workers(emobase: Emobase2010) -> None:
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(emobase))  # the openSMILE handle is dropped, reloaded on use
+    assert clone._smile is None
+    x = tone(1.0, freq=500.0)
+    assert np.array_equal(clone.extract([audio_media(x)]), emobase.extract([audio_media(x)]))
+
+
 def test_emobase2010_clips_full_scale_instead_of_wrapping(emobase: Emobase2010) -> None:
     # openSMILE's int16 conversion would turn +1.0 into -32768; we clip first.
     sq = np.sign(np.sin(2 * np.pi * 100 * np.arange(SR) / SR)).astype(np.float32)
