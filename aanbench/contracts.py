@@ -280,10 +280,12 @@ class FitReport:
 class ModelSpec:
     """A model plugin: ``build(params, dims)`` makes an untrained model for
     inputs of the given dimensions; ``restore(state)`` rebuilds one saved
-    with :meth:`Model.state`."""
+    with :meth:`Model.state`. ``params`` lists every parameter the model
+    accepts with its default; the registry refuses others."""
 
     name: str
     description: str
     build: Callable[[Mapping[str, Any], Sequence[int]], Model]
     restore: Callable[[Mapping[str, Any]], Model] | None = None
     version: str = "1"
+    params: Mapping[str, Any] = field(default_factory=dict)  # accepted parameters and defaults

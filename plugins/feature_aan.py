@@ -137,3 +137,69 @@ class FeatureAANNet(nn.Module):
 
 
 NET_KEYS = ("d_model", "heads", "layers", "dropout", "head_dropout", "eps", "head_activation", "feed_forward")
+
+
+# --------------------------------------------------------------------------
+# The model plugin: training through aanbench's shared trainer.
+
+from aanbench.contracts import FitReport, Model  # noqa: E402
+from aanbench.training import TrainConfig, predict_torch, train_torch  # noqa: E402
+
+DEFAULTS: dict[str, Any] = {
+    "d_model": 8, "heads": 2, "layers": 6, "dropout": 0.1, "head_dropout": 0.1, "eps": 1e-6,
+    "head_activation": "none", "feed_forward": "relu",
+    "lr": 5e-4, "max_epochs": 500, "patience": 30, "batch_size": 30, "weight_decay": 0.0,
+    "val_fraction": 0.1,
+}
+
+
+class FeatureAAN(Model):
+    name = "feature-aan"
+
+    def __init__(self, params: Mapping[str, Any], dims: Sequence[int]) -> None:
+        self.params = {**DEFAULTS, **dict(params)}
+        self.dims = [int(d) for d in dims]
+        self.net: FeatureAANNet | None = None
+
+    def _net_config(self) -> dict[str, Any]:
+        return {"dims": self.dims, **{k: self.params[k] for k in NET_KEYS}}
+
+    def fit(self, train_x, train_y, val_x, val_y, *, seed: int) -> FitReport:
+        torch.manual_seed(seed)
+        cfg = self._net_config()
+        self.net = FeatureAANNet(**cfg)
+        tc = TrainConfig(lr=float(self.params["lr"]), max_epochs=int(self.params["max_epochs"]),
+                         patience=int(self.params["patience"]), batch_size=int(self.params["batch_size"]),
+                         weight_decay=float(self.params["weight_decay"]))
+        return train_torch(self.net, train_x, train_y, val_x, val_y, tc, seed)
+
+    def predict(self, x) -> np.ndarray:
+        if self.net is None:
+            raise RuntimeError("model is not trained")
+        return predict_torch(self.net, x)
+
+    def state(self) -> dict[str, Any]:
+        if self.net is None:
+            raise RuntimeError("model is not trained")
+        return {"config": self._net_config(), "state_dict": {k: v.detach().clone() for k, v in self.net.state_dict().items()}}
+
+
+def restore(state: Mapping[str, Any]) -> FeatureAAN:
+    cfg = dict(state["config"])
+    dims = cfg.pop("dims")
+    model = FeatureAAN(cfg, dims)
+    model.net = FeatureAANNet(dims, **cfg)
+    model.net.load_state_dict(state["state_dict"], strict=True)
+    model.net.eval()
+    return model
+
+
+@hookimpl
+def aanbench_models():
+    return [ModelSpec(
+        name="feature-aan",
+        description="Feature AttendAffectNet: self-attention across the feature vectors (paper III-C-b)",
+        build=lambda params, dims: FeatureAAN(params, dims),
+        restore=restore,
+        params=DEFAULTS,
+    )]

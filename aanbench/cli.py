@@ -1,0 +1,662 @@
+"""The ``aanbench`` command line.
+
+Exit status: 0 success; 1 the batch finished but some items failed (or a
+dataset copy is incomplete); 2 usage or configuration errors. Expected errors
+print one message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from aanbench import __version__
+from aanbench.contracts import AanbenchError, Dataset, Extractor
+
+console = Console()
+err_console = Console(stderr=True)
+
+HELP = """\
+aanbench: a plugin-based multimodal feature store and benchmark suite for the
+emotions movies evoke (valence and arousal), after AttendAffectNet.
+
+Typical session:
+
+\b
+  aanbench demo                                   # everything, on a generated demo dataset
+
+  aanbench extract eimt16 --root ~/data/LIRIS-ACCEDE --store feats
+  aanbench run feature-aan eimt16 --store feats --out results
+  aanbench leaderboard eimt16 --results results --out leaderboards/eimt16.md
+
+\b
+Extractors, datasets and models are plugins (entry-point group `aanbench`);
+`aanbench plugins` lists them.
+"""
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+store_app = typer.Typer(help="Inspect and fill feature stores.", no_args_is_help=True)
+models_app = typer.Typer(help="Model files: convert published checkpoints, inspect.", no_args_is_help=True)
+datasets_app = typer.Typer(help="List datasets (no subcommand), make the demo, check a copy.", invoke_without_command=True)
+app.add_typer(store_app, name="store")
+app.add_typer(models_app, name="models")
+app.add_typer(datasets_app, name="datasets")
+
+
+@dataclass
+class CliGroups:
+    """Handed to the ``aanbench_commands`` hook: the Typer apps plugins may extend."""
+
+    root: typer.Typer
+    store: typer.Typer
+    models: typer.Typer
+    datasets: typer.Typer
+
+    def command(self, target: typer.Typer, name: str | None = None, **kw: Any) -> Callable:
+        """Like ``target.command(name)``, but an :class:`AanbenchError` raised by
+        the command prints one message and exits with its code (2)."""
+        return command(target, name, **kw)
+
+
+def command(target: typer.Typer, name: str | None = None, **kw: Any) -> Callable:
+    """Register a command whose expected errors become a message and exit 2."""
+
+    def deco(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except AanbenchError as exc:
+                err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+                raise typer.Exit(exc.exit_code) from None
+
+        target.command(name, **kw)(wrapper)
+        return wrapper
+
+    return deco
+
+
+def _plugins():
+    from aanbench.plugin_manager import get_plugins
+
+    return get_plugins()
+
+
+def _registry(path: Optional[Path] = None):
+    from aanbench.registry import load_registry
+
+    return load_registry(path)
+
+
+def _parse_options(options: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for o in options or []:
+        if "=" not in o:
+            raise AanbenchError(f"--option expects KEY=VALUE, got {o!r}")
+        k, v = o.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _dataset(name: str, options: list[str] | None = None) -> Dataset:
+    ds = _plugins().dataset(name)
+    opts = _parse_options(options)
+    if opts:
+        configure = getattr(ds, "configure", None)
+        if configure is None:
+            raise AanbenchError(f"dataset {name!r} takes no options (got {', '.join(opts)})")
+        ds = configure(**opts)
+    return ds
+
+
+# ---------------------------------------------------------------------------- plugins
+
+
+@command(app, "plugins")
+def plugins_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """List every plugin: kind, name, version, origin (built-in or distribution).
+
+    A plugin that failed to import is listed with its error; the rest work.
+    """
+    rows = _plugins().rows()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    t = Table(title="aanbench plugins")
+    for c in ("kind", "name", "version", "origin", "plugin"):
+        t.add_column(c)
+    for r in sorted(rows, key=lambda r: (r["kind"] == "error", r["kind"], r["name"])):
+        if r["kind"] == "error":
+            t.add_row("[red]error[/]", r["name"], r["version"], r["origin"], f"[red]{r['error']}[/]")
+        else:
+            t.add_row(r["kind"], r["name"], r["version"], r["origin"], r["plugin"])
+    console.print(t)
+
+
+# ---------------------------------------------------------------------------- datasets
+
+
+@datasets_app.callback()
+def datasets_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """List the installed datasets (name, protocol, targets, description)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    ds = _plugins().datasets
+    rows = [{"name": d.name, "version": d.version, "protocol": d.protocol, "targets": list(d.targets),
+             "description": d.description, "card": d.card} for d in ds.values()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    t = Table(title="aanbench datasets")
+    for c in ("name", "protocol", "targets", "description"):
+        t.add_column(c)
+    for r in sorted(rows, key=lambda r: r["name"]):
+        t.add_row(r["name"], r["protocol"], ", ".join(r["targets"]), r["description"])
+    console.print(t)
+
+
+@command(datasets_app, "check")
+def datasets_check(
+    name: str = typer.Argument(..., help="Dataset name (see `aanbench datasets`)."),
+    root: Path = typer.Option(..., "--root", help="Your copy of the dataset, in its official layout."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Check a copy of a dataset: files found against expected, unreadable files,
+    labels out of range, changes since the last check. Exit 1 when incomplete."""
+    ds = _dataset(name, option)
+    if not hasattr(ds, "check"):
+        raise AanbenchError(f"dataset {name!r} offers no check")
+    from aanbench.datacheck import run_check
+
+    raise typer.Exit(run_check(ds, root, as_json, console))
+
+
+# ---------------------------------------------------------------------------- extract
+
+
+def _select_extractors(names: Optional[str], weights_folder: Path) -> tuple[list[Extractor], dict[str, dict[str, Path]], list[str]]:
+    from aanbench.weights import resolve
+
+    plugins = _plugins()
+    skipped: list[str] = []
+    paths: dict[str, dict[str, Path]] = {}
+    if names:
+        wanted = [n.strip() for n in names.split(",") if n.strip()]
+        exs = [plugins.extractor(n) for n in wanted]
+        for ex in exs:
+            paths[ex.name] = resolve(ex, weights_folder)  # raises with the file, SHA-256 and where to put it
+        return exs, paths, skipped
+    exs = []
+    for ex in sorted(plugins.extractors.values(), key=lambda e: e.name):
+        try:
+            paths[ex.name] = resolve(ex, weights_folder)
+            exs.append(ex)
+        except AanbenchError:
+            skipped.append(ex.name)
+    if not exs:
+        raise AanbenchError("no extractor is usable (all need weights that are missing; see `aanbench weights`)")
+    return exs, paths, skipped
+
+
+def do_extract(
+    dataset: Dataset,
+    root: Path,
+    store_path: Path,
+    extractors: Optional[str],
+    *,
+    backend: str = "local",
+    workers: int = 1,
+    chunk_rows: int = 32,
+    batch_size: int = 8,
+    device: str = "cpu",
+    weights_dir: Optional[Path] = None,
+    retry_failed: bool = False,
+    backend_options: dict[str, Any] | None = None,
+    quiet: bool = False,
+):
+    """Plan and run an extraction with a progress bar; returns (report, failures in store)."""
+    from aanbench.extraction import get_backend, plan_extraction, run_plan
+    from aanbench.store import FeatureStore
+    from aanbench.weights import weights_dir as wdir
+
+    folder = wdir(weights_dir)
+    exs, paths, skipped = _select_extractors(extractors, folder)
+    items = dataset.items(Path(root))
+    be = get_backend(backend, workers=workers, **(backend_options or {}))
+    store = FeatureStore(store_path)
+    plugins = _plugins()
+    plan = plan_extraction(
+        store, dataset.name, items, exs, paths, segmentation=dataset.segmentation, chunk_rows=chunk_rows,
+        weights_dir=str(folder), device=device, batch_size=batch_size, targets=dataset.targets,
+        dataset_version=dataset.version, retry_failed=retry_failed,
+        plugin_versions={e.name: plugins.version_of("extractor", e.name) for e in exs},
+    )
+    if not quiet:
+        if skipped:
+            console.print(f"[yellow]skipping extractors without their weights:[/] {', '.join(skipped)} (see `aanbench weights`)")
+        done_already = sum(plan.skipped_chunks.values())
+        console.print(f"{dataset.name}: {len(items)} items, {plan.group.n_chunks} chunks of {plan.group.chunk_rows}; "
+                      f"extractors {', '.join(e.name for e in exs)}; {len(plan.units)} chunks to compute"
+                      + (f" ({done_already} extractor-chunks already done)" if done_already else "")
+                      + f"; backend {be.name}")
+    with Progress(TextColumn("[bold]extract[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("items"),
+                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, disable=quiet, transient=False) as prog:
+        task = prog.add_task("extract", total=plan.n_items_todo, rate="")
+
+        def on_progress(res) -> None:
+            prog.advance(task, res.unit.n_items)
+            el = prog.tasks[0].elapsed or 0
+            done = prog.tasks[0].completed
+            prog.update(task, rate=f"{done / el:.1f} items/s" if el > 0 else "")
+
+        report = run_plan(plan, be, on_progress)
+    # failures recorded in the store for these extractors (this run and earlier ones)
+    group = store.open_group(dataset.name, dataset.segmentation)
+    ids = group.item_ids()
+    failed: list[tuple[str, str, str]] = []
+    for ex in exs:
+        arr = group.feature(plan.job.keys[ex.name])
+        ok, errs = arr.ok(), arr.errors()
+        for i in range(len(ok)):
+            if not ok[i]:
+                failed.append((ids[i], ex.name, str(errs[i]) or "not computed"))
+    return report, failed, plan
+
+
+@command(app, "extract")
+def extract_cmd(
+    dataset: str = typer.Argument(..., help="Dataset name (see `aanbench datasets`)."),
+    root: Path = typer.Option(..., "--root", help="Your copy of the dataset (official layout), or a folder for `files`."),
+    store: Path = typer.Option(..., "--store", help="Feature store directory (Zarr v3; created if missing)."),
+    extractors: Optional[str] = typer.Option(None, "--extractors", "-e",
+                                             help="Comma-separated extractor names. Default: every installed extractor whose weights are present."),
+    backend: str = typer.Option("local", "--backend", help="Where work runs: local (this machine) or ray."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Parallel workers (processes or Ray actors)."),
+    chunk_rows: int = typer.Option(32, "--chunk-rows", help="Items per chunk, the unit of work and of resume (fixed when a store group is created)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Items per extractor batch."),
+    device: str = typer.Option("cpu", "--device", help="Torch device for neural extractors: cpu, cuda, cuda:1 ..."),
+    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Folder of pretrained weight files (default $AANBENCH_WEIGHTS or ~/.cache/aanbench/weights)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Recompute chunks that hold failed items."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray: join this cluster ('auto' or host:port) instead of starting a local one."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="Ray: GPU share each GPU extractor worker asks for."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE (see the dataset's card)."),
+) -> None:
+    """Extract features for every item of a dataset into the feature store.
+
+    Work is done in chunks; a chunk is written whole, then marked done, so an
+    interrupted run resumes where it stopped. Items that fail (corrupt file,
+    no audio stream, ...) are recorded with their reason and the batch goes
+    on; the exit status is 1 when any item failed.
+    """
+    ds = _dataset(dataset, option)
+    opts: dict[str, Any] = {}
+    if backend == "ray":
+        opts = {"address": address, "gpus_per_worker": gpus_per_worker}
+    elif address or gpus_per_worker:
+        raise AanbenchError("--address and --gpus-per-worker are options of --backend ray")
+    report, failed, plan = do_extract(ds, root, store, extractors, backend=backend, workers=workers,
+                                      chunk_rows=chunk_rows, batch_size=batch_size, device=device,
+                                      weights_dir=weights_dir, retry_failed=retry_failed, backend_options=opts)
+    _print_extract_summary(report, failed, plan)
+    if failed or report.unit_errors:
+        raise typer.Exit(1)
+
+
+def _print_extract_summary(report, failed, plan) -> None:
+    t = Table(title=f"{plan.group.path}: extraction summary ({report.seconds:.1f} s)")
+    for c in ("extractor", "array", "ok", "failed", "chunks computed", "chunks already done"):
+        t.add_column(c)
+    n = plan.group.n_items
+    computed: dict[str, int] = {}
+    for u in plan.units:
+        for e in u.extractors:
+            computed[e] = computed.get(e, 0) + 1
+    for name in report.extractors:
+        nf = sum(1 for f in failed if f[1] == name)
+        t.add_row(name, plan.job.keys[name], str(n - nf), str(nf), str(computed.get(name, 0)),
+                  str(report.skipped_chunks.get(name, 0)))
+    console.print(t)
+    if report.unit_errors:
+        console.print("[red]chunks that failed (not marked done; rerun to retry):[/]")
+        for e in report.unit_errors:
+            console.print(f"  {e}", highlight=False)
+    if failed:
+        console.print(f"[red]{len(failed)} item failures[/] (item, extractor, reason):")
+        for item_id, ex, reason in failed[:50]:
+            console.print(f"  {item_id}  {ex}  {reason}", highlight=False, soft_wrap=True)
+        if len(failed) > 50:
+            console.print(f"  ... and {len(failed) - 50} more: `aanbench store info {plan.job.store_root}`")
+
+
+# ---------------------------------------------------------------------------- store
+
+
+def store_summary(store_path: Path) -> list[dict[str, Any]]:
+    from aanbench.store import FeatureStore
+
+    st = FeatureStore(store_path, mode="r")
+    out = []
+    for gp in st.group_paths():
+        g = st.open_group(*gp.split("/", 1))
+        ids = g.item_ids()
+        arrays = []
+        for key in g.feature_keys():
+            a = g.feature(key)
+            done, ok, errs = a.done(), a.ok(), a.errors()
+            rows_done = sum(g.chunk_slice(c).stop - g.chunk_slice(c).start for c in range(len(done)) if done[c])
+            prov = a.provenance
+            arrays.append({
+                "key": key, "extractor": a.name, "version": a.version, "shape": list(a.data.shape),
+                "items_done": int(rows_done), "items_ok": int(ok.sum()),
+                "chunks_done": int(done.sum()), "chunks": int(len(done)),
+                "source": prov.get("source", ""),
+                "failures": [{"item_id": ids[i], "reason": str(errs[i])} for i in range(len(ok)) if not ok[i] and errs[i]],
+            })
+        out.append({"group": gp, "dataset": g.attrs.get("dataset"), "segmentation": g.attrs.get("segmentation"),
+                    "n_items": g.n_items, "chunk_rows": g.chunk_rows, "targets": g.targets(), "arrays": arrays})
+    return out
+
+
+@command(store_app, "info")
+def store_info(
+    store: Path = typer.Argument(..., help="Feature store directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout, for scripts."),
+) -> None:
+    """Per array: dataset, extractor, shape, items done, and the failures (item id, reason)."""
+    info = store_summary(store)
+    if as_json:
+        typer.echo(json.dumps({"store": str(store), "groups": info}, indent=1))
+        return
+    if not info:
+        console.print(f"{store}: empty store")
+    for g in info:
+        t = Table(title=f"{g['group']}  ({g['n_items']} items, chunks of {g['chunk_rows']}, labels: {', '.join(g['targets']) or 'none'})")
+        for c in ("array", "shape", "items done", "ok", "failed", "source"):
+            t.add_column(c)
+        for a in g["arrays"]:
+            t.add_row(a["key"], "x".join(map(str, a["shape"])), f"{a['items_done']}/{g['n_items']}", str(a["items_ok"]),
+                      str(len(a["failures"])), a["source"])
+        console.print(t)
+        for a in g["arrays"]:
+            for f in a["failures"][:20]:
+                console.print(f"  [red]{a['key']}[/] {f['item_id']}: {f['reason']}", highlight=False, soft_wrap=True)
+            if len(a["failures"]) > 20:
+                console.print(f"  ... {len(a['failures']) - 20} more (use --json)")
+
+
+@command(store_app, "import-h5")
+def store_import_h5(
+    file: Path = typer.Argument(..., help="HDF5 file holding an (n_items, dim) matrix."),
+    store: Path = typer.Option(..., "--store", help="Feature store directory."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset name the rows belong to."),
+    extractor: str = typer.Option(..., "--extractor", help="Extractor name the features stand for (e.g. resnet50)."),
+    key: str = typer.Option("default", "--key", help="HDF5 dataset inside the file."),
+    segmentation: str = typer.Option("default", "--segmentation", help="Store segmentation group."),
+) -> None:
+    """Import an external feature matrix as an extractor's array (item ids = row numbers
+    unless the store group already exists, in which case the row count must match)."""
+    import h5py
+    import numpy as np
+
+    from aanbench.contracts import Item
+    from aanbench.store import FeatureStore
+    from aanbench.weights import sha256_of
+
+    if not file.is_file():
+        raise AanbenchError(f"{file}: no such file")
+    try:
+        with h5py.File(file, "r") as f:
+            if key not in f:
+                raise AanbenchError(f"{file}: no dataset {key!r} (has {', '.join(f.keys()) or 'none'})")
+            values = np.asarray(f[key][...], dtype=np.float32)
+    except OSError as exc:
+        raise AanbenchError(f"{file}: not a readable HDF5 file ({exc})") from None
+    if values.ndim != 2:
+        raise AanbenchError(f"{file}:{key}: expected an (n_items, dim) matrix, got shape {values.shape}")
+    st = FeatureStore(store)
+    try:
+        group = st.open_group(dataset, segmentation)
+    except AanbenchError:
+        items = [Item(id=str(i), path=None) for i in range(values.shape[0])]
+        group = st.ensure_group(dataset, items, segmentation=segmentation, chunk_rows=max(1, min(32, len(items))))
+    digest = sha256_of(file)
+    prov = {"extractor": extractor, "version": "imported", "dim": int(values.shape[1]), "config": {"hdf5_key": key},
+            "weights": {}, "libraries": {}, "source": {"file": file.name, "sha256": digest}}
+    arr = group.import_rows(f"{extractor}@imported", values, prov)
+    console.print(f"imported {values.shape[0]}x{values.shape[1]} from {file.name} (sha256 {digest[:12]}…) "
+                  f"as {group.path}/features/{arr.key}")
+
+
+# ---------------------------------------------------------------------------- run / leaderboard
+
+
+@command(app, "experiments")
+def experiments_cmd(registry: Optional[Path] = typer.Option(None, "--registry", help="registry.toml to use.")) -> None:
+    """List the named experiments of registry.toml and their feature sets."""
+    reg = _registry(registry)
+    t = Table(title=f"experiments ({reg.path})")
+    for c in ("experiment", "model", "features", "datasets with settings", "description"):
+        t.add_column(c)
+    for name, e in sorted(reg.experiments.items()):
+        t.add_row(name, e["model"], e["features"], ", ".join(sorted(e.get("datasets", {}))), e.get("description", ""))
+    console.print(t)
+
+
+def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: Optional[int] = None,
+           registry: Optional[Path] = None, save_models: Optional[Path] = None, quiet: bool = False):
+    from aanbench.runner import run_experiment, write_results
+    from aanbench.store import FeatureStore
+
+    reg = _registry(registry)
+    exp = reg.experiment(experiment, dataset.name)
+    group = FeatureStore(store, mode="r").open_group(dataset.name, dataset.segmentation)
+    with Progress(TextColumn(f"[bold]{experiment}[/] {{task.fields[what]}}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, disable=quiet) as prog:
+        task = prog.add_task("fit", total=None, what="")
+
+        def on_fit(target: str, fold: str, done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total, what=f"{target} / {fold}")
+
+        doc = run_experiment(exp, dataset, group, _plugins(), seed=seed, save_models=save_models, on_fit=on_fit)
+    doc["command"] = "aanbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
+    path = write_results(doc, out)
+    return doc, path
+
+
+def _print_results(doc: dict[str, Any], path: Path) -> None:
+    t = Table(title=f"{doc['experiment']} on {doc['dataset']} ({doc['protocol']}, features {doc['feature_set']})")
+    for c in ("target", "MSE", "Pearson r", "CCC", "n"):
+        t.add_column(c)
+    for target, v in doc["targets"].items():
+        m = v["metrics"]
+        t.add_row(target, f"{m['mse']:.4f}", f"{m['pearson_r']:.3f}", f"{m['ccc']:.3f}", str(m["n"]))
+    console.print(t)
+    console.print(f"results: {path}")
+
+
+@command(app, "run")
+def run_cmd(
+    experiment: str = typer.Argument(..., help="Experiment name from registry.toml (see `aanbench experiments`)."),
+    dataset: str = typer.Argument(..., help="Dataset name."),
+    store: Path = typer.Option(..., "--store", help="Feature store holding the dataset's features."),
+    out: Path = typer.Option(..., "--out", help="Results directory (or a .json file)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset copy: extract the experiment's missing features first."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Override the experiment's seed."),
+    registry: Optional[Path] = typer.Option(None, "--registry", help="registry.toml to use."),
+    save_models: Optional[Path] = typer.Option(None, "--save-models", help="Also save each trained model (aanbench model files) here."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
+) -> None:
+    """Train and evaluate an experiment with the dataset's protocol; write a results
+    file (config, provenance, per-item predictions, metrics) and print a table."""
+    ds = _dataset(dataset, option)
+    if root is not None:
+        exp = _registry(registry).experiment(experiment, ds.name)
+        _, failed, _ = do_extract(ds, root, store, ",".join(exp.features))
+        if failed:
+            console.print(f"[yellow]{len(failed)} item failures during extraction; those items are left out[/]")
+    doc, path = do_run(experiment, ds, store, out, seed=seed, registry=registry, save_models=save_models)
+    _print_results(doc, path)
+
+
+@command(app, "leaderboard")
+def leaderboard_cmd(
+    dataset: str = typer.Argument(..., help="Dataset name."),
+    results: list[Path] = typer.Option(..., "--results", help="Results directory or files (repeatable)."),
+    out: Path = typer.Option(..., "--out", help="Markdown file to write; the figure goes beside it (.png)."),
+    group: Optional[str] = typer.Option(None, "--group", help="Group (movie) to plot; default: the first."),
+) -> None:
+    """Write a leaderboard (one table per target) and a figure of predicted against
+    true values over one group, from results files."""
+    from aanbench.leaderboard import render_markdown, write_leaderboard
+    from aanbench.runner import read_results
+
+    docs = read_results(list(results), dataset)
+    if not docs:
+        raise AanbenchError(f"no results for dataset {dataset!r} in {', '.join(map(str, results))}")
+    cmd = "aanbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
+    md, fig = write_leaderboard(dataset, docs, out, group=group, command=cmd)
+    console.print(render_markdown(dataset, docs, figure=fig.name), markup=False, highlight=False)
+    console.print(f"wrote {md} and {fig}")
+
+
+# ---------------------------------------------------------------------------- predict
+
+
+@command(app, "predict")
+def predict_cmd(
+    model: Path = typer.Argument(..., help="aanbench model file (trained by `run --save-models` or converted)."),
+    store: Path = typer.Option(..., "--store", help="Feature store."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset whose stored features to use."),
+    out: Path = typer.Option(..., "--out", help="CSV to write: item_id,prediction."),
+    segmentation: str = typer.Option("default", "--segmentation", help="Store segmentation group."),
+) -> None:
+    """Apply a model to the features stored for a dataset; one CSV row per item
+    (items missing a feature get an empty prediction)."""
+    import numpy as np
+
+    from aanbench.modelfile import load_model
+    from aanbench.runner import Standardizer, load_features
+    from aanbench.store import FeatureStore
+
+    payload = load_model(model)
+    plugins = _plugins()
+    spec = plugins.model(payload["model"])
+    if spec.restore is None:
+        raise AanbenchError(f"model plugin {spec.name!r} cannot restore saved models")
+    m = spec.restore(payload["state"])
+    group = FeatureStore(store, mode="r").open_group(dataset, segmentation)
+    feats = load_features(group, list(payload["features"]), plugins)
+    xs = feats.values
+    if payload.get("standardize"):
+        sd = payload["standardize"]
+        xs = Standardizer([np.asarray(a) for a in sd["mean"]], [np.asarray(a) for a in sd["std"]]).apply(xs)
+    valid = feats.valid
+    preds = np.full(group.n_items, np.nan, dtype=np.float32)
+    if valid.any():
+        preds[valid] = m.predict([x[valid] for x in xs])
+    ids = group.item_ids()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w") as f:
+        f.write("item_id,prediction\n")
+        for i, item_id in enumerate(ids):
+            f.write(f"{item_id},{'' if not np.isfinite(preds[i]) else repr(float(preds[i]))}\n")
+    console.print(f"{int(valid.sum())}/{len(ids)} items predicted ({payload['target']}) -> {out}")
+
+
+# ---------------------------------------------------------------------------- demo
+
+
+@command(app, "demo")
+def demo_cmd(
+    workdir: Path = typer.Option(Path(".aanbench-demo"), "--workdir", help="Where the demo data, store and results go."),
+    leaderboard: Path = typer.Option(Path("leaderboards/demo.md"), "--leaderboard", help="Leaderboard markdown to write."),
+    clips: int = typer.Option(120, "--clips", help="Number of demo clips to generate."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generated dataset."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Extraction workers."),
+) -> None:
+    """Everything on the generated demo dataset: make the clips, extract the
+    weight-free features, train Feature AttendAffectNet and the baselines, and
+    write the leaderboard. Idempotent: a second run reuses data and features."""
+    from aanbench.leaderboard import render_markdown, write_leaderboard
+    from aanbench.runner import read_results
+
+    ds = _plugins().dataset("demo")
+    generate = getattr(ds, "generate", None)
+    if generate is None:
+        raise AanbenchError("the demo dataset plugin cannot generate its data")
+    data = workdir / "data"
+    console.rule("[bold]1. demo dataset")
+    generate(data, seed=seed, clips=clips)
+    reg = _registry()
+    experiments = ["feature-aan", "feature-aan-video", "feature-aan-audio", "ridge", "mean"]
+    features = sorted({f for e in experiments for f in reg.experiment(e, "demo").features})
+    console.rule("[bold]2. extract features")
+    store = workdir / "store"
+    report, failed, plan = do_extract(ds, data, store, ",".join(features), workers=workers, chunk_rows=16)
+    _print_extract_summary(report, failed, plan)
+    console.rule("[bold]3. train and evaluate")
+    results = workdir / "results"
+    for e in experiments:
+        doc, path = do_run(e, ds, store, results)
+        _print_results(doc, path)
+    console.rule("[bold]4. leaderboard")
+    docs = [d for d in read_results([results], "demo") if d["experiment"] in experiments]
+    cmd = "aanbench demo" + ("" if workdir == Path(".aanbench-demo") else f" --workdir {workdir}")
+    md, fig = write_leaderboard("demo", docs, leaderboard, command=cmd)
+    console.print(render_markdown("demo", docs, figure=fig.name, command=cmd), markup=False, highlight=False)
+    console.print(f"wrote {md} and {fig}")
+    if failed:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------- wiring
+
+
+def _version_cb(value: bool) -> None:
+    if value:
+        typer.echo(f"aanbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: bool = typer.Option(False, "--version", callback=_version_cb, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """aanbench"""
+
+
+def _mount_optional() -> None:
+    try:
+        from aanbench.cli_weights import weights_app
+
+        app.add_typer(weights_app, name="weights")
+    except ImportError:
+        pass
+    groups = CliGroups(root=app, store=store_app, models=models_app, datasets=datasets_app)
+    try:
+        _plugins().pm.hook.aanbench_commands(cli=groups)
+    except AanbenchError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    try:
+        app()
+    except AanbenchError as exc:  # raised outside a command (e.g. while loading)
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(exc.exit_code)

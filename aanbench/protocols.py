@@ -1,0 +1,87 @@
+"""Evaluation protocols: which items train and which test, fold by fold,
+and the validation split carved from training data only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from aanbench.contracts import AanbenchError
+
+
+@dataclass(frozen=True)
+class Fold:
+    name: str
+    train: np.ndarray  # row indices
+    test: np.ndarray
+
+
+class FixedSplit:
+    """The dataset's own train/test split (``Item.split``)."""
+
+    name = "fixed"
+
+    def folds(self, splits: np.ndarray, groups: np.ndarray) -> Iterator[Fold]:
+        train = np.flatnonzero(splits == "train")
+        test = np.flatnonzero(splits == "test")
+        if not len(train) or not len(test):
+            raise AanbenchError(
+                f"fixed split needs items marked train and test (found {len(train)} train, {len(test)} test)"
+            )
+        yield Fold("test", train, test)
+
+
+class LeaveOneGroupOut:
+    """One fold per group (movie): that group tests, all others train."""
+
+    name = "leave-one-group-out"
+
+    def folds(self, splits: np.ndarray, groups: np.ndarray) -> Iterator[Fold]:
+        names = sorted(set(groups.tolist()) - {""})
+        if len(names) < 2:
+            raise AanbenchError(f"leave-one-group-out needs at least 2 groups, found {len(names)}")
+        for g in names:
+            yield Fold(g, np.flatnonzero(groups != g), np.flatnonzero(groups == g))
+
+
+PROTOCOLS = {"fixed": FixedSplit, "leave-one-group-out": LeaveOneGroupOut}
+
+
+def get_protocol(name: str):
+    try:
+        return PROTOCOLS[name]()
+    except KeyError:
+        raise AanbenchError(f"unknown protocol {name!r} (known: {', '.join(PROTOCOLS)})") from None
+
+
+def carve_validation(train: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split training rows into (fit, validation), from training rows only.
+
+    When the training rows span at least 3 groups, whole groups go to
+    validation (so one movie's excerpts never sit on both sides); otherwise
+    single rows. About ``fraction`` of the rows, at least one group / row.
+    """
+    train = np.asarray(train)
+    if fraction <= 0 or len(train) < 4:
+        return train, train[:0]
+    rng = np.random.default_rng(seed)
+    tg = groups[train]
+    names = sorted(set(tg.tolist()) - {""})
+    if len(names) >= 3:
+        order = rng.permutation(len(names))
+        chosen: list[str] = []
+        count = 0
+        target = fraction * len(train)
+        for i in order:
+            if count >= target or len(chosen) >= len(names) - 1:
+                break
+            chosen.append(names[i])
+            count += int((tg == names[i]).sum())
+        is_val = np.isin(tg, chosen)
+    else:
+        k = max(1, int(round(fraction * len(train))))
+        is_val = np.zeros(len(train), dtype=bool)
+        is_val[rng.permutation(len(train))[:k]] = True
+    return train[~is_val], train[is_val]

@@ -1,0 +1,226 @@
+"""``registry.toml``: named experiments, feature sets and weight files.
+
+Found at ``--registry``, else ``$AANBENCH_REGISTRY``, else the
+``registry.toml`` at the root of the aanbench checkout. Loading validates
+the whole file; an error names the key and the problem.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from aanbench.contracts import TARGETS, AanbenchError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENT_KEYS = {"model", "description", "features", "params", "datasets", "extends", "protocol", "seed"}
+DATASET_OVERRIDE_META = {"features", "protocol", "seed"}
+PROTOCOLS = ("fixed", "leave-one-group-out")
+
+
+class RegistryError(AanbenchError):
+    pass
+
+
+def registry_path(explicit: str | Path | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("AANBENCH_REGISTRY")
+    if env:
+        return Path(env)
+    return REPO_ROOT / "registry.toml"
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """An experiment resolved for one dataset: what to train and how."""
+
+    name: str
+    model: str
+    description: str
+    feature_set: str
+    features: tuple[str, ...]
+    params: Mapping[str, Any]  # values may be per-target dicts
+    protocol: str | None
+    seed: int
+
+    def params_for(self, target: str) -> dict[str, Any]:
+        """Parameters with per-target tables resolved for ``target``."""
+        out = {}
+        for k, v in self.params.items():
+            if isinstance(v, dict):
+                if target not in v:
+                    raise RegistryError(f"experiment {self.name}: parameter {k!r} has no value for target {target!r}")
+                out[k] = v[target]
+            else:
+                out[k] = v
+        return out
+
+
+@dataclass
+class Registry:
+    path: Path
+    raw: dict[str, Any]
+    feature_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    experiments: dict[str, dict[str, Any]] = field(default_factory=dict)  # merged (extends resolved)
+
+    @property
+    def default_store(self) -> str:
+        return str(self.raw.get("defaults", {}).get("store", "aanbench-store"))
+
+    @property
+    def default_seed(self) -> int:
+        return int(self.raw.get("defaults", {}).get("seed", 0))
+
+    def weights(self) -> dict[str, dict[str, Any]]:
+        return dict(self.raw.get("weights", {}))
+
+    def experiment(self, name: str, dataset: str) -> ExperimentConfig:
+        if name not in self.experiments:
+            known = ", ".join(sorted(self.experiments)) or "none"
+            raise RegistryError(f"{self.path}: no experiment {name!r} (known: {known})")
+        exp = self.experiments[name]
+        params = dict(exp.get("params", {}))
+        over = dict(exp.get("datasets", {}).get(dataset, {}))
+        meta = {k: over.pop(k) for k in list(over) if k in DATASET_OVERRIDE_META}
+        params.update(over)
+        fs = meta.get("features", exp["features"])
+        return ExperimentConfig(
+            name=name,
+            model=exp["model"],
+            description=exp.get("description", ""),
+            feature_set=fs,
+            features=self.feature_sets[fs],
+            params=params,
+            protocol=meta.get("protocol", exp.get("protocol")),
+            seed=int(meta.get("seed", exp.get("seed", self.default_seed))),
+        )
+
+
+def load_registry(path: str | Path | None = None) -> Registry:
+    p = registry_path(path)
+    if not p.is_file():
+        raise RegistryError(f"registry file not found: {p} (set --registry or AANBENCH_REGISTRY)")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RegistryError(f"{p}: not valid TOML: {exc}") from None
+    return validate(raw, p)
+
+
+def _err(path: Path, key: str, problem: str) -> RegistryError:
+    return RegistryError(f"{path}: {key}: {problem}")
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _check_value(path: Path, key: str, v: Any) -> None:
+    if isinstance(v, dict):
+        bad = [t for t in v if t not in TARGETS]
+        if bad:
+            raise _err(path, key, f"per-target table has unknown target(s) {bad}; targets are {list(TARGETS)}")
+        for t, tv in v.items():
+            _check_value(path, f"{key}.{t}", tv)
+    elif not isinstance(v, (int, float, str, bool, list)):
+        raise _err(path, key, f"unsupported value {v!r}")
+
+
+def validate(raw: dict[str, Any], path: Path) -> Registry:
+    known_top = {"defaults", "feature_sets", "experiments", "weights"}
+    for k in raw:
+        if k not in known_top:
+            raise _err(path, k, f"unknown section (expected one of {sorted(known_top)})")
+    reg = Registry(path=path, raw=raw)
+    fsets = raw.get("feature_sets", {})
+    if not isinstance(fsets, dict) or not fsets:
+        raise _err(path, "feature_sets", "missing or empty")
+    for name, value in fsets.items():
+        if not isinstance(value, list) or not value or not all(isinstance(x, str) and x for x in value):
+            raise _err(path, f"feature_sets.{name}", "must be a non-empty list of extractor names")
+        if len(set(value)) != len(value):
+            raise _err(path, f"feature_sets.{name}", "names an extractor twice")
+        reg.feature_sets[name] = tuple(value)
+    exps = raw.get("experiments", {})
+    if not isinstance(exps, dict) or not exps:
+        raise _err(path, "experiments", "missing or empty")
+
+    def resolve(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+        if name in seen:
+            raise _err(path, f"experiments.{name}.extends", f"cycle {' -> '.join(seen + (name,))}")
+        if name not in exps:
+            raise _err(path, f"experiments.{seen[-1]}.extends", f"no experiment {name!r}")
+        e = exps[name]
+        if not isinstance(e, dict):
+            raise _err(path, f"experiments.{name}", "must be a table")
+        if "extends" in e:
+            parent = e["extends"]
+            if not isinstance(parent, str):
+                raise _err(path, f"experiments.{name}.extends", "must be an experiment name")
+            base = resolve(parent, seen + (name,))
+            return _deep_merge(base, {k: v for k, v in e.items() if k != "extends"})
+        return copy.deepcopy(e)
+
+    for name in exps:
+        e = resolve(name)
+        key = f"experiments.{name}"
+        for k in e:
+            if k not in EXPERIMENT_KEYS:
+                raise _err(path, f"{key}.{k}", f"unknown key (allowed: {sorted(EXPERIMENT_KEYS - {'extends'})})")
+        for req in ("model", "features"):
+            if not isinstance(e.get(req), str) or not e.get(req):
+                raise _err(path, f"{key}.{req}", "missing (a string is required)")
+        if e["features"] not in reg.feature_sets:
+            raise _err(path, f"{key}.features", f"unknown feature set {e['features']!r} (known: {sorted(reg.feature_sets)})")
+        if "protocol" in e and e["protocol"] not in PROTOCOLS:
+            raise _err(path, f"{key}.protocol", f"must be one of {PROTOCOLS}")
+        params = e.get("params", {})
+        if not isinstance(params, dict):
+            raise _err(path, f"{key}.params", "must be a table")
+        for pk, pv in params.items():
+            _check_value(path, f"{key}.params.{pk}", pv)
+        dsets = e.get("datasets", {})
+        if not isinstance(dsets, dict):
+            raise _err(path, f"{key}.datasets", "must be a table of dataset names")
+        for dname, over in dsets.items():
+            dkey = f"{key}.datasets.{dname}"
+            if not isinstance(over, dict):
+                raise _err(path, dkey, "must be a table")
+            for pk, pv in over.items():
+                if pk == "features" and pv not in reg.feature_sets:
+                    raise _err(path, f"{dkey}.features", f"unknown feature set {pv!r} (known: {sorted(reg.feature_sets)})")
+                if pk == "protocol" and pv not in PROTOCOLS:
+                    raise _err(path, f"{dkey}.protocol", f"must be one of {PROTOCOLS}")
+                _check_value(path, f"{dkey}.{pk}", pv)
+        reg.experiments[name] = e
+    weights = raw.get("weights", {})
+    if not isinstance(weights, dict):
+        raise _err(path, "weights", "must be a table of file names")
+    for fname, w in weights.items():
+        if not isinstance(w, dict):
+            raise _err(path, f"weights.{fname}", "must be a table")
+        for req in ("extractor", "sha256", "source"):
+            if not isinstance(w.get(req), str) or not w.get(req):
+                raise _err(path, f"weights.{fname}.{req}", "missing (a string is required)")
+    return reg
+
+
+def check_params(exp: ExperimentConfig, allowed: Mapping[str, Any], path: Path) -> None:
+    """Refuse parameters the model does not know (a typo must not pass silently)."""
+    for k in exp.params:
+        if k not in allowed:
+            raise RegistryError(
+                f"{path}: experiments.{exp.name}: model {exp.model!r} has no parameter {k!r} "
+                f"(it takes: {', '.join(sorted(allowed))})"
+            )
