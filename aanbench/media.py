@@ -153,8 +153,8 @@ def _decode_video(container, media: Media, reqs: list[MediaRequest], start: floa
             cache[key] = frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
         out[ri][slot] = _centre_crop(cache[key], req.crop)
 
-    if start > 0:
-        container.seek(int(max(0.0, start - 1.0) / stream.time_base), stream=stream, backward=True, any_frame=False)
+    # Always seek: another stream of this container may have been read already.
+    container.seek(int(max(0.0, start - 1.0) / stream.time_base), stream=stream, backward=True, any_frame=False)
     wi = 0
     prev = None
     prev_no = -1
@@ -186,8 +186,8 @@ def _decode_video(container, media: Media, reqs: list[MediaRequest], start: floa
 def _decode_audio(container, rate: int, start: float, end: float, path) -> np.ndarray:
     stream = container.streams.audio[0]
     resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-    if start > 0:
-        container.seek(int(max(0.0, start - 1.0) / stream.time_base), stream=stream, backward=True)
+    # Always seek: decoding the video stream has consumed the packets.
+    container.seek(int(max(0.0, start - 1.0) / stream.time_base), stream=stream, backward=True)
     chunks: list[np.ndarray] = []
     first_time: float | None = None
     for frame in container.decode(stream):

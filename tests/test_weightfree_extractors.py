@@ -385,13 +385,6 @@ def test_real_clip_decoded_with_pyav(tmp_path, emobase: Emobase2010) -> None:
             e.extract([video_only])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ItemError,
-    reason="aanbench/media.py: after _decode_video has demuxed the file, _decode_audio (start == 0, no seek) "
-    "finds no audio packets left ('no decodable audio'); remove this marker once decode_media seeks back "
-    "(or demuxes both streams in one pass)",
-)
 def test_real_clip_one_decode_for_all_extractors(tmp_path, emobase: Emobase2010) -> None:
     """As a run does it: one decode_media call serving all three extractors."""
     from aanbench.media import decode_media
