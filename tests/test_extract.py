@@ -1,0 +1,186 @@
+"""Extraction into the Zarr store through the CLI: bad inputs recorded while
+the batch completes, exit codes, resume after a kill, provenance guard,
+writer lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from conftest import AANBENCH, make_clip, run_aanbench, store_json
+from aanbench.store import FeatureStore
+
+
+@pytest.fixture
+def messy_folder(tmp_path: Path) -> Path:
+    """Good clips plus a corrupt file, a zero-byte file and a video without audio."""
+    d = tmp_path / "media"
+    for i in range(5):
+        make_clip(d / f"good{i}.mp4", level=40 * i + 20)
+    make_clip(d / "silent_film.mp4", audio=False)
+    (d / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(3000))
+    (d / "empty.mp4").write_bytes(b"")
+    return d
+
+
+def test_bad_items_are_recorded_and_the_batch_completes(messy_folder: Path, tmp_path: Path, cli) -> None:
+    store = tmp_path / "store"
+    r = cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect,logmel",
+            "--chunk-rows", "3")
+    assert r.exit_code == 1, r.output  # finished, but some items failed
+    assert "item failures" in r.output
+    info = store_json(store)
+    (group,) = info["groups"]
+    arrays = {a["extractor"]: a for a in group["arrays"]}
+    assert group["n_items"] == 8
+    for name in ("affect", "logmel"):
+        assert arrays[name]["items_done"] == 8
+    aff = {f["item_id"]: f["reason"] for f in arrays["affect"]["failures"]}
+    mel = {f["item_id"]: f["reason"] for f in arrays["logmel"]["failures"]}
+    assert set(aff) == {"corrupt.mp4", "empty.mp4"}
+    assert "0 bytes" in aff["empty.mp4"]
+    assert "cannot open media" in aff["corrupt.mp4"] or "cannot decode" in aff["corrupt.mp4"]
+    # no audio stream fails the audio extractor only; its video features are kept
+    assert set(mel) == {"corrupt.mp4", "empty.mp4", "silent_film.mp4"}
+    assert "no audio stream" in mel["silent_film.mp4"]
+    g = FeatureStore(store, mode="r").open_group("files")
+    ids = g.item_ids()
+    ok = g.feature("affect@1").ok()
+    assert ok[ids.index("silent_film.mp4")]
+    data = g.feature("affect@1").read()
+    assert np.isfinite(data[ok]).all() and np.isnan(data[~ok]).all()
+
+
+def test_missing_file_is_recorded(tmp_path: Path, cli) -> None:
+    from aanbench.contracts import Item
+    from aanbench.extraction import LocalBackend, plan_extraction, run_plan
+    from aanbench.plugin_manager import get_plugins
+
+    make_clip(tmp_path / "a.mp4")
+    items = [Item("a", tmp_path / "a.mp4"), Item("gone", tmp_path / "gone.mp4")]
+    ex = get_plugins().extractor("affect")
+    plan = plan_extraction(FeatureStore(tmp_path / "s"), "adhoc", items, [ex], {}, chunk_rows=2, weights_dir=str(tmp_path))
+    rep = run_plan(plan, LocalBackend())
+    assert [(f.item_id, f.reason.split(":")[0]) for f in rep.failures] == [("gone", "file not found")]
+    assert rep.items_ok == {"affect": 1}
+
+
+def test_store_info_json_and_table(messy_folder: Path, tmp_path: Path, cli) -> None:
+    store = tmp_path / "store"
+    cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect")
+    r = cli("store", "info", store)
+    assert r.exit_code == 0
+    assert "affect@1" in r.output and "corrupt.mp4" in r.output
+    r = cli("store", "info", store, "--json")
+    doc = json.loads(r.output)
+    assert doc["groups"][0]["arrays"][0]["shape"] == [8, 23]
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path: Path, cli) -> None:
+    r = cli("extract", "files", "--root", tmp_path, "--store", tmp_path / "s", "--extractors", "nope")
+    assert r.exit_code == 2
+    assert "unknown extractor 'nope'" in r.output and "Traceback" not in r.output
+    r = cli("extract", "no-such-dataset", "--root", tmp_path, "--store", tmp_path / "s")
+    assert r.exit_code == 2 and "unknown dataset" in r.output
+    r = cli("store", "info", tmp_path / "nothing-here")
+    assert r.exit_code == 2 and "not an aanbench feature store" in r.output
+
+
+def test_rerun_skips_done_chunks_and_provenance_guard(messy_folder: Path, tmp_path: Path, cli) -> None:
+    store = tmp_path / "store"
+    cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect", "--chunk-rows", "3")
+    chunk_file = store / "files" / "default" / "features" / "affect@1" / "data" / "c" / "0" / "0"
+    before = chunk_file.stat().st_mtime_ns
+    r = cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect")
+    assert "0 chunks to compute" in r.output
+    assert chunk_file.stat().st_mtime_ns == before
+    # an array made with another configuration is never written into
+    arr = zarr.open_group(str(store / "files" / "default" / "features" / "affect@1"), mode="r+")
+    prov = dict(arr.attrs["provenance"])
+    prov["config"] = {**prov["config"], "fps": 99}
+    arr.attrs["provenance"] = prov
+    snapshot = FeatureStore(store, mode="r").open_group("files").feature("affect@1").read()
+    r = cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect", "--retry-failed")
+    assert r.exit_code == 2
+    assert "different config" in r.output and "left untouched" in r.output
+    after = FeatureStore(store, mode="r").open_group("files").feature("affect@1").read()
+    np.testing.assert_array_equal(np.nan_to_num(snapshot, nan=-1), np.nan_to_num(after, nan=-1))
+
+
+def test_second_writer_is_refused(messy_folder: Path, tmp_path: Path, cli) -> None:
+    store = tmp_path / "store"
+    cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect")
+    group = FeatureStore(store).open_group("files")
+    with group.writer_lock():  # as if another extraction were running
+        r = run_aanbench("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect",
+                         "--retry-failed")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "another run is writing files/default" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def _done_chunks(store: Path, key: str) -> int:
+    d = store / "files" / "default" / "features" / key / "done" / "c"
+    return len(list(d.iterdir())) if d.is_dir() else 0
+
+
+def test_killed_run_resumes_without_recomputing_and_matches_uninterrupted(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    for i in range(24):
+        make_clip(media / f"clip{i:02d}.mp4", level=8 * i + 10, tone_hz=200 + 30 * i, seconds=3.0)
+    args = ["extract", "files", "--root", str(media), "--extractors", "emobase2010,affect", "--chunk-rows", "2"]
+
+    # uninterrupted reference run
+    ref = tmp_path / "ref"
+    r = run_aanbench(*args, "--store", ref)
+    assert r.returncode == 0, r.stderr
+
+    # killed run
+    store = tmp_path / "store"
+    proc = subprocess.Popen([*AANBENCH, *args, "--store", str(store)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while _done_chunks(store, "emobase2010@1") < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_at_kill = _done_chunks(store, "emobase2010@1")
+    assert 0 < done_at_kill < 12, f"kill landed at {done_at_kill} of 12 chunks"
+    feat = store / "files" / "default" / "features" / "emobase2010@1"
+    done_files = sorted((feat / "done" / "c").iterdir(), key=lambda p: int(p.name))
+    finished = [int(p.name) for p in done_files]
+    mtimes = {c: (feat / "data" / "c" / str(c) / "0").stat().st_mtime_ns for c in finished}
+
+    r = run_aanbench(*args, "--store", store)
+    assert r.returncode == 0, r.stderr
+    for c, m in mtimes.items():  # finished chunks were not recomputed
+        assert (feat / "data" / "c" / str(c) / "0").stat().st_mtime_ns == m
+    a = FeatureStore(ref, mode="r").open_group("files")
+    b = FeatureStore(store, mode="r").open_group("files")
+    assert a.item_ids() == b.item_ids()
+    for key in ("emobase2010@1", "affect@1"):
+        np.testing.assert_array_equal(a.feature(key).read(), b.feature(key).read())
+        assert a.feature(key).ok().all() and b.feature(key).ok().all()
+        assert b.feature(key).done().all()
+
+
+def test_parallel_local_workers_give_the_same_store(tmp_path: Path, cli) -> None:
+    media = tmp_path / "media"
+    for i in range(6):
+        make_clip(media / f"c{i}.mp4", level=30 * i)
+    one, two = tmp_path / "one", tmp_path / "two"
+    cli("extract", "files", "--root", media, "--store", one, "--extractors", "affect,logmel", "--chunk-rows", "2")
+    r = run_aanbench("extract", "files", "--root", media, "--store", two, "--extractors", "affect,logmel",
+                     "--chunk-rows", "2", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    for key in ("affect@1", "logmel@1"):
+        np.testing.assert_array_equal(FeatureStore(one, mode="r").open_group("files").feature(key).read(),
+                                      FeatureStore(two, mode="r").open_group("files").feature(key).read())
