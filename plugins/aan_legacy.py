@@ -41,7 +41,7 @@ from aanbench import __version__ as AANBENCH_VERSION
 from aanbench import hookimpl
 from aanbench.contracts import TARGETS, AanbenchError
 from aanbench.legacy_pickle import LegacyCheckpoint, Record, load_legacy
-from aanbench.modelfile import FORMAT, save_model
+from aanbench.modelfile import FORMAT, load_model, save_model
 from aanbench_plugins.feature_aan import NET_KEYS, FeatureAANNet
 
 MODEL_NAME = "feature-aan"
@@ -133,13 +133,15 @@ def _forward_def(source: str, cls_name: str, where: str) -> ast.FunctionDef:
 
 
 def _fingerprint(fn: ast.FunctionDef) -> str:
+    """The forward's signature and body as syntax trees (docstring, comments
+    and layout ignored)."""
     body = list(fn.body)
     if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
             and isinstance(body[0].value.value, str):
         body = body[1:]  # docstring
-    return ast.dump(ast.Module(body=[ast.FunctionDef(name="forward", args=fn.args, body=body,
-                                                     decorator_list=[], returns=None, type_comment=None)],
-                               type_ignores=[]), annotate_fields=False, include_attributes=False)
+    parts = [ast.dump(fn.args, annotate_fields=False)]
+    parts += [ast.dump(stmt, annotate_fields=False) for stmt in body]
+    return "\n".join(parts)
 
 
 def _reference_fingerprints() -> dict[str, dict[str, str]]:
@@ -451,7 +453,7 @@ def checkpoint_to_payload(ck: LegacyCheckpoint, target: str | None = None) -> di
         "target": target,
         "features": features,
         "standardize": None,
-        "state": {"dims": dims, "config": config,
+        "state": {"config": {"dims": dims, **config},
                   "state_dict": {k: v.clone() for k, v in net.state_dict().items()}},
         "provenance": {
             "source_file": where,
@@ -481,12 +483,16 @@ def convert_checkpoint(path: str | Path, out: str | Path, target: str | None = N
 
 def build_net(payload: Mapping[str, Any]) -> FeatureAANNet:
     """Rebuild the network of a ``feature-aan`` model payload, weights loaded,
-    in evaluation mode. Needs ``payload["state"]`` = ``{"dims": [int],
-    "config": {NET_KEYS...}, "state_dict": {name: Tensor}}``."""
-    state = payload["state"]
-    config = {k: state["config"][k] for k in NET_KEYS if k in state["config"]}
-    net = FeatureAANNet(list(state["dims"]), **config)
-    net.load_state_dict(state["state_dict"], strict=True)
+    in evaluation mode. ``payload["state"]`` is ``{"config": {"dims": [int],
+    <FeatureAANNet options: NET_KEYS>}, "state_dict": {name: Tensor}}`` (the
+    layout ``feature_aan``'s ``Model.state()`` writes)."""
+    config = dict(payload["state"]["config"])
+    dims = [int(d) for d in config.pop("dims")]
+    unknown = set(config) - set(NET_KEYS)
+    if unknown:
+        raise AanbenchError(f"model file has options {sorted(unknown)} this aanbench's Feature AAN lacks")
+    net = FeatureAANNet(dims, **config)
+    net.load_state_dict(payload["state"]["state_dict"], strict=True)
     net.eval()
     return net
 
@@ -510,7 +516,10 @@ def predict_arrays(payload: Mapping[str, Any], arrays: Sequence[np.ndarray]) -> 
 def aanbench_commands(cli: Any) -> None:
     import typer
 
-    @cli.models.command("import-aan")
+    # CliGroups.command turns an AanbenchError into a one-line message + exit 2.
+    register = cli.command(cli.models, "import-aan") if hasattr(cli, "command") else cli.models.command("import-aan")
+
+    @register
     def import_aan(
         checkpoint: Path = typer.Argument(..., help="legacy AttendAffectNet checkpoint (.pth)"),
         out: Path = typer.Option(..., "--out", help="aanbench model file to write"),
@@ -519,5 +528,8 @@ def aanbench_commands(cli: Any) -> None:
         """Convert a published AttendAffectNet checkpoint (legacy torch.save of a
         whole module) into an aanbench model file, without running code from it."""
         path = convert_checkpoint(checkpoint, out, target)
-        payload_note = f"{MODEL_NAME} model -> {path}"
-        typer.echo(f"converted {checkpoint.name}: {payload_note}")
+        payload = load_model(path)
+        cfg = payload["state"]["config"]
+        typer.echo(f"converted {checkpoint.name} ({payload['provenance']['variant']}, {payload['target']}, "
+                   f"inputs {', '.join(payload['features'])}, head {cfg['head_activation']}, "
+                   f"feed-forward {cfg['feed_forward']}) -> {path}")
