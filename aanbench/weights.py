@@ -2,42 +2,68 @@
 
 aanbench never downloads weights. The user places each file in the weights
 folder: ``--weights-dir``, else ``$AANBENCH_WEIGHTS``, else
-``~/.cache/aanbench/weights``. Every file is verified by SHA-256 before any
-work starts.
+``~/.cache/aanbench/weights``. Every file is verified by its full SHA-256
+before any work starts, and :func:`add_file` places a downloaded file there
+after checking it against the files that installed extractors declare.
+
+The SHA-256 values are those of the official files (see each extractor's
+``WeightFile.source`` and the ``[weights."<file>"]`` tables of
+``registry.toml``); a file whose bytes differ is never used.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Mapping
 
 from aanbench.contracts import AanbenchError, Extractor, WeightFile
 
+ENV_VAR = "AANBENCH_WEIGHTS"
+DEFAULT_DIR = "~/.cache/aanbench/weights"
+
+# (resolved path, size, mtime_ns) -> sha256 hex; hashing 300 MB takes ~1 s,
+# so one process hashes a file once unless it changes.
+_hash_memo: dict[tuple[str, int, int], str] = {}
+
 
 def weights_dir(explicit: str | Path | None = None) -> Path:
+    """The weights folder: ``explicit``, else ``$AANBENCH_WEIGHTS``, else
+    ``~/.cache/aanbench/weights``."""
     if explicit:
         return Path(explicit).expanduser()
-    env = os.environ.get("AANBENCH_WEIGHTS")
+    env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    return Path("~/.cache/aanbench/weights").expanduser()
+    return Path(DEFAULT_DIR).expanduser()
 
 
 def sha256_of(path: Path, block: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (memoised per path, size and mtime)."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _hash_memo:
+        return _hash_memo[key]
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(p, "rb") as f:
         while chunk := f.read(block):
             h.update(chunk)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    _hash_memo[key] = digest
+    return digest
 
 
 def status(wf: WeightFile, folder: Path) -> str:
     """``present``, ``missing`` or ``hash mismatch``."""
-    path = folder / wf.filename
+    path = Path(folder) / wf.filename
     if not path.is_file():
         return "missing"
-    return "present" if sha256_of(path) == wf.sha256 else "hash mismatch"
+    return "present" if sha256_of(path) == wf.sha256.lower() else "hash mismatch"
 
 
 def resolve(extractor: Extractor, folder: Path) -> dict[str, Path]:
@@ -46,6 +72,7 @@ def resolve(extractor: Extractor, folder: Path) -> dict[str, Path]:
     Raises :class:`AanbenchError` naming the file, its expected SHA-256,
     where to put it and where to get it, when one is missing or differs.
     """
+    folder = Path(folder)
     out: dict[str, Path] = {}
     for wf in extractor.weights:
         path = folder / wf.filename
@@ -55,9 +82,113 @@ def resolve(extractor: Extractor, folder: Path) -> dict[str, Path]:
             raise AanbenchError(
                 f"extractor {extractor.name!r}: weight file {wf.filename} {what}.\n"
                 f"  expected SHA-256: {wf.sha256}\n"
-                f"  put it at:        {path}  (weights folder: --weights-dir, $AANBENCH_WEIGHTS)\n"
+                f"  put it at:        {path}  (weights folder: --weights-dir, ${ENV_VAR})\n"
                 f"  get it from:      {wf.source}\n"
-                f"  then check with:  aanbench weights"
+                f"  then:             aanbench weights add <downloaded file> --weights-dir {folder}"
             )
         out[wf.filename] = path
     return out
+
+
+# ---------------------------------------------------------------------------
+# Listing and placing files
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One weight file that one installed extractor needs."""
+
+    extractor: str
+    file: WeightFile
+
+
+def requirements(extractors: Mapping[str, Extractor] | Iterable[Extractor]) -> list[Requirement]:
+    """Every weight file required by ``extractors`` (a name -> extractor
+    mapping or an iterable), sorted by extractor name then file name."""
+    items = extractors.values() if isinstance(extractors, Mapping) else extractors
+    out = [Requirement(ex.name, wf) for ex in items for wf in ex.weights]
+    return sorted(out, key=lambda r: (r.extractor, r.file.filename))
+
+
+def status_rows(reqs: Iterable[Requirement], folder: Path) -> list[dict[str, str]]:
+    """One JSON-able row per requirement: extractor, file, sha256, path,
+    status (``present`` / ``missing`` / ``hash mismatch``), source."""
+    folder = Path(folder)
+    rows = []
+    for r in reqs:
+        rows.append(
+            {
+                "extractor": r.extractor,
+                "file": r.file.filename,
+                "sha256": r.file.sha256,
+                "path": str(folder / r.file.filename),
+                "status": status(r.file, folder),
+                "source": r.file.source,
+            }
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class Placed:
+    """What :func:`add_file` did: the destination, the matched file and
+    whether it copied (``False``: an identical file was already there)."""
+
+    path: Path
+    file: WeightFile
+    extractors: tuple[str, ...]
+    copied: bool
+
+
+def add_file(src: Path, folder: Path, reqs: Iterable[Requirement]) -> Placed:
+    """Verify ``src`` against the known weight files and copy it into
+    ``folder`` under its official name.
+
+    The file is matched by its SHA-256, so a download saved under another
+    name (``flownets_EPE1.951.pth.tar``) still lands as the official name.
+    Raises :class:`AanbenchError` when ``src`` is not a file, or its
+    SHA-256 matches no known file (naming the expected SHA-256 when its
+    name is a known file's name). The copy is written to a temporary file
+    in ``folder`` and renamed, so a half-written file never carries the
+    official name.
+    """
+    src = Path(src).expanduser()
+    folder = Path(folder)
+    if not src.is_file():
+        raise AanbenchError(f"not a file: {src}")
+    reqs = list(reqs)
+    digest = sha256_of(src)
+    matches = [r for r in reqs if r.file.sha256.lower() == digest]
+    if not matches:
+        same_name = [r for r in reqs if r.file.filename == src.name]
+        if same_name:
+            wf = same_name[0].file
+            raise AanbenchError(
+                f"{src} has SHA-256 {digest},\n"
+                f"  but {wf.filename} (extractor {same_name[0].extractor!r}) must have SHA-256 {wf.sha256}.\n"
+                f"  The file differs from the official one (incomplete download or another release);\n"
+                f"  get it from: {wf.source}"
+            )
+        known = ", ".join(sorted({r.file.filename for r in reqs})) or "none (no installed extractor needs weights)"
+        raise AanbenchError(
+            f"{src} (SHA-256 {digest}) is not a known weight file.\n"
+            f"  known files: {known}\n"
+            f"  see `aanbench weights` for each file's expected SHA-256 and source"
+        )
+    wf = matches[0].file
+    names = tuple(sorted({r.extractor for r in matches}))
+    dest = folder / wf.filename
+    if dest.is_file() and sha256_of(dest) == digest:
+        return Placed(dest, wf, names, copied=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{wf.filename}.", suffix=".part", dir=folder)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        if sha256_of(Path(tmp)) != digest:  # the source changed while copying
+            raise AanbenchError(f"{src} changed while it was being copied; try again")
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Placed(dest, wf, names, copied=True)

@@ -1,0 +1,102 @@
+"""``aanbench weights``: which pretrained files the installed extractors
+need, where they are looked for, and whether they are there; ``aanbench
+weights add FILE`` verifies a downloaded file and puts it in place.
+
+Mounted by the main CLI as ``app.add_typer(weights_app, name="weights")``.
+Exit codes: 0 done; 2 a refused file (unknown, or its SHA-256 differs) or,
+with ``--check``, a required file missing or different.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from aanbench.contracts import AanbenchError
+from aanbench.weights import ENV_VAR, add_file, requirements, status_rows, weights_dir
+
+weights_app = typer.Typer(
+    help="Pretrained weight files: list what is needed and its status; add a downloaded file.",
+    no_args_is_help=False,
+    add_completion=False,
+)
+
+_STYLE = {"present": "green", "missing": "yellow", "hash mismatch": "bold red"}
+
+WeightsDirOpt = typer.Option(
+    None, "--weights-dir", help=f"Weights folder (default: ${ENV_VAR}, else ~/.cache/aanbench/weights)."
+)
+
+
+def _installed_requirements():
+    from aanbench.plugin_manager import get_plugins
+
+    return requirements(get_plugins().extractors)
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True).print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@weights_app.callback(invoke_without_command=True)
+def weights_status(
+    ctx: typer.Context,
+    weights_dir_opt: Optional[Path] = WeightsDirOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+    check: bool = typer.Option(False, "--check", help="Exit 2 when a required file is missing or differs."),
+) -> None:
+    """Show every weight file required by the installed extractors: expected
+    SHA-256, where it is looked for, and its status (present / missing /
+    hash mismatch)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    folder = weights_dir(weights_dir_opt)
+    rows = status_rows(_installed_requirements(), folder)
+    if as_json:
+        typer.echo(json.dumps({"weights_dir": str(folder), "files": rows}, indent=2))
+    else:
+        console = Console()
+        table = Table(title=f"Weight files (folder: {folder})", show_lines=False)
+        for col in ("extractor", "file", "expected SHA-256", "looked for at", "status"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            st = r["status"]
+            table.add_row(escape(r["extractor"]), escape(r["file"]), r["sha256"], escape(r["path"]),
+                          f"[{_STYLE.get(st, 'default')}]{st}[/]")
+        console.print(table)
+        if not rows:
+            console.print("No installed extractor needs weight files.")
+        todo = [r for r in rows if r["status"] != "present"]
+        if todo:
+            console.print("\nTo add a file, download it on a connected machine, then run "
+                          "[bold]aanbench weights add FILE[/]. Sources:", highlight=False)
+            for r in todo:
+                console.print(f"  {r['file']}: {r['source']}", markup=False, highlight=False, soft_wrap=True)
+    if check and any(r["status"] != "present" for r in rows):
+        raise typer.Exit(2)
+
+
+@weights_app.command("add")
+def weights_add(
+    file: Path = typer.Argument(..., help="A downloaded weight file."),
+    weights_dir_opt: Optional[Path] = WeightsDirOpt,
+) -> None:
+    """Verify FILE's SHA-256 against the known weight files and copy it into
+    the weights folder under its official name. Unknown or differing files
+    are refused (exit 2)."""
+    folder = weights_dir(weights_dir_opt)
+    try:
+        placed = add_file(file, folder, _installed_requirements())
+    except AanbenchError as exc:
+        _fail(str(exc))
+        return
+    users = ", ".join(placed.extractors)
+    verb = "copied to" if placed.copied else "already present at"
+    typer.echo(f"{placed.file.filename} (SHA-256 {placed.file.sha256}, for {users}): {verb} {placed.path}")

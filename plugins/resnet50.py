@@ -1,0 +1,91 @@
+"""ResNet-50 (ImageNet) frame features, as in AttendAffectNet section III-A.
+
+Each sampled frame goes through torchvision's ResNet-50 with the official
+ImageNet weights (``IMAGENET1K_V1``, the file ``resnet50-0676ba61.pth``);
+the 2048 outputs of the global average pool (after the last ReLU, so never
+negative) are averaged over the item's frames.
+
+Preprocessing is torchvision's evaluation transform for these weights:
+shorter side resized to 256 pixels, centre crop 224 x 224 (both done by the
+decoder: ``MediaRequest(short_side=256, crop=224)``), RGB scaled to [0, 1]
+and normalised with the ImageNet mean (0.485, 0.456, 0.406) and standard
+deviation (0.229, 0.224, 0.225). I3D and FlowNetS ask for the same frames,
+so one decode serves all three video extractors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from aanbench import hookimpl
+from aanbench.contracts import ItemError, Media, WeightFile
+from aanbench_plugins._torch_util import NeuralExtractor, mean_by_item, run_in_passes
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# The 8 hex digits in torchvision's file names are the SHA-256 prefix; the
+# full digest is recorded here. (resnet50-19c8e357.pth, the same weights in
+# the older serialisation, and the V2 weights resnet50-11ad3fa6.pth are other
+# files: not accepted.)
+WEIGHTS = WeightFile(
+    filename="resnet50-0676ba61.pth",
+    sha256="0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a",
+    source="https://download.pytorch.org/models/resnet50-0676ba61.pth",
+    description="torchvision ResNet-50, ImageNet-1k V1 weights (ResNet50_Weights.IMAGENET1K_V1), state dict",
+)
+
+
+def normalise_frames(frames: np.ndarray) -> torch.Tensor:
+    """``uint8 (T, H, W, 3)`` RGB -> ``float32 (T, 3, H, W)``:
+    ``(x / 255 - mean) / std`` with the ImageNet mean and std."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class ResNet50Extractor(NeuralExtractor):
+    name = "resnet50"
+    version = "1"
+    modality = "video"
+    dim = 2048
+    description = "ResNet-50 (ImageNet) global-average-pool features, averaged over frames"
+    weight_file = WEIGHTS
+    max_inputs_per_pass = {"cpu": 32, "cuda": 256}
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "layer": "avgpool", "pool": "mean over frames"}
+
+    def build(self) -> nn.Module:
+        return torchvision.models.resnet50(weights=None)
+
+    def load(self, ctx) -> None:  # type: ignore[override]
+        super().load(ctx)
+        # the classifier is loaded (strict) but not used: features stop at the pool
+        self.net.fc = nn.Identity()  # type: ignore[union-attr]
+
+    def extract_group(self, group: Sequence[Media]) -> np.ndarray:
+        net = self._require_loaded()
+        clips = []
+        for m in group:
+            f = m.frames_for(self.needs)
+            if f.ndim != 4 or f.shape[0] == 0 or f.shape[-1] != 3:
+                raise ItemError(f"{self.name}: item {m.item.id} has no frames of shape (T, H, W, 3) (got {f.shape})")
+            clips.append(f)
+        counts = [c.shape[0] for c in clips]
+        x = normalise_frames(np.concatenate(clips)) if len({c.shape[1:] for c in clips}) == 1 else None
+        if x is None:  # frames of different sizes (no crop asked): one item at a time
+            per = [run_in_passes(normalise_frames(c), net, self.per_pass(), self.device) for c in clips]
+            return mean_by_item(torch.cat(per), counts)
+        return mean_by_item(run_in_passes(x, net, self.per_pass(), self.device), counts)
+
+
+@hookimpl
+def aanbench_extractors():
+    return [ResNet50Extractor()]
