@@ -18,7 +18,7 @@ A legacy file is a sequence of pickles followed by raw storage bytes::
 
 - tensors are rebuilt by our own code (never ``torch._utils``) from the
   storage bytes, with bounds checked;
-- ``collections.OrderedDict`` is rebuilt as itself;
+- ``collections.OrderedDict``, ``set`` and ``frozenset`` are rebuilt as themselves;
 - every class the file declares as a pickled module (a "module" persistent
   id carrying its source text), and the few torch globals that such modules
   reference (``torch.nn.backends.thnn._get_thnn_function_backend``), become
@@ -65,6 +65,9 @@ STORAGE_DTYPES: dict[str, torch.dtype] = {
     "ByteStorage": torch.uint8,
     "BoolStorage": torch.bool,
 }
+
+#: Plain containers newer torch versions pickle (``_non_persistent_buffers_set``).
+_PLAIN_BUILTINS: dict[str, type] = {"set": set, "frozenset": frozenset}
 
 #: Plain (non-module) globals that become inert records when called.
 RECORD_GLOBALS: frozenset[tuple[str, str]] = frozenset(
@@ -256,7 +259,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._path = path
         self._module_classes = module_classes or set()
         self._storages = storages
-        self._max_bytes = max_storage_bytes
+        self._max_bytes = max_storage_bytes  # what the file's tail can hold, all storages together
+        self._declared_bytes = 0
         self._record_types: dict[tuple[str, str], type[Record]] = {}
         self.sources: dict[str, str] = {}
         self.source_files: dict[str, str] = {}
@@ -268,6 +272,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if self._storages is not None:  # only the object pickle may name globals
             if module == "collections" and name == "OrderedDict":
                 return OrderedDict
+            if module in ("builtins", "__builtin__") and name in _PLAIN_BUILTINS:
+                return _PLAIN_BUILTINS[name]
             if module == "torch._utils" and name == "_rebuild_tensor_v2":
                 return self._rebuild_tensor_v2
             if module == "torch._utils" and name == "_rebuild_tensor":
@@ -281,7 +287,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 return self._record_type(module, name)
         raise _Refused(
             f"{self._path}: refused: the pickle asks for global {module}.{name}, which is not in the "
-            "allowed set (tensors, storages, OrderedDict and pickled nn.Module classes as inert records); "
+            "allowed set (tensors, storages, plain containers and pickled nn.Module classes as inert records); "
             "nothing from the file was run"
         )
 
@@ -328,12 +334,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
             raise LegacyCheckpointError(f"{self._path}: storage {key} has an invalid size {numel!r}")
         itemsize = torch.empty(0, dtype=kind.dtype).element_size()
-        if numel > _SIZE_CAP_ELEMENTS or numel * itemsize > self._max_bytes:
-            raise LegacyCheckpointError(
-                f"{self._path}: storage {key} claims {numel} elements, more than the file holds (truncated?)")
         assert self._storages is not None
         root = self._storages.get(key)
         if root is None:
+            self._declared_bytes += 8 + numel * itemsize  # size header + data
+            if numel > _SIZE_CAP_ELEMENTS or self._declared_bytes > self._max_bytes:
+                raise LegacyCheckpointError(
+                    f"{self._path}: storage {key} claims {numel} elements, more than the file holds (truncated?)")
             root = torch.zeros(numel, dtype=kind.dtype)  # filled from the file's tail after unpickling
             self._storages[key] = root
             self.storage_dtypes[key] = kind.dtype

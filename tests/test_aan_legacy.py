@@ -13,6 +13,7 @@ import os
 import pickle
 import struct
 import sys
+from collections import OrderedDict
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -393,6 +394,40 @@ def test_legacy_reader_returns_inert_records_with_source_text():
     assert not callable(top) and not hasattr(top, "forward")
     with pytest.raises(AttributeError):
         top.training = True
+
+
+def test_reader_rebuilds_tensors_and_containers_of_any_legacy_file(tmp_path):
+    # torch can still write the legacy format: the reader is generic, not AAN-specific.
+    base = torch.arange(24, dtype=torch.float64).reshape(4, 6)
+    obj = {"f32": torch.randn(3, 5), "transposed": base.t(), "slice": base[1:, 2:], "whole": base,
+           "i64": torch.arange(7), "half": torch.ones(2, dtype=torch.float16), "bool": torch.tensor([True, False]),
+           "od": OrderedDict(a=1, b=[1.5, "x"]), "param": torch.nn.Parameter(torch.full((2,), 3.0))}
+    path = tmp_path / "plain.pt"
+    torch.save(obj, path, _use_new_zipfile_serialization=False)
+    got = load_legacy(path).obj
+    assert set(got) == set(obj)
+    for key, value in obj.items():
+        if isinstance(value, torch.Tensor):
+            assert got[key].dtype == value.dtype and torch.equal(got[key], value.detach()), key
+        else:
+            assert got[key] == value and type(got[key]) is type(value)
+
+    module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU())
+    path = tmp_path / "module.pt"
+    torch.save(module, path, _use_new_zipfile_serialization=False)
+    rec = load_legacy(path).obj
+    assert rec.type_name == "torch.nn.modules.container.Sequential"
+    assert torch.equal(rec.child("0").parameters["weight"], module[0].weight.detach())
+    assert "class Linear" in rec.child("0").source
+
+
+def test_storage_larger_than_the_file_is_refused_before_allocating(tmp_path):
+    numel = pickle.dumps(10**12, protocol=2)[2:-1]  # a LONG1 opcode
+    obj = (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n((" + _u("storage") + b"ctorch\nFloatStorage\n"
+           + _u("0") + _u("cpu") + numel + b"NtQK\x00K\x01\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtR.")
+    path = _legacy_file(tmp_path / "huge.pth", obj, keys=["0"])
+    with pytest.raises(AanbenchError, match="more than the file holds"):
+        load_legacy(path)
 
 
 # --------------------------------------------------------------------------
