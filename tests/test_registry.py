@@ -1,0 +1,85 @@
+"""registry.toml: the shipped file loads; every kind of mistake is refused
+with a message that names the key and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aanbench.contracts import AanbenchError
+from aanbench.registry import load_registry
+
+GOOD = """
+[feature_sets]
+a = ["affect"]
+[experiments.x]
+model = "ridge"
+features = "a"
+[experiments.x.params]
+alphas = [1.0]
+"""
+
+
+def test_shipped_registry_has_the_papers_settings() -> None:
+    reg = load_registry()
+    cog = reg.experiment("feature-aan", "cognimuse")
+    assert cog.features == ("resnet50", "flownets", "i3d", "vggish", "emobase2010")
+    assert cog.params_for("valence")["lr"] == 0.0005 and cog.params_for("arousal")["batch_size"] == 30
+    assert cog.params["layers"] == 6 and cog.params["heads"] == 2 and cog.params["d_model"] == 8
+    assert cog.params["max_epochs"] == 500 and cog.params["patience"] == 30 and cog.params["dropout"] == 0.1
+    eimt = reg.experiment("feature-aan", "eimt16")
+    assert eimt.params_for("arousal")["batch_size"] == 40 and eimt.params_for("valence")["batch_size"] == 20
+    assert eimt.params_for("valence")["lr"] == 0.01
+    assert reg.experiment("feature-aan-video", "eimt16").features == ("resnet50", "flownets", "i3d")
+    assert reg.experiment("feature-aan-audio", "demo").features == ("emobase2010", "logmel")
+    assert reg.experiment("feature-aan", "demo").feature_set == "weightfree-both"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "registry.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text, key, problem", [
+    ('bogus = 1\n' + GOOD, "bogus", "unknown section"),
+    (GOOD.replace('features = "a"', 'features = "nope"'), "experiments.x.features", "unknown feature set 'nope'"),
+    (GOOD.replace('model = "ridge"', 'model = "ridge"\nlearning_rate = 3'), "experiments.x.learning_rate", "unknown key"),
+    (GOOD.replace('model = "ridge"\n', ''), "experiments.x.model", "missing"),
+    (GOOD + '[experiments.x.datasets.demo]\nbatch_size = { happy = 3 }\n', "experiments.x.datasets.demo.batch_size",
+     "unknown target"),
+    (GOOD + '[experiments.y]\nextends = "z"\n[experiments.z]\nextends = "y"\n', "extends", "cycle"),
+    (GOOD.replace('a = ["affect"]', 'a = []'), "feature_sets.a", "non-empty list"),
+    (GOOD + '[weights."f.pth"]\nextractor = "x"\n', 'weights.f.pth.sha256', "missing"),
+    ("[feature_sets\n", "", "not valid TOML"),
+])
+def test_registry_errors_name_key_and_problem(tmp_path: Path, text: str, key: str, problem: str) -> None:
+    with pytest.raises(AanbenchError) as ei:
+        load_registry(_write(tmp_path, text))
+    msg = str(ei.value)
+    assert key in msg and problem in msg and str(tmp_path) in msg
+
+
+def test_missing_registry_file(tmp_path: Path) -> None:
+    with pytest.raises(AanbenchError, match="registry file not found"):
+        load_registry(tmp_path / "absent.toml")
+
+
+def test_unknown_model_parameter_refused_at_run(tmp_path: Path, cli) -> None:
+    reg = _write(tmp_path, GOOD.replace("alphas = [1.0]", "alphas = [1.0]\nalpah = 2"))
+    r = cli("experiments", "--registry", reg)
+    assert r.exit_code == 0 and "ridge" in r.output
+    from aanbench.plugin_manager import get_plugins
+    from aanbench.registry import check_params
+
+    exp = load_registry(reg).experiment("x", "demo")
+    with pytest.raises(AanbenchError, match="no parameter 'alpah'"):
+        check_params(exp, get_plugins().model("ridge").params, reg)
+
+
+def test_cli_reports_registry_error_with_exit_2(tmp_path: Path, cli) -> None:
+    reg = _write(tmp_path, GOOD.replace('features = "a"', 'features = "nope"'))
+    r = cli("experiments", "--registry", reg)
+    assert r.exit_code == 2
+    assert "experiments.x.features" in r.output and "Traceback" not in r.output
