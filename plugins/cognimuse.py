@@ -33,7 +33,6 @@ items (and so the features) are the same 5-s segments, and
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from dataclasses import dataclass, field
