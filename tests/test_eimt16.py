@@ -313,10 +313,6 @@ def test_root_that_does_not_exist_is_a_usage_error(tmp_path):
 # --------------------------------------------------------- end to end (CLI)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=TypeError,
-    reason="aanbench/store.py DatasetGroup.splits()/groups(): numpy 2.4 cannot astype(str) a StringDType "
-           "array (TypeError); the lead owns store.py. Remove this marker once fixed (strict: an XPASS fails).")
 def test_cli_check_extract_and_run_feature_aan(tmp_path, pristine, cli):
     """`aanbench datasets check`, `aanbench extract eimt16` and `aanbench run
     feature-aan eimt16` on the fixture. No pretrained weights exist offline,
