@@ -160,10 +160,10 @@ class DatasetGroup:
         return [str(x) for x in self.group["items/id"][:]]
 
     def groups(self) -> np.ndarray:
-        return np.asarray(self.group["items/group"][:]).astype(str)
+        return np.array([str(x) for x in self.group["items/group"][:]], dtype=str)
 
     def splits(self) -> np.ndarray:
-        return np.asarray(self.group["items/split"][:]).astype(str)
+        return np.array([str(x) for x in self.group["items/split"][:]], dtype=str)
 
     def targets(self) -> list[str]:
         return sorted(k for k, _ in self.group["labels"].arrays())

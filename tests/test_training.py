@@ -1,0 +1,142 @@
+"""Metrics, protocols and the experiment runner: scientific hygiene (test
+data never influences training, model selection or normalisation) and
+seeded reproducibility."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from aanbench.contracts import Item
+from aanbench.metrics import ccc, evaluate, mse, pearson
+from aanbench.plugin_manager import get_plugins
+from aanbench.protocols import FixedSplit, LeaveOneGroupOut, carve_validation
+from aanbench.registry import ExperimentConfig
+from aanbench.runner import run_experiment
+from aanbench.store import FeatureStore
+
+
+def test_metrics_against_references() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=200)
+    p = 0.5 * y + rng.normal(scale=0.5, size=200) + 0.3
+    assert mse(y, p) == pytest.approx(np.mean((y - p) ** 2))
+    assert pearson(y, p) == pytest.approx(stats.pearsonr(y, p)[0], abs=1e-12)
+    # Lin's CCC by its definition
+    sxy = np.mean((y - y.mean()) * (p - p.mean()))
+    assert ccc(y, p) == pytest.approx(2 * sxy / (y.var() + p.var() + (y.mean() - p.mean()) ** 2))
+    assert ccc(y, y) == pytest.approx(1.0) and ccc(y, y + 1) < 1.0
+    assert np.isnan(pearson(y, np.zeros_like(y)))
+    ev = evaluate(y, p, seed=1)
+    lo, hi = ev["pearson_r_ci"]
+    assert lo < ev["pearson_r"] < hi and ev["n"] == 200
+    assert evaluate(y, p, seed=1) == ev  # seeded bootstrap
+
+
+def test_leave_one_group_out_and_validation_carving() -> None:
+    groups = np.array(list("AAABBBCCCDDDEEE"))
+    splits = np.array([""] * 15)
+    folds = list(LeaveOneGroupOut().folds(splits, groups))
+    assert [f.name for f in folds] == list("ABCDE")
+    for f in folds:
+        assert set(groups[f.test]) == {f.name} and f.name not in set(groups[f.train])
+        fit, val = carve_validation(f.train, groups, 0.25, seed=3)
+        assert not set(val) & set(f.test) and not set(fit) & set(f.test)
+        assert set(fit) | set(val) == set(f.train) and not set(fit) & set(val)
+        assert not set(groups[val]) & set(groups[fit])  # whole movies go to validation
+    (fold,) = FixedSplit().folds(np.array(["train"] * 10 + ["test"] * 5), groups)
+    assert list(fold.test) == list(range(10, 15))
+
+
+def _synthetic_store(tmp_path: Path, n_train: int = 80, n_test: int = 40, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    a = rng.normal(size=(n, 6)).astype(np.float32)
+    b = rng.normal(size=(n, 4)).astype(np.float32) * 50 + 10
+    val = np.tanh(a[:, 0] + 0.5 * a[:, 1] + 0.1 * rng.normal(size=n))
+    aro = np.tanh(0.02 * (b[:, 0] - 10) - 0.5 * a[:, 2] + 0.1 * rng.normal(size=n))
+    items = [Item(f"i{i:03d}", None, labels={"valence": float(val[i]), "arousal": float(aro[i])},
+                  group=f"m{i % 10}" if i < n_train else f"t{i % 2}", split="train" if i < n_train else "test")
+             for i in range(n)]
+    store = FeatureStore(tmp_path / "store")
+    g = store.ensure_group("synthetic", items, chunk_rows=16)
+    prov = lambda name: {"extractor": name, "version": "imported", "dim": 0, "config": {}, "weights": {},  # noqa: E731
+                         "libraries": {}, "source": "test"}
+    g.import_rows("fa@imported", a, prov("fa"))
+    g.import_rows("fb@imported", b, prov("fb"))
+    return store, g, items
+
+
+class _Dataset:
+    name = "synthetic"
+    targets = ("valence", "arousal")
+    protocol = "fixed"
+    segmentation = "default"
+
+
+def _exp(model: str, **params) -> ExperimentConfig:
+    return ExperimentConfig(name=f"t-{model}", model=model, description="", feature_set="ab", features=("fa", "fb"),
+                            params=params, protocol=None, seed=7)
+
+
+AAN = dict(max_epochs=60, patience=10, batch_size=16, lr=0.005)
+
+
+@pytest.mark.parametrize("model, params", [("ridge", {}), ("feature-aan", AAN)])
+def test_runner_is_seeded_and_test_labels_never_leak(tmp_path: Path, model: str, params: dict) -> None:
+    plugins = get_plugins()
+    store, g, items = _synthetic_store(tmp_path)
+    doc1 = run_experiment(_exp(model, **params), _Dataset(), g, plugins)
+    doc2 = run_experiment(_exp(model, **params), _Dataset(), g, plugins)
+    p1 = [(p["item_id"], p["target"], p["y_pred"]) for p in doc1["predictions"]]
+    assert p1 == [(p["item_id"], p["target"], p["y_pred"]) for p in doc2["predictions"]]
+    assert {p["item_id"] for p in doc1["predictions"]} == {it.id for it in items if it.split == "test"}
+    r = doc1["targets"]["valence"]["metrics"]["pearson_r"]
+    assert r > 0.7, f"{model} should learn the synthetic valence (r={r:.2f})"
+
+    # scramble the test labels: training, model selection and predictions must not change
+    store2 = FeatureStore(tmp_path / "store2")
+    rng = np.random.default_rng(99)
+    scrambled = [Item(it.id, None, labels={k: (float(rng.normal()) if it.split == "test" else v)
+                                           for k, v in it.labels.items()}, group=it.group, split=it.split)
+                 for it in items]
+    g2 = store2.ensure_group("synthetic", scrambled, chunk_rows=16)
+    for key in ("fa@imported", "fb@imported"):
+        arr = g.feature(key)
+        g2.import_rows(key, arr.read(), arr.provenance)
+    doc3 = run_experiment(_exp(model, **params), _Dataset(), g2, plugins)
+    assert p1 == [(p["item_id"], p["target"], p["y_pred"]) for p in doc3["predictions"]]
+
+
+def test_normalisation_is_fit_on_training_rows_only(tmp_path: Path) -> None:
+    plugins = get_plugins()
+    store, g, items = _synthetic_store(tmp_path)
+    base = run_experiment(_exp("ridge"), _Dataset(), g, plugins)
+    # blow up the features of half the test items; the other test items' predictions must not move
+    a = g.feature("fa@imported").read()
+    test_idx = [i for i, it in enumerate(items) if it.split == "test"]
+    changed = test_idx[::2]
+    a[changed] *= 1000.0
+    store2 = FeatureStore(tmp_path / "s2")
+    g2 = store2.ensure_group("synthetic", items, chunk_rows=16)
+    g2.import_rows("fa@imported", a, g.feature("fa@imported").provenance)
+    g2.import_rows("fb@imported", g.feature("fb@imported").read(), g.feature("fb@imported").provenance)
+    after = run_experiment(_exp("ridge"), _Dataset(), g2, plugins)
+    keep = {items[i].id for i in test_idx[1::2]}
+    before_p = {(p["item_id"], p["target"]): p["y_pred"] for p in base["predictions"] if p["item_id"] in keep}
+    after_p = {(p["item_id"], p["target"]): p["y_pred"] for p in after["predictions"] if p["item_id"] in keep}
+    assert before_p == after_p
+    moved = [p for p in after["predictions"] if p["item_id"] == items[changed[0]].id]
+    assert any(abs(m["y_pred"] - b["y_pred"]) > 1e-3 for m in moved for b in base["predictions"]
+               if b["item_id"] == m["item_id"] and b["target"] == m["target"])
+
+
+def test_mean_baseline_predicts_training_mean(tmp_path: Path) -> None:
+    store, g, items = _synthetic_store(tmp_path)
+    doc = run_experiment(_exp("mean"), _Dataset(), g, get_plugins())
+    train_val = np.mean([it.labels["valence"] for it in items if it.split == "train"])
+    preds = {p["y_pred"] for p in doc["predictions"] if p["target"] == "valence"}
+    assert len(preds) == 1 and preds.pop() == pytest.approx(train_val, abs=1e-6)
