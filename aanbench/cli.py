@@ -240,7 +240,7 @@ def do_extract(
     plan = plan_extraction(
         store, dataset.name, items, exs, paths, segmentation=dataset.segmentation, chunk_rows=chunk_rows,
         weights_dir=str(folder), device=device, batch_size=batch_size, targets=dataset.targets,
-        dataset_version=dataset.version, retry_failed=retry_failed,
+        dataset_version=dataset.version, retry_failed=retry_failed, dataset_config=dataset.config(),
         plugin_versions={e.name: plugins.version_of("extractor", e.name) for e in exs},
     )
     if not quiet:
@@ -463,6 +463,7 @@ def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: O
     reg = _registry(registry)
     exp = reg.experiment(experiment, dataset.name)
     group = FeatureStore(store, mode="r").open_group(dataset.name, dataset.segmentation)
+    group.check_dataset_config(dataset.config())
     with Progress(TextColumn(f"[bold]{experiment}[/] {{task.fields[what]}}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, disable=quiet) as prog:
         task = prog.add_task("fit", total=None, what="")

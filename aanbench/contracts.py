@@ -231,6 +231,18 @@ class Dataset:
     def items(self, root: Path) -> list[Item]:
         raise NotImplementedError
 
+    def config(self) -> dict[str, Any]:
+        """JSON-able options that change the items or labels (e.g. which
+        annotation stream). Kept with the store group; a run whose dataset
+        config differs from the stored one is refused."""
+        return {}
+
+    # Optional methods a dataset may offer:
+    #   configure(**options) -> Dataset   a configured copy (CLI --option KEY=VALUE);
+    #                                     unknown keys raise AanbenchError
+    #   check(root) -> aanbench.datacheck.DatasetCheck   (`aanbench datasets check`)
+    #   generate(root, seed=..., clips=...) -> Path      for generated datasets (`aanbench demo`)
+
 
 # --------------------------------------------------------------------------
 # Models

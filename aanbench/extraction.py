@@ -131,10 +131,11 @@ def plan_extraction(
     dataset_version: str = "",
     retry_failed: bool = False,
     plugin_versions: dict[str, str] | None = None,
+    dataset_config: dict[str, Any] | None = None,
 ) -> Plan:
     """Create/open the store arrays (checking provenance) and list the chunks to compute."""
     group = store.ensure_group(dataset, items, segmentation=segmentation, chunk_rows=chunk_rows,
-                               targets=targets, dataset_version=dataset_version)
+                               targets=targets, dataset_version=dataset_version, dataset_config=dataset_config)
     todo: dict[int, list[str]] = {}
     skipped: dict[str, int] = {}
     keys: dict[str, str] = {}

@@ -98,6 +98,7 @@ def run_experiment(
         "model": exp.model,
         "model_version": spec.version,
         "dataset": dataset.name,
+        "dataset_config": dataset.config(),
         "group": group.path,
         "feature_set": exp.feature_set,
         "features": [{"name": n, "key": k, "provenance": p} for n, k, p in zip(feats.names, feats.keys, feats.provenance)],

@@ -155,6 +155,16 @@ class DatasetGroup:
     def chunk_slice(self, chunk: int) -> slice:
         return slice(chunk * self.chunk_rows, min(self.n_items, (chunk + 1) * self.chunk_rows))
 
+    def check_dataset_config(self, config: dict[str, Any]) -> None:
+        """Refuse to mix a dataset configured otherwise (e.g. other labels) with this group."""
+        stored = self.attrs.get("dataset_config", {})
+        if _jsonable(config) != stored:
+            raise AanbenchError(
+                f"store {self.store.root}: group {self.path} was made with dataset options "
+                f"{json.dumps(stored, sort_keys=True)}, not {json.dumps(_jsonable(config), sort_keys=True)}; "
+                "use another store for these options"
+            )
+
     # ------------------------------------------------------------- items
     def item_ids(self) -> list[str]:
         return [str(x) for x in self.group["items/id"][:]]
@@ -324,10 +334,12 @@ class FeatureStore:
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         targets: Sequence[str] = (),
         dataset_version: str = "",
+        dataset_config: dict[str, Any] | None = None,
     ) -> DatasetGroup:
         """The group for ``dataset``'s items, created on first use.
 
-        An existing group made from a different list of items is refused.
+        An existing group made from a different list of items, other labels
+        or another dataset configuration is refused.
         """
         path = f"{dataset}/{segmentation}"
         fp = items_fingerprint(items)
@@ -338,6 +350,14 @@ class FeatureStore:
                     f"store {self.root}: group {path} holds a different list of items "
                     f"({g.n_items} stored, {len(items)} now); use another store for this copy of the dataset"
                 )
+            g.check_dataset_config(dataset_config or {})
+            for t in g.targets():
+                now = np.array([it.labels.get(t, np.nan) for it in items], dtype=np.float32)
+                if not np.array_equal(now, g.labels(t), equal_nan=True):
+                    raise AanbenchError(
+                        f"store {self.root}: group {path} holds other {t} labels than this copy of the dataset; "
+                        "use another store"
+                    )
             return g
         if not items:
             raise AanbenchError(f"dataset {dataset}: no items to store")
@@ -371,6 +391,7 @@ class FeatureStore:
             "n_items": n,
             "chunk_rows": int(chunk_rows),
             "items_sha256": fp,
+            "dataset_config": _jsonable(dataset_config or {}),
         })
         self.zroot[dataset].attrs["description"] = f"dataset {dataset}: one subgroup per segmentation"
         return DatasetGroup(self, zg)

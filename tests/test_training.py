@@ -76,6 +76,9 @@ class _Dataset:
     protocol = "fixed"
     segmentation = "default"
 
+    def config(self) -> dict:
+        return {}
+
 
 def _exp(model: str, **params) -> ExperimentConfig:
     return ExperimentConfig(name=f"t-{model}", model=model, description="", feature_set="ab", features=("fa", "fb"),
