@@ -1,0 +1,597 @@
+"""``aanbench extract --backend ray``: the planner's chunks on Ray actors.
+
+Importing this module registers the backend as ``ray`` (see
+:func:`aanbench.extraction.get_backend`).
+
+Where Ray runs
+    With no address a new local Ray instance is started, sized to this
+    machine (``ray.init(address="local", num_cpus=<cores>)``, no dashboard,
+    a small object store), and shut down at the end of the run. With an
+    address (``auto`` or ``host:port``) the driver joins that cluster and
+    leaves it running: only its own actors are removed. If Ray is already
+    initialised in this process (a notebook), that session is used and left
+    as it is.
+
+Actors
+    A unit's extractors are split into two groups: *GPU* extractors
+    (``Extractor.uses_gpu`` while ``job.device`` is a ``cuda`` device) and
+    *CPU* extractors (everything else: openSMILE, the weight-free ones, a
+    neural extractor on ``--device cpu``). Each group gets its own pool of
+    long-lived actors that load the group's extractors once, in
+    ``__init__`` (:class:`aanbench.extraction.LoadedExtractors`), and then
+    execute whole units with :func:`aanbench.extraction.execute_unit`, which
+    decodes each item once for the group's extractors and writes the
+    chunk's rows, then its done markers. GPU actors ask Ray for
+    ``gpus_per_worker`` GPUs (1 when not given); CPU actors hold none. When
+    every extractor is CPU-only (the usual case) there is one pool and a
+    chunk is decoded once; with both kinds a chunk is decoded once per pool,
+    so that GPUs are never held while openSMILE runs. The two parts of a
+    chunk write disjoint arrays; the driver reports the chunk once, when
+    both parts are back.
+
+Faults
+    An actor that dies (killed, segfault, OOM killer, node lost) has its
+    unit resubmitted to a fresh actor, at most ``max_retries`` times (2 by
+    default, environment ``AANBENCH_RAY_RETRIES``); after that the unit is
+    reported with ``error`` set, so :func:`aanbench.extraction.run_plan`
+    records it as failed and not done, and a rerun computes it. A Python
+    exception inside a unit is not retried (it is deterministic): it fails
+    the unit, as on the local backend. Chunks already marked done are never
+    rewritten; a chunk whose actor died mid-write has no done marker and is
+    written again, whole.
+
+Environment knobs (all optional)
+    ``AANBENCH_RAY_RETRIES`` (int, default 2), ``AANBENCH_RAY_START_TIMEOUT``
+    (seconds to wait for the first actor of a pool, default 300),
+    ``AANBENCH_RAY_OBJECT_STORE_MB`` (object store of a local instance,
+    default 256), ``AANBENCH_RAY_RUNTIME_ENV`` (JSON merged into the actors'
+    ``runtime_env``, e.g. ``{"py_executable": "/opt/venv/bin/python"}``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from aanbench.contracts import AanbenchError
+from aanbench.extraction import (
+    ExtractionJob,
+    ItemFailure,
+    LoadedExtractors,
+    UnitResult,
+    WorkUnit,
+    execute_unit,
+    feature_key,
+    register_backend,
+)
+from aanbench.store import FeatureStore
+
+try:
+    import ray
+    import ray.exceptions as rex
+except ImportError as _exc:  # pragma: no cover - ray is a declared dependency
+    raise ImportError(f"the ray backend needs the `ray` package ({_exc})") from None
+
+log = logging.getLogger("aanbench.backend_ray")
+
+CPU = "cpu"
+GPU = "gpu"
+DEFAULT_RETRIES = 2
+DEFAULT_START_TIMEOUT_S = 300.0
+DEFAULT_OBJECT_STORE_MB = 256
+ACTOR_CLASS_NAME = "AanbenchUnitWorker"  # process title of a busy actor: "ray::AanbenchUnitWorker.run"
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise AanbenchError(f"environment {name}={raw!r} is not a number") from None
+
+
+def _machine_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+# --------------------------------------------------------------------------
+# The actor
+
+
+class AanbenchUnitWorker:
+    """One Ray actor: loads its extractors once and executes whole units.
+
+    ``names`` are the extractors this actor computes (one pool's group);
+    ``threads`` bounds torch/BLAS threads to the CPUs Ray gave the actor.
+    """
+
+    def __init__(self, job: ExtractionJob, names: Sequence[str], threads: int) -> None:
+        t0 = time.perf_counter()
+        self.threads = max(1, int(threads))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(self.threads)
+        self.job = job
+        self.loaded = LoadedExtractors(job, list(names))
+        self._set_torch_threads()
+        self.init_s = time.perf_counter() - t0
+
+    def _set_torch_threads(self) -> None:
+        import sys
+
+        torch = sys.modules.get("torch")  # only if an extractor brought it in: importing it costs seconds
+        if torch is not None:
+            torch.set_num_threads(self.threads)
+
+    def ready(self) -> dict[str, Any]:
+        """Who this actor is and what it loaded (checked by the driver)."""
+        import socket
+
+        from aanbench import __version__
+
+        return {
+            "pid": os.getpid(),
+            "node": socket.gethostname(),
+            "aanbench": __version__,
+            "keys": {n: feature_key(ex) for n, ex in self.loaded.extractors.items()},
+            "init_s": self.init_s,  # loading the extractors (imports included)
+        }
+
+    def run(self, unit: WorkUnit) -> UnitResult:
+        """Compute and write one unit; exceptions become ``UnitResult.error``."""
+        try:
+            res = execute_unit(self.job, unit, self.loaded)
+        except Exception as exc:
+            res = UnitResult(unit=unit, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+        self._set_torch_threads()  # an extractor may import torch lazily on first use
+        return res
+
+
+_RemoteWorker = ray.remote(max_restarts=0, max_task_retries=0)(AanbenchUnitWorker)
+
+
+# --------------------------------------------------------------------------
+# Driver-side bookkeeping
+
+
+@dataclass
+class _Slot:
+    """One actor as the driver sees it."""
+
+    pool: str
+    handle: Any
+    state: str = "starting"  # starting -> idle <-> busy; dead
+    part: "_Part | None" = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Part:
+    """The share of one planner unit that one pool computes."""
+
+    unit: WorkUnit  # the pool's extractors that are still to compute
+    pool: str
+    parent: "_Chunk"
+    attempts: int = 0  # actors that died while holding it
+    full: WorkUnit | None = None  # the pool's share as planned
+    written: UnitResult | None = None  # arrays a lost worker had finished (read back from the store)
+
+
+@dataclass
+class _Chunk:
+    unit: WorkUnit
+    results: dict[str, UnitResult] = field(default_factory=dict)
+    n_parts: int = 0
+
+
+@dataclass
+class _Pool:
+    name: str
+    extractors: tuple[str, ...]
+    size: int
+    cpus: float
+    gpus: float
+    threads: int
+    queue: deque = field(default_factory=deque)
+    failed_starts: int = 0  # consecutive actor creations that failed
+    started_any: bool = False
+    first_wait: float = 0.0
+
+
+def _merge(chunk: _Chunk) -> UnitResult:
+    """One UnitResult for a planner unit from its pool parts.
+
+    When a part failed, the result's ``unit`` lists only the failed part's
+    extractors, so ``run_plan`` marks only those arrays' rows as failed."""
+    parts = list(chunk.results.values())
+    if len(parts) == 1 and parts[0].unit == chunk.unit:
+        return parts[0]
+    ok: dict[str, int] = {}
+    failures: list[ItemFailure] = []
+    failed_names: list[str] = []
+    errors: list[str] = []
+    for r in parts:
+        ok.update(r.ok)
+        failures.extend(r.failures)
+        if r.error:
+            failed_names.extend(r.unit.extractors)
+            errors.append(f"[{', '.join(r.unit.extractors)}] {r.error}")
+    unit = chunk.unit
+    if failed_names:
+        unit = WorkUnit(unit.chunk, unit.start, unit.stop, tuple(n for n in unit.extractors if n in failed_names))
+    return UnitResult(unit=unit, ok=ok, failures=failures, seconds=sum(r.seconds for r in parts),
+                      decode_seconds=sum(r.decode_seconds for r in parts),
+                      error="\n".join(errors) if errors else None)
+
+
+class RayBackend:
+    """Runs extraction units on Ray actors (see the module docstring).
+
+    ``workers``: actors per pool (CPU pool, and GPU pool when a GPU extractor
+    runs on ``cuda``; the GPU pool is capped by the cluster's GPUs).
+    ``address``: ``None`` starts a local instance; ``auto`` or ``host:port``
+    joins a running cluster. ``gpus_per_worker``: GPUs each GPU actor asks
+    for (fractions share a card; 0 means 1). ``cpus_per_worker``: CPUs each
+    actor asks for (default: the cluster's CPUs divided among all actors,
+    at most one node's). ``max_retries``: fresh actors a unit may get after
+    the one holding it died.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        workers: int = 1,
+        address: str | None = None,
+        gpus_per_worker: float = 0.0,
+        cpus_per_worker: float | None = None,
+        max_retries: int | None = None,
+        start_timeout: float | None = None,
+        runtime_env: dict[str, Any] | None = None,
+    ) -> None:
+        self.workers = max(1, int(workers))
+        self.address = address or None
+        self.gpus_per_worker = float(gpus_per_worker or 0.0)
+        if self.gpus_per_worker < 0:
+            raise AanbenchError(f"--gpus-per-worker must be >= 0, not {gpus_per_worker}")
+        self.cpus_per_worker = cpus_per_worker
+        self.max_retries = int(max_retries if max_retries is not None
+                               else _env_number("AANBENCH_RAY_RETRIES", DEFAULT_RETRIES))
+        self.start_timeout = float(start_timeout if start_timeout is not None
+                                   else _env_number("AANBENCH_RAY_START_TIMEOUT", DEFAULT_START_TIMEOUT_S))
+        self.runtime_env = dict(runtime_env or {})
+        extra = os.environ.get("AANBENCH_RAY_RUNTIME_ENV", "").strip()
+        if extra:
+            try:
+                self.runtime_env.update(json.loads(extra))
+            except ValueError as exc:
+                raise AanbenchError(f"AANBENCH_RAY_RUNTIME_ENV is not JSON: {exc}") from None
+        # Measured by the last run (seconds unless named otherwise).
+        self.stats: dict[str, Any] = {}
+
+    # ----------------------------------------------------------- Ray session
+    def _connect(self) -> bool:
+        """Start or join Ray; True when this run must call ``ray.shutdown``."""
+        if ray.is_initialized():
+            return False
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home (and no network here)
+        kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+        try:
+            if self.address:
+                ray.init(address=self.address, **kwargs)
+            else:
+                mb = int(_env_number("AANBENCH_RAY_OBJECT_STORE_MB", DEFAULT_OBJECT_STORE_MB))
+                ray.init(address="local", num_cpus=_machine_cpus(), include_dashboard=False,
+                         object_store_memory=max(80, mb) << 20, **kwargs)
+        except (ConnectionError, rex.RayError, ValueError, RuntimeError) as exc:
+            where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray instance"
+            raise AanbenchError(f"could not start or join {where}: {exc}") from None
+        return True
+
+    # -------------------------------------------------------------- planning
+    def _pools(self, job: ExtractionJob, units: Sequence[WorkUnit]) -> dict[str, _Pool]:
+        from aanbench.plugin_manager import get_plugins
+
+        plugins = get_plugins()
+        on_cuda = str(job.device).startswith("cuda")
+        group_of = {n: (GPU if on_cuda and plugins.extractor(n).uses_gpu else CPU) for n in job.extractors}
+        wanted = {g: tuple(n for n in job.extractors if group_of[n] == g) for g in (GPU, CPU)}
+        n_parts = {g: sum(1 for u in units if any(group_of[n] == g for n in u.extractors)) for g in (GPU, CPU)}
+        resources = ray.cluster_resources()
+        sizes: dict[str, int] = {}
+        share = self.gpus_per_worker or 1.0
+        if n_parts[GPU]:
+            have = float(resources.get("GPU", 0.0))
+            if have < share:
+                raise AanbenchError(
+                    f"extractors {', '.join(wanted[GPU])} run on {job.device}, each worker asking for {share:g} GPU, "
+                    f"but the Ray cluster has {have:g} GPU; use --device cpu, or a cluster with GPUs"
+                )
+            sizes[GPU] = max(1, min(self.workers, n_parts[GPU], int(math.floor(have / share + 1e-9))))
+        if n_parts[CPU]:
+            sizes[CPU] = max(1, min(self.workers, n_parts[CPU]))
+        total_cpus = float(resources.get("CPU", 0.0))
+        if self.cpus_per_worker is not None:
+            cpus = float(self.cpus_per_worker)
+        else:
+            node_cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+            cpus = total_cpus / max(1, sum(sizes.values()))
+            if node_cpus:
+                cpus = min(cpus, max(node_cpus))
+            cpus = math.floor(cpus * 100) / 100
+        if cpus <= 0:
+            raise AanbenchError(f"the Ray cluster offers {total_cpus:g} CPUs: no room for extraction workers")
+        pools = {}
+        for g, size in sizes.items():
+            pools[g] = _Pool(name=g, extractors=wanted[g], size=size, cpus=cpus,
+                             gpus=share if g == GPU else 0.0, threads=max(1, int(cpus)))
+        return pools
+
+    # ------------------------------------------------------------------- run
+    def run(self, job: ExtractionJob, units: Sequence[WorkUnit], on_result: Callable[[UnitResult], None]) -> None:
+        """Execute ``units`` on actors; ``on_result`` is called in this process
+        once per unit, in completion order."""
+        self.stats = {"units": 0, "unit_seconds": 0.0, "decode_seconds": 0.0, "retries": 0, "actors_lost": 0,
+                      "actors_started": 0}
+        if not units:
+            return
+        t0 = time.perf_counter()
+        owned = self._connect()
+        self.stats["connect_s"] = time.perf_counter() - t0
+        slots: dict[Any, _Slot] = {}
+        try:
+            self._run(job, units, on_result, slots, t0)
+        finally:
+            for slot in slots.values():
+                if slot.state != "dead":
+                    try:
+                        ray.kill(slot.handle, no_restart=True)
+                    except Exception:  # already gone
+                        pass
+            t1 = time.perf_counter()
+            if owned:
+                ray.shutdown()
+            self.stats["shutdown_s"] = time.perf_counter() - t1
+            self.stats["wall_s"] = time.perf_counter() - t0
+
+    def _run(self, job: ExtractionJob, units: Sequence[WorkUnit], on_result: Callable[[UnitResult], None],
+             slots: dict[Any, _Slot], t0: float) -> None:
+        self._job = job
+        pools = self._pools(job, units)
+        self.stats["pools"] = {g: {"actors": p.size, "cpus": p.cpus, "gpus": p.gpus, "threads": p.threads,
+                                   "extractors": list(p.extractors)} for g, p in pools.items()}
+        for u in units:
+            chunk = _Chunk(u)
+            for g, pool in pools.items():
+                names = tuple(n for n in u.extractors if n in pool.extractors)
+                if names:
+                    share = WorkUnit(u.chunk, u.start, u.stop, names)
+                    pool.queue.append(_Part(share, g, chunk, full=share))
+                    chunk.n_parts += 1
+        job_ref = ray.put(job)
+        pending: dict[Any, tuple[str, _Slot]] = {}  # ObjectRef -> ("ready" | "run", slot)
+
+        def start_actor(pool: _Pool) -> None:
+            opts: dict[str, Any] = {"num_cpus": pool.cpus}
+            if self.runtime_env:
+                opts["runtime_env"] = self.runtime_env
+            if pool.gpus:
+                opts["num_gpus"] = pool.gpus
+            handle = _RemoteWorker.options(**opts).remote(job_ref, pool.extractors, pool.threads)
+            slot = _Slot(pool.name, handle)
+            slots[handle] = slot
+            pending[handle.ready.remote()] = ("ready", slot)
+            self.stats["actors_started"] += 1
+            if not pool.first_wait:
+                pool.first_wait = time.perf_counter()
+
+        def live(pool: _Pool) -> list[_Slot]:
+            return [s for s in slots.values() if s.pool == pool.name and s.state != "dead"]
+
+        def finish_part(part: _Part, res: UnitResult) -> None:
+            if part.written is not None:  # arrays finished by a worker that died before reporting
+                w = part.written
+                res = UnitResult(unit=res.unit if res.error else (part.full or res.unit), ok={**w.ok, **res.ok},
+                                 failures=[*w.failures, *res.failures], seconds=res.seconds,
+                                 decode_seconds=res.decode_seconds, error=res.error)
+            chunk = part.parent
+            chunk.results[part.pool] = res
+            self.stats["unit_seconds"] += res.seconds
+            self.stats["decode_seconds"] += res.decode_seconds
+            if len(chunk.results) == chunk.n_parts:
+                self.stats["units"] += 1
+                on_result(_merge(chunk))
+
+        def fail_queue(pool: _Pool, reason: str) -> None:
+            while pool.queue:
+                part = pool.queue.popleft()
+                finish_part(part, UnitResult(unit=part.unit, error=reason))
+
+        def dispatch() -> None:
+            for slot in slots.values():
+                pool = pools[slot.pool]
+                if slot.state == "idle" and pool.queue:
+                    part = pool.queue.popleft()
+                    slot.state, slot.part = "busy", part
+                    pending[slot.handle.run.remote(part.unit)] = ("run", slot)
+
+        for pool in pools.values():
+            for _ in range(pool.size):
+                start_actor(pool)
+        self.stats["submit_s"] = time.perf_counter() - t0
+
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+            if not done:
+                now = time.perf_counter()
+                for pool in pools.values():
+                    if not pool.started_any and pool.queue and now - pool.first_wait > self.start_timeout:
+                        have = ray.cluster_resources()
+                        raise AanbenchError(
+                            f"no Ray worker for {', '.join(pool.extractors)} started within {self.start_timeout:g} s "
+                            f"(each asks for {pool.cpus:g} CPU, {pool.gpus:g} GPU; the cluster has "
+                            f"{have.get('CPU', 0):g} CPU, {have.get('GPU', 0):g} GPU); "
+                            "lower --workers or --gpus-per-worker, or add nodes"
+                        )
+                continue
+            ref = done[0]
+            kind, slot = pending.pop(ref)
+            pool = pools[slot.pool]
+            try:
+                value = ray.get(ref)
+            except rex.RayTaskError as exc:
+                if kind == "run":
+                    # run() catches Exception, so this is a BaseException raised in
+                    # the unit (SystemExit, KeyboardInterrupt): fail it, keep the actor.
+                    part, slot.part, slot.state = slot.part, None, "idle"
+                    assert part is not None
+                    finish_part(part, UnitResult(unit=part.unit, error=f"{type(exc).__name__}: {exc}"[:2000]))
+                else:
+                    self._lose(slot, exc, pool, fail_queue, finish_part, start_actor, live)
+                dispatch()
+                continue
+            except rex.RayError as exc:  # the actor died, or could not be created
+                self._lose(slot, exc, pool, fail_queue, finish_part, start_actor, live)
+                dispatch()
+                continue
+            if kind == "ready":
+                self._check_ready(job, slot, value)
+                slot.state, slot.info = "idle", value
+                pool.started_any, pool.failed_starts = True, 0
+                self.stats.setdefault("first_actor_ready_s", time.perf_counter() - t0)
+                self.stats.setdefault("actor_init_s", []).append(round(float(value.get("init_s", 0.0)), 3))
+                self.stats["all_actors_ready_s"] = time.perf_counter() - t0
+            else:
+                part, slot.part, slot.state = slot.part, None, "idle"
+                assert part is not None
+                finish_part(part, value)
+            dispatch()
+            if not any(p.queue for p in pools.values()) and all(s.state != "busy" for s in slots.values()):
+                break
+        for pool in pools.values():  # defensive: nothing may be left unreported
+            fail_queue(pool, "no Ray worker was left to compute this chunk")
+        self.stats["run_s"] = time.perf_counter() - t0
+
+    def _lose(self, slot: _Slot, exc: BaseException, pool: _Pool, fail_queue, finish_part, start_actor, live) -> None:
+        """An actor is gone (or never came up): retry or fail its unit, replace it."""
+        text = str(exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        was_starting = slot.state == "starting"
+        slot.state = "dead"
+        self.stats["actors_lost"] += 1
+        try:
+            ray.kill(slot.handle, no_restart=True)
+        except Exception:
+            pass
+        if was_starting:
+            pool.failed_starts += 1
+            detail = _creation_error(exc)
+            if not pool.started_any and pool.failed_starts >= pool.size:
+                # Not one worker of this pool could load its extractors: a
+                # configuration error, raised as the local backend would.
+                raise AanbenchError(f"Ray workers for {', '.join(pool.extractors)} failed to start: {detail}")
+            log.warning("a Ray worker for %s failed to start: %s", ", ".join(pool.extractors), detail)
+            reason = detail
+        part, slot.part = slot.part, None
+        if part is not None:
+            # The worker may have died after writing some (or all) of the
+            # chunk's arrays: keep those as written, never compute them again.
+            back = self._read_back(part.unit)
+            if back is not None and back.ok:
+                if part.written is not None:
+                    back = UnitResult(unit=back.unit, ok={**part.written.ok, **back.ok},
+                                      failures=[*part.written.failures, *back.failures])
+                part.written = back
+                rest = tuple(n for n in part.unit.extractors if n not in back.ok)
+                log.warning("chunk %d: worker pid %s lost after writing %s; kept as written", part.unit.chunk,
+                            slot.info.get("pid", "?"), ", ".join(back.ok))
+                if not rest:
+                    finish_part(part, UnitResult(unit=part.unit))
+                    part = None
+                else:
+                    part.unit = WorkUnit(part.unit.chunk, part.unit.start, part.unit.stop, rest)
+        if part is not None:
+            part.attempts += 1
+            if part.attempts > self.max_retries:
+                log.warning("chunk %d (%s): worker lost %d times, giving up: %s", part.unit.chunk,
+                            ", ".join(part.unit.extractors), part.attempts, reason)
+                finish_part(part, UnitResult(
+                    unit=part.unit,
+                    error=f"Ray worker lost {part.attempts} times while computing this chunk "
+                          f"({type(exc).__name__}: {reason})",
+                ))
+            else:
+                self.stats["retries"] += 1
+                log.warning("chunk %d (%s): worker pid %s lost (%s); retrying on a new worker (%d/%d)",
+                            part.unit.chunk, ", ".join(part.unit.extractors), slot.info.get("pid", "?"),
+                            type(exc).__name__, part.attempts, self.max_retries)
+                pool.queue.appendleft(part)
+        if pool.queue and len(live(pool)) < pool.size:
+            if pool.failed_starts <= self.max_retries:
+                start_actor(pool)
+            elif not live(pool):
+                fail_queue(pool, f"Ray workers for {', '.join(pool.extractors)} keep failing to start: {reason}")
+
+    def _read_back(self, unit: WorkUnit) -> UnitResult | None:
+        """What the store holds for ``unit``'s arrays whose done marker is set
+        (``ok`` lists those arrays); None if the driver cannot read the store."""
+        job = self._job
+        try:
+            group = FeatureStore(job.store_root).open_group(*job.group_path.split("/", 1))
+            rows = slice(unit.start, unit.stop)
+            res = UnitResult(unit=unit)
+            for n in unit.extractors:
+                arr = group.feature(job.keys[n])
+                if not bool(arr.group["done"][unit.chunk]):
+                    continue
+                ok = np.asarray(arr.group["ok"][rows], dtype=bool)
+                errors = np.asarray(arr.group["error"][rows]).astype(str)
+                res.ok[n] = int(ok.sum())
+                for i in np.flatnonzero(~ok):
+                    res.failures.append(ItemFailure(job.items[unit.start + int(i)].id, n, str(errors[i])))
+            return res
+        except Exception as exc:  # e.g. a store the driver cannot see: retrying is still correct
+            log.warning("cannot read back chunk %d from the store (%s); recomputing it", unit.chunk, exc)
+            return None
+
+    @staticmethod
+    def _check_ready(job: ExtractionJob, slot: _Slot, info: dict[str, Any]) -> None:
+        from aanbench import __version__
+
+        if info.get("aanbench") != __version__:
+            raise AanbenchError(
+                f"the Ray worker on {info.get('node')} runs aanbench {info.get('aanbench')}, "
+                f"the driver {__version__}: install the same version on every node"
+            )
+        for name, key in info.get("keys", {}).items():
+            if job.keys.get(name) != key:
+                raise AanbenchError(
+                    f"the Ray worker on {info.get('node')} has extractor {key}, the driver planned "
+                    f"{job.keys.get(name)}: install the same plugins on every node"
+                )
+
+
+def _creation_error(exc: BaseException) -> str:
+    """The useful line of an actor-creation failure (the user's exception)."""
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if ":" in ln and not ln.startswith(("File ", "^", "ray::")):
+            return ln[:500]
+    return (lines[0] if lines else type(exc).__name__)[:500]
+
+
+register_backend("ray", RayBackend)

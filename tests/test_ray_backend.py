@@ -1,0 +1,260 @@
+"""``aanbench extract --backend ray`` on a real local Ray instance (no mocks).
+
+A module fixture generates a 16-clip demo dataset (real H.264/AAC files)
+and extracts it with the local backend as the reference store. The Ray runs
+go through the CLI and must give the same store value for value (the
+weight-free extractors are deterministic). Two tests kill a busy Ray
+worker process (SIGKILL) once the first chunk is done: with retries the run
+completes; with retries off the chunk is recorded as failed (not done) and a
+rerun completes it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+ray = pytest.importorskip("ray")
+
+from aanbench.backend_ray import ACTOR_CLASS_NAME, RayBackend, _Chunk, _merge  # noqa: E402
+from aanbench.cli import app  # noqa: E402
+from aanbench.contracts import AanbenchError, Item  # noqa: E402
+from aanbench.extraction import ExtractionJob, UnitResult, WorkUnit  # noqa: E402
+from aanbench.store import FeatureStore  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+EXTRACTORS = "affect,logmel"
+N_CLIPS = 16
+CHUNK_ROWS = 2  # 8 chunks: work is left when the first one is done
+
+
+def _extract(root: Path, store: Path, *extra: str):
+    args = ["extract", "demo", "--root", str(root), "--store", str(store), "--extractors", EXTRACTORS,
+            "--chunk-rows", str(CHUNK_ROWS), *extra]
+    return CliRunner().invoke(app, args, catch_exceptions=False)
+
+
+def _arrays(store: Path) -> dict[str, dict[str, object]]:
+    g = FeatureStore(store, mode="r").open_group("demo")
+    out = {}
+    for key in g.feature_keys():
+        a = g.feature(key)
+        out[key] = {"data": a.read(), "ok": a.ok(), "error": [str(e) for e in a.errors()], "done": a.done()}
+    return out
+
+
+def _assert_same_store(got: Path, want: Path) -> None:
+    a, b = _arrays(got), _arrays(want)
+    assert sorted(a) == sorted(b) == ["affect@1", "logmel@1"]
+    for key in b:
+        assert a[key]["data"].shape == b[key]["data"].shape
+        assert np.isfinite(a[key]["data"]).all(), key
+        assert np.array_equal(a[key]["data"], b[key]["data"]), f"{key}: values differ from the local backend"
+        assert a[key]["ok"].all() and b[key]["ok"].all()
+        assert a[key]["error"] == b[key]["error"]
+        assert a[key]["done"].all() and b[key]["done"].all()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> dict[str, Path]:
+    """The demo dataset and the local backend's store of it."""
+    from aanbench_plugins.demo_dataset import make_demo
+
+    base = tmp_path_factory.mktemp("ray")
+    root = make_demo(base / "demo", seed=3, clips=N_CLIPS)
+    ref = base / "local-store"
+    res = _extract(root, ref, "--backend", "local")
+    assert res.exit_code == 0, res.output
+    return {"root": root, "ref": ref, "base": base}
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def _busy_workers() -> list[int]:
+    """PIDs of our Ray actors (descendants of this process) inside ``run``."""
+    kids = _children()
+    todo, found = [os.getpid()], []
+    while todo:
+        pid = todo.pop()
+        for c in kids.get(pid, []):
+            todo.append(c)
+            try:
+                with open(f"/proc/{c}/cmdline", "rb") as f:
+                    title = f.read().split(b"\0", 1)[0]
+            except OSError:
+                continue
+            if title == f"ray::{ACTOR_CLASS_NAME}.run".encode():
+                found.append(c)
+    return found
+
+
+class _Killer(threading.Thread):
+    """SIGKILL the busy worker shortly after the first chunk is complete.
+
+    With one worker, the first chunk's last done marker (logmel is written
+    last) means the worker has moved on to the next chunk; 50 ms later it is
+    well inside it (a chunk of two clips takes a few hundred ms)."""
+
+    def __init__(self, store: Path) -> None:
+        super().__init__(daemon=True)
+        self.done_dir = store / "demo" / "default" / "features" / "logmel@1" / "done" / "c"
+        self.killed: int | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            if self.done_dir.is_dir() and any(self.done_dir.iterdir()):
+                time.sleep(0.05)
+                busy = _busy_workers()
+                if busy:
+                    os.kill(busy[0], signal.SIGKILL)
+                    self.killed = busy[0]
+                    return
+            time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray instance for the tests that need the worker processes."""
+    assert not ray.is_initialized()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 << 20)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+# -------------------------------------------------------------------- tests
+
+
+def test_cli_ray_starts_a_local_instance_and_matches_local_backend(demo, tmp_path) -> None:
+    assert not ray.is_initialized(), "this test must start its own instance"
+    store = tmp_path / "ray-store"
+    res = _extract(demo["root"], store, "--backend", "ray", "--workers", "2")
+    assert res.exit_code == 0, res.output
+    assert "backend ray" in res.output
+    assert not ray.is_initialized(), "the instance the run started must be shut down"
+    _assert_same_store(store, demo["ref"])
+    # a rerun finds everything done and computes nothing
+    again = _extract(demo["root"], store, "--backend", "ray", "--workers", "2")
+    assert again.exit_code == 0, again.output
+    assert "0 chunks to compute" in again.output
+    _assert_same_store(store, demo["ref"])
+
+
+def test_killed_worker_has_its_chunk_retried(demo, ray_session, tmp_path, caplog) -> None:
+    store = tmp_path / "killed"
+    killer = _Killer(store)
+    killer.start()
+    with caplog.at_level("WARNING", logger="aanbench.backend_ray"):
+        res = _extract(demo["root"], store, "--backend", "ray", "--workers", "1")
+    killer.stop.set()
+    killer.join()
+    assert killer.killed is not None, "no busy worker was found to kill"
+    assert res.exit_code == 0, res.output
+    assert any("retrying on a new worker" in r.getMessage() for r in caplog.records), caplog.text
+    _assert_same_store(store, demo["ref"])
+    assert ray.is_initialized(), "a session the run did not start must be left running"
+
+
+def test_chunk_failing_past_retries_is_recorded_and_a_rerun_completes(demo, ray_session, tmp_path,
+                                                                     monkeypatch) -> None:
+    monkeypatch.setenv("AANBENCH_RAY_RETRIES", "0")
+    store = tmp_path / "failed"
+    killer = _Killer(store)
+    killer.start()
+    res = _extract(demo["root"], store, "--backend", "ray", "--workers", "1")
+    killer.stop.set()
+    killer.join()
+    assert killer.killed is not None
+    assert res.exit_code == 1, res.output
+    assert "chunks that failed" in res.output
+    arrays = _arrays(store)
+    for key in ("affect@1", "logmel@1"):
+        done = arrays[key]["done"]
+        assert done.sum() == len(done) - 1, f"{key}: exactly the killed chunk must be not done ({done})"
+        bad = int(np.flatnonzero(~done)[0])
+        rows = slice(bad * CHUNK_ROWS, (bad + 1) * CHUNK_ROWS)
+        assert not arrays[key]["ok"][rows].any()
+        assert all("Ray worker lost 1 times" in e for e in arrays[key]["error"][rows.start:rows.stop])
+        others = np.ones(len(arrays[key]["ok"]), bool)
+        others[rows] = False
+        assert arrays[key]["ok"][others].all()
+    before = _arrays(store)
+    monkeypatch.delenv("AANBENCH_RAY_RETRIES")
+    again = _extract(demo["root"], store, "--backend", "ray", "--workers", "2")
+    assert again.exit_code == 0, again.output
+    assert "1 chunks to compute" in again.output
+    _assert_same_store(store, demo["ref"])
+    after = _arrays(store)
+    for key in before:  # chunks done in the first run were not rewritten with other values
+        keep = np.repeat(before[key]["done"], CHUNK_ROWS)[: len(before[key]["ok"])]
+        assert np.array_equal(after[key]["data"][keep], before[key]["data"][keep])
+
+
+def test_joins_a_running_cluster_by_address_and_leaves_it_running(demo, ray_session, tmp_path) -> None:
+    store = tmp_path / "joined"
+    cmd = [sys.executable, "-m", "aanbench", "extract", "demo", "--root", str(demo["root"]), "--store", str(store),
+           "--extractors", EXTRACTORS, "--chunk-rows", str(CHUNK_ROWS), "--backend", "ray", "--workers", "2",
+           "--address", ray_session]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _assert_same_store(store, demo["ref"])
+
+    @ray.remote
+    def ping() -> int:
+        return 7
+
+    assert ray.get(ping.remote(), timeout=60) == 7  # the cluster still serves after the driver left
+
+
+def test_gpu_extractor_on_cuda_without_gpus_is_refused(ray_session, tmp_path) -> None:
+    job = ExtractionJob(store_root=str(tmp_path / "s"), group_path="demo/default", items=[Item("a", None)],
+                        extractors=["resnet50", "affect"], keys={"resnet50": "resnet50@1", "affect": "affect@1"},
+                        weights_dir=str(tmp_path), device="cuda")
+    results: list[UnitResult] = []
+    with pytest.raises(AanbenchError, match="GPU"):
+        RayBackend(workers=1).run(job, [WorkUnit(0, 0, 1, ("resnet50", "affect"))], results.append)
+    assert results == []
+
+
+def test_merge_reports_only_the_failed_pool_as_failed() -> None:
+    unit = WorkUnit(3, 6, 8, ("resnet50", "affect", "logmel"))
+    chunk = _Chunk(unit, n_parts=2)
+    chunk.results["gpu"] = UnitResult(unit=WorkUnit(3, 6, 8, ("resnet50",)), error="Ray worker lost 3 times")
+    chunk.results["cpu"] = UnitResult(unit=WorkUnit(3, 6, 8, ("affect", "logmel")), ok={"affect": 2, "logmel": 2},
+                                      seconds=1.5, decode_seconds=0.5)
+    res = _merge(chunk)
+    assert res.unit == WorkUnit(3, 6, 8, ("resnet50",))  # run_plan marks only resnet50's rows failed
+    assert res.unit.n_items == 2
+    assert res.ok == {"affect": 2, "logmel": 2}
+    assert "resnet50" in res.error and "lost 3 times" in res.error
+    chunk.results["gpu"] = UnitResult(unit=WorkUnit(3, 6, 8, ("resnet50",)), ok={"resnet50": 2}, seconds=2.0)
+    res = _merge(chunk)
+    assert res.error is None and res.unit == unit
+    assert res.ok == {"resnet50": 2, "affect": 2, "logmel": 2} and res.seconds == pytest.approx(3.5)
