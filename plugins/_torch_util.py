@@ -72,19 +72,24 @@ def chunks(n: int, size: int) -> Iterator[slice]:
 
 
 def run_in_passes(
-    inputs: torch.Tensor,
+    n: int,
+    make: Callable[[slice, torch.device], torch.Tensor],
     fn: Callable[[torch.Tensor], torch.Tensor],
     per_pass: int,
     device: torch.device,
 ) -> torch.Tensor:
-    """Apply ``fn`` to ``inputs`` (first axis = network inputs, on the CPU)
-    in passes of at most ``per_pass`` inputs on ``device``; results are
-    concatenated on the CPU as float32."""
-    outs = []
-    for sl in chunks(inputs.shape[0], per_pass):
-        x = inputs[sl].to(device, non_blocking=True)
-        outs.append(fn(x).float().cpu())
+    """Run ``fn`` over ``n`` network inputs in passes of at most
+    ``per_pass``: ``make(slice, device)`` builds a pass's inputs on
+    ``device`` (so only one pass of float inputs exists at a time, and
+    uint8 pixels cross to a GPU rather than floats); results are
+    concatenated on the CPU as float32, ``(n, ...)``."""
+    outs = [fn(make(sl, device)).float().cpu() for sl in chunks(n, per_pass)]
     return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def frames_tensor(frames: Sequence[np.ndarray]) -> torch.Tensor:
+    """Items' ``uint8 (T_i, H, W, 3)`` frames as one ``uint8 (sum T_i, H, W, 3)`` tensor."""
+    return torch.from_numpy(np.ascontiguousarray(np.concatenate(frames)))
 
 
 def mean_by_item(per_input: torch.Tensor, counts: Sequence[int]) -> np.ndarray:

@@ -46,7 +46,7 @@ from torch import nn
 
 from aanbench import hookimpl
 from aanbench.contracts import AanbenchError, ItemError, Media, WeightFile
-from aanbench_plugins._torch_util import NeuralExtractor, mean_by_item, run_in_passes
+from aanbench_plugins._torch_util import NeuralExtractor, frames_tensor, mean_by_item, run_in_passes
 
 WEIGHTS = WeightFile(
     filename="flownets_EPE1.951.pth",
@@ -114,12 +114,23 @@ class FlowNetS(nn.Module):
         return self.encode(x)
 
 
+def _scaled(x: torch.Tensor) -> torch.Tensor:
+    """``uint8 (N, H, W, 3)`` -> ``float32 (N, 3, H, W)``: ``x / 255 - mean``."""
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    return x - torch.tensor(FLOW_MEAN_RGB, device=x.device).view(1, 3, 1, 1)
+
+
+def pair_inputs(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """``uint8 (N, H, W, 3)`` first and second frames -> ``float32 (N, 6, H, W)``:
+    first frame's scaled RGB, then the second's."""
+    return torch.cat([_scaled(first), _scaled(second)], dim=1)
+
+
 def frame_pairs(frames: np.ndarray) -> torch.Tensor:
     """``uint8 (T, H, W, 3)`` RGB -> ``float32 (T-1, 6, H, W)``: frame t and
     frame t+1 stacked on channels, each ``x / 255 - mean`` per channel."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-    x = x - torch.tensor(FLOW_MEAN_RGB).view(1, 3, 1, 1)
-    return torch.cat([x[:-1], x[1:]], dim=1)
+    x = torch.from_numpy(np.ascontiguousarray(frames))
+    return pair_inputs(x[:-1], x[1:])
 
 
 class FlowNetSExtractor(NeuralExtractor):
@@ -151,22 +162,33 @@ class FlowNetSExtractor(NeuralExtractor):
 
     def extract_group(self, group: Sequence[Media]) -> np.ndarray:
         net = self._require_loaded()
-        pairs, counts = [], []
+        clips = []
         for m in group:
             f = m.frames_for(self.needs)
             if f.ndim != 4 or f.shape[-1] != 3 or f.shape[0] < 2:
                 raise ItemError(f"{self.name}: item {m.item.id} needs at least 2 frames of shape (T, H, W, 3) (got {f.shape})")
-            p = frame_pairs(f)
-            pairs.append(p)
-            counts.append(p.shape[0])
+            clips.append(f)
+        counts = [c.shape[0] - 1 for c in clips]
 
         def fn(x: torch.Tensor) -> torch.Tensor:
             return net.encode(x).mean(dim=(2, 3))  # type: ignore[operator]
 
-        if len({p.shape[1:] for p in pairs}) == 1:
-            per = run_in_passes(torch.cat(pairs), fn, self.per_pass(), self.device)
+        def run(cs: list[np.ndarray]) -> torch.Tensor:
+            u8 = frames_tensor(cs)
+            # index of each pair's first frame in the concatenated frames (never an item's last frame)
+            starts = np.concatenate([np.arange(c.shape[0] - 1) + off
+                                     for c, off in zip(cs, np.cumsum([0] + [c.shape[0] for c in cs[:-1]]))])
+            first = torch.from_numpy(starts)
+
+            def make(sl: slice, dev: torch.device) -> torch.Tensor:
+                return pair_inputs(u8[first[sl]].to(dev), u8[first[sl] + 1].to(dev))
+
+            return run_in_passes(len(starts), make, fn, self.per_pass(), self.device)
+
+        if len({c.shape[1:] for c in clips}) == 1:
+            per = run(clips)
         else:  # frames of different sizes (no crop asked): one item at a time
-            per = torch.cat([run_in_passes(p, fn, self.per_pass(), self.device) for p in pairs])
+            per = torch.cat([run([c]) for c in clips])
         return mean_by_item(per, counts)
 
 

@@ -180,11 +180,15 @@ class InceptionI3d(nn.Module):
         return x
 
 
+def scale(x: torch.Tensor) -> torch.Tensor:
+    """``uint8 (N, T, H, W, 3)`` RGB tensor -> ``float32 (N, 3, T, H, W)`` in
+    [-1, 1] on the same device: ``x / 255 * 2 - 1``."""
+    return (x.float() / 255.0 * 2.0 - 1.0).permute(0, 4, 1, 2, 3).contiguous()
+
+
 def scale_frames(frames: np.ndarray) -> torch.Tensor:
-    """``uint8 (T, H, W, 3)`` RGB -> ``float32 (3, T, H, W)`` in [-1, 1]:
-    ``x / 255 * 2 - 1``."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).float()
-    return (x / 255.0 * 2.0 - 1.0).permute(3, 0, 1, 2).contiguous()
+    """One clip ``uint8 (T, H, W, 3)`` -> ``float32 (3, T, H, W)`` in [-1, 1]."""
+    return scale(torch.from_numpy(np.ascontiguousarray(frames))[None])[0]
 
 
 def fill_batch_counters(state: Mapping[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
@@ -243,8 +247,8 @@ class I3DExtractor(NeuralExtractor):
         for idx in by_shape.values():
             for sl in chunks(len(idx), self.per_pass()):
                 ids = idx[sl]
-                x = torch.stack([scale_frames(clips[i]) for i in ids]).to(self.device)
-                y = net(x).float().mean(dim=(2, 3, 4))
+                u8 = torch.from_numpy(np.stack([clips[i] for i in ids])).to(self.device)
+                y = net(scale(u8)).float().mean(dim=(2, 3, 4))
                 out[ids] = y.cpu().numpy()
         return out
 

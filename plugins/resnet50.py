@@ -24,7 +24,7 @@ from torch import nn
 
 from aanbench import hookimpl
 from aanbench.contracts import ItemError, Media, WeightFile
-from aanbench_plugins._torch_util import NeuralExtractor, mean_by_item, run_in_passes
+from aanbench_plugins._torch_util import NeuralExtractor, frames_tensor, mean_by_item, run_in_passes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,13 +41,18 @@ WEIGHTS = WeightFile(
 )
 
 
-def normalise_frames(frames: np.ndarray) -> torch.Tensor:
-    """``uint8 (T, H, W, 3)`` RGB -> ``float32 (T, 3, H, W)``:
-    ``(x / 255 - mean) / std`` with the ImageNet mean and std."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """``uint8 (T, H, W, 3)`` RGB tensor -> ``float32 (T, 3, H, W)`` on the
+    same device: ``(x / 255 - mean) / std`` with the ImageNet mean and std."""
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def normalise_frames(frames: np.ndarray) -> torch.Tensor:
+    """:func:`normalise` of a ``uint8 (T, H, W, 3)`` array, on the CPU."""
+    return normalise(torch.from_numpy(np.ascontiguousarray(frames)))
 
 
 class ResNet50Extractor(NeuralExtractor):
@@ -79,11 +84,16 @@ class ResNet50Extractor(NeuralExtractor):
                 raise ItemError(f"{self.name}: item {m.item.id} has no frames of shape (T, H, W, 3) (got {f.shape})")
             clips.append(f)
         counts = [c.shape[0] for c in clips]
-        x = normalise_frames(np.concatenate(clips)) if len({c.shape[1:] for c in clips}) == 1 else None
-        if x is None:  # frames of different sizes (no crop asked): one item at a time
-            per = [run_in_passes(normalise_frames(c), net, self.per_pass(), self.device) for c in clips]
-            return mean_by_item(torch.cat(per), counts)
-        return mean_by_item(run_in_passes(x, net, self.per_pass(), self.device), counts)
+
+        def run(u8: torch.Tensor) -> torch.Tensor:
+            return run_in_passes(u8.shape[0], lambda sl, dev: normalise(u8[sl].to(dev)), net,
+                                 self.per_pass(), self.device)
+
+        if len({c.shape[1:] for c in clips}) == 1:
+            per = run(frames_tensor(clips))
+        else:  # frames of different sizes (no crop asked): one item at a time
+            per = torch.cat([run(frames_tensor([c])) for c in clips])
+        return mean_by_item(per, counts)
 
 
 @hookimpl

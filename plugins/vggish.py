@@ -215,8 +215,9 @@ class VGGishExtractor(NeuralExtractor):
         net = self._require_loaded()
         ex = [self.item_examples(m) for m in group]
         counts = [e.shape[0] for e in ex]
-        x = torch.from_numpy(np.concatenate(ex)).unsqueeze(1)
-        return mean_by_item(run_in_passes(x, net, self.per_pass(), self.device), counts)
+        x = torch.from_numpy(np.concatenate(ex)).unsqueeze(1)  # (n, 1, 96, 64)
+        per = run_in_passes(x.shape[0], lambda sl, dev: x[sl].to(dev), net, self.per_pass(), self.device)
+        return mean_by_item(per, counts)
 
 
 @hookimpl
