@@ -53,6 +53,22 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str)
         raise AanbenchError(f"{what}: the weights do not fit the network ({short})") from None
 
 
+def fill_batch_counters(state: Mapping[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """Copy of ``state`` with a zero ``num_batches_tracked`` for each
+    BatchNorm of ``net`` that the file lacks. Files saved before PyTorch
+    0.4.1 have none (``rgb_imagenet.pt``; torchvision's
+    ``resnet50-0676ba61.pth`` also holds 267 entries, without them). The
+    counters only count training steps; nothing else is added, so every
+    other key must still match strictly."""
+    out = dict(state)
+    for name, mod in net.named_modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.track_running_stats:
+            key = f"{name}.num_batches_tracked"
+            if key not in out:
+                out[key] = torch.tensor(0, dtype=torch.long)
+    return out
+
+
 def torch_device(name: str) -> torch.device:
     """``torch.device`` for ``name`` (``cpu``, ``cuda``, ``cuda:1``, ``auto``);
     ``AanbenchError`` when CUDA is asked for and absent."""
@@ -176,6 +192,8 @@ class NeuralExtractor(Extractor):
         self.batch_size = max(1, int(ctx.batch_size))
         net = self.build()
         state = self.state_dict_from(read_checkpoint(path, f"{self.name} weights {path.name}"), net)
+        if isinstance(state, Mapping):
+            state = fill_batch_counters(state, net)
         load_strict(net, state, f"{self.name} weights {path.name}")
         self.net = net.to(self.device).eval()
 

