@@ -170,7 +170,8 @@ class VGGishExtractor(NeuralExtractor):
     dim = 128
     description = "VGGish (AudioSet) 128-d embeddings (no PCA, no quantisation), averaged over 0.96-s patches"
     weight_file = WEIGHTS
-    max_inputs_per_pass = {"cpu": 128, "cuda": 1024}
+    # log-mel patches per pass; on a 2-core CPU 16 ran faster than 64 and 3x faster than 1
+    max_inputs_per_pass = {"cpu": 16, "cuda": 1024}
 
     def __init__(self, frames: int = 0, fps: float | None = None) -> None:  # noqa: ARG002 - audio only
         self.frames = 0

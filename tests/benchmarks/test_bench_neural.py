@@ -6,7 +6,9 @@ and loaded through ``resolve`` and ``Extractor.load`` like real weights.
 Media are already decoded (224 x 224 frames; 16 kHz audio).
 
 - batched: one ``extract`` call with all items (``ctx.batch_size`` = number
-  of items), their inputs pooled into shared forward passes;
+  of items), their inputs pooled into shared forward passes of up to the
+  extractor's ``max_inputs_per_pass`` for the device (on the CPU: 8 frames,
+  1 clip, 8 frame pairs, 16 patches; the sizes that ran fastest on 2 cores);
 - unbatched: one item per call and one network input per forward pass
   (frame, clip, frame pair or log-mel patch).
 
@@ -85,6 +87,7 @@ def test_bench_neural(benchmark, weight_files, name: str, mode: str, device: str
         "items_per_call": ITEMS,
         "frames_per_call": ITEMS * n,
         "unit": "seconds of audio" if name == "vggish" else "frames",
+        "inputs_per_pass": ex.per_pass(),
     })
     out = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
     assert out.shape == (ITEMS, ex.dim) and np.isfinite(out).all()
