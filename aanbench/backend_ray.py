@@ -57,7 +57,8 @@ import os
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -125,6 +126,15 @@ class AanbenchUnitWorker:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(self.threads)
         self.job = job
+        # The store must be the driver's (a shared filesystem on a cluster):
+        # opening it read-only here fails clearly instead of creating a new one.
+        try:
+            FeatureStore(job.store_root, mode="r").open_group(*job.group_path.split("/", 1))
+        except AanbenchError as exc:
+            import socket
+
+            raise AanbenchError(f"on node {socket.gethostname()}: {exc} (the store must be on a filesystem "
+                                "that every Ray node mounts at the same path; see docs/ray.md)") from None
         self.loaded = LoadedExtractors(job, list(names))
         self._set_torch_threads()
         self.init_s = time.perf_counter() - t0
@@ -150,14 +160,18 @@ class AanbenchUnitWorker:
             "init_s": self.init_s,  # loading the extractors (imports included)
         }
 
-    def run(self, unit: WorkUnit) -> UnitResult:
-        """Compute and write one unit; exceptions become ``UnitResult.error``."""
+    def run(self, unit: WorkUnit) -> tuple[UnitResult, float]:
+        """Compute and write one unit; exceptions become ``UnitResult.error``.
+
+        Returns the result and the CPU seconds this process spent on it (all
+        threads), which against ``UnitResult.seconds`` shows CPU contention."""
+        c0 = time.process_time()
         try:
             res = execute_unit(self.job, unit, self.loaded)
         except Exception as exc:
             res = UnitResult(unit=unit, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
         self._set_torch_threads()  # an extractor may import torch lazily on first use
-        return res
+        return res, time.process_time() - c0
 
 
 _RemoteWorker = ray.remote(max_restarts=0, max_task_retries=0)(AanbenchUnitWorker)
@@ -176,6 +190,7 @@ class _Slot:
     state: str = "starting"  # starting -> idle <-> busy; dead
     part: "_Part | None" = None
     info: dict[str, Any] = field(default_factory=dict)
+    sent: float = 0.0  # perf_counter when the current unit was submitted
 
 
 @dataclass
@@ -289,6 +304,8 @@ class RayBackend:
             return False
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home (and no network here)
         kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+        if self.address:
+            self._probe(self.address)
         try:
             if self.address:
                 ray.init(address=self.address, **kwargs)
@@ -296,10 +313,42 @@ class RayBackend:
                 mb = int(_env_number("AANBENCH_RAY_OBJECT_STORE_MB", DEFAULT_OBJECT_STORE_MB))
                 ray.init(address="local", num_cpus=_machine_cpus(), include_dashboard=False,
                          object_store_memory=max(80, mb) << 20, **kwargs)
-        except (ConnectionError, rex.RayError, ValueError, RuntimeError) as exc:
+        except (ConnectionError, rex.RayError, ValueError, RuntimeError, OSError) as exc:
             where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray instance"
-            raise AanbenchError(f"could not start or join {where}: {exc}") from None
+            hint = ""
+            if isinstance(exc, rex.AuthenticationError) or "auth" in str(exc).lower():
+                hint = (" (Ray token authentication: the driver needs the cluster's token in ~/.ray/auth_token, "
+                        "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN; see docs/ray.md)")
+            raise AanbenchError(f"could not start or join {where}: {exc}{hint}") from None
         return True
+
+    @staticmethod
+    def _probe(address: str, timeout: float = 10.0) -> None:
+        """Fail fast when nothing listens at the cluster address (``ray.init``
+        would retry for minutes)."""
+        import socket
+
+        if address.startswith("ray://"):
+            return
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            resolved = canonicalize_bootstrap_address(address)
+        except ConnectionError as exc:
+            raise AanbenchError(f"no Ray cluster found for --address {address}: {exc}") from None
+        except Exception:  # a private helper of Ray: if it changed, let ray.init decide
+            return
+        if not resolved or ":" not in resolved:
+            return
+        host, _, port = resolved.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                pass
+        except (OSError, ValueError) as exc:
+            raise AanbenchError(
+                f"no Ray cluster answers at {resolved} (from --address {address}): {exc}; "
+                "start one with `ray start --head` (see docs/ray.md)"
+            ) from None
 
     # -------------------------------------------------------------- planning
     def _pools(self, job: ExtractionJob, units: Sequence[WorkUnit]) -> dict[str, _Pool]:
@@ -345,7 +394,7 @@ class RayBackend:
         """Execute ``units`` on actors; ``on_result`` is called in this process
         once per unit, in completion order."""
         self.stats = {"units": 0, "unit_seconds": 0.0, "decode_seconds": 0.0, "retries": 0, "actors_lost": 0,
-                      "actors_started": 0}
+                      "actors_started": 0, "roundtrip_s": 0.0, "unit_cpu_seconds": 0.0}
         if not units:
             return
         t0 = time.perf_counter()
@@ -369,6 +418,7 @@ class RayBackend:
 
     def _run(self, job: ExtractionJob, units: Sequence[WorkUnit], on_result: Callable[[UnitResult], None],
              slots: dict[Any, _Slot], t0: float) -> None:
+        job = _absolute(job)
         self._job = job
         pools = self._pools(job, units)
         self.stats["pools"] = {g: {"actors": p.size, "cpus": p.cpus, "gpus": p.gpus, "threads": p.threads,
@@ -425,7 +475,7 @@ class RayBackend:
                 pool = pools[slot.pool]
                 if slot.state == "idle" and pool.queue:
                     part = pool.queue.popleft()
-                    slot.state, slot.part = "busy", part
+                    slot.state, slot.part, slot.sent = "busy", part, time.perf_counter()
                     pending[slot.handle.run.remote(part.unit)] = ("run", slot)
 
         for pool in pools.values():
@@ -477,7 +527,10 @@ class RayBackend:
             else:
                 part, slot.part, slot.state = slot.part, None, "idle"
                 assert part is not None
-                finish_part(part, value)
+                self.stats["roundtrip_s"] += time.perf_counter() - slot.sent
+                res, cpu_s = value
+                self.stats["unit_cpu_seconds"] += cpu_s
+                finish_part(part, res)
             dispatch()
             if not any(p.queue for p in pools.values()) and all(s.state != "busy" for s in slots.values()):
                 break
@@ -584,12 +637,24 @@ class RayBackend:
                 )
 
 
+def _absolute(job: ExtractionJob) -> ExtractionJob:
+    """The job with the store, weights folder and media paths made absolute
+    (against the driver's working directory), as workers elsewhere need them."""
+    items = [it if it.path is None or Path(it.path).is_absolute() else replace(it, path=Path(it.path).absolute())
+             for it in job.items]
+    return replace(job, store_root=os.path.abspath(job.store_root), weights_dir=os.path.abspath(job.weights_dir),
+                   items=items)
+
+
 def _creation_error(exc: BaseException) -> str:
     """The useful line of an actor-creation failure (the user's exception)."""
     text = str(exc).strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for ln in reversed(lines):
         if ":" in ln and not ln.startswith(("File ", "^", "ray::")):
+            head, _, rest = ln.partition(": ")
+            if head.endswith("AanbenchError"):  # our own message says it all
+                return rest[:500]
             return ln[:500]
     return (lines[0] if lines else type(exc).__name__)[:500]
 

@@ -258,3 +258,22 @@ def test_merge_reports_only_the_failed_pool_as_failed() -> None:
     res = _merge(chunk)
     assert res.error is None and res.unit == unit
     assert res.ok == {"resnet50": 2, "affect": 2, "logmel": 2} and res.seconds == pytest.approx(3.5)
+
+
+def test_unreachable_cluster_address_is_refused_before_ray_init() -> None:
+    # ray.init would retry for minutes; the probe answers at once
+    with pytest.raises(AanbenchError, match="no Ray cluster answers"):
+        RayBackend._probe("127.0.0.1:1", timeout=5.0)  # nothing listens on port 1
+
+
+def test_workers_that_cannot_see_the_store_fail_the_run_clearly(ray_session, tmp_path) -> None:
+    # what a node without the shared filesystem sees: no store at the path
+    job = ExtractionJob(store_root=str(tmp_path / "not-mounted"), group_path="demo/default",
+                        items=[Item("a", None)], extractors=["affect"], keys={"affect": "affect@1"},
+                        weights_dir=str(tmp_path))
+    results: list[UnitResult] = []
+    with pytest.raises(AanbenchError, match="failed to start: on node .*not an aanbench feature store.*every Ray node mounts"):
+        RayBackend(workers=2, max_retries=1).run(job, [WorkUnit(0, 0, 1, ("affect",))], results.append)
+    assert results == []
+    assert not (tmp_path / "not-mounted").exists(), "a worker must not create a store of its own"
+    assert ray.is_initialized()
