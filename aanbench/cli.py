@@ -600,7 +600,11 @@ def demo_cmd(
         raise AanbenchError("the demo dataset plugin cannot generate its data")
     data = workdir / "data"
     console.rule("[bold]1. demo dataset")
-    generate(data, seed=seed, clips=clips)
+    with Progress(TextColumn("[bold]generate[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("clips"),
+                  TimeElapsedColumn(), console=console) as prog:
+        task = prog.add_task("generate", total=clips)
+        generate(data, seed=seed, clips=clips, progress=lambda done, total: prog.update(task, completed=done, total=total))
+    console.print(f"demo dataset: {data}")
     reg = _registry()
     experiments = ["feature-aan", "feature-aan-video", "feature-aan-audio", "ridge", "mean"]
     features = sorted({f for e in experiments for f in reg.experiment(e, "demo").features})

@@ -27,7 +27,8 @@ def write_clip(
     and ``audio`` (``float32 (n,)`` mono in [-1, 1]) at ``rate`` Hz.
 
     Either may be ``None`` (a video-only or audio-only file). Single-threaded
-    encoding, so the same arrays give the same file.
+    encoding without x264's macroblock tree, so the same arrays give the same
+    file with one FFmpeg build.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,7 +40,9 @@ def write_clip(
             vs.width, vs.height = w, h
             vs.pix_fmt = "yuv420p"
             vs.thread_count = 1
-            vs.options = {"crf": str(crf), "preset": "veryfast"}
+            # mbtree off: with it, x264 re-encoding the same frames in one process
+            # gave different streams (measured); without it the output repeats.
+            vs.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"}
         if audio is not None:
             as_ = out.add_stream("aac", rate=rate)
             as_.layout = "mono"
