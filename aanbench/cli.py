@@ -529,7 +529,7 @@ def leaderboard_cmd(
         raise AanbenchError(f"no results for dataset {dataset!r} in {', '.join(map(str, results))}")
     cmd = "aanbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
     md, fig = write_leaderboard(dataset, docs, out, group=group, command=cmd)
-    console.print(render_markdown(dataset, docs, figure=fig.name), markup=False, highlight=False)
+    console.print(render_markdown(dataset, docs, figure=fig.name), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {md} and {fig}")
 
 
@@ -621,7 +621,7 @@ def demo_cmd(
     docs = [d for d in read_results([results], "demo") if d["experiment"] in experiments]
     cmd = "aanbench demo" + ("" if workdir == Path(".aanbench-demo") else f" --workdir {workdir}")
     md, fig = write_leaderboard("demo", docs, leaderboard, command=cmd)
-    console.print(render_markdown("demo", docs, figure=fig.name, command=cmd), markup=False, highlight=False)
+    console.print(render_markdown("demo", docs, figure=fig.name, command=cmd), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {md} and {fig}")
     if failed:
         raise typer.Exit(1)
