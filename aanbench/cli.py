@@ -242,6 +242,7 @@ def do_extract(
         weights_dir=str(folder), device=device, batch_size=batch_size, targets=dataset.targets,
         dataset_version=dataset.version, retry_failed=retry_failed, dataset_config=dataset.config(),
         plugin_versions={e.name: plugins.version_of("extractor", e.name) for e in exs},
+        video_frames=getattr(dataset, "video_frames", None),
     )
     if not quiet:
         if skipped:

@@ -227,6 +227,8 @@ class Dataset:
     protocol: str = "fixed"
     segmentation: str = "default"
     card: str = ""  # path of its card under datasets/, relative to the repo
+    # Frames per item for video extractors that can resample (None: their default).
+    video_frames: int | None = None
 
     def items(self, root: Path) -> list[Item]:
         raise NotImplementedError

@@ -84,6 +84,21 @@ class ExtractionJob:
     weights_dir: str
     device: str = "cpu"
     batch_size: int = 8
+    # per extractor: keyword arguments of its ``with_sampling`` (the dataset's frames per item)
+    sampling: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def frames_for_dataset(ex: Extractor, video_frames: int | None) -> dict[str, Any]:
+    """Sampling override for a video extractor that can change its frame count
+    (``with_sampling``): the dataset's frames per item (paper: 64 per EIMT16
+    excerpt, 125 per 5-s COGNIMUSE segment, 16 per temporal sub-segment)."""
+    if video_frames and ex.modality == "video" and hasattr(ex, "with_sampling"):
+        return {"frames": int(video_frames)}
+    return {}
+
+
+def apply_sampling(ex: Extractor, sampling: dict[str, Any] | None) -> Extractor:
+    return ex.with_sampling(**sampling) if sampling else ex  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -132,8 +147,15 @@ def plan_extraction(
     retry_failed: bool = False,
     plugin_versions: dict[str, str] | None = None,
     dataset_config: dict[str, Any] | None = None,
+    video_frames: int | None = None,
 ) -> Plan:
-    """Create/open the store arrays (checking provenance) and list the chunks to compute."""
+    """Create/open the store arrays (checking provenance) and list the chunks to compute.
+
+    ``video_frames``: the dataset's frames per item, applied to video
+    extractors that can resample (see :func:`frames_for_dataset`)."""
+    sampling = {ex.name: frames_for_dataset(ex, video_frames) for ex in extractors}
+    sampling = {k: v for k, v in sampling.items() if v}
+    extractors = [apply_sampling(ex, sampling.get(ex.name)) for ex in extractors]
     group = store.ensure_group(dataset, items, segmentation=segmentation, chunk_rows=chunk_rows,
                                targets=targets, dataset_version=dataset_version, dataset_config=dataset_config)
     todo: dict[int, list[str]] = {}
@@ -160,7 +182,7 @@ def plan_extraction(
     job = ExtractionJob(
         store_root=str(store.root), group_path=group.path, items=list(items),
         extractors=[ex.name for ex in extractors], keys=keys, weights_dir=str(weights_dir),
-        device=device, batch_size=batch_size,
+        device=device, batch_size=batch_size, sampling=sampling,
     )
     return Plan(group=group, job=job, units=units, skipped_chunks=skipped)
 
@@ -179,7 +201,7 @@ class LoadedExtractors:
         plugins = get_plugins()
         self.extractors: dict[str, Extractor] = {}
         for name in names or job.extractors:
-            ex = plugins.extractor(name)
+            ex = apply_sampling(plugins.extractor(name), job.sampling.get(name))
             ctx = LoadContext(device=job.device, weights=resolve(ex, Path(job.weights_dir)), batch_size=job.batch_size)
             ex.load(ctx)
             self.extractors[name] = ex

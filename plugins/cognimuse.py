@@ -287,6 +287,8 @@ class Cognimuse(Dataset):
             raise AanbenchError(f"cognimuse: segment_seconds must be a positive multiple of 0.04, not {segment_seconds!r}")
         self.segment_seconds = seg
         self.frames_per_segment = int(round(frames))
+        # paper: every frame of a 5-s segment at 25 fps (125)
+        self.video_frames = int(round(seg * 25))
         self.sequence_length = int(sequence_length)
         if self.sequence_length < 1:
             raise AanbenchError(f"cognimuse: sequence_length must be at least 1, not {sequence_length!r}")

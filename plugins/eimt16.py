@@ -334,6 +334,8 @@ class Eimt16(Dataset):
         self.parts = SEGMENTATIONS[segmentation]
         self.official_counts = bool(official_counts)
         self.name = "eimt16" if segmentation == "default" else "eimt16-temporal"
+        # paper: 64 frames per excerpt, 16 per temporal sub-segment
+        self.video_frames = 64 if self.parts == 1 else 16
         if self.parts == 1:
             self.description = ("MediaEval 2016 EIMT global subtask (LIRIS-ACCEDE): 9,800 train / 1,200 test "
                                 "excerpts, valence and arousal 1-5")

@@ -184,3 +184,36 @@ def test_parallel_local_workers_give_the_same_store(tmp_path: Path, cli) -> None
     for key in ("affect@1", "logmel@1"):
         np.testing.assert_array_equal(FeatureStore(one, mode="r").open_group("files").feature(key).read(),
                                       FeatureStore(two, mode="r").open_group("files").feature(key).read())
+
+
+def test_missing_weights_stop_before_any_work(tmp_path: Path, cli) -> None:
+    media = tmp_path / "media"
+    make_clip(media / "a.mp4")
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    store = tmp_path / "store"
+    r = cli("extract", "files", "--root", media, "--store", store, "--extractors", "i3d", "--weights-dir", empty)
+    assert r.exit_code == 2
+    out = " ".join(r.output.split())  # undo line wrapping
+    assert "rgb_imagenet.pt" in out and "is missing" in out
+    assert "2609088c2e8c868187c9921c50bc225329a9057ed75e76120e0b4a397a2c7538" in r.output.replace("\n", "")
+    assert str(empty / "rgb_imagenet.pt") in out and "aanbench weights" in out
+    assert "Traceback" not in r.output
+    assert not store.exists()
+
+
+def test_dataset_frames_per_item_reach_video_extractors(tmp_path: Path) -> None:
+    from aanbench.contracts import Item
+    from aanbench.extraction import plan_extraction
+    from aanbench.plugin_manager import get_plugins
+
+    make_clip(tmp_path / "a.mp4")
+    ex = get_plugins().extractor("resnet50")
+    plan = plan_extraction(FeatureStore(tmp_path / "s"), "d", [Item("a", tmp_path / "a.mp4")], [ex], {},
+                           chunk_rows=1, weights_dir=str(tmp_path), video_frames=125)
+    assert plan.job.sampling == {"resnet50": {"frames": 125}}
+    prov = plan.group.feature("resnet50@" + ex.version).provenance
+    assert prov["config"]["needs"]["frames"] == 125
+    assert get_plugins().dataset("cognimuse").video_frames == 125
+    assert get_plugins().dataset("eimt16").video_frames == 64
+    assert get_plugins().dataset("eimt16-temporal").video_frames == 16
