@@ -30,19 +30,22 @@ Actors
     both parts are back.
 
 Faults
-    An actor that dies (killed, segfault, OOM killer, node lost) has its
-    unit resubmitted to a fresh actor, at most ``max_retries`` times (2 by
-    default, environment ``AANBENCH_RAY_RETRIES``); after that the unit is
-    reported with ``error`` set, so :func:`aanbench.extraction.run_plan`
-    records it as failed and not done, and a rerun computes it. A Python
-    exception inside a unit is not retried (it is deterministic): it fails
-    the unit, as on the local backend. Chunks already marked done are never
-    rewritten; a chunk whose actor died mid-write has no done marker and is
+    When an actor dies (killed, segfault, OOM killer, node lost) the driver
+    first reads the store: the unit's arrays whose done marker is set were
+    written whole before the death and are kept as they are (reported from
+    the store, never recomputed). The rest of the unit goes to a fresh
+    actor, at most ``max_retries`` times (2 by default, environment
+    ``AANBENCH_RAY_RETRIES``); after that it is reported with ``error`` set,
+    so :func:`aanbench.extraction.run_plan` records it as failed and not
+    done, and a rerun computes it. A Python exception inside a unit is not
+    retried (it is deterministic): it fails the unit, as on the local
+    backend. An array whose actor died mid-write has no done marker and is
     written again, whole.
 
 Environment knobs (all optional)
     ``AANBENCH_RAY_RETRIES`` (int, default 2), ``AANBENCH_RAY_START_TIMEOUT``
-    (seconds to wait for the first actor of a pool, default 300),
+    (seconds a pool with queued chunks may have no actor up, loading
+    included, default 300),
     ``AANBENCH_RAY_OBJECT_STORE_MB`` (object store of a local instance,
     default 256), ``AANBENCH_RAY_RUNTIME_ENV`` (JSON merged into the actors'
     ``runtime_env``, e.g. ``{"py_executable": "/opt/venv/bin/python"}``).
@@ -120,11 +123,13 @@ class AanbenchUnitWorker:
     ``threads`` bounds torch/BLAS threads to the CPUs Ray gave the actor.
     """
 
-    def __init__(self, job: ExtractionJob, names: Sequence[str], threads: int) -> None:
+    def __init__(self, job: ExtractionJob, names: Sequence[str], threads: int, device: str | None = None) -> None:
         t0 = time.perf_counter()
         self.threads = max(1, int(threads))
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(self.threads)
+        if device is not None and device != job.device:
+            job = replace(job, device=device)
         self.job = job
         # The store must be the driver's (a shared filesystem on a cluster):
         # opening it read-only here fails clearly instead of creating a new one.
@@ -220,10 +225,11 @@ class _Pool:
     cpus: float
     gpus: float
     threads: int
+    device: str  # what the pool's extractors load on
     queue: deque = field(default_factory=deque)
     failed_starts: int = 0  # consecutive actor creations that failed
     started_any: bool = False
-    first_wait: float = 0.0
+    starved_since: float | None = None  # work queued but no actor up since then
 
 
 def _merge(chunk: _Chunk) -> UnitResult:
@@ -263,6 +269,16 @@ class RayBackend:
     actor asks for (default: the cluster's CPUs divided among all actors,
     at most one node's). ``max_retries``: fresh actors a unit may get after
     the one holding it died.
+
+    After :meth:`run`, ``stats`` holds what was measured (seconds since the
+    start of ``run`` unless said otherwise): ``connect_s`` (``ray.init``),
+    ``first_actor_ready_s`` / ``all_actors_ready_s``, ``actor_init_s`` (per
+    actor, loading its extractors), ``run_s`` (last unit reported),
+    ``shutdown_s``, ``wall_s``; totals over units: ``unit_seconds`` (wall
+    inside the actors), ``unit_cpu_seconds`` (their CPU time),
+    ``decode_seconds``, ``roundtrip_s`` (submit to result, so
+    ``roundtrip_s - unit_seconds`` is Ray's overhead); counts: ``units``,
+    ``actors_started``, ``actors_lost``, ``retries``; and ``pools``.
     """
 
     name = "ray"
@@ -385,8 +401,12 @@ class RayBackend:
             raise AanbenchError(f"the Ray cluster offers {total_cpus:g} CPUs: no room for extraction workers")
         pools = {}
         for g, size in sizes.items():
+            # Ray gives a GPU actor its own CUDA_VISIBLE_DEVICES: its card is
+            # always "cuda" (index 0) there, whatever index --device named. CPU
+            # actors load on the CPU even when the job names a cuda device.
+            device = "cuda" if g == GPU else ("cpu" if on_cuda else job.device)
             pools[g] = _Pool(name=g, extractors=wanted[g], size=size, cpus=cpus,
-                             gpus=share if g == GPU else 0.0, threads=max(1, int(cpus)))
+                             gpus=share if g == GPU else 0.0, threads=max(1, int(cpus)), device=device)
         return pools
 
     # ------------------------------------------------------------------- run
@@ -422,7 +442,7 @@ class RayBackend:
         self._job = job
         pools = self._pools(job, units)
         self.stats["pools"] = {g: {"actors": p.size, "cpus": p.cpus, "gpus": p.gpus, "threads": p.threads,
-                                   "extractors": list(p.extractors)} for g, p in pools.items()}
+                                   "device": p.device, "extractors": list(p.extractors)} for g, p in pools.items()}
         for u in units:
             chunk = _Chunk(u)
             for g, pool in pools.items():
@@ -440,13 +460,11 @@ class RayBackend:
                 opts["runtime_env"] = self.runtime_env
             if pool.gpus:
                 opts["num_gpus"] = pool.gpus
-            handle = _RemoteWorker.options(**opts).remote(job_ref, pool.extractors, pool.threads)
+            handle = _RemoteWorker.options(**opts).remote(job_ref, pool.extractors, pool.threads, pool.device)
             slot = _Slot(pool.name, handle)
             slots[handle] = slot
             pending[handle.ready.remote()] = ("ready", slot)
             self.stats["actors_started"] += 1
-            if not pool.first_wait:
-                pool.first_wait = time.perf_counter()
 
         def live(pool: _Pool) -> list[_Slot]:
             return [s for s in slots.values() if s.pool == pool.name and s.state != "dead"]
@@ -485,17 +503,10 @@ class RayBackend:
 
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+            self._check_starved(pools, live, fail_queue)
             if not done:
-                now = time.perf_counter()
-                for pool in pools.values():
-                    if not pool.started_any and pool.queue and now - pool.first_wait > self.start_timeout:
-                        have = ray.cluster_resources()
-                        raise AanbenchError(
-                            f"no Ray worker for {', '.join(pool.extractors)} started within {self.start_timeout:g} s "
-                            f"(each asks for {pool.cpus:g} CPU, {pool.gpus:g} GPU; the cluster has "
-                            f"{have.get('CPU', 0):g} CPU, {have.get('GPU', 0):g} GPU); "
-                            "lower --workers or --gpus-per-worker, or add nodes"
-                        )
+                if not any(p.queue for p in pools.values()) and all(s.state != "busy" for s in slots.values()):
+                    break  # only actors that never came up are left
                 continue
             ref = done[0]
             kind, slot = pending.pop(ref)
@@ -537,6 +548,28 @@ class RayBackend:
         for pool in pools.values():  # defensive: nothing may be left unreported
             fail_queue(pool, "no Ray worker was left to compute this chunk")
         self.stats["run_s"] = time.perf_counter() - t0
+
+    def _check_starved(self, pools: dict[str, _Pool], live, fail_queue) -> None:
+        """A pool with queued work and no actor up for ``start_timeout`` seconds
+        (the cluster has no room for it, or a node went away) stops waiting."""
+        now = time.perf_counter()
+        for pool in pools.values():
+            if not pool.queue or any(s.state in ("idle", "busy") for s in live(pool)):
+                pool.starved_since = None
+                continue
+            if pool.starved_since is None:
+                pool.starved_since = now
+                continue
+            if now - pool.starved_since <= self.start_timeout:
+                continue
+            have = ray.cluster_resources()
+            msg = (f"no Ray worker for {', '.join(pool.extractors)} could start within {self.start_timeout:g} s "
+                   f"(each asks for {pool.cpus:g} CPU, {pool.gpus:g} GPU; the cluster has {have.get('CPU', 0):g} CPU, "
+                   f"{have.get('GPU', 0):g} GPU); lower --workers or --gpus-per-worker, or add nodes")
+            if not pool.started_any:
+                raise AanbenchError(msg)
+            log.warning("%s; the remaining chunks are recorded as failed", msg)
+            fail_queue(pool, msg)
 
     def _lose(self, slot: _Slot, exc: BaseException, pool: _Pool, fail_queue, finish_part, start_actor, live) -> None:
         """An actor is gone (or never came up): retry or fail its unit, replace it."""

@@ -144,7 +144,9 @@ def ray_session():
     """One local Ray instance for the tests that need the worker processes."""
     assert not ray.is_initialized()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 << 20)
+    # num_gpus=1 declares a logical GPU (Ray does not check there is one): the
+    # pool planning test uses it; the extraction tests never ask for it.
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, object_store_memory=256 << 20)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -233,13 +235,36 @@ def test_joins_a_running_cluster_by_address_and_leaves_it_running(demo, ray_sess
     assert ray.get(ping.remote(), timeout=60) == 7  # the cluster still serves after the driver left
 
 
-def test_gpu_extractor_on_cuda_without_gpus_is_refused(ray_session, tmp_path) -> None:
-    job = ExtractionJob(store_root=str(tmp_path / "s"), group_path="demo/default", items=[Item("a", None)],
-                        extractors=["resnet50", "affect"], keys={"resnet50": "resnet50@1", "affect": "affect@1"},
-                        weights_dir=str(tmp_path), device="cuda")
+def _mixed_job(tmp_path: Path, device: str) -> ExtractionJob:
+    return ExtractionJob(store_root=str(tmp_path / "s"), group_path="demo/default",
+                         items=[Item(str(i), None) for i in range(8)], extractors=["resnet50", "affect", "logmel"],
+                         keys={"resnet50": "resnet50@1", "affect": "affect@1", "logmel": "logmel@1"},
+                         weights_dir=str(tmp_path), device=device)
+
+
+def test_gpu_extractors_get_a_gpu_pool_and_cpu_extractors_hold_no_gpu(ray_session, tmp_path) -> None:
+    units = [WorkUnit(c, 2 * c, 2 * c + 2, ("resnet50", "affect", "logmel")) for c in range(4)]
+    pools = RayBackend(workers=2)._pools(_mixed_job(tmp_path, "cuda:1"), units)
+    assert set(pools) == {"gpu", "cpu"}
+    gpu, cpu = pools["gpu"], pools["cpu"]
+    assert gpu.extractors == ("resnet50",) and cpu.extractors == ("affect", "logmel")
+    assert gpu.gpus == 1.0 and cpu.gpus == 0.0
+    assert gpu.size == 1  # capped by the one GPU of the instance; --workers 2 asked for more
+    assert cpu.size == 2
+    assert gpu.device == "cuda" and cpu.device == "cpu"  # Ray's CUDA_VISIBLE_DEVICES makes the card index 0
+    assert gpu.cpus == cpu.cpus == pytest.approx(2 / 3, abs=0.01)  # 2 CPUs over 3 actors
+    half = RayBackend(workers=2, gpus_per_worker=0.5)._pools(_mixed_job(tmp_path, "cuda"), units)
+    assert half["gpu"].size == 2 and half["gpu"].gpus == 0.5
+    on_cpu = RayBackend(workers=2)._pools(_mixed_job(tmp_path, "cpu"), units)
+    assert set(on_cpu) == {"cpu"} and on_cpu["cpu"].extractors == ("resnet50", "affect", "logmel")
+    assert on_cpu["cpu"].gpus == 0.0 and on_cpu["cpu"].cpus == 1.0 and on_cpu["cpu"].threads == 1
+
+
+def test_gpu_extractor_asking_for_more_gpus_than_the_cluster_has_is_refused(ray_session, tmp_path) -> None:
     results: list[UnitResult] = []
-    with pytest.raises(AanbenchError, match="GPU"):
-        RayBackend(workers=1).run(job, [WorkUnit(0, 0, 1, ("resnet50", "affect"))], results.append)
+    with pytest.raises(AanbenchError, match="asking for 2 GPU, but the Ray cluster has 1 GPU"):
+        RayBackend(workers=1, gpus_per_worker=2).run(_mixed_job(tmp_path, "cuda"),
+                                                    [WorkUnit(0, 0, 2, ("resnet50", "affect"))], results.append)
     assert results == []
 
 
@@ -277,3 +302,12 @@ def test_workers_that_cannot_see_the_store_fail_the_run_clearly(ray_session, tmp
     assert results == []
     assert not (tmp_path / "not-mounted").exists(), "a worker must not create a store of its own"
     assert ray.is_initialized()
+
+
+def test_workers_the_cluster_cannot_place_fail_after_the_start_timeout(ray_session, tmp_path) -> None:
+    job = ExtractionJob(store_root=str(tmp_path / "s"), group_path="demo/default", items=[Item("a", None)],
+                        extractors=["affect"], keys={"affect": "affect@1"}, weights_dir=str(tmp_path))
+    backend = RayBackend(workers=1, cpus_per_worker=64, start_timeout=2.0)  # the instance has 2 CPUs
+    with pytest.raises(AanbenchError, match=r"could start within 2 s \(each asks for 64 CPU"):
+        backend.run(job, [WorkUnit(0, 0, 1, ("affect",))], lambda res: None)
+    assert backend.stats["actors_started"] == 1 and backend.stats["units"] == 0

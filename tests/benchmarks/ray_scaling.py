@@ -52,8 +52,12 @@ def _plan(root: Path, store: Path, extractors: Sequence[str], chunk_rows: int):
     ds = plugins.dataset("demo")
     items = ds.items(root)
     exs = [plugins.extractor(n) for n in extractors]
-    return plan_extraction(FeatureStore(store), ds.name, items, exs, {}, chunk_rows=chunk_rows,
-                           weights_dir=str(weights_dir(None)), targets=ds.targets)
+    # the same arguments as `aanbench extract` (aanbench.cli.do_extract)
+    return plan_extraction(FeatureStore(store), ds.name, items, exs, {}, segmentation=ds.segmentation,
+                           chunk_rows=chunk_rows, weights_dir=str(weights_dir(None)), targets=ds.targets,
+                           dataset_version=ds.version, dataset_config=ds.config(),
+                           plugin_versions={e.name: plugins.version_of("extractor", e.name) for e in exs},
+                           video_frames=getattr(ds, "video_frames", None))
 
 
 def profile_local(root: Path, store: Path, extractors: Sequence[str], chunk_rows: int) -> dict[str, Any]:
@@ -130,6 +134,8 @@ def run_ray(root: Path, store: Path, extractors: Sequence[str], chunk_rows: int,
     # Ray's share of the work phase: round trip of a unit minus its compute time
     stats["ray_overhead_per_unit_s"] = (stats["roundtrip_s"] - stats["unit_seconds"]) / max(1, stats["units"])
     stats["busy_fraction"] = stats["unit_seconds"] / max(1e-9, workers * stats["work_s"])
+    # cores the workers actually got during the work phase (CPU time / wall)
+    stats["worker_cores"] = stats["unit_cpu_seconds"] / max(1e-9, stats["work_s"])
     return stats
 
 
@@ -173,6 +179,7 @@ def _print(res: dict[str, Any]) -> None:
             ("    of which decode", "decode_seconds"), ("    CPU time of the workers", "unit_cpu_seconds"), ("  Ray overhead per unit", "ray_overhead_per_unit_s"),
             ("  workers busy (fraction)", "busy_fraction"), ("shutdown", "shutdown_s"),
             ("end to end (plan + run)", "wall_total_s"),
+            ("  cores the workers got (CPU time / work phase)", "worker_cores"),
             ("machine: busy cores over the run (all processes)", "machine_busy_cores"),
             ("machine: load average at the end", "loadavg_1min")]
     print(f"\n{'':50}{'1 worker':>10}{'2 workers':>11}")
@@ -181,6 +188,9 @@ def _print(res: dict[str, Any]) -> None:
     print(f"\nsame values with 1 and 2 workers: {res['same_values']}")
     print(f"ratio 1 worker / 2 workers, work phase: {res['ratio_work_phase']:.2f}x")
     print(f"ratio 1 worker / 2 workers, end to end: {res['ratio_end_to_end']:.2f}x")
+    for w in (1, 2):
+        print(f"actor start-up inside __init__ (loading extractors, imports included), {w} worker(s): "
+              f"{', '.join(f'{x:.2f}' for x in res[f'ray_{w}'].get('actor_init_s', []))} s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
