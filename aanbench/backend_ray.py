@@ -106,10 +106,19 @@ def _env_number(name: str, default: float) -> float:
 
 
 def _machine_cpus() -> int:
+    """CPUs this process may use: its affinity mask, and a container's CPU
+    quota where Ray can read one (cgroups)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    try:
+        from ray._private.utils import get_num_cpus  # cgroup-aware; a private helper of Ray
+
+        n = min(n, int(get_num_cpus(override_docker_cpu_warning=True)) or n)
+    except Exception:
+        pass
+    return max(1, n)
 
 
 # --------------------------------------------------------------------------
