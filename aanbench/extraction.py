@@ -311,7 +311,10 @@ def record_unit_failure(job: ExtractionJob, unit: WorkUnit, reason: str) -> None
     """Mark a unit that could not be computed (it stays not-done, so a rerun retries it)."""
     group = FeatureStore(job.store_root).open_group(*job.group_path.split("/", 1))
     for n in unit.extractors:
-        group.feature(job.keys[n]).mark_chunk_failed(slice(unit.start, unit.stop), reason)
+        arr = group.feature(job.keys[n])
+        if arr.done()[unit.chunk]:  # the worker finished this array's chunk before it was lost
+            continue
+        arr.mark_chunk_failed(slice(unit.start, unit.stop), reason)
 
 
 # --------------------------------------------------------------------------
