@@ -301,6 +301,13 @@ def extract_cmd(
     interrupted run resumes where it stopped. Items that fail (corrupt file,
     no audio stream, ...) are recorded with their reason and the batch goes
     on; the exit status is 1 when any item failed.
+
+    \b
+    Examples:
+      aanbench extract demo --root .aanbench-demo/data --store feats -e affect,emobase2010
+      aanbench extract eimt16 --root ~/data/LIRIS-ACCEDE --store feats --device cuda
+      aanbench extract cognimuse --root ~/data/COGNIMUSE --store feats -o annotation=experienced
+      aanbench extract files --root ~/trailers --store feats --backend ray --workers 4
     """
     ds = _dataset(dataset, option)
     opts: dict[str, Any] = {}
@@ -502,7 +509,14 @@ def run_cmd(
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
 ) -> None:
     """Train and evaluate an experiment with the dataset's protocol; write a results
-    file (config, provenance, per-item predictions, metrics) and print a table."""
+    file (config, provenance, per-item predictions, metrics) and print a table.
+
+    \b
+    Examples:
+      aanbench run feature-aan eimt16 --store feats --out results
+      aanbench run ridge cognimuse --store feats --out results      # leave-one-movie-out
+      aanbench run feature-aan demo --store feats --out results --root .aanbench-demo/data --save-models models
+    """
     ds = _dataset(dataset, option)
     if root is not None:
         exp = _registry(registry).experiment(experiment, ds.name)
