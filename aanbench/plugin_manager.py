@@ -111,6 +111,8 @@ class Plugins:
                 table[name] = thing
                 self._owner[(kind, name)] = rec.name
                 rec.provides.append((kind, name))
+        if getattr(obj, "aanbench_commands", None) is not None:
+            rec.provides.append(("commands", rec.name))
 
     # ----------------------------------------------------------- look up
     def extractor(self, name: str) -> Extractor:
@@ -138,6 +140,10 @@ class Plugins:
                             "origin": rec.origin, "plugin": rec.name, "error": rec.error})
                 continue
             for kind, name in rec.provides:
+                if kind == "commands":  # CLI commands only: listed under the plugin's name
+                    out.append({"kind": kind, "name": name, "version": rec.version,
+                                "origin": rec.origin, "plugin": rec.name, "error": ""})
+                    continue
                 table = {"extractor": self.extractors, "dataset": self.datasets, "model": self.models}[kind]
                 version = getattr(table[name], "version", "") or rec.version
                 out.append({"kind": kind, "name": name, "version": str(version),

@@ -26,6 +26,8 @@ def test_builtins_are_listed_through_entry_points(cli) -> None:
                        ("model", "mean")]:
         assert (kind, name) in got, f"{kind} {name} missing"
         assert got[(kind, name)]["origin"] == "built-in"
+    # a plugin that only adds CLI commands is listed too
+    assert ("commands", "aan_legacy") in got
 
 
 def test_plugin_filter_env_keeps_tests_hermetic() -> None:
