@@ -34,19 +34,27 @@ its SHA-256, so that download is accepted (under the official name) exactly
 when it is the same file. ``flownets_from_caffe.pth`` (the original authors'
 Caffe weights, which expect BGR input) is a different file and is not
 accepted.
+
+Importing this module does not import torch (every CLI call loads all
+plugins): the network (``FlowNetS``) and the input helpers (``pair_inputs``,
+``frame_pairs``) live in :mod:`aanbench_plugins._flownets_net`, imported when
+the extractor loads, and are still importable from here.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
 from aanbench import hookimpl
 from aanbench.contracts import AanbenchError, ItemError, Media, WeightFile
-from aanbench_plugins._torch_util import NeuralExtractor, frames_tensor, mean_by_item, run_in_passes
+from aanbench_plugins._lazy import moved_names
+from aanbench_plugins._neural import NeuralExtractor
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 WEIGHTS = WeightFile(
     filename="flownets_EPE1.951.pth",
@@ -58,79 +66,6 @@ WEIGHTS = WeightFile(
 
 # per-channel means subtracted after scaling to [0, 1], in R, G, B order
 FLOW_MEAN_RGB = (0.45, 0.432, 0.411)
-
-_ENCODER = [  # name, in, out, kernel, stride
-    ("conv1", 6, 64, 7, 2),
-    ("conv2", 64, 128, 5, 2),
-    ("conv3", 128, 256, 5, 2),
-    ("conv3_1", 256, 256, 3, 1),
-    ("conv4", 256, 512, 3, 2),
-    ("conv4_1", 512, 512, 3, 1),
-    ("conv5", 512, 512, 3, 2),
-    ("conv5_1", 512, 512, 3, 1),
-    ("conv6", 512, 1024, 3, 2),
-    ("conv6_1", 1024, 1024, 3, 1),
-]
-
-
-def _conv(cin: int, cout: int, k: int, s: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, s, padding=(k - 1) // 2, bias=True), nn.LeakyReLU(0.1))
-
-
-def _deconv(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.LeakyReLU(0.1))
-
-
-class FlowNetS(nn.Module):
-    """FlowNetS without batch norm. ``encode(x)``: ``float32 (N, 6, H, W)``
-    -> ``conv6_1`` output ``(N, 1024, H/64, W/64)`` (rounded up). The
-    expanding part is built so the official file loads strictly; it is
-    never run here."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        for name, cin, cout, k, s in _ENCODER:
-            self.add_module(name, _conv(cin, cout, k, s))
-        self.deconv5 = _deconv(1024, 512)
-        self.deconv4 = _deconv(1026, 256)
-        self.deconv3 = _deconv(770, 128)
-        self.deconv2 = _deconv(386, 64)
-        self.predict_flow6 = nn.Conv2d(1024, 2, 3, 1, 1, bias=False)
-        self.predict_flow5 = nn.Conv2d(1026, 2, 3, 1, 1, bias=False)
-        self.predict_flow4 = nn.Conv2d(770, 2, 3, 1, 1, bias=False)
-        self.predict_flow3 = nn.Conv2d(386, 2, 3, 1, 1, bias=False)
-        self.predict_flow2 = nn.Conv2d(194, 2, 3, 1, 1, bias=False)
-        self.upsampled_flow6_to_5 = nn.ConvTranspose2d(2, 2, 4, 2, 1, bias=False)
-        self.upsampled_flow5_to_4 = nn.ConvTranspose2d(2, 2, 4, 2, 1, bias=False)
-        self.upsampled_flow4_to_3 = nn.ConvTranspose2d(2, 2, 4, 2, 1, bias=False)
-        self.upsampled_flow3_to_2 = nn.ConvTranspose2d(2, 2, 4, 2, 1, bias=False)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        for name, *_ in _ENCODER:
-            x = self._modules[name](x)  # type: ignore[misc]
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encode(x)
-
-
-def _scaled(x: torch.Tensor) -> torch.Tensor:
-    """``uint8 (N, H, W, 3)`` -> ``float32 (N, 3, H, W)``: ``x / 255 - mean``."""
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    return x - torch.tensor(FLOW_MEAN_RGB, device=x.device).view(1, 3, 1, 1)
-
-
-def pair_inputs(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """``uint8 (N, H, W, 3)`` first and second frames -> ``float32 (N, 6, H, W)``:
-    first frame's scaled RGB, then the second's."""
-    return torch.cat([_scaled(first), _scaled(second)], dim=1)
-
-
-def frame_pairs(frames: np.ndarray) -> torch.Tensor:
-    """``uint8 (T, H, W, 3)`` RGB -> ``float32 (T-1, 6, H, W)``: frame t and
-    frame t+1 stacked on channels, each ``x / 255 - mean`` per channel."""
-    x = torch.from_numpy(np.ascontiguousarray(frames))
-    return pair_inputs(x[:-1], x[1:])
 
 
 class FlowNetSExtractor(NeuralExtractor):
@@ -151,6 +86,8 @@ class FlowNetSExtractor(NeuralExtractor):
                 "layer": "conv6_1", "pool": "mean over space, then over pairs"}
 
     def build(self) -> nn.Module:
+        from aanbench_plugins._flownets_net import FlowNetS
+
         return FlowNetS()
 
     def state_dict_from(self, obj: Any, net: nn.Module) -> Mapping[str, torch.Tensor]:
@@ -162,6 +99,11 @@ class FlowNetSExtractor(NeuralExtractor):
         return obj
 
     def extract_group(self, group: Sequence[Media]) -> np.ndarray:
+        import torch
+
+        from aanbench_plugins._flownets_net import pair_inputs
+        from aanbench_plugins._torch_util import frames_tensor, mean_by_item, run_in_passes
+
         net = self._require_loaded()
         clips = []
         for m in group:
@@ -196,3 +138,8 @@ class FlowNetSExtractor(NeuralExtractor):
 @hookimpl
 def aanbench_extractors():
     return [FlowNetSExtractor()]
+
+
+# moved to the torch module; still importable from here (PEP 562)
+__getattr__ = moved_names(__name__, {n: "aanbench_plugins._flownets_net" for n in (
+    "_ENCODER", "_conv", "_deconv", "FlowNetS", "_scaled", "pair_inputs", "frame_pairs")})

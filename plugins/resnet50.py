@@ -11,20 +11,27 @@ decoder: ``MediaRequest(short_side=256, crop=224)``), RGB scaled to [0, 1]
 and normalised with the ImageNet mean (0.485, 0.456, 0.406) and standard
 deviation (0.229, 0.224, 0.225). I3D and FlowNetS ask for the same frames,
 so one decode serves all three video extractors.
+
+Importing this module does not import torch or torchvision (every CLI call
+loads all plugins); they come in with :mod:`aanbench_plugins._resnet50_net`
+when the extractor loads. ``normalise`` and ``normalise_frames`` live there
+and are still importable from here.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
-import torchvision
-from torch import nn
 
 from aanbench import hookimpl
 from aanbench.contracts import ItemError, Media, WeightFile
-from aanbench_plugins._torch_util import NeuralExtractor, frames_tensor, mean_by_item, run_in_passes
+from aanbench_plugins._lazy import moved_names
+from aanbench_plugins._neural import NeuralExtractor
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,20 +48,6 @@ WEIGHTS = WeightFile(
 )
 
 
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    """``uint8 (T, H, W, 3)`` RGB tensor -> ``float32 (T, 3, H, W)`` on the
-    same device: ``(x / 255 - mean) / std`` with the ImageNet mean and std."""
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
-def normalise_frames(frames: np.ndarray) -> torch.Tensor:
-    """:func:`normalise` of a ``uint8 (T, H, W, 3)`` array, on the CPU."""
-    return normalise(torch.from_numpy(np.ascontiguousarray(frames)))
-
-
 class ResNet50Extractor(NeuralExtractor):
     name = "resnet50"
     version = "1"
@@ -69,14 +62,23 @@ class ResNet50Extractor(NeuralExtractor):
         return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "layer": "avgpool", "pool": "mean over frames"}
 
     def build(self) -> nn.Module:
+        import torchvision
+
         return torchvision.models.resnet50(weights=None)
 
     def load(self, ctx) -> None:  # type: ignore[override]
+        from torch import nn
+
         super().load(ctx)
         # the classifier is loaded (strict) but not used: features stop at the pool
         self.net.fc = nn.Identity()  # type: ignore[union-attr]
 
     def extract_group(self, group: Sequence[Media]) -> np.ndarray:
+        import torch
+
+        from aanbench_plugins._resnet50_net import normalise
+        from aanbench_plugins._torch_util import frames_tensor, mean_by_item, run_in_passes
+
         net = self._require_loaded()
         clips = []
         for m in group:
@@ -100,3 +102,7 @@ class ResNet50Extractor(NeuralExtractor):
 @hookimpl
 def aanbench_extractors():
     return [ResNet50Extractor()]
+
+
+# moved to the torch module; still importable from here (PEP 562)
+__getattr__ = moved_names(__name__, {n: "aanbench_plugins._resnet50_net" for n in ("normalise", "normalise_frames")})

@@ -30,20 +30,28 @@ Weights: harritaylor/torchvggish ``vggish-10086976.pth`` (keys
 ``features.N.*`` / ``embeddings.N.*``). A state dict with the other common
 layout, ``features_network.N.*`` / ``embedding_network.N.*`` with the same
 layer numbers, is renamed and loaded the same way (strictly).
+
+Importing this module does not import torch (every CLI call loads all
+plugins): the network ``VGGishNet`` lives in
+:mod:`aanbench_plugins._vggish_net`, imported when the extractor loads, and
+is still importable from here. The log-mel front end is NumPy, here.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
 from aanbench import hookimpl
 from aanbench.contracts import ItemError, Media, MediaRequest, WeightFile
-from aanbench_plugins._torch_util import NeuralExtractor, mean_by_item, run_in_passes
+from aanbench_plugins._lazy import moved_names
+from aanbench_plugins._neural import NeuralExtractor
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 WEIGHTS = WeightFile(
     filename="vggish-10086976.pth",
@@ -122,31 +130,6 @@ def examples(signal: np.ndarray) -> np.ndarray:
     return lm[: n * PATCH_FRAMES].reshape(n, PATCH_FRAMES, MEL_BANDS).astype(np.float32)
 
 
-class VGGishNet(nn.Module):
-    """VGGish: ``forward(x)`` takes ``float32 (N, 1, 96, 64)`` log-mel
-    patches and returns ``(N, 128)`` embeddings after the final ReLU."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        cin = 1
-        for v in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M"):
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(cin, int(v), 3, padding=1), nn.ReLU()]
-                cin = int(v)
-        self.features = nn.Sequential(*layers)
-        self.embeddings = nn.Sequential(
-            nn.Linear(512 * 6 * 4, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 128), nn.ReLU()
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)  # (N, 512, 6, 4)
-        x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)  # TF's NHWC flattening
-        return self.embeddings(x)
-
-
 _RENAMES = (("features_network.", "features."), ("embedding_network.", "embeddings."))
 
 
@@ -179,7 +162,7 @@ class VGGishExtractor(NeuralExtractor):
         self.needs = MediaRequest(audio_rate=SAMPLE_RATE)
         self.weights = (self.weight_file,)
         self.net = None
-        self.device = torch.device("cpu")
+        self._device = None  # torch.device("cpu") until load() picks one (see NeuralExtractor.device)
         self.batch_size = 8
 
     def with_sampling(self, frames: int = 0, fps: float | None = None) -> "VGGishExtractor":
@@ -192,6 +175,8 @@ class VGGishExtractor(NeuralExtractor):
                 "pca": False, "pool": "mean over patches"}
 
     def build(self) -> nn.Module:
+        from aanbench_plugins._vggish_net import VGGishNet
+
         return VGGishNet()
 
     def state_dict_from(self, obj: Any, net: nn.Module) -> Mapping[str, torch.Tensor]:
@@ -213,6 +198,10 @@ class VGGishExtractor(NeuralExtractor):
         return examples(audio)
 
     def extract_group(self, group: Sequence[Media]) -> np.ndarray:
+        import torch
+
+        from aanbench_plugins._torch_util import mean_by_item, run_in_passes
+
         net = self._require_loaded()
         ex = [self.item_examples(m) for m in group]
         counts = [e.shape[0] for e in ex]
@@ -224,3 +213,7 @@ class VGGishExtractor(NeuralExtractor):
 @hookimpl
 def aanbench_extractors():
     return [VGGishExtractor()]
+
+
+# moved to the torch module; still importable from here (PEP 562)
+__getattr__ = moved_names(__name__, {"VGGishNet": "aanbench_plugins._vggish_net"})
