@@ -1,0 +1,120 @@
+"""Torch part of Feature AttendAffectNet (:mod:`aanbench_plugins.feature_aan`):
+the network. Imported when a model is built, trained or restored; see that
+module for the details."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from aanbench_plugins.feature_aan import FEED_FORWARDS
+
+
+class AuthorsLayerNorm(nn.Module):
+    """``a * (x - mean) / (std + eps) + b`` with the unbiased std (as the authors)."""
+
+    def __init__(self, size: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.bias = nn.Parameter(torch.zeros(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(-1, keepdim=True)
+        std = x.std(-1, keepdim=True)
+        return self.weight * (x - mean) / (std + self.eps) + self.bias
+
+
+class MultiHeadSelfAttention(nn.Module):
+    def __init__(self, d_model: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model {d_model} is not divisible by heads {heads}")
+        self.heads = heads
+        self.d_k = d_model // heads
+        self.q = nn.Linear(d_model, d_model)
+        self.k = nn.Linear(d_model, d_model)
+        self.v = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, self.heads, self.d_k).transpose(1, 2)
+        k = self.k(x).view(b, t, self.heads, self.d_k).transpose(1, 2)
+        v = self.v(x).view(b, t, self.heads, self.d_k).transpose(1, 2)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)
+        attn = self.dropout(scores.softmax(dim=-1))
+        y = (attn @ v).transpose(1, 2).reshape(b, t, self.heads * self.d_k)
+        return self.out(y)
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm block: ``x + drop(attn(norm(x)))`` then ``x + drop(ff(norm(x)))``;
+    the feed-forward ``ff(h)`` is one linear layer ``w``: ``drop(relu(w(h)))``
+    for ``feed_forward="relu"``, ``w(drop(h + tanh(h)))`` for ``"tanh_skip"``
+    (both as the authors)."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float, eps: float, feed_forward: str = "relu") -> None:
+        super().__init__()
+        if feed_forward not in FEED_FORWARDS:
+            raise ValueError(f"feed_forward must be one of {FEED_FORWARDS}, not {feed_forward!r}")
+        self.feed_forward = feed_forward
+        self.attn = MultiHeadSelfAttention(d_model, heads, dropout)
+        self.ff = nn.Linear(d_model, d_model)
+        self.ff_dropout = nn.Dropout(dropout)
+        self.norm1 = AuthorsLayerNorm(d_model, eps)
+        self.norm2 = AuthorsLayerNorm(d_model, eps)
+        self.drop1 = nn.Dropout(dropout)
+        self.drop2 = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop1(self.attn(self.norm1(x)))
+        h = self.norm2(x)
+        if self.feed_forward == "relu":
+            h = self.ff_dropout(torch.relu(self.ff(h)))
+        else:
+            h = self.ff(self.ff_dropout(h + torch.tanh(h)))
+        return x + self.drop2(h)
+
+
+class FeatureAANNet(nn.Module):
+    """``forward(*features)``: each ``(batch, dim_k)`` -> ``(batch,)``."""
+
+    def __init__(
+        self,
+        dims: Sequence[int],
+        d_model: int = 8,
+        heads: int = 2,
+        layers: int = 6,
+        dropout: float = 0.1,
+        head_dropout: float = 0.1,
+        eps: float = 1e-6,
+        head_activation: str = "none",
+        feed_forward: str = "relu",
+    ) -> None:
+        super().__init__()
+        if head_activation not in ("none", "tanh"):
+            raise ValueError(f"head_activation must be 'none' or 'tanh', not {head_activation!r}")
+        self.dims = list(dims)
+        self.projections = nn.ModuleList(nn.Linear(d, d_model) for d in dims)
+        self.layers = nn.ModuleList(
+            EncoderLayer(d_model, heads, dropout, eps, feed_forward) for _ in range(layers))
+        self.norm = AuthorsLayerNorm(d_model, eps)
+        self.head_dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(d_model, 1)
+        self.head_activation = head_activation
+
+    def forward(self, *features: torch.Tensor) -> torch.Tensor:
+        if len(features) != len(self.projections):
+            raise ValueError(f"expected {len(self.projections)} feature tensors, got {len(features)}")
+        tokens = torch.stack([proj(f) for proj, f in zip(self.projections, features)], dim=1)
+        for layer in self.layers:
+            tokens = layer(tokens)
+        pooled = self.norm(tokens).mean(dim=1)
+        if self.head_activation == "tanh":
+            pooled = torch.tanh(pooled)
+        return self.head(self.head_dropout(pooled)).squeeze(-1)
