@@ -71,3 +71,79 @@ def test_third_party_plugin_lists_and_extracts(installed_plugin: str, tmp_path: 
     assert np.all(np.diff(values[:, 0]) > 80)
     assert abs(values[0, 1] - 30) < 15
     assert arr.provenance["plugin_version"] == "0.3.1"
+
+
+# Every CLI call and every worker loads all plugins: doing so must not import
+# torch or torchvision (seconds of start-up); they come in when a torch
+# plugin is used. Checked in a fresh interpreter, with every plugin enabled.
+_NO_TORCH_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import aanbench.cli
+from aanbench.plugin_manager import get_plugins
+
+def torch_state():
+    return {"torch": "torch" in sys.modules, "torchvision": "torchvision" in sys.modules}
+
+out = {}
+p = get_plugins()
+out["after_get_plugins"] = torch_state()
+out["extractors"] = sorted(p.extractors)
+out["models"] = sorted(p.models)
+out["datasets"] = sorted(p.datasets)
+out["builtin_errors"] = {r.name: r.error for r in p.records if r.error and r.distribution == "aanbench"}
+runner = CliRunner()
+out["help_exit"] = runner.invoke(aanbench.cli.app, ["--help"]).exit_code
+out["plugins_exit"] = runner.invoke(aanbench.cli.app, ["plugins"]).exit_code
+out["import_aan_help_exit"] = runner.invoke(aanbench.cli.app, ["models", "import-aan", "--help"]).exit_code
+out["after_cli"] = torch_state()
+root, store = Path(sys.argv[1]), Path(sys.argv[2])
+r = runner.invoke(aanbench.cli.app, ["extract", "files", "--root", str(root), "--store", str(store),
+                                     "--extractors", "affect,logmel,emobase2010"])
+out["extract_exit"], out["extract_output"] = r.exit_code, r.output[-2000:]
+out["after_extract"] = torch_state()
+# names that moved out of the plugin modules are still served from there,
+# importing torch only then
+import aanbench_plugins.i3d as i3d
+try:
+    i3d.no_such_name
+except AttributeError:
+    out["unknown_name"] = "AttributeError"
+out["after_unknown_name"] = torch_state()
+from aanbench_plugins.i3d import InceptionI3d
+from aanbench_plugins.feature_aan import NET_KEYS, FeatureAANNet
+from aanbench_plugins.aan_legacy import convert_checkpoint
+out["moved"] = [InceptionI3d.__name__, FeatureAANNet.__name__, convert_checkpoint.__name__]
+out["after_moved"] = torch_state()
+print(json.dumps(out))
+"""
+
+
+def test_loading_all_plugins_does_not_import_torch(tmp_path: Path) -> None:
+    import os
+
+    media = tmp_path / "media"
+    media.mkdir()
+    make_clip(media / "a.mp4", seconds=2.0)
+    env = {k: v for k, v in os.environ.items() if k not in ("AANBENCH_PLUGINS", "AANBENCH_DISABLE_PLUGINS")}
+    r = subprocess.run([sys.executable, "-c", _NO_TORCH_SCRIPT, str(media), str(tmp_path / "store")],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    no_torch = {"torch": False, "torchvision": False}
+    assert out["builtin_errors"] == {}
+    assert {"affect", "emobase2010", "flownets", "i3d", "logmel", "resnet50", "vggish"} <= set(out["extractors"])
+    assert {"feature-aan", "mean", "ridge"} <= set(out["models"])
+    assert {"cognimuse", "demo", "eimt16", "eimt16-temporal", "files"} <= set(out["datasets"])
+    assert out["after_get_plugins"] == no_torch
+    assert (out["help_exit"], out["plugins_exit"], out["import_aan_help_exit"]) == (0, 0, 0)
+    assert out["after_cli"] == no_torch
+    assert out["extract_exit"] == 0, out["extract_output"]
+    assert out["after_extract"] == no_torch
+    assert out["unknown_name"] == "AttributeError"
+    assert out["after_unknown_name"] == no_torch
+    assert out["moved"] == ["InceptionI3d", "FeatureAANNet", "convert_checkpoint"]
+    assert out["after_moved"]["torch"] is True  # the check itself can see torch being imported
