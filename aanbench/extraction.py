@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -335,13 +336,10 @@ _WORKER: LoadedExtractors | None = None
 
 def _pool_init(job: ExtractionJob, threads: int) -> None:
     global _WORKER
-    try:
-        import torch
-
-        torch.set_num_threads(max(1, threads))
-    except Exception:
-        pass
     _WORKER = LoadedExtractors(job)
+    # torch is imported only by extractors that need it; size its pool if so
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(max(1, threads))
 
 
 def _pool_run(job: ExtractionJob, unit: WorkUnit) -> UnitResult:
