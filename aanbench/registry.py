@@ -47,6 +47,7 @@ class ExperimentConfig:
     params: Mapping[str, Any]  # values may be per-target dicts
     protocol: str | None
     seed: int
+    source: Path | None = None  # the registry file it came from
 
     def params_for(self, target: str) -> dict[str, Any]:
         """Parameters with per-target tables resolved for ``target``."""
@@ -98,6 +99,7 @@ class Registry:
             params=params,
             protocol=meta.get("protocol", exp.get("protocol")),
             seed=int(meta.get("seed", exp.get("seed", self.default_seed))),
+            source=self.path,
         )
 
 
@@ -216,11 +218,12 @@ def validate(raw: dict[str, Any], path: Path) -> Registry:
     return reg
 
 
-def check_params(exp: ExperimentConfig, allowed: Mapping[str, Any], path: Path) -> None:
+def check_params(exp: ExperimentConfig, allowed: Mapping[str, Any], path: Path | None = None) -> None:
     """Refuse parameters the model does not know (a typo must not pass silently)."""
+    where = path or exp.source or "registry"
     for k in exp.params:
         if k not in allowed:
             raise RegistryError(
-                f"{path}: experiments.{exp.name}: model {exp.model!r} has no parameter {k!r} "
+                f"{where}: experiments.{exp.name}: model {exp.model!r} has no parameter {k!r} "
                 f"(it takes: {', '.join(sorted(allowed))})"
             )

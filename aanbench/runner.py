@@ -80,7 +80,7 @@ def run_experiment(
     """Train and evaluate ``exp`` on ``group``; returns the results document."""
     t0 = time.perf_counter()
     spec = plugins.model(exp.model)
-    check_params(exp, spec.params, Path("registry.toml"))
+    check_params(exp, spec.params)
     seed = exp.seed if seed is None else seed
     feats = load_features(group, exp.features, plugins)
     protocol = get_protocol(exp.protocol or dataset.protocol)
