@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from aanbench.contracts import AanbenchError, Extractor, LoadContext, Media, MediaRequest, WeightFile
+from aanbench.contracts import AanbenchError, Extractor, ItemError, LoadContext, Media, MediaRequest, WeightFile
 
 if TYPE_CHECKING:
     import torch
@@ -156,3 +156,15 @@ class NeuralExtractor(Extractor):
 
     def extract_group(self, group: Sequence[Media]) -> np.ndarray:
         raise NotImplementedError
+
+    def frames_of(self, group: Sequence[Media]) -> list[np.ndarray]:
+        """Each item's ``uint8 (T, H, W, 3)`` frames, with at least
+        :meth:`min_frames`; :class:`ItemError` names the item otherwise."""
+        clips = []
+        for m in group:
+            f = m.frames_for(self.needs)
+            if f.ndim != 4 or f.shape[-1] != 3 or f.shape[0] < max(1, self.min_frames()):
+                raise ItemError(f"{self.name}: item {m.item.id} needs at least {max(1, self.min_frames())} "
+                                f"frame(s) of shape (T, H, W, 3) (got {f.shape})")
+            clips.append(f)
+        return clips

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from aanbench import hookimpl
-from aanbench.contracts import AanbenchError, ItemError, Media, WeightFile
+from aanbench.contracts import AanbenchError, Media, WeightFile
 from aanbench_plugins._lazy import moved_names
 from aanbench_plugins._neural import NeuralExtractor
 
@@ -105,12 +105,7 @@ class FlowNetSExtractor(NeuralExtractor):
         from aanbench_plugins._torch_util import frames_tensor, mean_by_item, run_in_passes
 
         net = self._require_loaded()
-        clips = []
-        for m in group:
-            f = m.frames_for(self.needs)
-            if f.ndim != 4 or f.shape[-1] != 3 or f.shape[0] < 2:
-                raise ItemError(f"{self.name}: item {m.item.id} needs at least 2 frames of shape (T, H, W, 3) (got {f.shape})")
-            clips.append(f)
+        clips = self.frames_of(group)
         counts = [c.shape[0] - 1 for c in clips]
 
         def fn(x: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from aanbench import hookimpl
-from aanbench.contracts import ItemError, Media, WeightFile
+from aanbench.contracts import Media, WeightFile
 from aanbench_plugins._lazy import moved_names
 from aanbench_plugins._neural import NeuralExtractor, chunks
 
@@ -102,12 +102,7 @@ class I3DExtractor(NeuralExtractor):
         from aanbench_plugins._i3d_net import scale
 
         net = self._require_loaded()
-        clips = []
-        for m in group:
-            f = m.frames_for(self.needs)
-            if f.ndim != 4 or f.shape[0] == 0 or f.shape[-1] != 3:
-                raise ItemError(f"{self.name}: item {m.item.id} has no frames of shape (T, H, W, 3) (got {f.shape})")
-            clips.append(f)
+        clips = self.frames_of(group)
         out = np.zeros((len(group), self.dim), dtype=np.float32)
         # clips of one shape share passes (with fps sampling, T can differ by item)
         by_shape: dict[tuple, list[int]] = {}

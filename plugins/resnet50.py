@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from aanbench import hookimpl
-from aanbench.contracts import ItemError, Media, WeightFile
+from aanbench.contracts import Media, WeightFile
 from aanbench_plugins._lazy import moved_names
 from aanbench_plugins._neural import NeuralExtractor
 
@@ -80,12 +80,7 @@ class ResNet50Extractor(NeuralExtractor):
         from aanbench_plugins._torch_util import frames_tensor, mean_by_item, run_in_passes
 
         net = self._require_loaded()
-        clips = []
-        for m in group:
-            f = m.frames_for(self.needs)
-            if f.ndim != 4 or f.shape[0] == 0 or f.shape[-1] != 3:
-                raise ItemError(f"{self.name}: item {m.item.id} has no frames of shape (T, H, W, 3) (got {f.shape})")
-            clips.append(f)
+        clips = self.frames_of(group)
         counts = [c.shape[0] for c in clips]
 
         def run(u8: torch.Tensor) -> torch.Tensor:

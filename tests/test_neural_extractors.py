@@ -388,3 +388,14 @@ def test_declared_contract():
         (wf,) = e.weights
         assert len(wf.sha256) == 64 and int(wf.sha256, 16) >= 0 and wf.source.startswith("https://")
         assert e.config()["weights"] == {wf.filename: wf.sha256}
+
+
+def test_too_few_frames_is_an_item_error_naming_the_item() -> None:
+    from aanbench_plugins.flownets import FlowNetSExtractor
+    from aanbench_plugins.resnet50 import ResNet50Extractor
+
+    for ex, t, need in ((FlowNetSExtractor(frames=2), 1, 2), (ResNet50Extractor(frames=1), 0, 1)):
+        media = Media(item=Item("clip7", None), duration=1.0,
+                      video={ex.needs.video_key(): np.zeros((t, 8, 8, 3), dtype=np.uint8)})
+        with pytest.raises(ItemError, match=rf"item clip7 needs at least {need} frame"):
+            ex.frames_of([media])
