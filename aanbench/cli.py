@@ -99,6 +99,11 @@ def _registry(path: Optional[Path] = None):
     return load_registry(path)
 
 
+def _invocation() -> str:
+    """The command line as typed, for results files and leaderboards."""
+    return "aanbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
+
+
 def _parse_options(options: list[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for o in options or []:
@@ -480,7 +485,7 @@ def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: O
             prog.update(task, completed=done, total=total, what=f"{target} / {fold}")
 
         doc = run_experiment(exp, dataset, group, _plugins(), seed=seed, save_models=save_models, on_fit=on_fit)
-    doc["command"] = "aanbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
+    doc["command"] = _invocation()
     path = write_results(doc, out)
     return doc, path
 
@@ -536,15 +541,14 @@ def leaderboard_cmd(
 ) -> None:
     """Write a leaderboard (one table per target) and a figure of predicted against
     true values over one group, from results files."""
-    from aanbench.leaderboard import render_markdown, write_leaderboard
+    from aanbench.leaderboard import write_leaderboard
     from aanbench.runner import read_results
 
     docs = read_results(list(results), dataset)
     if not docs:
         raise AanbenchError(f"no results for dataset {dataset!r} in {', '.join(map(str, results))}")
-    cmd = "aanbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
-    md, fig = write_leaderboard(dataset, docs, out, group=group, command=cmd)
-    console.print(render_markdown(dataset, docs, figure=fig.name), markup=False, highlight=False, soft_wrap=True)
+    md, fig = write_leaderboard(dataset, docs, out, group=group, command=_invocation())
+    console.print(md.read_text(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {md} and {fig}")
 
 
@@ -606,7 +610,7 @@ def demo_cmd(
     """Everything on the generated demo dataset: make the clips, extract the
     weight-free features, train Feature AttendAffectNet and the baselines, and
     write the leaderboard. Idempotent: a second run reuses data and features."""
-    from aanbench.leaderboard import render_markdown, write_leaderboard
+    from aanbench.leaderboard import write_leaderboard
     from aanbench.runner import read_results
 
     ds = _plugins().dataset("demo")
@@ -636,7 +640,7 @@ def demo_cmd(
     docs = [d for d in read_results([results], "demo") if d["experiment"] in experiments]
     cmd = "aanbench demo" + ("" if workdir == Path(".aanbench-demo") else f" --workdir {workdir}")
     md, fig = write_leaderboard("demo", docs, leaderboard, command=cmd)
-    console.print(render_markdown("demo", docs, figure=fig.name, command=cmd), markup=False, highlight=False, soft_wrap=True)
+    console.print(md.read_text(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {md} and {fig}")
     if failed:
         raise typer.Exit(1)
