@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aanbench import __version__
-from aanbench.contracts import AanbenchError, Dataset, Extractor
+from aanbench.contracts import AanbenchError, Dataset
 
 console = Console()
 err_console = Console(stderr=True)
@@ -183,36 +183,12 @@ def datasets_check(
     ds = _dataset(name, option)
     if not hasattr(ds, "check"):
         raise AanbenchError(f"dataset {name!r} offers no check")
-    from aanbench.datacheck import run_check
+    from aanbench.pluginkit.datacheck import run_check
 
     raise typer.Exit(run_check(ds, root, as_json, console))
 
 
 # ---------------------------------------------------------------------------- extract
-
-
-def _select_extractors(names: Optional[str], weights_folder: Path) -> tuple[list[Extractor], dict[str, dict[str, Path]], list[str]]:
-    from aanbench.weights import resolve
-
-    plugins = _plugins()
-    skipped: list[str] = []
-    paths: dict[str, dict[str, Path]] = {}
-    if names:
-        wanted = [n.strip() for n in names.split(",") if n.strip()]
-        exs = [plugins.extractor(n) for n in wanted]
-        for ex in exs:
-            paths[ex.name] = resolve(ex, weights_folder)  # raises with the file, SHA-256 and where to put it
-        return exs, paths, skipped
-    exs = []
-    for ex in sorted(plugins.extractors.values(), key=lambda e: e.name):
-        try:
-            paths[ex.name] = resolve(ex, weights_folder)
-            exs.append(ex)
-        except AanbenchError:
-            skipped.append(ex.name)
-    if not exs:
-        raise AanbenchError("no extractor is usable (all need weights that are missing; see `aanbench weights`)")
-    return exs, paths, skipped
 
 
 def do_extract(
@@ -221,46 +197,32 @@ def do_extract(
     store_path: Path,
     extractors: Optional[str],
     *,
-    backend: str = "local",
-    workers: int = 1,
-    chunk_rows: int = 32,
-    batch_size: int = 8,
-    device: str = "cpu",
-    weights_dir: Optional[Path] = None,
-    retry_failed: bool = False,
-    backend_options: dict[str, Any] | None = None,
     quiet: bool = False,
+    **options: Any,
 ):
-    """Plan and run an extraction with a progress bar; returns (report, failures in store)."""
-    from aanbench.extraction import get_backend, plan_extraction, run_plan
-    from aanbench.store import FeatureStore
-    from aanbench.weights import weights_dir as wdir
+    """:func:`aanbench.extraction.extract_dataset` with a progress bar; returns
+    (report, failures in store, plan)."""
+    from aanbench.extraction import extract_dataset
 
-    folder = wdir(weights_dir)
-    exs, paths, skipped = _select_extractors(extractors, folder)
-    items = dataset.items(Path(root))
-    be = get_backend(backend, workers=workers, **(backend_options or {}))
-    store = FeatureStore(store_path)
-    plugins = _plugins()
-    plan = plan_extraction(
-        store, dataset.name, items, exs, paths, segmentation=dataset.segmentation, chunk_rows=chunk_rows,
-        weights_dir=str(folder), device=device, batch_size=batch_size, targets=dataset.targets,
-        dataset_version=dataset.version, retry_failed=retry_failed, dataset_config=dataset.config(),
-        plugin_versions={e.name: plugins.version_of("extractor", e.name) for e in exs},
-        video_frames=getattr(dataset, "video_frames", None),
-    )
-    if not quiet:
-        if skipped:
-            console.print(f"[yellow]skipping extractors without their weights:[/] {', '.join(skipped)} (see `aanbench weights`)")
-        done_already = sum(plan.skipped_chunks.values())
-        console.print(f"{dataset.name}: {len(items)} items, {plan.group.n_chunks} chunks of {plan.group.chunk_rows}; "
-                      f"extractors {', '.join(e.name for e in exs)}; {len(plan.units)} chunks to compute"
-                      + (f" ({done_already} extractor-chunks already done)" if done_already else "")
-                      + f"; backend {be.name}")
+    names = [n.strip() for n in extractors.split(",") if n.strip()] if extractors else None
     with Progress(TextColumn("[bold]extract[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("items"),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=console, disable=quiet, transient=False) as prog:
-        task = prog.add_task("extract", total=plan.n_items_todo, rate="")
+        task = prog.add_task("extract", total=None, rate="")
+
+        def on_planned(plan, skipped: list[str], backend_name: str) -> None:
+            prog.update(task, total=plan.n_items_todo)
+            if quiet:
+                return
+            if skipped:
+                prog.console.print(f"[yellow]skipping extractors without their weights:[/] {', '.join(skipped)} "
+                                   "(see `aanbench weights`)")
+            done_already = sum(plan.skipped_chunks.values())
+            prog.console.print(
+                f"{dataset.name}: {len(plan.job.items)} items, {plan.group.n_chunks} chunks of {plan.group.chunk_rows}; "
+                f"extractors {', '.join(plan.job.extractors)}; {len(plan.units)} chunks to compute"
+                + (f" ({done_already} extractor-chunks already done)" if done_already else "")
+                + f"; backend {backend_name}", highlight=False)
 
         def on_progress(res) -> None:
             prog.advance(task, res.unit.n_items)
@@ -268,18 +230,9 @@ def do_extract(
             done = prog.tasks[0].completed
             prog.update(task, rate=f"{done / el:.1f} items/s" if el > 0 else "")
 
-        report = run_plan(plan, be, on_progress)
-    # failures recorded in the store for these extractors (this run and earlier ones)
-    group = store.open_group(dataset.name, dataset.segmentation)
-    ids = group.item_ids()
-    failed: list[tuple[str, str, str]] = []
-    for ex in exs:
-        arr = group.feature(plan.job.keys[ex.name])
-        ok, errs = arr.ok(), arr.errors()
-        for i in range(len(ok)):
-            if not ok[i]:
-                failed.append((ids[i], ex.name, str(errs[i]) or "not computed"))
-    return report, failed, plan
+        out = extract_dataset(dataset, root, store_path, names, on_planned=on_planned, on_progress=on_progress,
+                              **options)
+    return out.report, out.failed, out.plan
 
 
 @command(app, "extract")

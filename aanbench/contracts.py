@@ -242,7 +242,7 @@ class Dataset:
     # Optional methods a dataset may offer:
     #   configure(**options) -> Dataset   a configured copy (CLI --option KEY=VALUE);
     #                                     unknown keys raise AanbenchError
-    #   check(root) -> aanbench.datacheck.DatasetCheck   (`aanbench datasets check`)
+    #   check(root) -> aanbench.pluginkit.datacheck.DatasetCheck   (`aanbench datasets check`)
     #   generate(root, seed=..., clips=...) -> Path      for generated datasets (`aanbench demo`)
 
 

@@ -11,10 +11,7 @@ store by the worker that computed it, whole, then marked done.
 from __future__ import annotations
 
 import importlib.metadata as md
-import os
-import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -22,7 +19,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from aanbench import __version__
-from aanbench.contracts import AanbenchError, Extractor, Item, ItemError, LoadContext, Media, MediaRequest
+from aanbench.contracts import AanbenchError, Extractor, Item, ItemError, LoadContext, Media
 from aanbench.media import decode_media
 from aanbench.store import DatasetGroup, FeatureStore
 
@@ -319,7 +316,7 @@ def record_unit_failure(job: ExtractionJob, unit: WorkUnit, reason: str) -> None
 
 
 # --------------------------------------------------------------------------
-# Backends
+# Backends (implementations live in aanbench.backends)
 
 
 class Backend(Protocol):
@@ -329,77 +326,6 @@ class Backend(Protocol):
 
     def run(self, job: ExtractionJob, units: Sequence[WorkUnit], on_result: Callable[[UnitResult], None]) -> None:
         ...
-
-
-_WORKER: LoadedExtractors | None = None
-
-
-def _pool_init(job: ExtractionJob, threads: int) -> None:
-    global _WORKER
-    _WORKER = LoadedExtractors(job)
-    # torch is imported only by extractors that need it; size its pool if so
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(max(1, threads))
-
-
-def _pool_run(job: ExtractionJob, unit: WorkUnit) -> UnitResult:
-    assert _WORKER is not None
-    try:
-        return execute_unit(job, unit, _WORKER)
-    except Exception as exc:
-        return UnitResult(unit=unit, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
-
-
-class LocalBackend:
-    """This machine: in-process with one worker, a spawn process pool with more."""
-
-    name = "local"
-
-    def __init__(self, workers: int = 1) -> None:
-        self.workers = max(1, int(workers))
-
-    def run(self, job: ExtractionJob, units: Sequence[WorkUnit], on_result: Callable[[UnitResult], None]) -> None:
-        if not units:
-            return
-        if self.workers == 1:
-            loaded = LoadedExtractors(job)
-            for u in units:
-                try:
-                    res = execute_unit(job, u, loaded)
-                except Exception as exc:
-                    res = UnitResult(unit=u, error=f"{type(exc).__name__}: {exc}")
-                on_result(res)
-            return
-        import concurrent.futures as cf
-        import multiprocessing as mp
-
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
-        with cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                    initializer=_pool_init, initargs=(job, threads)) as pool:
-            futures = [pool.submit(_pool_run, job, u) for u in units]
-            for fut in cf.as_completed(futures):
-                on_result(fut.result())
-
-
-_BACKENDS: dict[str, Callable[..., Backend]] = {"local": LocalBackend}
-
-
-def register_backend(name: str, factory: Callable[..., Backend]) -> None:
-    """Make a backend available to ``aanbench extract --backend NAME``."""
-    _BACKENDS[name] = factory
-
-
-def get_backend(name: str, **options: Any) -> Backend:
-    if name == "ray" and "ray" not in _BACKENDS:
-        try:
-            import aanbench.backend_ray  # noqa: F401  (registers itself)
-        except ImportError as exc:
-            raise AanbenchError(f"the ray backend is not available: {exc}") from None
-    try:
-        factory = _BACKENDS[name]
-    except KeyError:
-        raise AanbenchError(f"unknown backend {name!r} (known: {', '.join(sorted(_BACKENDS))})") from None
-    return factory(**options)
 
 
 @dataclass
@@ -443,3 +369,104 @@ def run_plan(plan: Plan, backend: Backend, on_progress: Callable[[UnitResult], N
         backend.run(plan.job, plan.units, on_result)
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+# --------------------------------------------------------------------------
+# The whole job, for the CLI, `curve`, `demo` and notebooks
+
+
+def select_extractors(
+    names: Sequence[str] | None, weights_folder: Path
+) -> tuple[list[Extractor], dict[str, dict[str, Path]], list[str]]:
+    """The extractors to run and their verified weight paths.
+
+    ``names`` given: exactly those, and a missing or wrong weight file is an
+    error naming the file, its SHA-256 and where to get it. ``None``: every
+    installed extractor whose weights are present; the others are returned
+    as skipped (third value)."""
+    from aanbench.plugin_manager import get_plugins
+    from aanbench.weights import resolve
+
+    plugins = get_plugins()
+    paths: dict[str, dict[str, Path]] = {}
+    if names:
+        exs = [plugins.extractor(n) for n in names]
+        for ex in exs:
+            paths[ex.name] = resolve(ex, weights_folder)  # raises with the file, SHA-256 and where to put it
+        return exs, paths, []
+    exs, skipped = [], []
+    for ex in sorted(plugins.extractors.values(), key=lambda e: e.name):
+        try:
+            paths[ex.name] = resolve(ex, weights_folder)
+            exs.append(ex)
+        except AanbenchError:
+            skipped.append(ex.name)
+    if not exs:
+        raise AanbenchError("no extractor is usable (all need weights that are missing; see `aanbench weights`)")
+    return exs, paths, skipped
+
+
+@dataclass
+class ExtractionOutcome:
+    """What :func:`extract_dataset` did: the run's report, the plan, and every
+    row of the selected extractors that is not ok in the store (this run's
+    failures and earlier ones), as ``(item_id, extractor, reason)``."""
+
+    report: ExtractionReport
+    plan: Plan
+    failed: list[tuple[str, str, str]]
+    skipped_extractors: list[str]
+
+
+def extract_dataset(
+    dataset: Any,
+    root: Path,
+    store_path: Path,
+    extractors: Sequence[str] | None = None,
+    *,
+    backend: str = "local",
+    workers: int = 1,
+    chunk_rows: int = 32,
+    batch_size: int = 8,
+    device: str = "cpu",
+    weights_dir: Path | None = None,
+    retry_failed: bool = False,
+    backend_options: dict[str, Any] | None = None,
+    on_planned: Callable[[Plan, list[str], str], None] | None = None,
+    on_progress: Callable[[UnitResult], None] | None = None,
+) -> ExtractionOutcome:
+    """Extract ``dataset``'s items below ``root`` into the store at ``store_path``.
+
+    ``extractors``: names, or ``None`` for every extractor whose weights are
+    present. Resumes: chunks already done are not recomputed.
+    ``on_planned(plan, skipped_extractors, backend_name)`` is called once the
+    work is known, ``on_progress(unit_result)`` once per finished chunk."""
+    from aanbench.backends import get_backend
+    from aanbench.plugin_manager import get_plugins
+    from aanbench.weights import weights_dir as wdir
+
+    folder = wdir(weights_dir)
+    exs, paths, skipped = select_extractors(extractors, folder)
+    items = dataset.items(Path(root))
+    be = get_backend(backend, workers=workers, **(backend_options or {}))
+    store = FeatureStore(store_path)
+    plugins = get_plugins()
+    plan = plan_extraction(
+        store, dataset.name, items, exs, paths, segmentation=dataset.segmentation, chunk_rows=chunk_rows,
+        weights_dir=str(folder), device=device, batch_size=batch_size, targets=dataset.targets,
+        dataset_version=dataset.version, retry_failed=retry_failed, dataset_config=dataset.config(),
+        plugin_versions={e.name: plugins.version_of("extractor", e.name) for e in exs},
+        video_frames=getattr(dataset, "video_frames", None),
+    )
+    if on_planned:
+        on_planned(plan, skipped, be.name)
+    report = run_plan(plan, be, on_progress)
+    group = store.open_group(dataset.name, dataset.segmentation)
+    ids = group.item_ids()
+    failed: list[tuple[str, str, str]] = []
+    for ex in exs:
+        arr = group.feature(plan.job.keys[ex.name])
+        ok, errs = arr.ok(), arr.errors()
+        for i in np.flatnonzero(~ok):
+            failed.append((ids[i], ex.name, str(errs[i]) or "not computed"))
+    return ExtractionOutcome(report=report, plan=plan, failed=failed, skipped_extractors=skipped)

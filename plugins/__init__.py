@@ -1,0 +1,1 @@
+"""aanbench's built-in plugins (installed as ``aanbench_plugins``): one sub-package per kind."""

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from aanbench.mediawrite import write_clip
+from aanbench.pluginkit.mediawrite import write_clip
 
 REPO = Path(__file__).resolve().parents[1]
 AANBENCH = [sys.executable, "-m", "aanbench"]

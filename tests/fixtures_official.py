@@ -1,6 +1,6 @@
 """Writers of small fixture trees in the official layouts of EIMT16
 (LIRIS-ACCEDE + MediaEval 2016 test set) and extended COGNIMUSE, with real
-MP4 files (H.264 + AAC through :func:`aanbench.mediawrite.write_clip`).
+MP4 files (H.264 + AAC through :func:`aanbench.pluginkit.mediawrite.write_clip`).
 
 Never the real data: the clips are tiny (64x48, 10 fps, 16 kHz mono audio)
 and the labels are generated from a seed. What the layouts follow, and
@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from aanbench.mediawrite import write_clip
+from aanbench.pluginkit.mediawrite import write_clip
 
 FPS = 10
 WIDTH, HEIGHT = 64, 48

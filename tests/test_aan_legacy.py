@@ -23,9 +23,9 @@ import pytest
 import torch
 
 from aanbench.contracts import AanbenchError
-from aanbench.legacy_pickle import MAGIC_NUMBER, PROTOCOL_VERSION, Record, load_legacy
+from aanbench.pluginkit.legacy_pickle import MAGIC_NUMBER, PROTOCOL_VERSION, Record, load_legacy
 from aanbench.modelfile import load_model
-from aanbench_plugins.aan_legacy import build_net, convert_checkpoint, predict_arrays
+from aanbench_plugins.commands._aan_legacy_convert import build_net, convert_checkpoint, predict_arrays
 
 
 def _reference_dir() -> Path:
@@ -438,7 +438,7 @@ def test_import_aan_command_registers_and_converts(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from aanbench_plugins import aan_legacy
+    from aanbench_plugins.commands import import_aan as aan_legacy
 
     cli = SimpleNamespace(root=typer.Typer(), store=typer.Typer(), models=typer.Typer(), datasets=typer.Typer())
     aan_legacy.aanbench_commands(cli=cli)

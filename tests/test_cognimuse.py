@@ -14,11 +14,11 @@ import pytest
 from rich.console import Console
 
 from aanbench.contracts import AanbenchError
-from aanbench.datacheck import MANIFEST_NAME, render_check
+from aanbench.pluginkit.datacheck import MANIFEST_NAME, render_check
 from aanbench.plugin_manager import Plugins
 from aanbench.protocols import LeaveOneGroupOut, carve_validation
-from aanbench_plugins import cognimuse as cognimuse_module
-from aanbench_plugins.cognimuse import MOVIES, Cognimuse, movie_code, sequences
+from aanbench_plugins.datasets import cognimuse as cognimuse_module
+from aanbench_plugins.datasets.cognimuse import MOVIES, Cognimuse, movie_code, sequences
 
 from fixtures_official import COGNIMUSE_TOKENS, write_cognimuse
 

@@ -16,8 +16,8 @@ import pytest
 
 from aanbench.contracts import AanbenchError, Item, MediaRequest
 from aanbench.media import decode_media
-from aanbench_plugins import demo_dataset as demo
-from aanbench_plugins.demo_dataset import DemoDataset, demo_recipe, label_values, make_demo, render_clip
+from aanbench_plugins.datasets import demo as demo
+from aanbench_plugins.datasets.demo import DemoDataset, demo_recipe, label_values, make_demo, render_clip
 
 CLIPS = 40  # enough for the label-follows-factors correlations; 3 movies (2 train, 1 test)
 FULL = MediaRequest(frames=0, fps=25.0)  # every frame at the native rate
@@ -193,7 +193,7 @@ def _assert_same_decoded_frames(a: Path, b: Path, source: np.ndarray) -> None:
     assert np.abs(fa.astype(int) - source).mean() < 3.0
     assert np.abs(fb.astype(int) - source).mean() < 3.0
     if _x264_mbtree_on(a) or _x264_mbtree_on(b):
-        pytest.xfail("aanbench.mediawrite.write_clip encodes with x264 mb-tree, whose output is not "
+        pytest.xfail("aanbench.pluginkit.mediawrite.write_clip encodes with x264 mb-tree, whose output is not "
                      "reproducible within one process; needs x264-params mbtree=0 for identical frames")
     assert np.array_equal(fa, fb)
 

@@ -15,11 +15,11 @@ import pytest
 from rich.console import Console
 
 from aanbench.contracts import AanbenchError
-from aanbench.datacheck import MANIFEST_NAME, cache_manifest_path, render_check, run_check, to_json
+from aanbench.pluginkit.datacheck import MANIFEST_NAME, cache_manifest_path, render_check, run_check, to_json
 from aanbench.media import decode_media
 from aanbench.plugin_manager import Plugins
-from aanbench_plugins import eimt16 as eimt16_module
-from aanbench_plugins.eimt16 import Eimt16, parse_test_labels, sequences
+from aanbench_plugins.datasets import eimt16 as eimt16_module
+from aanbench_plugins.datasets.eimt16 import Eimt16, parse_test_labels, sequences
 
 from fixtures_official import write_eimt16
 

@@ -61,7 +61,8 @@ def test_bad_items_are_recorded_and_the_batch_completes(messy_folder: Path, tmp_
 
 def test_missing_file_is_recorded(tmp_path: Path, cli) -> None:
     from aanbench.contracts import Item
-    from aanbench.extraction import LocalBackend, plan_extraction, run_plan
+    from aanbench.backends.local import LocalBackend
+    from aanbench.extraction import plan_extraction, run_plan
     from aanbench.plugin_manager import get_plugins
 
     make_clip(tmp_path / "a.mp4")

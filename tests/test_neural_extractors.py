@@ -21,12 +21,16 @@ import torchvision
 
 from aanbench.contracts import AanbenchError, Item, ItemError, LoadContext, Media, MediaRequest, WeightFile
 from aanbench.media import decode_media
-from aanbench.mediawrite import write_clip
+from aanbench.pluginkit.mediawrite import write_clip
 from aanbench.weights import resolve, sha256_of
-from aanbench_plugins import flownets as fl
-from aanbench_plugins import i3d as i3
-from aanbench_plugins import resnet50 as rn
-from aanbench_plugins import vggish as vg
+from aanbench_plugins.extractors import flownets as fl
+from aanbench_plugins.extractors import i3d as i3
+from aanbench_plugins.extractors import resnet50 as rn
+from aanbench_plugins.extractors import vggish as vg
+from aanbench_plugins.extractors import _flownets_net as fl_net
+from aanbench_plugins.extractors import _i3d_net as i3_net
+from aanbench_plugins.extractors import _resnet50_net as rn_net
+from aanbench_plugins.extractors import _vggish_net as vg_net
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "attendaffectnet" / "sample_inputs"
 if not SAMPLES.is_dir():  # checkouts that sit elsewhere
@@ -49,15 +53,15 @@ def weights_folder(tmp_path_factory) -> Path:
     # torchvision: a plain state dict of 267 entries (no num_batches_tracked), zip format
     torch.save(_no_counters(torchvision.models.resnet50(weights=None)), folder / rn.WEIGHTS.filename)
     # pytorch-i3d: a state dict saved by PyTorch 0.3 (legacy format, no num_batches_tracked)
-    torch.save(_no_counters(i3.InceptionI3d()), folder / i3.WEIGHTS.filename, _use_new_zipfile_serialization=False)
+    torch.save(_no_counters(i3_net.InceptionI3d()), folder / i3.WEIGHTS.filename, _use_new_zipfile_serialization=False)
     # FlowNetPytorch: a checkpoint dict holding the state dict, legacy format
-    net = fl.FlowNetS()
+    net = fl_net.FlowNetS()
     for p in net.parameters():  # the file's scale: kaiming-like weights, small biases
         torch.nn.init.normal_(p, std=0.02) if p.dim() > 1 else torch.nn.init.uniform_(p, -0.05, 0.05)
     ckpt = {"epoch": 300, "arch": "flownets", "state_dict": net.state_dict(), "best_EPE": 1.951, "div_flow": 20}
     torch.save(ckpt, folder / fl.WEIGHTS.filename, _use_new_zipfile_serialization=False)
     # torchvggish: features.N / embeddings.N
-    torch.save(vg.VGGishNet().state_dict(), folder / vg.WEIGHTS.filename)
+    torch.save(vg_net.VGGishNet().state_dict(), folder / vg.WEIGHTS.filename)
     return folder
 
 
@@ -163,8 +167,8 @@ OFFICIAL_BYTES = {"resnet50": 102_530_333, "i3d": 50_883_138, "flownets": 154_70
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_BYTES))
 def test_our_networks_hold_as_many_numbers_as_the_official_files(name):
-    net = {"resnet50": lambda: torchvision.models.resnet50(weights=None), "i3d": i3.InceptionI3d,
-           "flownets": fl.FlowNetS, "vggish": vg.VGGishNet}[name]()
+    net = {"resnet50": lambda: torchvision.models.resnet50(weights=None), "i3d": i3_net.InceptionI3d,
+           "flownets": fl_net.FlowNetS, "vggish": vg_net.VGGishNet}[name]()
     sd = _no_counters(net)
     payload = sum(v.numel() * v.element_size() for v in sd.values())
     overhead = OFFICIAL_BYTES[name] - payload
@@ -172,7 +176,7 @@ def test_our_networks_hold_as_many_numbers_as_the_official_files(name):
 
 
 def test_a_file_that_does_not_fit_is_refused(tmp_path):
-    sd = {k: v for k, v in i3.InceptionI3d().state_dict().items() if k != "logits.conv3d.bias"}
+    sd = {k: v for k, v in i3_net.InceptionI3d().state_dict().items() if k != "logits.conv3d.bias"}
     torch.save(sd, tmp_path / i3.WEIGHTS.filename)
     ext = _with_file(i3.I3DExtractor(frames=16), tmp_path)
     with pytest.raises(AanbenchError, match="logits.conv3d.bias"):
@@ -249,7 +253,7 @@ def test_feature_is_the_mean_over_frames_and_pairs(loaded):
     flo = loaded["flownets"]
     m = Media(item=Item("x", None), duration=1.0, video={flo.needs.video_key(): frames})
     with torch.inference_mode():
-        p = fl.frame_pairs(frames)
+        p = fl_net.frame_pairs(frames)
         by_hand = flo.net.encode(p).mean(dim=(2, 3)).mean(dim=0).numpy()
     np.testing.assert_allclose(flo.extract([m])[0], by_hand, rtol=1e-4, atol=1e-6)
 
@@ -280,7 +284,7 @@ def test_published_samples_are_non_negative_like_ours(name, dim):
 def test_resnet50_normalisation_by_hand():
     frame = np.zeros((1, 2, 2, 3), dtype=np.uint8)
     frame[..., 0], frame[..., 1], frame[..., 2] = 255, 0, 128
-    x = rn.normalise_frames(frame)
+    x = rn_net.normalise_frames(frame)
     assert x.shape == (1, 3, 2, 2)
     assert x[0, 0, 0, 0].item() == pytest.approx((1.0 - 0.485) / 0.229, rel=1e-6)  # 2.2489
     assert x[0, 1, 0, 0].item() == pytest.approx((0.0 - 0.456) / 0.224, rel=1e-6)  # -2.0357
@@ -289,11 +293,11 @@ def test_resnet50_normalisation_by_hand():
 
 def test_i3d_input_scaled_to_minus_one_one(clip):
     frames = np.array([[[[0, 255, 51]]]], dtype=np.uint8)  # (T=1, H=1, W=1, 3)
-    x = i3.scale_frames(frames)
+    x = i3_net.scale_frames(frames)
     assert x.shape == (3, 1, 1, 1)
     assert x.flatten().tolist() == pytest.approx([-1.0, 1.0, 51 / 255 * 2 - 1])  # -0.6
     ext = i3.I3DExtractor(frames=4)
-    real = i3.scale_frames(_decode(clip, [ext]).frames_for(ext.needs))
+    real = i3_net.scale_frames(_decode(clip, [ext]).frames_for(ext.needs))
     assert real.shape == (3, 4, 224, 224)
     assert real.min() >= -1.0 and real.max() <= 1.0 and real.max() - real.min() > 1.0
 
@@ -303,7 +307,7 @@ def test_i3d_same_padding_by_hand():
     assert i3.same_pad(16, 3, 1) == (1, 1)
     assert i3.same_pad(7, 2, 2) == (0, 1)  # 7 % 2 == 1: 2 - 1 = 1
     assert i3.same_pad(8, 1, 1) == (0, 0)
-    net = i3.InceptionI3d().eval()
+    net = i3_net.InceptionI3d().eval()
     with torch.inference_mode():  # 64 -> 32 -> 16 -> 8 -> 4 -> 2 in space; 8 -> 4 -> 2 -> 1 in time
         y = net(torch.zeros(1, 3, 8, 64, 64))
     assert tuple(y.shape) == (1, 1024, 1, 2, 2)
@@ -313,7 +317,7 @@ def test_flownets_pairs_by_hand():
     frames = np.zeros((3, 2, 2, 3), dtype=np.uint8)
     frames[0, ..., 0] = 255  # frame 0 red
     frames[2, ..., 2] = 255  # frame 2 blue
-    p = fl.frame_pairs(frames)
+    p = fl_net.frame_pairs(frames)
     assert tuple(p.shape) == (2, 6, 2, 2)  # T - 1 pairs of 6 channels
     pair0 = p[0, :, 0, 0].tolist()  # frame 0 then frame 1, minus (0.45, 0.432, 0.411)
     assert pair0 == pytest.approx([0.55, -0.432, -0.411, -0.45, -0.432, -0.411])
@@ -391,8 +395,8 @@ def test_declared_contract():
 
 
 def test_too_few_frames_is_an_item_error_naming_the_item() -> None:
-    from aanbench_plugins.flownets import FlowNetSExtractor
-    from aanbench_plugins.resnet50 import ResNet50Extractor
+    from aanbench_plugins.extractors.flownets import FlowNetSExtractor
+    from aanbench_plugins.extractors.resnet50 import ResNet50Extractor
 
     for ex, t, need in ((FlowNetSExtractor(frames=2), 1, 2), (ResNet50Extractor(frames=1), 0, 1)):
         media = Media(item=Item("clip7", None), duration=1.0,

@@ -27,7 +27,7 @@ def test_builtins_are_listed_through_entry_points(cli) -> None:
         assert (kind, name) in got, f"{kind} {name} missing"
         assert got[(kind, name)]["origin"] == "built-in"
     # a plugin that only adds CLI commands is listed too
-    assert ("commands", "aan_legacy") in got
+    assert ("commands", "import_aan") in got
 
 
 def test_plugin_filter_env_keeps_tests_hermetic() -> None:
@@ -105,19 +105,19 @@ r = runner.invoke(aanbench.cli.app, ["extract", "files", "--root", str(root), "-
                                      "--extractors", "affect,logmel,emobase2010"])
 out["extract_exit"], out["extract_output"] = r.exit_code, r.output[-2000:]
 out["after_extract"] = torch_state()
-# names that moved out of the plugin modules are still served from there,
-# importing torch only then
-import aanbench_plugins.i3d as i3d
+# a plugin module's unknown attribute is a plain AttributeError (no lazy
+# forwarding), and the networks import torch only from their own modules
+import aanbench_plugins.extractors.i3d as i3d
 try:
     i3d.no_such_name
 except AttributeError:
     out["unknown_name"] = "AttributeError"
 out["after_unknown_name"] = torch_state()
-from aanbench_plugins.i3d import InceptionI3d
-from aanbench_plugins.feature_aan import NET_KEYS, FeatureAANNet
-from aanbench_plugins.aan_legacy import convert_checkpoint
-out["moved"] = [InceptionI3d.__name__, FeatureAANNet.__name__, convert_checkpoint.__name__]
-out["after_moved"] = torch_state()
+from aanbench_plugins.extractors._i3d_net import InceptionI3d
+from aanbench_plugins.models._feature_aan_net import FeatureAANNet
+from aanbench_plugins.commands._aan_legacy_convert import convert_checkpoint
+out["networks"] = [InceptionI3d.__name__, FeatureAANNet.__name__, convert_checkpoint.__name__]
+out["after_networks"] = torch_state()
 print(json.dumps(out))
 """
 
@@ -145,5 +145,5 @@ def test_loading_all_plugins_does_not_import_torch(tmp_path: Path) -> None:
     assert out["after_extract"] == no_torch
     assert out["unknown_name"] == "AttributeError"
     assert out["after_unknown_name"] == no_torch
-    assert out["moved"] == ["InceptionI3d", "FeatureAANNet", "convert_checkpoint"]
-    assert out["after_moved"]["torch"] is True  # the check itself can see torch being imported
+    assert out["networks"] == ["InceptionI3d", "FeatureAANNet", "convert_checkpoint"]
+    assert out["after_networks"]["torch"] is True  # the check itself can see torch being imported

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 ray = pytest.importorskip("ray")
 
-from aanbench.backend_ray import ACTOR_CLASS_NAME, RayBackend, _Chunk, _merge  # noqa: E402
+from aanbench.backends.ray import ACTOR_CLASS_NAME, RayBackend, _Chunk, _merge  # noqa: E402
 from aanbench.cli import app  # noqa: E402
 from aanbench.contracts import AanbenchError, Item  # noqa: E402
 from aanbench.extraction import ExtractionJob, UnitResult, WorkUnit  # noqa: E402
@@ -68,7 +68,7 @@ def _assert_same_store(got: Path, want: Path) -> None:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> dict[str, Path]:
     """The demo dataset and the local backend's store of it."""
-    from aanbench_plugins.demo_dataset import make_demo
+    from aanbench_plugins.datasets.demo import make_demo
 
     base = tmp_path_factory.mktemp("ray")
     root = make_demo(base / "demo", seed=3, clips=N_CLIPS)
@@ -173,7 +173,7 @@ def test_killed_worker_has_its_chunk_retried(demo, ray_session, tmp_path, caplog
     store = tmp_path / "killed"
     killer = _Killer(store)
     killer.start()
-    with caplog.at_level("WARNING", logger="aanbench.backend_ray"):
+    with caplog.at_level("WARNING", logger="aanbench.backends.ray"):
         res = _extract(demo["root"], store, "--backend", "ray", "--workers", "1")
     killer.stop.set()
     killer.join()

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from aanbench.contracts import Item, ItemError, Media, MediaRequest
-from aanbench_plugins import affect_descriptors as affect_mod
-from aanbench_plugins import emobase2010 as emo_mod
-from aanbench_plugins import logmel_stats as logmel_mod
-from aanbench_plugins.affect_descriptors import FEATURES, AffectDescriptors, affect_descriptors, rgb_to_hsv
-from aanbench_plugins.emobase2010 import Emobase2010
-from aanbench_plugins.logmel_stats import FEATURE_NAMES, LogmelStats, logmel_stats, mel_filterbank
+from aanbench_plugins.extractors import affect as affect_mod
+from aanbench_plugins.extractors import emobase2010 as emo_mod
+from aanbench_plugins.extractors import logmel as logmel_mod
+from aanbench_plugins.extractors.affect import FEATURES, AffectDescriptors, affect_descriptors, rgb_to_hsv
+from aanbench_plugins.extractors.emobase2010 import Emobase2010
+from aanbench_plugins.extractors.logmel import FEATURE_NAMES, LogmelStats, logmel_stats, mel_filterbank
 
 SR = 16000
 
@@ -327,7 +327,7 @@ def test_logmel_deterministic_and_errors() -> None:
 def test_registered_through_entry_points(monkeypatch) -> None:
     from aanbench.plugin_manager import Plugins
 
-    monkeypatch.setenv("AANBENCH_PLUGINS", "emobase2010,affect_descriptors,logmel_stats")
+    monkeypatch.setenv("AANBENCH_PLUGINS", "emobase2010,affect,logmel")
     monkeypatch.delenv("AANBENCH_DISABLE_PLUGINS", raising=False)
     p = Plugins()
     p.load_entry_points()
@@ -341,7 +341,7 @@ def test_registered_through_entry_points(monkeypatch) -> None:
 
 
 def _write_real_clip(tmp_path):
-    from aanbench.mediawrite import write_clip
+    from aanbench.pluginkit.mediawrite import write_clip
 
     fps, seconds = 24, 3
     frames = square_frames(t=fps * seconds, h=72, w=128, speed=2)
@@ -374,7 +374,7 @@ def test_real_clip_decoded_with_pyav(tmp_path, emobase: Emobase2010) -> None:
     _check_rows({e.name: e.extract([video if e.modality == "video" else audio]) for e in extractors})
 
     # a video-only file: the decoder or the extractor says "no audio stream"
-    from aanbench.mediawrite import write_clip
+    from aanbench.pluginkit.mediawrite import write_clip
 
     silent_clip = write_clip(tmp_path / "video_only.mp4", frames[:24], fps, None)
     with pytest.raises(ItemError, match="no audio stream"):

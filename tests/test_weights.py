@@ -16,10 +16,10 @@ from aanbench import hookimpl
 from aanbench.contracts import AanbenchError, Extractor, MediaRequest, WeightFile
 from aanbench.plugin_manager import get_plugins
 from aanbench.weights import Requirement, add_file, requirements, resolve, sha256_of, status, weights_dir
-from aanbench_plugins.flownets import FlowNetSExtractor
-from aanbench_plugins.i3d import I3DExtractor
-from aanbench_plugins.resnet50 import ResNet50Extractor
-from aanbench_plugins.vggish import VGGishExtractor
+from aanbench_plugins.extractors.flownets import FlowNetSExtractor
+from aanbench_plugins.extractors.i3d import I3DExtractor
+from aanbench_plugins.extractors.resnet50 import ResNet50Extractor
+from aanbench_plugins.extractors.vggish import VGGishExtractor
 
 REPO = Path(__file__).resolve().parents[1]
 NEURAL = [ResNet50Extractor(), I3DExtractor(), FlowNetSExtractor(), VGGishExtractor()]

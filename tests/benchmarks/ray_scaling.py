@@ -37,7 +37,7 @@ DEFAULT_EXTRACTORS = "affect,logmel,emobase2010"
 
 def make_dataset(folder: Path, clips: int, seed: int = 0) -> Path:
     """The demo dataset (``clips`` 4-second H.264/AAC clips) in ``folder``."""
-    from aanbench_plugins.demo_dataset import make_demo
+    from aanbench_plugins.datasets.demo import make_demo
 
     return make_demo(folder, seed=seed, clips=clips)
 
@@ -52,7 +52,7 @@ def _plan(root: Path, store: Path, extractors: Sequence[str], chunk_rows: int):
     ds = plugins.dataset("demo")
     items = ds.items(root)
     exs = [plugins.extractor(n) for n in extractors]
-    # the same arguments as `aanbench extract` (aanbench.cli.do_extract)
+    # the same arguments as `aanbench extract` (aanbench.extraction.extract_dataset)
     return plan_extraction(FeatureStore(store), ds.name, items, exs, {}, segmentation=ds.segmentation,
                            chunk_rows=chunk_rows, weights_dir=str(weights_dir(None)), targets=ds.targets,
                            dataset_version=ds.version, dataset_config=ds.config(),
@@ -113,7 +113,7 @@ def run_ray(root: Path, store: Path, extractors: Sequence[str], chunk_rows: int,
     the run (all processes, ours and others'); ``loadavg_1min`` is taken at
     the end. Together with the workers' CPU time they show how much CPU the
     run could get on a shared machine."""
-    from aanbench.backend_ray import RayBackend
+    from aanbench.backends.ray import RayBackend
     from aanbench.extraction import run_plan
 
     b0, n0 = _cpu_ticks()

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import make_clip  # noqa: E402
 
 from aanbench.contracts import Item  # noqa: E402
-from aanbench.extraction import LocalBackend, plan_extraction, run_plan  # noqa: E402
+from aanbench.backends.local import LocalBackend
+from aanbench.extraction import plan_extraction, run_plan  # noqa: E402
 from aanbench.plugin_manager import get_plugins  # noqa: E402
 from aanbench.store import FeatureStore  # noqa: E402
 

@@ -26,10 +26,10 @@ import torch
 
 from aanbench.contracts import Item, LoadContext, Media, WeightFile
 from aanbench.weights import resolve, sha256_of
-from aanbench_plugins.flownets import FlowNetSExtractor
-from aanbench_plugins.i3d import I3DExtractor
-from aanbench_plugins.resnet50 import ResNet50Extractor
-from aanbench_plugins.vggish import VGGishExtractor
+from aanbench_plugins.extractors.flownets import FlowNetSExtractor
+from aanbench_plugins.extractors.i3d import I3DExtractor
+from aanbench_plugins.extractors.resnet50 import ResNet50Extractor
+from aanbench_plugins.extractors.vggish import VGGishExtractor
 
 ITEMS = 2
 # frames per item (I3D: one 16-frame clip, the temporal sub-segment size); VGGish: seconds of audio

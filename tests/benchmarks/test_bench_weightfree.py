@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from aanbench.contracts import Item, Media
-from aanbench_plugins.affect_descriptors import AffectDescriptors
-from aanbench_plugins.emobase2010 import Emobase2010
-from aanbench_plugins.logmel_stats import LogmelStats
+from aanbench_plugins.extractors.affect import AffectDescriptors
+from aanbench_plugins.extractors.emobase2010 import Emobase2010
+from aanbench_plugins.extractors.logmel import LogmelStats
 
 SR = 16000
 SECONDS = 4.0

@@ -13,9 +13,8 @@ deviation (0.229, 0.224, 0.225). I3D and FlowNetS ask for the same frames,
 so one decode serves all three video extractors.
 
 Importing this module does not import torch or torchvision (every CLI call
-loads all plugins); they come in with :mod:`aanbench_plugins._resnet50_net`
-when the extractor loads. ``normalise`` and ``normalise_frames`` live there
-and are still importable from here.
+loads all plugins); they come in with :mod:`aanbench_plugins.extractors._resnet50_net`
+when the extractor loads. ``normalise`` and ``normalise_frames`` live there.
 """
 
 from __future__ import annotations
@@ -26,8 +25,7 @@ import numpy as np
 
 from aanbench import hookimpl
 from aanbench.contracts import Media, WeightFile
-from aanbench_plugins._lazy import moved_names
-from aanbench_plugins._neural import NeuralExtractor
+from aanbench_plugins.extractors._neural import NeuralExtractor
 
 if TYPE_CHECKING:
     import torch
@@ -76,8 +74,8 @@ class ResNet50Extractor(NeuralExtractor):
     def extract_group(self, group: Sequence[Media]) -> np.ndarray:
         import torch
 
-        from aanbench_plugins._resnet50_net import normalise
-        from aanbench_plugins._torch_util import frames_tensor, mean_by_item, run_in_passes
+        from aanbench_plugins.extractors._resnet50_net import normalise
+        from aanbench_plugins.extractors._torch_util import frames_tensor, mean_by_item, run_in_passes
 
         net = self._require_loaded()
         clips = self.frames_of(group)
@@ -97,7 +95,3 @@ class ResNet50Extractor(NeuralExtractor):
 @hookimpl
 def aanbench_extractors():
     return [ResNet50Extractor()]
-
-
-# moved to the torch module; still importable from here (PEP 562)
-__getattr__ = moved_names(__name__, {n: "aanbench_plugins._resnet50_net" for n in ("normalise", "normalise_frames")})

@@ -40,7 +40,7 @@ import av
 
 from aanbench import hookimpl
 from aanbench.contracts import AanbenchError, Dataset, Item
-from aanbench.datacheck import (
+from aanbench.pluginkit.datacheck import (
     DatasetCheck,
     FileIndex,
     build_check,
@@ -432,7 +432,7 @@ class Eimt16(Dataset):
     # -------------------------------------------------------------- check
     def check(self, root: Path) -> DatasetCheck:
         """Counts found against expected, missing and unreadable files,
-        label ranges and the checksum manifest (see :mod:`aanbench.datacheck`)."""
+        label ranges and the checksum manifest (see :mod:`aanbench.pluginkit.datacheck`)."""
         started = time.perf_counter()
         layout = Layout.find(require_root(root))
         excerpts, errors, warnings = self._excerpts(layout)

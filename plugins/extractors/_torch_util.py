@@ -2,7 +2,7 @@
 
 Imported only once a neural extractor loads or runs (importing torch costs
 seconds); the extractor classes themselves, with their base
-:class:`~aanbench_plugins._neural.NeuralExtractor`, import without torch.
+:class:`~aanbench_plugins.extractors._neural.NeuralExtractor`, import without torch.
 
 - :func:`read_checkpoint` reads a weight file with ``torch.load(...,
   weights_only=True)``: torch's restricted unpickler, which rebuilds tensors,
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from aanbench.contracts import AanbenchError
-from aanbench_plugins._neural import NeuralExtractor, chunks  # noqa: F401  (their old home; still importable here)
+from aanbench_plugins.extractors._neural import chunks
 
 
 def read_checkpoint(path: Path, what: str) -> Any:

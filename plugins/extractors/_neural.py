@@ -2,7 +2,7 @@
 
 This module does not import torch: every CLI call and every worker loads all
 plugins, and importing torch (and torchvision) costs seconds. Torch comes in
-with :mod:`aanbench_plugins._torch_util` when an extractor loads its network.
+with :mod:`aanbench_plugins.extractors._torch_util` when an extractor loads its network.
 
 :class:`NeuralExtractor` holds what the four share: frame sampling set at
 construction, device choice, batching of network inputs across items.
@@ -107,7 +107,7 @@ class NeuralExtractor(Extractor):
     def load(self, ctx: LoadContext) -> None:
         """Build the network with random init, load the verified weight file
         strictly, move it to ``ctx.device``, evaluation mode."""
-        from aanbench_plugins._torch_util import fill_batch_counters, load_strict, read_checkpoint, torch_device
+        from aanbench_plugins.extractors._torch_util import fill_batch_counters, load_strict, read_checkpoint, torch_device
 
         if self.weight_file.filename not in ctx.weights:
             raise AanbenchError(

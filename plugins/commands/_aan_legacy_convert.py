@@ -1,10 +1,10 @@
 """Convert the published AttendAffectNet checkpoints into aanbench model files
-(the converter behind :mod:`aanbench_plugins.aan_legacy`; it imports torch).
+(the converter behind :mod:`aanbench_plugins.commands.import_aan`; it imports torch).
 
 The authors (Thao et al. 2020, github.com/ivyha010/AttendAffectNet) published
 Feature AttendAffectNet models as legacy ``torch.save`` pickles of whole
 modules. :func:`convert_checkpoint` reads one with the restricted reader of
-:mod:`aanbench.legacy_pickle` (nothing from the file runs), takes the
+:mod:`aanbench.pluginkit.legacy_pickle` (nothing from the file runs), takes the
 hyper-parameters from the pickled attributes (heads, layers, epsilon, dropout,
 ``d_model``, which projection takes which input) and the forward pass from the
 class source text stored in the file (parsed with :mod:`ast` as data, never
@@ -40,10 +40,10 @@ import torch
 
 from aanbench import __version__ as AANBENCH_VERSION
 from aanbench.contracts import TARGETS, AanbenchError
-from aanbench.legacy_pickle import LegacyCheckpoint, Record, load_legacy
+from aanbench.pluginkit.legacy_pickle import LegacyCheckpoint, Record, load_legacy
 from aanbench.modelfile import FORMAT, save_model
-from aanbench_plugins._feature_aan_net import FeatureAANNet
-from aanbench_plugins.feature_aan import NET_KEYS
+from aanbench_plugins.models._feature_aan_net import FeatureAANNet
+from aanbench_plugins.models.feature_aan import NET_KEYS
 
 MODEL_NAME = "feature-aan"
 
@@ -316,7 +316,7 @@ def _sha256(path: Path) -> str:
 def checkpoint_to_payload(ck: LegacyCheckpoint, target: str | None = None) -> dict[str, Any]:
     """Build an aanbench model payload (see :mod:`aanbench.modelfile`) from a
     legacy Feature AttendAffectNet checkpoint read by
-    :func:`aanbench.legacy_pickle.load_legacy`."""
+    :func:`aanbench.pluginkit.legacy_pickle.load_legacy`."""
     where = ck.path.name
     top = ck.obj
     if not isinstance(top, Record):

@@ -1,4 +1,4 @@
-"""Torch part of the FlowNetS extractor (:mod:`aanbench_plugins.flownets`):
+"""Torch part of the FlowNetS extractor (:mod:`aanbench_plugins.extractors.flownets`):
 FlowNetS without batch norm (parameter names of ClementPinard/FlowNetPytorch)
 and the frame-pair inputs. Imported when the extractor loads; see that
 module for the details."""
@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aanbench_plugins.flownets import FLOW_MEAN_RGB
+from aanbench_plugins.extractors.flownets import FLOW_MEAN_RGB
 
 _ENCODER = [  # name, in, out, kernel, stride
     ("conv1", 6, 64, 7, 2),

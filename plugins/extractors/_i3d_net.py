@@ -1,4 +1,4 @@
-"""Torch part of the I3D extractor (:mod:`aanbench_plugins.i3d`): the RGB
+"""Torch part of the I3D extractor (:mod:`aanbench_plugins.extractors.i3d`): the RGB
 I3D network with TensorFlow "SAME" padding, and the input scaling. Imported
 when the extractor loads; see that module for the details."""
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aanbench_plugins.i3d import BN_EPS, same_pad
+from aanbench_plugins.extractors.i3d import BN_EPS, same_pad
 
 
 def _pad_same(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int]) -> torch.Tensor:

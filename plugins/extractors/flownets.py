@@ -37,8 +37,8 @@ accepted.
 
 Importing this module does not import torch (every CLI call loads all
 plugins): the network (``FlowNetS``) and the input helpers (``pair_inputs``,
-``frame_pairs``) live in :mod:`aanbench_plugins._flownets_net`, imported when
-the extractor loads, and are still importable from here.
+``frame_pairs``) live in :mod:`aanbench_plugins.extractors._flownets_net`, imported when
+the extractor loads .
 """
 
 from __future__ import annotations
@@ -49,8 +49,7 @@ import numpy as np
 
 from aanbench import hookimpl
 from aanbench.contracts import AanbenchError, Media, WeightFile
-from aanbench_plugins._lazy import moved_names
-from aanbench_plugins._neural import NeuralExtractor
+from aanbench_plugins.extractors._neural import NeuralExtractor
 
 if TYPE_CHECKING:
     import torch
@@ -86,7 +85,7 @@ class FlowNetSExtractor(NeuralExtractor):
                 "layer": "conv6_1", "pool": "mean over space, then over pairs"}
 
     def build(self) -> nn.Module:
-        from aanbench_plugins._flownets_net import FlowNetS
+        from aanbench_plugins.extractors._flownets_net import FlowNetS
 
         return FlowNetS()
 
@@ -101,8 +100,8 @@ class FlowNetSExtractor(NeuralExtractor):
     def extract_group(self, group: Sequence[Media]) -> np.ndarray:
         import torch
 
-        from aanbench_plugins._flownets_net import pair_inputs
-        from aanbench_plugins._torch_util import frames_tensor, mean_by_item, run_in_passes
+        from aanbench_plugins.extractors._flownets_net import pair_inputs
+        from aanbench_plugins.extractors._torch_util import frames_tensor, mean_by_item, run_in_passes
 
         net = self._require_loaded()
         clips = self.frames_of(group)
@@ -133,8 +132,3 @@ class FlowNetSExtractor(NeuralExtractor):
 @hookimpl
 def aanbench_extractors():
     return [FlowNetSExtractor()]
-
-
-# moved to the torch module; still importable from here (PEP 562)
-__getattr__ = moved_names(__name__, {n: "aanbench_plugins._flownets_net" for n in (
-    "_ENCODER", "_conv", "_deconv", "FlowNetS", "_scaled", "pair_inputs", "frame_pairs")})

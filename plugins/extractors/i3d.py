@@ -29,8 +29,8 @@ running statistic must match exactly.
 
 Importing this module does not import torch (every CLI call loads all
 plugins): the network (``InceptionI3d`` and its parts) and the input scaling
-(``scale``, ``scale_frames``) live in :mod:`aanbench_plugins._i3d_net`,
-imported when the extractor loads, and are still importable from here.
+(``scale``, ``scale_frames``) live in :mod:`aanbench_plugins.extractors._i3d_net`,
+imported when the extractor loads .
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ import numpy as np
 
 from aanbench import hookimpl
 from aanbench.contracts import Media, WeightFile
-from aanbench_plugins._lazy import moved_names
-from aanbench_plugins._neural import NeuralExtractor, chunks
+from aanbench_plugins.extractors._neural import NeuralExtractor, chunks
 
 if TYPE_CHECKING:
     import torch
@@ -87,7 +86,7 @@ class I3DExtractor(NeuralExtractor):
                 "pool": "mean over time and space"}
 
     def build(self) -> nn.Module:
-        from aanbench_plugins._i3d_net import InceptionI3d
+        from aanbench_plugins.extractors._i3d_net import InceptionI3d
 
         return InceptionI3d()
 
@@ -99,7 +98,7 @@ class I3DExtractor(NeuralExtractor):
     def extract_group(self, group: Sequence[Media]) -> np.ndarray:
         import torch
 
-        from aanbench_plugins._i3d_net import scale
+        from aanbench_plugins.extractors._i3d_net import scale
 
         net = self._require_loaded()
         clips = self.frames_of(group)
@@ -120,8 +119,3 @@ class I3DExtractor(NeuralExtractor):
 @hookimpl
 def aanbench_extractors():
     return [I3DExtractor()]
-
-
-# moved to the torch module; still importable from here (PEP 562)
-__getattr__ = moved_names(__name__, {n: "aanbench_plugins._i3d_net" for n in (
-    "_pad_same", "MaxPool3dSame", "Unit3D", "InceptionModule", "_LAYOUT", "InceptionI3d", "scale", "scale_frames")})

@@ -1,4 +1,4 @@
-"""Torch part of Feature AttendAffectNet (:mod:`aanbench_plugins.feature_aan`):
+"""Torch part of Feature AttendAffectNet (:mod:`aanbench_plugins.models.feature_aan`):
 the network. Imported when a model is built, trained or restored; see that
 module for the details."""
 
@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from aanbench_plugins.feature_aan import FEED_FORWARDS
+from aanbench_plugins.models.feature_aan import FEED_FORWARDS
 
 
 class AuthorsLayerNorm(nn.Module):

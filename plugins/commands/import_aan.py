@@ -2,12 +2,10 @@
 the command ``aanbench models import-aan``.
 
 The converter itself (reading the legacy pickle with
-:mod:`aanbench.legacy_pickle`, checking the stored forward passes, writing an
-:mod:`aanbench.modelfile`) is :mod:`aanbench_plugins._aan_legacy_convert`; see
+:mod:`aanbench.pluginkit.legacy_pickle`, checking the stored forward passes, writing an
+:mod:`aanbench.modelfile`) is :mod:`aanbench_plugins.commands._aan_legacy_convert`; see
 its documentation. It imports torch, so this module, which every CLI call
-loads to register the command, imports it only when the command runs. Its
-names (``convert_checkpoint``, ``checkpoint_to_payload``, ``build_net``,
-``predict_arrays``, ``VARIANT_FEATURES``, ...) are still importable from here.
+loads to register the command, imports it only when the command runs.
 """
 
 from __future__ import annotations
@@ -16,16 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from aanbench import hookimpl
-from aanbench_plugins._lazy import moved_names
-
-_CONVERTER_NAMES = (
-    "MODEL_NAME", "VARIANT_FEATURES", "FEATURE_DIMS", "_REFERENCE_FORWARDS", "_TOP_ALLOWED_FUNCS",
-    "_TOP_ALLOWED_METHODS", "_TANH", "_forward_def", "_fingerprint", "_reference_fingerprints", "_REF_FP",
-    "_check_forward", "_dotted", "_TopForward", "_variant_from_name", "_target_from_name", "_child", "_tensor",
-    "_linear", "_float_attr", "_one", "_sha256", "checkpoint_to_payload", "convert_checkpoint", "build_net",
-    "predict_arrays",
-)
-
 
 # --------------------------------------------------------------------------
 # CLI
@@ -47,7 +35,7 @@ def aanbench_commands(cli: Any) -> None:
         """Convert a published AttendAffectNet checkpoint (legacy torch.save of a
         whole module) into an aanbench model file, without running code from it."""
         from aanbench.modelfile import load_model
-        from aanbench_plugins._aan_legacy_convert import convert_checkpoint
+        from aanbench_plugins.commands._aan_legacy_convert import convert_checkpoint
 
         path = convert_checkpoint(checkpoint, out, target)
         payload = load_model(path)
@@ -55,7 +43,3 @@ def aanbench_commands(cli: Any) -> None:
         typer.echo(f"converted {checkpoint.name} ({payload['provenance']['variant']}, {payload['target']}, "
                    f"inputs {', '.join(payload['features'])}, head {cfg['head_activation']}, "
                    f"feed-forward {cfg['feed_forward']}) -> {path}")
-
-
-# the converter's names; still importable from here (PEP 562), importing torch on first use
-__getattr__ = moved_names(__name__, {n: "aanbench_plugins._aan_legacy_convert" for n in _CONVERTER_NAMES})

@@ -641,7 +641,7 @@ def make_demo(
     for stale in clip_dir.glob(".*.mp4.part"):  # left by a killed run of ours
         stale.unlink()
 
-    from aanbench.mediawrite import write_clip
+    from aanbench.pluginkit.mediawrite import write_clip
 
     label_rows: list[dict[str, str]] = []
     factor_rows: list[dict[str, str]] = []

@@ -1,4 +1,4 @@
-"""Torch part of the ResNet-50 extractor (:mod:`aanbench_plugins.resnet50`):
+"""Torch part of the ResNet-50 extractor (:mod:`aanbench_plugins.extractors.resnet50`):
 the ImageNet input normalisation. Imported when the extractor runs."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from aanbench_plugins.resnet50 import IMAGENET_MEAN, IMAGENET_STD
+from aanbench_plugins.extractors.resnet50 import IMAGENET_MEAN, IMAGENET_STD
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:

@@ -33,8 +33,7 @@ layer numbers, is renamed and loaded the same way (strictly).
 
 Importing this module does not import torch (every CLI call loads all
 plugins): the network ``VGGishNet`` lives in
-:mod:`aanbench_plugins._vggish_net`, imported when the extractor loads, and
-is still importable from here. The log-mel front end is NumPy, here.
+:mod:`aanbench_plugins.extractors._vggish_net`, imported when the extractor loads. The log-mel front end is NumPy, here.
 """
 
 from __future__ import annotations
@@ -46,8 +45,7 @@ import numpy as np
 
 from aanbench import hookimpl
 from aanbench.contracts import ItemError, Media, MediaRequest, WeightFile
-from aanbench_plugins._lazy import moved_names
-from aanbench_plugins._neural import NeuralExtractor
+from aanbench_plugins.extractors._neural import NeuralExtractor
 
 if TYPE_CHECKING:
     import torch
@@ -175,7 +173,7 @@ class VGGishExtractor(NeuralExtractor):
                 "pca": False, "pool": "mean over patches"}
 
     def build(self) -> nn.Module:
-        from aanbench_plugins._vggish_net import VGGishNet
+        from aanbench_plugins.extractors._vggish_net import VGGishNet
 
         return VGGishNet()
 
@@ -200,7 +198,7 @@ class VGGishExtractor(NeuralExtractor):
     def extract_group(self, group: Sequence[Media]) -> np.ndarray:
         import torch
 
-        from aanbench_plugins._torch_util import mean_by_item, run_in_passes
+        from aanbench_plugins.extractors._torch_util import mean_by_item, run_in_passes
 
         net = self._require_loaded()
         ex = [self.item_examples(m) for m in group]
@@ -213,7 +211,3 @@ class VGGishExtractor(NeuralExtractor):
 @hookimpl
 def aanbench_extractors():
     return [VGGishExtractor()]
-
-
-# moved to the torch module; still importable from here (PEP 562)
-__getattr__ = moved_names(__name__, {"VGGishNet": "aanbench_plugins._vggish_net"})

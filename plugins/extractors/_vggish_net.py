@@ -1,4 +1,4 @@
-"""Torch part of the VGGish extractor (:mod:`aanbench_plugins.vggish`): the
+"""Torch part of the VGGish extractor (:mod:`aanbench_plugins.extractors.vggish`): the
 VGGish network. Imported when the extractor loads; see that module for the
 details."""
 

@@ -1,7 +1,7 @@
 """``aanbench extract --backend ray``: the planner's chunks on Ray actors.
 
 Importing this module registers the backend as ``ray`` (see
-:func:`aanbench.extraction.get_backend`).
+:func:`aanbench.backends.get_backend`).
 
 Where Ray runs
     With no address a new local Ray instance is started, sized to this
@@ -75,7 +75,6 @@ from aanbench.extraction import (
     WorkUnit,
     execute_unit,
     feature_key,
-    register_backend,
 )
 from aanbench.store import FeatureStore
 
@@ -85,7 +84,7 @@ try:
 except ImportError as _exc:  # pragma: no cover - ray is a declared dependency
     raise ImportError(f"the ray backend needs the `ray` package ({_exc})") from None
 
-log = logging.getLogger("aanbench.backend_ray")
+log = logging.getLogger("aanbench.backends.ray")
 
 CPU = "cpu"
 GPU = "gpu"
@@ -701,4 +700,3 @@ def _creation_error(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:500]
 
 
-register_backend("ray", RayBackend)

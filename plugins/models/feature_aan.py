@@ -14,8 +14,8 @@ the single-modality models ``w(drop(x + tanh(x)))`` (``feed_forward="tanh_skip"`
 
 Importing this module does not import torch (every CLI call loads all
 plugins): the network (``FeatureAANNet`` and its layers) lives in
-:mod:`aanbench_plugins._feature_aan_net`, imported when a model is built,
-trained or restored, and is still importable from here.
+:mod:`aanbench_plugins.models._feature_aan_net`, imported when a model is built,
+trained or restored .
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ import numpy as np
 
 from aanbench import hookimpl
 from aanbench.contracts import FitReport, Model, ModelSpec
-from aanbench_plugins._lazy import moved_names
 
 if TYPE_CHECKING:
-    from aanbench_plugins._feature_aan_net import FeatureAANNet
+    from aanbench_plugins.models._feature_aan_net import FeatureAANNet
 
 FEED_FORWARDS = ("relu", "tanh_skip")
 
@@ -63,7 +62,7 @@ class FeatureAAN(Model):
         import torch
 
         from aanbench.training import TrainConfig, train_torch
-        from aanbench_plugins._feature_aan_net import FeatureAANNet
+        from aanbench_plugins.models._feature_aan_net import FeatureAANNet
 
         torch.manual_seed(seed)
         cfg = self._net_config()
@@ -87,7 +86,7 @@ class FeatureAAN(Model):
 
 
 def restore(state: Mapping[str, Any]) -> FeatureAAN:
-    from aanbench_plugins._feature_aan_net import FeatureAANNet
+    from aanbench_plugins.models._feature_aan_net import FeatureAANNet
 
     cfg = dict(state["config"])
     dims = cfg.pop("dims")
@@ -107,11 +106,3 @@ def aanbench_models():
         restore=restore,
         params=DEFAULTS,
     )]
-
-
-# moved out (they import torch); still importable from here (PEP 562)
-__getattr__ = moved_names(__name__, {
-    **{n: "aanbench_plugins._feature_aan_net" for n in (
-        "AuthorsLayerNorm", "MultiHeadSelfAttention", "EncoderLayer", "FeatureAANNet")},
-    **{n: "aanbench.training" for n in ("TrainConfig", "predict_torch", "train_torch")},
-})

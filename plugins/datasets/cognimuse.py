@@ -43,7 +43,7 @@ import numpy as np
 
 from aanbench import hookimpl
 from aanbench.contracts import AanbenchError, Dataset, Item
-from aanbench.datacheck import (
+from aanbench.pluginkit.datacheck import (
     MEDIA_EXTENSIONS,
     DatasetCheck,
     FileIndex,

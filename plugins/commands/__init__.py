@@ -1,0 +1,1 @@
+"""Built-in commands plugins of aanbench, one module per thing registered."""

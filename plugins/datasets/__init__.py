@@ -1,0 +1,1 @@
+"""Built-in datasets plugins of aanbench, one module per thing registered."""

@@ -1,0 +1,1 @@
+"""Built-in extractors plugins of aanbench, one module per thing registered."""

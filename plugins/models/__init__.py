@@ -1,0 +1,1 @@
+"""Built-in models plugins of aanbench, one module per thing registered."""
