@@ -175,6 +175,26 @@ class DatasetGroup:
     def splits(self) -> np.ndarray:
         return np.array([str(x) for x in self.group["items/split"][:]], dtype=str)
 
+    def starts(self) -> np.ndarray:
+        """``float64 (n_items,)`` window starts in seconds (NaN: the file's beginning)."""
+        return np.asarray(self.group["items/start"][:], dtype=np.float64)
+
+    def ends(self) -> np.ndarray:
+        """``float64 (n_items,)`` window ends in seconds (NaN: the file's end)."""
+        return np.asarray(self.group["items/end"][:], dtype=np.float64)
+
+    def paths(self) -> list[str]:
+        return [str(x) for x in self.group["items/path"][:]]
+
+    def item_table(self):
+        """The items as a ``pandas.DataFrame``, one row per stored row, in store
+        order: ``id``, ``group``, ``split``, ``path`` (str) and ``start``, ``end``
+        (float seconds, NaN = open)."""
+        import pandas as pd
+
+        return pd.DataFrame({"id": self.item_ids(), "group": self.groups(), "split": self.splits(),
+                             "path": self.paths(), "start": self.starts(), "end": self.ends()})
+
     def targets(self) -> list[str]:
         return sorted(k for k, _ in self.group["labels"].arrays())
 
