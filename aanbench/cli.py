@@ -16,15 +16,16 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from aanbench import __version__
 from aanbench.contracts import AanbenchError, Dataset
 
-console = Console()
-err_console = Console(stderr=True)
+from aanbench.output import make_console
+
+console = make_console()  # wraps for a terminal only: a pipe or file gets whole lines (aanbench/output.py)
+err_console = make_console(stderr=True)
 
 HELP = """\
 aanbench: a plugin-based multimodal feature store and benchmark suite for the
@@ -165,7 +166,7 @@ def datasets_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json
         return
     t = Table(title="aanbench datasets")
     for c in ("name", "protocol", "targets", "description"):
-        t.add_column(c)
+        t.add_column(c, no_wrap=c == "name")
     for r in sorted(rows, key=lambda r: r["name"]):
         t.add_row(r["name"], r["protocol"], ", ".join(r["targets"]), r["description"])
     console.print(t)
@@ -351,7 +352,7 @@ def store_info(
     for g in info:
         t = Table(title=f"{g['group']}  ({g['n_items']} items, chunks of {g['chunk_rows']}, labels: {', '.join(g['targets']) or 'none'})")
         for c in ("array", "shape", "items done", "ok", "failed", "source"):
-            t.add_column(c)
+            t.add_column(c, no_wrap=c == "array")
         for a in g["arrays"]:
             t.add_row(a["key"], "x".join(map(str, a["shape"])), f"{a['items_done']}/{g['n_items']}", str(a["items_ok"]),
                       str(len(a["failures"])), a["source"])
@@ -415,7 +416,7 @@ def experiments_cmd(registry: Optional[Path] = typer.Option(None, "--registry", 
     reg = _registry(registry)
     t = Table(title=f"experiments ({reg.path})")
     for c in ("experiment", "model", "features", "datasets with settings", "description"):
-        t.add_column(c)
+        t.add_column(c, no_wrap=c in ("experiment", "model", "features"))  # names are copied: never cut
     for name, e in sorted(reg.experiments.items()):
         t.add_row(name, e["model"], e["features"], ", ".join(sorted(e.get("datasets", {}))), e.get("description", ""))
     console.print(t)

@@ -325,7 +325,9 @@ def test_cli_check_extract_and_run_feature_aan(tmp_path, pristine, cli):
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["ok"] is True
     r = cli("datasets", "check", "eimt16", "--root", root)  # official counts: incomplete
-    assert r.exit_code == 1 and "NOT OK" in r.output
+    # Captured output is not a terminal: never wrapped, whatever $COLUMNS or the
+    # length of the temporary path, so the verdict and the path stay whole.
+    assert r.exit_code == 1 and f"NOT OK: eimt16 at {root}\n" in r.output, r.output
 
     text = (REPO / "registry.toml").read_text()
     header = "[experiments.feature-aan.datasets.eimt16]\n"
