@@ -410,16 +410,34 @@ def store_import_h5(
 # ---------------------------------------------------------------------------- run / leaderboard
 
 
+REGISTRY_HELP = ("Your own experiments file (TOML), added to the built-in registry; "
+                 "default $AANBENCH_REGISTRY.")
+
+
 @command(app, "experiments")
-def experiments_cmd(registry: Optional[Path] = typer.Option(None, "--registry", help="registry.toml to use.")) -> None:
-    """List the named experiments of registry.toml and their feature sets."""
+def experiments_cmd(
+    registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """List the named experiments (the built-in registry plus your own file),
+    their model, feature set and where each is defined."""
     reg = _registry(registry)
-    t = Table(title=f"experiments ({reg.path})")
-    for c in ("experiment", "model", "features", "datasets with settings", "description"):
-        t.add_column(c, no_wrap=c in ("experiment", "model", "features"))  # names are copied: never cut
+    rows = []
     for name, e in sorted(reg.experiments.items()):
-        t.add_row(name, e["model"], e["features"], ", ".join(sorted(e.get("datasets", {}))), e.get("description", ""))
-    console.print(t)
+        rows.append({"name": name, "model": e["model"], "feature_set": e["features"],
+                     "features": list(reg.feature_sets[e["features"]]),
+                     "datasets": sorted(e.get("datasets", {})), "description": e.get("description", ""),
+                     "extends": reg.parents.get(name), "origin": reg.origin(name)})
+    if as_json:
+        typer.echo(json.dumps({"files": [str(p) for p in reg.files], "experiments": rows}, indent=1))
+        return
+    t = Table(title="experiments (" + " + ".join(map(str, reg.files)) + ")")
+    for c in ("experiment", "model", "features", "datasets with settings", "origin", "description"):
+        t.add_column(c, no_wrap=c in ("experiment", "model", "features"))  # names are copied: never cut
+    for r in rows:
+        t.add_row(r["name"], r["model"], r["feature_set"], ", ".join(r["datasets"]), r["origin"], r["description"],
+                  style=None if r["origin"] == "built-in" else "cyan")
+    console.print(t, highlight=False)
 
 
 def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: Optional[int] = None,
