@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shlex
 import sys
 from dataclasses import dataclass
@@ -571,6 +572,49 @@ def predict_cmd(
 # ---------------------------------------------------------------------------- demo
 
 
+def _demo_prerequisites(generate: Any, experiments: list[str], workdir: Path, leaderboard: Path) -> list[str]:
+    """Everything `demo` needs, checked before the clips are made: the
+    registry and its demo experiments, their model and extractor plugins
+    (weight-free), and writable output folders. Returns the extractor names;
+    raises one error listing every problem."""
+    problems: list[str] = []
+    if generate is None:
+        problems.append("the demo dataset plugin cannot generate its data")
+    plugins = _plugins()
+    features: set[str] = set()
+    try:
+        reg = _registry()
+    except AanbenchError as exc:
+        reg = None
+        problems.append(str(exc))
+    for e in experiments if reg is not None else []:
+        try:
+            exp = reg.experiment(e, "demo")
+        except AanbenchError as exc:
+            problems.append(str(exc))
+            continue
+        if exp.model not in plugins.models:
+            problems.append(f"experiment {e}: model plugin {exp.model!r} is not installed (see `aanbench plugins`)")
+        features.update(exp.features)
+    for name in sorted(features):
+        ex = plugins.extractors.get(name)
+        if ex is None:
+            problems.append(f"extractor {name!r} is not installed or failed to load (see `aanbench plugins`)")
+        elif getattr(ex, "weights", ()):
+            problems.append(f"extractor {name!r} needs weight files; the demo uses weight-free extractors only")
+    for folder in (workdir, leaderboard.parent):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".aanbench-write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            problems.append(f"{folder}: cannot write here ({exc.strerror or exc}); use --workdir / --leaderboard")
+    if problems:
+        raise AanbenchError("demo cannot start:\n  " + "\n  ".join(problems))
+    return sorted(features)
+
+
 @command(app, "demo")
 def demo_cmd(
     workdir: Path = typer.Option(Path(".aanbench-demo"), "--workdir", help="Where the demo data, store and results go."),
@@ -587,8 +631,8 @@ def demo_cmd(
 
     ds = _plugins().dataset("demo")
     generate = getattr(ds, "generate", None)
-    if generate is None:
-        raise AanbenchError("the demo dataset plugin cannot generate its data")
+    experiments = ["feature-aan", "feature-aan-video", "feature-aan-audio", "ridge", "mean"]
+    features = _demo_prerequisites(generate, experiments, workdir, leaderboard)  # before any work
     data = workdir / "data"
     console.rule("[bold]1. demo dataset")
     with Progress(TextColumn("[bold]generate[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("clips"),
@@ -596,9 +640,6 @@ def demo_cmd(
         task = prog.add_task("generate", total=clips)
         generate(data, seed=seed, clips=clips, progress=lambda done, total: prog.update(task, completed=done, total=total))
     console.print(f"demo dataset: {data}")
-    reg = _registry()
-    experiments = ["feature-aan", "feature-aan-video", "feature-aan-audio", "ridge", "mean"]
-    features = sorted({f for e in experiments for f in reg.experiment(e, "demo").features})
     console.rule("[bold]2. extract features")
     store = workdir / "store"
     report, failed, plan = do_extract(ds, data, store, ",".join(features), workers=workers, chunk_rows=16)
