@@ -32,11 +32,10 @@ HELP = """\
 aanbench: a plugin-based multimodal feature store and benchmark suite for the
 emotions movies evoke (valence and arousal), after AttendAffectNet.
 
-Typical session:
+Typical session (`aanbench demo` does it all on a generated dataset):
 
 \b
-  aanbench demo                                   # everything, on a generated demo dataset
-
+  aanbench datasets check eimt16 --root ~/data/LIRIS-ACCEDE
   aanbench extract eimt16 --root ~/data/LIRIS-ACCEDE --store feats
   aanbench run feature-aan eimt16 --store feats --out results
   aanbench leaderboard eimt16 --results results --out leaderboards/eimt16.md
@@ -46,7 +45,101 @@ Extractors, datasets and models are plugins (entry-point group `aanbench`);
 `aanbench plugins` lists them.
 """
 
-app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+# Metavars a user reads in --help: what to type, not the Python type (`--store STORE`,
+# `--workers N`, `--option KEY=VALUE`, usage `aanbench run EXPERIMENT DATASET`).
+# An option or argument that sets its own metavar keeps it.
+METAVARS = {"option": "KEY=VALUE", "root": "DIR", "weights_dir": "DIR", "workdir": "DIR", "save_models": "DIR",
+            "out": "PATH", "results": "PATH", "registry": "FILE", "leaderboard": "FILE", "extractors": "NAMES",
+            "address": "ADDRESS", "device": "DEVICE"}
+
+
+def _metavar(param: Any) -> str | None:
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None or getattr(param, "is_flag", False) or getattr(param, "count", False) or desc.is_choice:
+        return None
+    name = param.name or ""
+    if name in METAVARS:
+        return METAVARS[name]
+    ann = desc.annotation
+    if ann is int:
+        return "N"
+    if ann is float:
+        return "NUMBER"
+    return name.upper()
+
+
+def _complete_datasets(ctx: Any, param: Any, incomplete: str) -> list[str]:
+    try:
+        return sorted(n for n in _plugins().datasets if n.startswith(incomplete))
+    except Exception:  # completion must never fail loudly
+        return []
+
+
+def _complete_experiments(ctx: Any, param: Any, incomplete: str) -> list[str]:
+    try:
+        return sorted(n for n in _registry(ctx.params.get("registry")).experiments if n.startswith(incomplete))
+    except Exception:
+        return []
+
+
+def _complete_extractors(ctx: Any, param: Any, incomplete: str) -> list[str]:
+    done, _, last = incomplete.rpartition(",")
+    try:
+        names = sorted(_plugins().extractors)
+    except Exception:
+        return []
+    prefix = done + "," if done else ""
+    return [prefix + n for n in names if n.startswith(last) and n not in done.split(",")]
+
+
+COMPLETERS = {"dataset": _complete_datasets, "experiment": _complete_experiments, "extractors": _complete_extractors}
+
+
+def _plain_metavars(cmd: Any) -> None:
+    """Give every Typer option and argument of ``cmd`` (and of its sub-commands)
+    a plain metavar (arguments show only their name, without a type), and
+    shell completion of dataset, experiment and extractor names."""
+    from typer.core import TyperArgument, TyperOption
+
+    if getattr(cmd, "_aanbench_metavars", False):
+        return
+    cmd._aanbench_metavars = True
+    for p in getattr(cmd, "params", []):
+        if type(p) is TyperArgument:
+            p.__class__ = _PlainArgument
+            if p.metavar is None:
+                p.metavar = (p.name or "").upper()
+        elif type(p) is TyperOption and p.metavar is None:
+            p.metavar = _metavar(p)
+        if p.name in COMPLETERS and getattr(p, "_custom_shell_complete", None) is None:
+            p._custom_shell_complete = COMPLETERS[p.name]
+    for sub in getattr(cmd, "commands", {}).values():
+        _plain_metavars(sub)
+
+
+from typer.core import TyperArgument as _TyperArgument, TyperGroup as _TyperGroup  # noqa: E402
+
+
+class _PlainArgument(_TyperArgument):
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None  # the metavar already names it
+
+    def _usage_display_name(self) -> str:
+        return self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+
+
+class _Group(_TyperGroup):
+    """The root command group: plain metavars for every command it resolves,
+    plugin commands included."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            _plain_metavars(cmd)
+        return cmd
+
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=True, rich_markup_mode=None, cls=_Group,
                   context_settings={"help_option_names": ["-h", "--help"]})
 store_app = typer.Typer(help="Inspect and fill feature stores.", no_args_is_help=True)
 models_app = typer.Typer(help="Model files: convert published checkpoints, inspect.", no_args_is_help=True)
@@ -116,6 +209,9 @@ def _parse_options(options: list[str] | None) -> dict[str, str]:
     return out
 
 
+DATASET_HELP = "Dataset name, as `aanbench datasets` lists it."
+
+
 def _dataset(name: str, options: list[str] | None = None) -> Dataset:
     ds = _plugins().dataset(name)
     opts = _parse_options(options)
@@ -175,16 +271,16 @@ def datasets_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json
 
 @command(datasets_app, "check")
 def datasets_check(
-    name: str = typer.Argument(..., help="Dataset name (see `aanbench datasets`)."),
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
     root: Path = typer.Option(..., "--root", help="Your copy of the dataset, in its official layout."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Check a copy of a dataset: files found against expected, unreadable files,
     labels out of range, changes since the last check. Exit 1 when incomplete."""
-    ds = _dataset(name, option)
+    ds = _dataset(dataset, option)
     if not hasattr(ds, "check"):
-        raise AanbenchError(f"dataset {name!r} offers no check")
+        raise AanbenchError(f"dataset {dataset!r} offers no check")
     from aanbench.pluginkit.datacheck import run_check
 
     raise typer.Exit(run_check(ds, root, as_json, console))
@@ -369,7 +465,7 @@ def store_info(
 def store_import_h5(
     file: Path = typer.Argument(..., help="HDF5 file holding an (n_items, dim) matrix."),
     store: Path = typer.Option(..., "--store", help="Feature store directory."),
-    dataset: str = typer.Option(..., "--dataset", help="Dataset name the rows belong to."),
+    dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP + " The rows belong to it."),
     extractor: str = typer.Option(..., "--extractor", help="Extractor name the features stand for (e.g. resnet50)."),
     key: str = typer.Option("default", "--key", help="HDF5 dataset inside the file."),
     segmentation: str = typer.Option("default", "--segmentation", help="Store segmentation group."),
@@ -693,7 +789,7 @@ _mount_optional()
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="aanbench")  # the same name (and completion variable) for `python -m aanbench`
     except AanbenchError as exc:  # raised outside a command (e.g. while loading)
         err_console.print(f"[bold red]error:[/] {exc}")
         sys.exit(exc.exit_code)

@@ -52,3 +52,58 @@ def test_sha256_and_paths_whole_in_piped_weights_listing(tmp_path) -> None:
     for sha in shas:
         assert sha in r.stdout, r.stdout
     assert str(wdir) in r.stdout
+
+
+# ---------------------------------------------------------------- --help and completion
+
+
+def _command_paths() -> list[tuple[str, ...]]:
+    import typer.main
+
+    from aanbench.cli import app
+
+    out: list[tuple[str, ...]] = []
+
+    def walk(cmd, path: tuple[str, ...]) -> None:
+        out.append(path)
+        for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+            walk(sub, path + (name,))
+
+    walk(typer.main.get_command(app), ())
+    return out
+
+
+def test_every_help_names_metavars_without_python_types(cli) -> None:
+    paths = _command_paths()
+    assert ("store", "info") in paths and ("datasets", "check") in paths and ("run",) in paths
+    for path in paths:
+        r = cli(*path, "--help")
+        assert r.exit_code == 0, (path, r.output)
+        for python_type in ("<str>", "<int>", "<float>", "<path>", "<bool>", "list[", "{"):
+            assert python_type not in r.output, (path, python_type, r.output)
+    r = cli("extract", "--help")
+    assert "extract [OPTIONS] DATASET\n" in r.output
+    for shown in ("--store STORE", "--workers N", "--option KEY=VALUE", "--gpus-per-worker NUMBER", "--root DIR"):
+        assert shown in r.output, shown
+
+
+def test_root_help_keeps_the_typical_session_one_command_a_line(cli) -> None:
+    r = cli("--help")
+    lines = [ln.strip() for ln in r.output.splitlines()]
+    for cmd in ("aanbench extract eimt16 --root ~/data/LIRIS-ACCEDE --store feats",
+                "aanbench run feature-aan eimt16 --store feats --out results",
+                "aanbench leaderboard eimt16 --results results --out leaderboards/eimt16.md"):
+        assert cmd in lines, r.output
+    assert "--install-completion" in r.output and "--show-completion" in r.output
+
+
+def test_shell_completion_of_commands_datasets_and_experiments() -> None:
+    def complete(words: str, cword: int) -> list[str]:
+        r = run_aanbench(env={"_AANBENCH_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)})
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+
+    assert complete("aanbench ex", 1) == ["extract", "experiments"]
+    assert complete("aanbench run feature-aan ei", 3) == ["eimt16", "eimt16-temporal"]
+    assert "feature-aan-video" in complete("aanbench run feature-aan-", 2)
+    assert complete("aanbench extract demo -e affect,emo", 4) == ["affect,emobase2010"]
