@@ -504,6 +504,35 @@ def store_import_h5(
                   f"as {group.path}/features/{arr.key}")
 
 
+@command(store_app, "export")
+def store_export(
+    store: Path = typer.Argument(..., help="Feature store directory."),
+    dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP),
+    out: Path = typer.Option(..., "--out", help="File to write: .parquet, .csv or .h5 (the suffix picks the format)."),
+    extractors: Optional[str] = typer.Option(None, "--extractors", "-e",
+                                             help="Comma-separated extractor names (or NAME@VERSION). Default: every stored array."),
+    segmentation: str = typer.Option("default", "--segmentation", help="Store segmentation group."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="parquet, csv or hdf5, when the suffix does not say.",
+                                      metavar="FORMAT"),
+    valid_only: bool = typer.Option(False, "--valid-only", help="Only the rows valid for every extractor."),
+) -> None:
+    """Export a store group's features, item table and labels for other tools.
+
+    Parquet and CSV: one row per item (id, group, split, path, start, end,
+    labels, then NAME_0 ... NAME_{dim-1} per extractor; NaN where an item
+    failed). HDF5: items/, labels/, features/NAME@VERSION and ok/NAME@VERSION
+    datasets (re-importable with `aanbench store import-h5 --key`).
+    The same from Python: `aanbench.api.open_features`.
+    """
+    from aanbench.api import export_features, export_format, open_features
+
+    export_format(out, fmt)  # a wrong suffix fails before any reading
+    feats = open_features(store, dataset, extractors, segmentation=segmentation)
+    path, kind, rows = export_features(feats, out, fmt, valid_only=valid_only)
+    dims = ", ".join(f"{feats.keys[n]} ({a.shape[1]})" for n, a in feats.arrays.items())
+    console.print(f"wrote {rows} rows of {feats.group} to {path} ({kind}): {dims}", highlight=False)
+
+
 # ---------------------------------------------------------------------------- run / leaderboard
 
 
