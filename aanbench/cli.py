@@ -7,6 +7,7 @@ print one message, never a traceback.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import os
@@ -23,7 +24,9 @@ from rich.table import Table
 from aanbench import __version__
 from aanbench.contracts import AanbenchError, Dataset
 
-from aanbench.output import make_console
+from rich.markup import escape
+
+from aanbench.output import DEBUG_ENV, debug_enabled, describe, make_console, print_traceback
 
 console = make_console()  # wraps for a terminal only: a pipe or file gets whole lines (aanbench/output.py)
 err_console = make_console(stderr=True)
@@ -164,17 +167,36 @@ class CliGroups:
         return command(target, name, **kw)
 
 
+_running_command: contextvars.ContextVar[str] = contextvars.ContextVar("aanbench_command", default="")
+
+
 def command(target: typer.Typer, name: str | None = None, **kw: Any) -> Callable:
     """Register a command whose expected errors become a message and exit 2."""
 
     def deco(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = _running_command.set(name or fn.__name__)
             try:
                 return fn(*args, **kwargs)
             except AanbenchError as exc:
-                err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+                if debug_enabled():
+                    print_traceback(exc, err_console)
+                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
                 raise typer.Exit(exc.exit_code) from None
+            except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # a bug, often in a plugin: say where; --debug for the traceback
+                if debug_enabled():
+                    print_traceback(exc, err_console)
+                    hint = ""
+                else:
+                    hint = " (rerun with `aanbench --debug ...` for the full traceback)"
+                err_console.print(f"[bold red]error:[/] {escape(describe(exc))}{hint}", highlight=False, markup=True,
+                                  soft_wrap=True)
+                raise typer.Exit(1) from None
+            finally:
+                _running_command.reset(token)
 
         target.command(name, **kw)(wrapper)
         return wrapper
@@ -212,7 +234,12 @@ def _parse_options(options: list[str] | None) -> dict[str, str]:
 DATASET_HELP = "Dataset name, as `aanbench datasets` lists it."
 
 
+TRAINING_COMMANDS = ("run", "train")
+
+
 def _dataset(name: str, options: list[str] | None = None) -> Dataset:
+    """The dataset plugin ``name``, configured with ``--option KEY=VALUE``s;
+    one a command that trains (run, train) cannot use is refused here."""
     ds = _plugins().dataset(name)
     opts = _parse_options(options)
     if opts:
@@ -220,6 +247,10 @@ def _dataset(name: str, options: list[str] | None = None) -> Dataset:
         if configure is None:
             raise AanbenchError(f"dataset {name!r} takes no options (got {', '.join(opts)})")
         ds = configure(**opts)
+    if _running_command.get() in TRAINING_COMMANDS:
+        from aanbench.registry import require_labelled
+
+        require_labelled(ds)
     return ds
 
 
@@ -519,7 +550,7 @@ def store_export(
     """Export a store group's features, item table and labels for other tools.
 
     Parquet and CSV: one row per item (id, group, split, path, start, end,
-    labels, then NAME_0 ... NAME_{dim-1} per extractor; NaN where an item
+    labels, then NAME_0, NAME_1, ... per extractor; NaN where an item
     failed). HDF5: items/, labels/, features/NAME@VERSION and ok/NAME@VERSION
     datasets (re-importable with `aanbench store import-h5 --key`).
     The same from Python: `aanbench.api.open_features`.
@@ -794,9 +825,15 @@ def _version_cb(value: bool) -> None:
 
 
 @app.callback()
-def root(version: bool = typer.Option(False, "--version", callback=_version_cb, is_eager=True,
-                                      help="Print the version and exit.")) -> None:
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version_cb, is_eager=True,
+                                 help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug",
+                               help=f"On an error, print the full traceback (file and line; also ${DEBUG_ENV}=1)."),
+) -> None:
     """aanbench"""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # worker processes inherit it
 
 
 def _mount_optional() -> None:

@@ -22,9 +22,9 @@ class FilesDataset(Dataset):
     protocol = "none"
 
     def items(self, root: Path) -> list[Item]:
-        root = Path(root)
-        if not root.is_dir():
-            raise AanbenchError(f"{root}: not a directory")
+        from aanbench.pluginkit.datacheck import require_root
+
+        root = require_root(root)  # "does not exist" and "not a directory" told apart
         files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
         if not files:
             raise AanbenchError(f"{root}: no media files ({', '.join(sorted(MEDIA_SUFFIXES))})")
