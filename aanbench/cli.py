@@ -857,5 +857,7 @@ def main() -> None:
     try:
         app(prog_name="aanbench")  # the same name (and completion variable) for `python -m aanbench`
     except AanbenchError as exc:  # raised outside a command (e.g. while loading)
-        err_console.print(f"[bold red]error:[/] {exc}")
+        if debug_enabled():
+            print_traceback(exc, err_console)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(exc.exit_code)
