@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shlex
 import sys
 from dataclasses import dataclass
@@ -16,25 +17,25 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from aanbench import __version__
 from aanbench.contracts import AanbenchError, Dataset
 
-console = Console()
-err_console = Console(stderr=True)
+from aanbench.output import make_console
+
+console = make_console()  # wraps for a terminal only: a pipe or file gets whole lines (aanbench/output.py)
+err_console = make_console(stderr=True)
 
 HELP = """\
 aanbench: a plugin-based multimodal feature store and benchmark suite for the
 emotions movies evoke (valence and arousal), after AttendAffectNet.
 
-Typical session:
+Typical session (`aanbench demo` does it all on a generated dataset):
 
 \b
-  aanbench demo                                   # everything, on a generated demo dataset
-
+  aanbench datasets check eimt16 --root ~/data/LIRIS-ACCEDE
   aanbench extract eimt16 --root ~/data/LIRIS-ACCEDE --store feats
   aanbench run feature-aan eimt16 --store feats --out results
   aanbench leaderboard eimt16 --results results --out leaderboards/eimt16.md
@@ -44,7 +45,101 @@ Extractors, datasets and models are plugins (entry-point group `aanbench`);
 `aanbench plugins` lists them.
 """
 
-app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+# Metavars a user reads in --help: what to type, not the Python type (`--store STORE`,
+# `--workers N`, `--option KEY=VALUE`, usage `aanbench run EXPERIMENT DATASET`).
+# An option or argument that sets its own metavar keeps it.
+METAVARS = {"option": "KEY=VALUE", "root": "DIR", "weights_dir": "DIR", "workdir": "DIR", "save_models": "DIR",
+            "out": "PATH", "results": "PATH", "registry": "FILE", "leaderboard": "FILE", "extractors": "NAMES",
+            "address": "ADDRESS", "device": "DEVICE"}
+
+
+def _metavar(param: Any) -> str | None:
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None or getattr(param, "is_flag", False) or getattr(param, "count", False) or desc.is_choice:
+        return None
+    name = param.name or ""
+    if name in METAVARS:
+        return METAVARS[name]
+    ann = desc.annotation
+    if ann is int:
+        return "N"
+    if ann is float:
+        return "NUMBER"
+    return name.upper()
+
+
+def _complete_datasets(ctx: Any, param: Any, incomplete: str) -> list[str]:
+    try:
+        return sorted(n for n in _plugins().datasets if n.startswith(incomplete))
+    except Exception:  # completion must never fail loudly
+        return []
+
+
+def _complete_experiments(ctx: Any, param: Any, incomplete: str) -> list[str]:
+    try:
+        return sorted(n for n in _registry(ctx.params.get("registry")).experiments if n.startswith(incomplete))
+    except Exception:
+        return []
+
+
+def _complete_extractors(ctx: Any, param: Any, incomplete: str) -> list[str]:
+    done, _, last = incomplete.rpartition(",")
+    try:
+        names = sorted(_plugins().extractors)
+    except Exception:
+        return []
+    prefix = done + "," if done else ""
+    return [prefix + n for n in names if n.startswith(last) and n not in done.split(",")]
+
+
+COMPLETERS = {"dataset": _complete_datasets, "experiment": _complete_experiments, "extractors": _complete_extractors}
+
+
+def _plain_metavars(cmd: Any) -> None:
+    """Give every Typer option and argument of ``cmd`` (and of its sub-commands)
+    a plain metavar (arguments show only their name, without a type), and
+    shell completion of dataset, experiment and extractor names."""
+    from typer.core import TyperArgument, TyperOption
+
+    if getattr(cmd, "_aanbench_metavars", False):
+        return
+    cmd._aanbench_metavars = True
+    for p in getattr(cmd, "params", []):
+        if type(p) is TyperArgument:
+            p.__class__ = _PlainArgument
+            if p.metavar is None:
+                p.metavar = (p.name or "").upper()
+        elif type(p) is TyperOption and p.metavar is None:
+            p.metavar = _metavar(p)
+        if p.name in COMPLETERS and getattr(p, "_custom_shell_complete", None) is None:
+            p._custom_shell_complete = COMPLETERS[p.name]
+    for sub in getattr(cmd, "commands", {}).values():
+        _plain_metavars(sub)
+
+
+from typer.core import TyperArgument as _TyperArgument, TyperGroup as _TyperGroup  # noqa: E402
+
+
+class _PlainArgument(_TyperArgument):
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None  # the metavar already names it
+
+    def _usage_display_name(self) -> str:
+        return self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+
+
+class _Group(_TyperGroup):
+    """The root command group: plain metavars for every command it resolves,
+    plugin commands included."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            _plain_metavars(cmd)
+        return cmd
+
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=True, rich_markup_mode=None, cls=_Group,
                   context_settings={"help_option_names": ["-h", "--help"]})
 store_app = typer.Typer(help="Inspect and fill feature stores.", no_args_is_help=True)
 models_app = typer.Typer(help="Model files: convert published checkpoints, inspect.", no_args_is_help=True)
@@ -114,6 +209,9 @@ def _parse_options(options: list[str] | None) -> dict[str, str]:
     return out
 
 
+DATASET_HELP = "Dataset name, as `aanbench datasets` lists it."
+
+
 def _dataset(name: str, options: list[str] | None = None) -> Dataset:
     ds = _plugins().dataset(name)
     opts = _parse_options(options)
@@ -165,7 +263,7 @@ def datasets_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json
         return
     t = Table(title="aanbench datasets")
     for c in ("name", "protocol", "targets", "description"):
-        t.add_column(c)
+        t.add_column(c, no_wrap=c == "name")
     for r in sorted(rows, key=lambda r: r["name"]):
         t.add_row(r["name"], r["protocol"], ", ".join(r["targets"]), r["description"])
     console.print(t)
@@ -173,16 +271,16 @@ def datasets_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json
 
 @command(datasets_app, "check")
 def datasets_check(
-    name: str = typer.Argument(..., help="Dataset name (see `aanbench datasets`)."),
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
     root: Path = typer.Option(..., "--root", help="Your copy of the dataset, in its official layout."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Check a copy of a dataset: files found against expected, unreadable files,
     labels out of range, changes since the last check. Exit 1 when incomplete."""
-    ds = _dataset(name, option)
+    ds = _dataset(dataset, option)
     if not hasattr(ds, "check"):
-        raise AanbenchError(f"dataset {name!r} offers no check")
+        raise AanbenchError(f"dataset {dataset!r} offers no check")
     from aanbench.pluginkit.datacheck import run_check
 
     raise typer.Exit(run_check(ds, root, as_json, console))
@@ -351,7 +449,7 @@ def store_info(
     for g in info:
         t = Table(title=f"{g['group']}  ({g['n_items']} items, chunks of {g['chunk_rows']}, labels: {', '.join(g['targets']) or 'none'})")
         for c in ("array", "shape", "items done", "ok", "failed", "source"):
-            t.add_column(c)
+            t.add_column(c, no_wrap=c == "array")
         for a in g["arrays"]:
             t.add_row(a["key"], "x".join(map(str, a["shape"])), f"{a['items_done']}/{g['n_items']}", str(a["items_ok"]),
                       str(len(a["failures"])), a["source"])
@@ -367,7 +465,7 @@ def store_info(
 def store_import_h5(
     file: Path = typer.Argument(..., help="HDF5 file holding an (n_items, dim) matrix."),
     store: Path = typer.Option(..., "--store", help="Feature store directory."),
-    dataset: str = typer.Option(..., "--dataset", help="Dataset name the rows belong to."),
+    dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP + " The rows belong to it."),
     extractor: str = typer.Option(..., "--extractor", help="Extractor name the features stand for (e.g. resnet50)."),
     key: str = typer.Option("default", "--key", help="HDF5 dataset inside the file."),
     segmentation: str = typer.Option("default", "--segmentation", help="Store segmentation group."),
@@ -406,19 +504,66 @@ def store_import_h5(
                   f"as {group.path}/features/{arr.key}")
 
 
+@command(store_app, "export")
+def store_export(
+    store: Path = typer.Argument(..., help="Feature store directory."),
+    dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP),
+    out: Path = typer.Option(..., "--out", help="File to write: .parquet, .csv or .h5 (the suffix picks the format)."),
+    extractors: Optional[str] = typer.Option(None, "--extractors", "-e",
+                                             help="Comma-separated extractor names (or NAME@VERSION). Default: every stored array."),
+    segmentation: str = typer.Option("default", "--segmentation", help="Store segmentation group."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="parquet, csv or hdf5, when the suffix does not say.",
+                                      metavar="FORMAT"),
+    valid_only: bool = typer.Option(False, "--valid-only", help="Only the rows valid for every extractor."),
+) -> None:
+    """Export a store group's features, item table and labels for other tools.
+
+    Parquet and CSV: one row per item (id, group, split, path, start, end,
+    labels, then NAME_0 ... NAME_{dim-1} per extractor; NaN where an item
+    failed). HDF5: items/, labels/, features/NAME@VERSION and ok/NAME@VERSION
+    datasets (re-importable with `aanbench store import-h5 --key`).
+    The same from Python: `aanbench.api.open_features`.
+    """
+    from aanbench.api import export_features, export_format, open_features
+
+    export_format(out, fmt)  # a wrong suffix fails before any reading
+    feats = open_features(store, dataset, extractors, segmentation=segmentation)
+    path, kind, rows = export_features(feats, out, fmt, valid_only=valid_only)
+    dims = ", ".join(f"{feats.keys[n]} ({a.shape[1]})" for n, a in feats.arrays.items())
+    console.print(f"wrote {rows} rows of {feats.group} to {path} ({kind}): {dims}", highlight=False)
+
+
 # ---------------------------------------------------------------------------- run / leaderboard
 
 
+REGISTRY_HELP = ("Your own experiments file (TOML), added to the built-in registry; "
+                 "default $AANBENCH_REGISTRY.")
+
+
 @command(app, "experiments")
-def experiments_cmd(registry: Optional[Path] = typer.Option(None, "--registry", help="registry.toml to use.")) -> None:
-    """List the named experiments of registry.toml and their feature sets."""
+def experiments_cmd(
+    registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """List the named experiments (the built-in registry plus your own file),
+    their model, feature set and where each is defined."""
     reg = _registry(registry)
-    t = Table(title=f"experiments ({reg.path})")
-    for c in ("experiment", "model", "features", "datasets with settings", "description"):
-        t.add_column(c)
+    rows = []
     for name, e in sorted(reg.experiments.items()):
-        t.add_row(name, e["model"], e["features"], ", ".join(sorted(e.get("datasets", {}))), e.get("description", ""))
-    console.print(t)
+        rows.append({"name": name, "model": e["model"], "feature_set": e["features"],
+                     "features": list(reg.feature_sets[e["features"]]),
+                     "datasets": sorted(e.get("datasets", {})), "description": e.get("description", ""),
+                     "extends": reg.parents.get(name), "origin": reg.origin(name)})
+    if as_json:
+        typer.echo(json.dumps({"files": [str(p) for p in reg.files], "experiments": rows}, indent=1))
+        return
+    t = Table(title="experiments (" + " + ".join(map(str, reg.files)) + ")")
+    for c in ("experiment", "model", "features", "datasets with settings", "origin", "description"):
+        t.add_column(c, no_wrap=c in ("experiment", "model", "features"))  # names are copied: never cut
+    for r in rows:
+        t.add_row(r["name"], r["model"], r["feature_set"], ", ".join(r["datasets"]), r["origin"], r["description"],
+                  style=None if r["origin"] == "built-in" else "cyan")
+    console.print(t, highlight=False)
 
 
 def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: Optional[int] = None,
@@ -552,6 +697,49 @@ def predict_cmd(
 # ---------------------------------------------------------------------------- demo
 
 
+def _demo_prerequisites(generate: Any, experiments: list[str], workdir: Path, leaderboard: Path) -> list[str]:
+    """Everything `demo` needs, checked before the clips are made: the
+    registry and its demo experiments, their model and extractor plugins
+    (weight-free), and writable output folders. Returns the extractor names;
+    raises one error listing every problem."""
+    problems: list[str] = []
+    if generate is None:
+        problems.append("the demo dataset plugin cannot generate its data")
+    plugins = _plugins()
+    features: set[str] = set()
+    try:
+        reg = _registry()
+    except AanbenchError as exc:
+        reg = None
+        problems.append(str(exc))
+    for e in experiments if reg is not None else []:
+        try:
+            exp = reg.experiment(e, "demo")
+        except AanbenchError as exc:
+            problems.append(str(exc))
+            continue
+        if exp.model not in plugins.models:
+            problems.append(f"experiment {e}: model plugin {exp.model!r} is not installed (see `aanbench plugins`)")
+        features.update(exp.features)
+    for name in sorted(features):
+        ex = plugins.extractors.get(name)
+        if ex is None:
+            problems.append(f"extractor {name!r} is not installed or failed to load (see `aanbench plugins`)")
+        elif getattr(ex, "weights", ()):
+            problems.append(f"extractor {name!r} needs weight files; the demo uses weight-free extractors only")
+    for folder in (workdir, leaderboard.parent):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".aanbench-write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            problems.append(f"{folder}: cannot write here ({exc.strerror or exc}); use --workdir / --leaderboard")
+    if problems:
+        raise AanbenchError("demo cannot start:\n  " + "\n  ".join(problems))
+    return sorted(features)
+
+
 @command(app, "demo")
 def demo_cmd(
     workdir: Path = typer.Option(Path(".aanbench-demo"), "--workdir", help="Where the demo data, store and results go."),
@@ -568,8 +756,8 @@ def demo_cmd(
 
     ds = _plugins().dataset("demo")
     generate = getattr(ds, "generate", None)
-    if generate is None:
-        raise AanbenchError("the demo dataset plugin cannot generate its data")
+    experiments = ["feature-aan", "feature-aan-video", "feature-aan-audio", "ridge", "mean"]
+    features = _demo_prerequisites(generate, experiments, workdir, leaderboard)  # before any work
     data = workdir / "data"
     console.rule("[bold]1. demo dataset")
     with Progress(TextColumn("[bold]generate[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("clips"),
@@ -577,9 +765,6 @@ def demo_cmd(
         task = prog.add_task("generate", total=clips)
         generate(data, seed=seed, clips=clips, progress=lambda done, total: prog.update(task, completed=done, total=total))
     console.print(f"demo dataset: {data}")
-    reg = _registry()
-    experiments = ["feature-aan", "feature-aan-video", "feature-aan-audio", "ridge", "mean"]
-    features = sorted({f for e in experiments for f in reg.experiment(e, "demo").features})
     console.rule("[bold]2. extract features")
     store = workdir / "store"
     report, failed, plan = do_extract(ds, data, store, ",".join(features), workers=workers, chunk_rows=16)
@@ -633,7 +818,7 @@ _mount_optional()
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="aanbench")  # the same name (and completion variable) for `python -m aanbench`
     except AanbenchError as exc:  # raised outside a command (e.g. while loading)
         err_console.print(f"[bold red]error:[/] {exc}")
         sys.exit(exc.exit_code)

@@ -83,3 +83,78 @@ def test_cli_reports_registry_error_with_exit_2(tmp_path: Path, cli) -> None:
     r = cli("experiments", "--registry", reg)
     assert r.exit_code == 2
     assert "experiments.x.features" in r.output and "Traceback" not in r.output
+
+
+# ---------------------------------------------------------------- the user's file adds to the built-in registry
+
+MINE = """
+[defaults]
+seed = 7
+[feature_sets]
+mine = ["affect", "logmel"]
+[experiments.feature-aan-mine]
+extends = "feature-aan"
+description = "feature-aan on my features"
+features = "mine"
+[experiments.feature-aan-mine.datasets.eimt16]
+max_epochs = 3
+[experiments.ridge-audio]
+extends = "ridge"
+features = "weightfree-audio"
+"""
+
+
+def test_user_file_adds_to_the_builtin_registry(tmp_path: Path) -> None:
+    reg = load_registry(_write(tmp_path, MINE))
+    assert {"feature-aan", "ridge", "mean", "feature-aan-mine", "ridge-audio"} <= set(reg.experiments)
+    mine = reg.experiment("feature-aan-mine", "eimt16")
+    assert mine.features == ("affect", "logmel") and mine.model == "feature-aan"
+    # the built-in eimt16 settings are inherited, the user's override wins
+    assert mine.params_for("arousal")["batch_size"] == 40 and mine.params["max_epochs"] == 3
+    assert mine.params["layers"] == 6 and mine.seed == 7 and mine.source == tmp_path / "registry.toml"
+    assert reg.experiment("ridge-audio", "cognimuse").features == ("emobase2010", "logmel")  # a built-in set
+    builtin = reg.experiment("feature-aan", "eimt16")
+    assert builtin.params["max_epochs"] == 500 and builtin.source == reg.builtin_path
+    assert reg.origin("feature-aan") == "built-in" and reg.origin("ridge-audio") == str(tmp_path / "registry.toml")
+
+
+def test_user_file_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AANBENCH_REGISTRY", str(_write(tmp_path, MINE)))
+    assert "ridge-audio" in load_registry().experiments
+    monkeypatch.setenv("AANBENCH_REGISTRY", str(tmp_path / "gone.toml"))
+    with pytest.raises(AanbenchError, match=r"registry file not found: .*gone.toml \(named by \$AANBENCH_REGISTRY\)"):
+        load_registry()
+
+
+@pytest.mark.parametrize("text, key", [
+    ('[experiments.ridge]\nmodel = "mean"\nfeatures = "both"\n', "experiments.ridge"),
+    ('[feature_sets]\nboth = ["affect"]\n', "feature_sets.both"),
+    ('[weights."rgb_imagenet.pt"]\nextractor = "i3d"\nsha256 = "00"\nsource = "x"\n', "weights.rgb_imagenet.pt"),
+])
+def test_user_file_cannot_redefine_a_builtin_name(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(AanbenchError) as ei:
+        load_registry(_write(tmp_path, text))
+    msg = str(ei.value)
+    assert key in msg and "already defined in the built-in registry" in msg and str(tmp_path) in msg
+
+
+def test_user_file_extends_an_unknown_experiment(tmp_path: Path) -> None:
+    with pytest.raises(AanbenchError, match=r"experiments\.x\.extends: no experiment 'nope' \(here or built in\)"):
+        load_registry(_write(tmp_path, '[experiments.x]\nextends = "nope"\n'))
+
+
+def test_experiments_lists_both_with_their_origin(tmp_path: Path, cli) -> None:
+    import json
+
+    mine = _write(tmp_path, MINE)
+    r = cli("experiments", "--registry", mine, "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    rows = {e["name"]: e for e in doc["experiments"]}
+    assert rows["feature-aan"]["origin"] == "built-in"
+    assert rows["feature-aan-mine"]["origin"] == str(mine) and rows["feature-aan-mine"]["extends"] == "feature-aan"
+    assert rows["feature-aan-mine"]["features"] == ["affect", "logmel"]
+    assert doc["files"][-1] == str(mine) and doc["files"][0].endswith("registry.toml")
+    r = cli("experiments", "--registry", mine)
+    line = next(ln for ln in r.output.splitlines() if "ridge-audio" in ln)
+    assert str(mine) in line  # the origin, whole, on the experiment's row
