@@ -1,5 +1,9 @@
-"""Evaluation protocols: which items train and which test, fold by fold,
-and the validation split carved from training data only."""
+"""Evaluation protocols: which samples train and which test, fold by fold,
+and the validation split carved from training data only.
+
+Everything here works on sample indices with one ``split`` and one
+``group`` per sample (a sample is one stored row, or a window of rows
+that never crosses a group or a split: :mod:`aanbench.samples`)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from aanbench.contracts import AanbenchError
 @dataclass(frozen=True)
 class Fold:
     name: str
-    train: np.ndarray  # row indices
+    train: np.ndarray  # sample indices
     test: np.ndarray
 
 
@@ -32,6 +36,13 @@ class FixedSplit:
             )
         yield Fold("test", train, test)
 
+    def training_pool(self, splits: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """What a final model trains on (``aanbench train``): the train split."""
+        train = np.flatnonzero(splits == "train")
+        if not len(train):
+            raise AanbenchError("fixed split: no samples marked train")
+        return train
+
 
 class LeaveOneGroupOut:
     """One fold per group (movie): that group tests, all others train."""
@@ -45,11 +56,18 @@ class LeaveOneGroupOut:
         for g in names:
             yield Fold(g, np.flatnonzero(groups != g), np.flatnonzero(groups == g))
 
+    def training_pool(self, splits: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """What a final model trains on (``aanbench train``): every group."""
+        return np.arange(len(groups))
+
 
 PROTOCOLS = {"fixed": FixedSplit, "leave-one-group-out": LeaveOneGroupOut}
 
 
 def get_protocol(name: str):
+    if name == "none":
+        raise AanbenchError("the dataset is unlabelled: nothing to train or evaluate; "
+                            "use `aanbench predict MODEL --dataset ...` to apply a trained model")
     try:
         return PROTOCOLS[name]()
     except KeyError:
@@ -57,11 +75,12 @@ def get_protocol(name: str):
 
 
 def carve_validation(train: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split training rows into (fit, validation), from training rows only.
+    """Split training samples into (fit, validation), from training samples only.
 
-    When the training rows span at least 3 groups, whole groups go to
-    validation (so one movie's excerpts never sit on both sides); otherwise
-    single rows. About ``fraction`` of the rows, at least one group / row.
+    ``train``: sample indices; ``groups``: one group per sample. When the
+    training samples span at least 3 groups, whole groups go to validation
+    (so one movie's samples never sit on both sides); otherwise single
+    samples. About ``fraction`` of the samples, at least one group / sample.
     """
     train = np.asarray(train)
     if fraction <= 0 or len(train) < 4:
