@@ -209,7 +209,7 @@ def _fit_forest(x, y, vx, vy, params, seed):
     return ForestPart.from_sklearn(m), {}, None
 
 
-COMMON = {"fusion": "early", "fusion_groups": [], "val_fraction": 0.1}
+COMMON = {"fusion": "early", "fusion_groups": []}
 SPECS: dict[str, tuple[str, Callable, dict[str, Any]]] = {
     "linear": ("Ordinary least squares on the concatenated standardised features", _fit_linear, {}),
     "svr-linear": ("L2-loss linear SVR (liblinear -s 11; Yi & Wang 2019: C = 2^-5 valence, 2^-2 arousal)",
