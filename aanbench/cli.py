@@ -599,6 +599,8 @@ def experiments_cmd(
 
 def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: Optional[int] = None,
            registry: Optional[Path] = None, save_models: Optional[Path] = None, quiet: bool = False):
+    """Run ``experiment`` on the stored features of ``dataset`` and write its
+    results file (``out/<dataset>/<experiment>/seed<N>.json``); returns (doc, path)."""
     from aanbench.runner import run_experiment, write_results
     from aanbench.store import FeatureStore
 
@@ -607,7 +609,7 @@ def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: O
     group = FeatureStore(store, mode="r").open_group(dataset.name, dataset.segmentation)
     group.check_dataset_config(dataset.config())
     with Progress(TextColumn(f"[bold]{experiment}[/] {{task.fields[what]}}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, disable=quiet) as prog:
+                  TimeElapsedColumn(), console=err_console if quiet else console, disable=quiet) as prog:
         task = prog.add_task("fit", total=None, what="")
 
         def on_fit(target: str, fold: str, done: int, total: int) -> None:
@@ -619,6 +621,12 @@ def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: O
     return doc, path
 
 
+def _results_summary(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    return {"results": str(path), "experiment": doc["experiment"], "dataset": doc["dataset"], "seed": doc["seed"],
+            "protocol": doc["protocol"], "feature_set": doc["feature_set"], "samples": doc.get("samples"),
+            "metrics": {t: v["metrics"] for t, v in doc["targets"].items()}}
+
+
 def _print_results(doc: dict[str, Any], path: Path) -> None:
     t = Table(title=f"{doc['experiment']} on {doc['dataset']} ({doc['protocol']}, features {doc['feature_set']})")
     for c in ("target", "MSE", "Pearson r", "CCC", "n"):
@@ -627,7 +635,7 @@ def _print_results(doc: dict[str, Any], path: Path) -> None:
         m = v["metrics"]
         t.add_row(target, f"{m['mse']:.4f}", f"{m['pearson_r']:.3f}", f"{m['ccc']:.3f}", str(m["n"]))
     console.print(t)
-    console.print(f"results: {path}")
+    console.print(f"results: {path}", highlight=False, soft_wrap=True)
 
 
 @command(app, "run")
@@ -635,15 +643,18 @@ def run_cmd(
     experiment: str = typer.Argument(..., help="Experiment name from registry.toml (see `aanbench experiments`)."),
     dataset: str = typer.Argument(..., help="Dataset name."),
     store: Path = typer.Option(..., "--store", help="Feature store holding the dataset's features."),
-    out: Path = typer.Option(..., "--out", help="Results directory (or a .json file)."),
+    out: Path = typer.Option(..., "--out", help="Results directory (each run goes to DATASET/EXPERIMENT/seedN.json) or a .json file."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset copy: extract the experiment's missing features first."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the experiment's seed."),
     registry: Optional[Path] = typer.Option(None, "--registry", help="registry.toml to use."),
-    save_models: Optional[Path] = typer.Option(None, "--save-models", help="Also save each trained model (aanbench model files) here."),
+    save_models: Optional[Path] = typer.Option(None, "--save-models", help="Also save each trained model (one aanbench model file per target and fold) here."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (results file, metrics) on stdout."),
 ) -> None:
     """Train and evaluate an experiment with the dataset's protocol; write a results
-    file (config, provenance, per-item predictions, metrics) and print a table.
+    file (config, provenance, per-sample predictions with start/end, metrics) and
+    print a table. A second seed, or a changed configuration, goes beside the
+    first results file, never over it.
 
     \b
     Examples:
@@ -654,11 +665,69 @@ def run_cmd(
     ds = _dataset(dataset, option)
     if root is not None:
         exp = _registry(registry).experiment(experiment, ds.name)
-        _, failed, _ = do_extract(ds, root, store, ",".join(exp.features))
-        if failed:
+        _, failed, _ = do_extract(ds, root, store, ",".join(exp.features), quiet=as_json)
+        if failed and not as_json:
             console.print(f"[yellow]{len(failed)} item failures during extraction; those items are left out[/]")
-    doc, path = do_run(experiment, ds, store, out, seed=seed, registry=registry, save_models=save_models)
+    doc, path = do_run(experiment, ds, store, out, seed=seed, registry=registry, save_models=save_models,
+                       quiet=as_json)
+    if as_json:
+        typer.echo(json.dumps(_results_summary(doc, path), indent=1))
+        return
     _print_results(doc, path)
+
+
+# ---------------------------------------------------------------------------- train
+
+
+@command(app, "train")
+def train_cmd(
+    experiment: str = typer.Argument(..., help="Experiment name from registry.toml (see `aanbench experiments`)."),
+    dataset: str = typer.Argument(..., help="Dataset name."),
+    store: Path = typer.Option(..., "--store", help="Feature store holding the dataset's features."),
+    out: Path = typer.Option(..., "--out", help="Model bundle to write (e.g. model.pt)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Override the experiment's seed."),
+    registry: Optional[Path] = typer.Option(None, "--registry", help="registry.toml to use."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """Fit an experiment on all of a dataset's training samples (validation carved
+    from them as in `run`), for every target, and write one model bundle: the
+    models, feature names and store keys, standardisers, windows, experiment,
+    dataset and provenance, seed. Apply it with `aanbench predict`.
+
+    \b
+    Example:
+      aanbench train feature-aan demo --store feats --out demo-aan.pt
+      aanbench predict demo-aan.pt --store feats --dataset demo --out predictions.csv
+    """
+    from aanbench.modelfile import save_bundle
+    from aanbench.runner import train_bundle
+    from aanbench.store import FeatureStore
+
+    ds = _dataset(dataset, option)
+    exp = _registry(registry).experiment(experiment, ds.name)
+    group = FeatureStore(store, mode="r").open_group(ds.name, ds.segmentation)
+    group.check_dataset_config(ds.config())
+    with Progress(TextColumn(f"[bold]train {experiment}[/] {{task.fields[what]}}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=err_console if as_json else console,
+                  disable=as_json) as prog:
+        task = prog.add_task("fit", total=None, what="")
+        payload = train_bundle(exp, ds, group, _plugins(), seed=seed,
+                               on_fit=lambda t, done, total: prog.update(task, completed=done, total=total, what=t))
+    payload["command"] = _invocation()
+    path = save_bundle(out, payload)
+    summary = {"bundle": str(path), "experiment": exp.name, "dataset": ds.name, "model": payload["model"],
+               "targets": list(payload["targets"]), "features": payload["feature_keys"],
+               "windows": payload["samples"], "seed": payload["seed"],
+               "fits": {t: v["fit"] for t, v in payload["targets"].items()}}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+        return
+    for t, v in payload["targets"].items():
+        f = v["fit"]
+        console.print(f"{t}: fit on {f['n_fit']} samples, validation {f['n_val']}, best epoch {f['best_epoch']}",
+                      highlight=False)
+    console.print(f"model bundle: {path}", highlight=False, soft_wrap=True)
 
 
 @command(app, "leaderboard")
@@ -686,43 +755,92 @@ def leaderboard_cmd(
 
 @command(app, "predict")
 def predict_cmd(
-    model: Path = typer.Argument(..., help="aanbench model file (trained by `run --save-models` or converted)."),
+    model: Path = typer.Argument(..., help="Model bundle (`aanbench train`), or a single-target model file (`run --save-models`, `models import-aan`)."),
     store: Path = typer.Option(..., "--store", help="Feature store."),
-    dataset: str = typer.Option(..., "--dataset", help="Dataset whose stored features to use."),
-    out: Path = typer.Option(..., "--out", help="CSV to write: item_id,prediction."),
-    segmentation: str = typer.Option("default", "--segmentation", help="Store segmentation group."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset (store group) whose stored features to use."),
+    out: Path = typer.Option(..., "--out", help="CSV to write: item_id,start,end,<targets>,reason."),
+    segmentation: Optional[str] = typer.Option(None, "--segmentation", help="Store segmentation group (default: the dataset's, else 'default')."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
-    """Apply a model to the features stored for a dataset; one CSV row per item
-    (items missing a feature get an empty prediction)."""
-    import numpy as np
-
-    from aanbench.modelfile import load_model
-    from aanbench.runner import Standardizer, load_features
+    """Apply a model to the features stored for a dataset, rebuilding the windows
+    it was trained with: one CSV row per sample, item_id,start,end (seconds; empty =
+    the file's beginning/end), one column per target, and a reason for samples left
+    out (a row without valid features: empty prediction). Exit 1 when any was left out."""
+    from aanbench.modelfile import load_any
+    from aanbench.predict import predict_group
     from aanbench.store import FeatureStore
 
-    payload = load_model(model)
+    payload = load_any(model)
     plugins = _plugins()
-    spec = plugins.model(payload["model"])
-    if spec.restore is None:
-        raise AanbenchError(f"model plugin {spec.name!r} cannot restore saved models")
-    m = spec.restore(payload["state"])
-    group = FeatureStore(store, mode="r").open_group(dataset, segmentation)
-    feats = load_features(group, list(payload["features"]), plugins)
-    xs = feats.values
-    if payload.get("standardize"):
-        sd = payload["standardize"]
-        xs = Standardizer([np.asarray(a) for a in sd["mean"]], [np.asarray(a) for a in sd["std"]]).apply(xs)
-    valid = feats.valid
-    preds = np.full(group.n_items, np.nan, dtype=np.float32)
-    if valid.any():
-        preds[valid] = m.predict([x[valid] for x in xs])
-    ids = group.item_ids()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w") as f:
-        f.write("item_id,prediction\n")
-        for i, item_id in enumerate(ids):
-            f.write(f"{item_id},{'' if not np.isfinite(preds[i]) else repr(float(preds[i]))}\n")
-    console.print(f"{int(valid.sum())}/{len(ids)} items predicted ({payload['target']}) -> {out}")
+    seg = segmentation or (plugins.datasets[dataset].segmentation if dataset in plugins.datasets else "default")
+    group = FeatureStore(store, mode="r").open_group(dataset, seg)
+    preds = predict_group(payload, group, plugins)
+    path = preds.write_csv(out)
+    summary = {"predictions": str(path), "model": str(model), **preds.summary()}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+    else:
+        for note in preds.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        console.print(f"{summary['predicted']}/{summary['samples']} samples predicted "
+                      f"({', '.join(preds.targets)}) -> {path}", highlight=False, soft_wrap=True)
+        if preds.n_left_out:
+            console.print(f"[red]{preds.n_left_out} left out[/] (reason column), first: "
+                          f"{next(r for r in preds.reasons if r)}", highlight=False, soft_wrap=True)
+    if preds.n_left_out:
+        raise typer.Exit(1)
+
+
+@command(models_app, "info")
+def models_info_cmd(
+    file: Path = typer.Argument(..., help="Model bundle or model file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+) -> None:
+    """What a model file predicts, from which features and windows, trained on what."""
+    from aanbench.modelfile import load_any
+
+    p = load_any(file)
+    info = {
+        "file": str(file), "format": p["source_format"], "model": p["model"],
+        "model_version": p.get("model_version", ""), "input": p.get("input", "rows"),
+        "targets": list(p["targets"]), "features": list(p["features"]),
+        "feature_keys": list(p.get("feature_keys") or []), "dims": list(p.get("dims") or []),
+        "windows": dict(p["samples"]), "experiment": p.get("experiment") or {}, "dataset": p.get("dataset") or {},
+        "seed": p.get("seed"), "standardised": {t: bool(v.get("standardize")) for t, v in p["targets"].items()},
+        "fits": {t: v["fit"] for t, v in p["targets"].items() if v.get("fit")},
+        "provenance": p.get("provenance") or {},
+    }
+    if as_json:
+        typer.echo(json.dumps(info, indent=1, default=str))
+        return
+    t = Table(title=f"{file}", show_header=False)
+    t.add_column("field")
+    t.add_column("value")
+    w = info["windows"]
+    feats = info["feature_keys"] or info["features"]
+    rows = [
+        ("format", info["format"]),
+        ("model", f"{info['model']} (version {info['model_version'] or '?'}, takes {info['input']})"),
+        ("predicts", ", ".join(info["targets"])),
+        ("features", ", ".join(f"{k} ({d})" for k, d in zip(feats, info["dims"])) if info["dims"] else ", ".join(feats)),
+        ("windows", "single rows" if int(w.get("length", 1)) == 1 else
+         f"{w['length']} rows, stride {w['stride']}, within one {w['scope']}, labelled by {w['label']}, "
+         f"start: {w['start']}"),
+        ("standardised", ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in info["standardised"].items())),
+        ("experiment", str(info["experiment"].get("name") or "?")),
+        ("trained on", str(info["dataset"].get("name") or "?") + (
+            f" ({info['dataset'].get('n_samples')} samples, group {info['dataset'].get('group')})"
+            if info["dataset"].get("group") else "")),
+        ("seed", str(info["seed"])),
+    ]
+    for k, v in info["fits"].items():
+        rows.append((f"fit {k}", f"{v['n_fit']} fit / {v['n_val']} validation samples, best epoch {v['best_epoch']}"))
+    for k in ("source_file", "source_sha256", "converted_by"):
+        if k in info["provenance"]:
+            rows.append((k, str(info["provenance"][k])))
+    for r in rows:
+        t.add_row(*r)
+    console.print(t, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------- demo
