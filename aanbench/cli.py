@@ -546,6 +546,7 @@ def store_export(
     fmt: Optional[str] = typer.Option(None, "--format", help="parquet, csv or hdf5, when the suffix does not say.",
                                       metavar="FORMAT"),
     valid_only: bool = typer.Option(False, "--valid-only", help="Only the rows valid for every extractor."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON, for scripts."),
 ) -> None:
     """Export a store group's features, item table and labels for other tools.
 
@@ -560,6 +561,10 @@ def store_export(
     export_format(out, fmt)  # a wrong suffix fails before any reading
     feats = open_features(store, dataset, extractors, segmentation=segmentation)
     path, kind, rows = export_features(feats, out, fmt, valid_only=valid_only)
+    if as_json:
+        typer.echo(json.dumps({"path": str(path), "format": kind, "group": feats.group, "rows": rows,
+                               "arrays": {feats.keys[n]: int(a.shape[1]) for n, a in feats.arrays.items()}}, indent=1))
+        return
     dims = ", ".join(f"{feats.keys[n]} ({a.shape[1]})" for n, a in feats.arrays.items())
     console.print(f"wrote {rows} rows of {feats.group} to {path} ({kind}): {dims}", highlight=False)
 
