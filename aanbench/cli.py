@@ -645,13 +645,13 @@ def _print_results(doc: dict[str, Any], path: Path) -> None:
 
 @command(app, "run")
 def run_cmd(
-    experiment: str = typer.Argument(..., help="Experiment name from registry.toml (see `aanbench experiments`)."),
-    dataset: str = typer.Argument(..., help="Dataset name."),
+    experiment: str = typer.Argument(..., help="Experiment name: built-in or from your --registry file (see `aanbench experiments`)."),
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
     store: Path = typer.Option(..., "--store", help="Feature store holding the dataset's features."),
     out: Path = typer.Option(..., "--out", help="Results directory (each run goes to DATASET/EXPERIMENT/seedN.json) or a .json file."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset copy: extract the experiment's missing features first."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the experiment's seed."),
-    registry: Optional[Path] = typer.Option(None, "--registry", help="registry.toml to use."),
+    registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
     save_models: Optional[Path] = typer.Option(None, "--save-models", help="Also save each trained model (one aanbench model file per target and fold) here."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (results file, metrics) on stdout."),
@@ -686,12 +686,12 @@ def run_cmd(
 
 @command(app, "train")
 def train_cmd(
-    experiment: str = typer.Argument(..., help="Experiment name from registry.toml (see `aanbench experiments`)."),
-    dataset: str = typer.Argument(..., help="Dataset name."),
+    experiment: str = typer.Argument(..., help="Experiment name: built-in or from your --registry file (see `aanbench experiments`)."),
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
     store: Path = typer.Option(..., "--store", help="Feature store holding the dataset's features."),
     out: Path = typer.Option(..., "--out", help="Model bundle to write (e.g. model.pt)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the experiment's seed."),
-    registry: Optional[Path] = typer.Option(None, "--registry", help="registry.toml to use."),
+    registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
@@ -737,7 +737,7 @@ def train_cmd(
 
 @command(app, "leaderboard")
 def leaderboard_cmd(
-    dataset: str = typer.Argument(..., help="Dataset name."),
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
     results: list[Path] = typer.Option(..., "--results", help="Results directory or files (repeatable)."),
     out: Path = typer.Option(..., "--out", help="Markdown file to write; the figure goes beside it (.png)."),
     group: Optional[str] = typer.Option(None, "--group", help="Group (movie) to plot; default: the first."),
