@@ -299,3 +299,57 @@ def test_cli_run_temporal_aan_on_cognimuse_leave_one_movie_out(tmp_path, cli):
         # every 5-s segment of every movie predicted once, by the fold that held its movie out
         assert sorted(p["item_id"] for p in preds) == sorted(f"{m}_{k:04d}" for m in fx.movies for k in range(6))
         assert all(p["fold"] == p["item_id"][:3] for p in preds)
+
+
+# --------------------------------------------------------------------------
+# The shared trainer's extra training input
+
+
+class _Probe(torch.nn.Module):
+    """Records (training mode, number of inputs) of every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 1)
+        self.calls: list[tuple[bool, int]] = []
+
+    def forward(self, *inputs):
+        self.calls.append((self.training, len(inputs)))
+        out = self.lin(inputs[0][:, -1]).squeeze(-1)
+        return out + (inputs[1][:, -1] * 0.0 if len(inputs) > 1 else 0.0)
+
+
+def test_trainer_feeds_the_extra_input_in_training_batches_only():
+    from aanbench.training import TrainConfig, predict_torch, train_torch
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 4, 3)).astype(np.float32)
+    y = rng.normal(size=30).astype(np.float32)
+    net = _Probe()
+    rows = np.repeat(y[:, None], 4, axis=1)
+    train_torch(net, [x[:24]], y[:24], [x[24:]], y[24:], TrainConfig(max_epochs=2, patience=5, batch_size=8), 0,
+                train_extra=rows[:24])
+    predict_torch(net, [x])
+    assert {c for c in net.calls if c[0]} == {(True, 2)}  # training batches: features + labels
+    assert {c for c in net.calls if not c[0]} == {(False, 1)}  # validation and prediction: features only
+    assert sum(1 for c in net.calls if not c[0]) == 3  # two validation passes, one prediction
+    with pytest.raises(ValueError, match="train_extra has 23 rows for 24 training samples"):
+        train_torch(_Probe(), [x[:24]], y[:24], None, None, TrainConfig(max_epochs=1), 0, train_extra=rows[:23])
+
+
+def test_teacher_forcing_uses_the_row_labels():
+    """Training on other previous outputs gives another model: the labels of
+    the earlier rows reach the decoder in training."""
+    rng = np.random.default_rng(1)
+    xs = [rng.normal(size=(48, 5, 4)).astype(np.float32)]
+    y = rng.uniform(-1, 1, size=48).astype(np.float32)
+    rows = rng.uniform(-1, 1, size=(48, 5)).astype(np.float32)
+    rows[:, -1] = y
+    params = {"max_epochs": 4, "patience": 4, "batch_size": 12, "lr": 0.01}
+    spec = get_plugins().model("temporal-aan")
+    preds = []
+    for r in (rows, -rows, None):
+        m = spec.build(params, [4])
+        m.fit(xs, y, None, None, seed=0, train_y_rows=r)
+        preds.append(m.predict(xs))
+    assert not np.allclose(preds[0], preds[1]) and not np.allclose(preds[0], preds[2])

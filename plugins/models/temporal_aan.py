@@ -18,22 +18,61 @@ prediction, is computed in evaluation mode, where the network is re-run for
 each position and fed its own earlier outputs: no label (validation or
 test) reaches a prediction.
 
-Choices made here, beyond the network's (each a parameter):
+Every choice the paper leaves open, and why (the network's are also in
+:mod:`aanbench_plugins.models._temporal_aan_net`):
 
-- ``start_value`` (the "previous output" of a window's first position):
-  ``"train-mean"`` (default), the mean label of the fitting samples, so the
-  start sits inside the label range of any dataset (EIMT16 is 1-5,
-  COGNIMUSE -1..1); a number fixes it. Stored in the model file as the
-  number used.
-- a member row without a label (NaN in ``train_y_rows``) is fed as
-  ``start_value`` when teacher forcing.
-- labels are fed as given (not standardised), as Feature AAN's targets.
-- ``inner_dropout`` 0.1 inside the decoder blocks (the original
-  Transformer's rate); the paper's dropout (0.5) is ``dropout``, applied to
-  the decoder's outputs before the one-neuron layer.
-- Feature+Temporal: the per-segment encoder is Feature AttendAffectNet's
-  (6 layers, 2 heads, ``d_model`` 8, dropout 0.1, ReLU feed-forward), as in
-  the authors' published Feature AAN.
+1. Decoder layers: ``layers = 1``. The paper describes one decoder block
+   (two heads, a one-linear feed-forward) and gives no count; with
+   ``d = 40`` and a few thousand windows a deeper stack only adds
+   parameters. A parameter.
+2. Which stream is which: the previous outputs are the decoder's
+   self-attention input and the segment features its memory (the cross-
+   attention keys and values), as the shifted outputs and the encoded
+   source in the original Transformer decoder, whose output embedding the
+   paper says the repeated previous outputs replace.
+3. The first position's "previous output": ``start_value = "train-mean"``,
+   the mean label of the fitting samples, so it lies inside the label range
+   of any dataset (EIMT16 1-5, COGNIMUSE -1..1, where 0 would be outside the
+   EIMT16 range); a number fixes it. The value used is stored in the model
+   file.
+4. Feed-forward width at ``d = 40``: one linear map ``d -> d`` (the paper's
+   "one linear transformation"; the residual needs ``d`` out).
+5. The first segments of a movie, which have fewer than 4 predecessors: the
+   registry's cognimuse and demo experiments pad the window with copies of
+   the movie's first segment (``sequence_start = "pad"``; their teacher-
+   forced previous outputs are that segment's label), so every segment is
+   predicted and the temporal models are scored on exactly the samples
+   Feature AAN and the baselines are. ``sequence_start = "drop"`` (the
+   dataset's declared default) scores only segments with 4 predecessors.
+6. Causality: every attention (self and cross) is masked to positions
+   ``<= t``, so a later segment never changes an earlier position's output;
+   the engine's windows end at the predicted segment, so a run is causal
+   too (no future segment is ever in a window).
+7. Post-norm residual blocks (a pre-norm block's layer norm removes the
+   repeated scalar entirely), with the authors' layer norm (eps 1e-6);
+   ``inner_dropout = 0.1`` inside the blocks (the original Transformer's
+   rate); the paper's dropout (0.5) is ``dropout``, on the decoder's outputs
+   before the one-neuron layer.
+8. Validation loss (early stopping) is computed as test predictions are:
+   evaluation mode, autoregressive on the model's own outputs, no labels.
+9. Labels are fed as previous outputs as given (not standardised), as
+   Feature AAN's targets; a member row without a label (NaN) is fed as
+   ``start_value``.
+10. EIMT16: the 4 sub-segments of an excerpt all carry the excerpt's label,
+    so the teacher-forced previous outputs are that label; the window is
+    labelled by their mean (the same value).
+11. Feature+Temporal: the per-segment encoder is Feature AttendAffectNet's
+    (6 layers, 2 heads, tokens of 8, ReLU feed-forward, dropout 0.1, a final
+    layer norm), as the authors' published Feature AAN; its ``K`` encoded
+    tokens are concatenated (``d = 8 K``) for the same decoder. The
+    training values (lr, batch, epochs, patience, dropout) are Temporal
+    AAN's (the paper's section IV-B values for the temporal models).
+12. EIMT16: the paper gives the window length (4), lr (0.01) and batch
+    sizes; the maximum epochs (1000), dropout (0.5) and patience (30) are
+    COGNIMUSE's. The demo (whose clips carry no times and are independent
+    draws within a movie) takes windows of 5 clips of one movie in store
+    order, padded as COGNIMUSE; there the temporal context carries no
+    signal: the demo shows the pipeline, not a temporal gain.
 
 Importing this module does not import torch.
 """
