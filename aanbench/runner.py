@@ -208,8 +208,13 @@ def fit_target(plan: RunPlan, target: str, train: np.ndarray, seed: int) -> Fitt
         return plan.samples.take(values, idx, sequences=plan.sequences)
 
     model = plan.spec.build(plan.model_params[target], list(plan.feats.dims))
+    extra: dict[str, Any] = {}
+    if getattr(plan.spec, "wants_row_labels", False):  # member rows' labels: fitting and validation samples only
+        rows_y = np.asarray(plan.group.labels(target), dtype=np.float32)
+        extra = {"train_y_rows": rows_y[plan.samples.members[fit_idx]],
+                 "val_y_rows": rows_y[plan.samples.members[val_idx]] if len(val_idx) else None}
     report = model.fit(xs(fit_idx), y[fit_idx], xs(val_idx) if len(val_idx) else None,
-                       y[val_idx] if len(val_idx) else None, seed=plan.seed)
+                       y[val_idx] if len(val_idx) else None, seed=plan.seed, **extra)
     return Fitted(model, scaler, report, fit_idx, val_idx)
 
 
