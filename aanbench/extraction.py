@@ -51,7 +51,11 @@ LIBRARIES = ("numpy", "torch", "torchvision", "av", "opensmile", "scipy")
 
 
 def library_versions() -> dict[str, str]:
-    out = {"aanbench": __version__}
+    """Versions of what computes features: aanbench, its decoder's revision
+    (:data:`aanbench.media.DECODER_VERSION`) and the libraries."""
+    from aanbench.media import DECODER_VERSION
+
+    out = {"aanbench": __version__, "aanbench-decoder": DECODER_VERSION}
     for lib in LIBRARIES:
         try:
             out[lib] = md.version(lib)

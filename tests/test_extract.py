@@ -47,7 +47,8 @@ def test_bad_items_are_recorded_and_the_batch_completes(messy_folder: Path, tmp_
     mel = {f["item_id"]: f["reason"] for f in arrays["logmel"]["failures"]}
     assert set(aff) == {"corrupt.mp4", "empty.mp4"}
     assert "0 bytes" in aff["empty.mp4"]
-    assert "cannot open media" in aff["corrupt.mp4"] or "cannot decode" in aff["corrupt.mp4"]
+    assert aff["corrupt.mp4"].startswith("corrupt MP4: no valid box at byte 24: "), aff["corrupt.mp4"]
+    assert aff["corrupt.mp4"].count("corrupt.mp4") == 1 and "Errno" not in aff["corrupt.mp4"]
     # no audio stream fails the audio extractor only; its video features are kept
     assert set(mel) == {"corrupt.mp4", "empty.mp4", "silent_film.mp4"}
     assert "no audio stream" in mel["silent_film.mp4"]
