@@ -21,15 +21,17 @@ from conftest import AANBENCH, run_aanbench
 from aanbench.store import FeatureStore
 
 EXTRACTORS = "emobase2010,affect"
+N_CLIPS = 6  # one chunk each: 12 done markers over the two arrays
 MESSAGE = "chunks saved; run the same command to resume"
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> tuple[Path, Path]:
-    """A 16-clip demo dataset and an uninterrupted reference store."""
+    """A 6-clip demo dataset (4-s clips; emobase2010 takes about as long as
+    the audio lasts) and an uninterrupted reference store."""
     work = tmp_path_factory.mktemp("interrupt")
     data = work / "data"
-    r = run_aanbench("datasets", "make-demo", data, "--clips", "16")
+    r = run_aanbench("datasets", "make-demo", data, "--clips", str(N_CLIPS))
     assert r.returncode == 0, r.stderr
     ref = work / "ref"
     r = run_aanbench(*_args(data, ref))
@@ -38,7 +40,7 @@ def demo(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _args(data: Path, store: Path, *extra: str) -> list[str]:
-    return ["extract", "demo", "--root", str(data), "--store", str(store), "-e", EXTRACTORS, "--chunk-rows", "2",
+    return ["extract", "demo", "--root", str(data), "--store", str(store), "-e", EXTRACTORS, "--chunk-rows", "1",
             *extra]
 
 
@@ -80,6 +82,9 @@ def _planned(lines: list[str]) -> bool:
     return any(line.startswith("demo: ") for line in list(lines))
 
 
+pytestmark = pytest.mark.slow
+
+
 def _assert_same_store(ref: Path, store: Path) -> None:
     a = FeatureStore(ref, mode="r").open_group("demo")
     b = FeatureStore(store, mode="r").open_group("demo")
@@ -102,8 +107,7 @@ def _check_interrupted_run(r: subprocess.CompletedProcess) -> None:
         assert r.returncode == 0, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
 
 
-@pytest.mark.parametrize("point", ["while planning", "while loading", "after 1 chunk", "after 5 chunks",
-                                   "after 11 chunks"])
+@pytest.mark.parametrize("point", ["while planning", "while loading", "after 1 chunk", "after 7 chunks"])
 def test_ctrl_c_then_resume_equals_uninterrupted(demo, tmp_path: Path, point: str) -> None:
     data, ref = demo
     store = tmp_path / "store"
@@ -119,7 +123,7 @@ def test_ctrl_c_then_resume_equals_uninterrupted(demo, tmp_path: Path, point: st
     _check_interrupted_run(r)
     saved = _done_chunks(store)
     if r.returncode == 130:
-        assert saved < 16, "interrupted, yet every chunk of both arrays is done"
+        assert saved < 2 * N_CLIPS, "interrupted, yet every chunk of both arrays is done"
     again = run_aanbench(*_args(data, store))
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     _assert_same_store(ref, store)
@@ -132,7 +136,7 @@ def test_repeated_ctrl_c_at_many_points_never_stores_a_wrong_row(demo, tmp_path:
     store = tmp_path / "store"
     cmd = [*AANBENCH, *_args(data, store)]
     codes = []
-    for delay in (0.05, 0.15, 0.3, 0.45, 0.6, 0.8):
+    for delay in (0.1, 0.6, 1.5, 3.0):
         t_planned: list[float] = []
 
         def when(lines: list[str]) -> bool:
@@ -158,7 +162,7 @@ def test_ctrl_c_with_two_workers(demo, tmp_path: Path, group: bool) -> None:
     data, ref = demo
     store = tmp_path / "store"
     cmd = [*AANBENCH, *_args(data, store, "--workers", "2")]
-    r = _interrupt(cmd, lambda lines: _done_chunks(store) >= 2, group=group)
+    r = _interrupt(cmd, lambda lines: _done_chunks(store) >= 1, group=group)
     _check_interrupted_run(r)
     again = run_aanbench(*_args(data, store))
     assert again.returncode == 0, again.stderr[-2000:]
