@@ -296,3 +296,74 @@ def test_unreadable_file_is_a_failed_item_saying_permission_denied(tmp_path: Pat
         assert doc["arrays"][0]["ok"] == 1
     finally:
         locked.chmod(0o644)
+
+
+# ---------------------------------------------------------------- errors Python cannot raise
+
+
+class _CallbackExtractor:
+    """An extractor whose work runs through a real C library callback (libc's
+    qsort calling a Python comparator through ctypes), as openSMILE's sink
+    does; ``fail_with`` is raised inside the callback for the item whose
+    audio starts with ``fail_on``."""
+
+    name = "callback"
+    dim = 2
+
+    def __init__(self, fail_with: type[BaseException] | None, fail_on: float = -1.0) -> None:
+        self.fail_with = fail_with
+        self.fail_on = fail_on
+
+    def extract(self, batch):
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        cmp_t = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_double))
+        out = []
+        for m in batch:
+            x = m.audio[RATE]
+            fail = self.fail_with is not None and float(x[0]) == self.fail_on
+
+            def compare(a, b):
+                if fail:
+                    raise self.fail_with("raised inside the callback")
+                return (a[0] > b[0]) - (a[0] < b[0])
+
+            arr = (ctypes.c_double * 4)(*[float(v) for v in x[:4]])
+            libc.qsort(arr, 4, ctypes.sizeof(ctypes.c_double), cmp_t(compare))
+            out.append([arr[0], arr[3]])  # min and max, if the sort was not cut short
+        return np.asarray(out, dtype=np.float32)
+
+
+def _items(values: list[float]):
+    from aanbench.contracts import Media
+
+    return [Media(item=Item(f"i{k}", None), duration=1.0,
+                  audio={RATE: np.array([v, 3.0, -2.0, 1.0], dtype=np.float32)}) for k, v in enumerate(values)]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # Python's report, passed on
+def test_error_inside_a_c_callback_fails_that_item_only() -> None:
+    from aanbench.extraction import _catch_unraisable, _run_extractor
+
+    ex = _CallbackExtractor(ValueError, fail_on=7.0)
+    with _catch_unraisable() as seen:
+        values, reasons = _run_extractor(ex, _items([5.0, 7.0, 9.0]), batch_size=3, unraisable=seen)
+    assert reasons[0] == reasons[2] == ""
+    assert reasons[1] == ("RuntimeError: error inside callback that Python could not raise: "
+                          "ValueError: raised inside the callback")
+    np.testing.assert_array_equal(values[[0, 2]], [[-2.0, 5.0], [-2.0, 9.0]])
+    assert np.isnan(values[1]).all()
+
+
+def test_interrupt_inside_a_c_callback_stops_the_chunk() -> None:
+    from aanbench.extraction import ExtractionInterrupted, _INTERRUPT, _catch_unraisable, _run_extractor
+
+    ex = _CallbackExtractor(KeyboardInterrupt, fail_on=7.0)
+    try:
+        with _catch_unraisable() as seen, pytest.raises(ExtractionInterrupted):
+            _run_extractor(ex, _items([5.0, 7.0, 9.0]), batch_size=1, unraisable=seen)
+        assert seen.errors and set(seen.errors) == {"KeyboardInterrupt: raised inside the callback"}
+    finally:
+        _INTERRUPT.requested = False
