@@ -577,8 +577,10 @@ def select_extractors(
 
     ``names`` given: exactly those, and a missing or wrong weight file is an
     error naming the file, its SHA-256 and where to get it. ``None``: every
-    installed extractor whose weights are present; the others are returned
-    as skipped (third value)."""
+    installed extractor whose weights are present, except alternative
+    recipes of a network (``by_default = False``, e.g. ``i3d-kinetics``),
+    which run only when named; the others are returned as skipped (third
+    value)."""
     from aanbench.plugin_manager import get_plugins
     from aanbench.weights import resolve
 
@@ -591,6 +593,8 @@ def select_extractors(
         return exs, paths, []
     exs, skipped = [], []
     for ex in sorted(plugins.extractors.values(), key=lambda e: e.name):
+        if not getattr(ex, "by_default", True):
+            continue
         try:
             paths[ex.name] = resolve(ex, weights_folder)
             exs.append(ex)

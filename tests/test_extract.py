@@ -55,9 +55,9 @@ def test_bad_items_are_recorded_and_the_batch_completes(messy_folder: Path, tmp_
     assert "no audio stream" in mel["silent_film.mp4"]
     g = FeatureStore(store, mode="r").open_group("files")
     ids = g.item_ids()
-    ok = g.feature("affect@1").ok()
+    ok = g.feature("affect@2").ok()
     assert ok[ids.index("silent_film.mp4")]
-    data = g.feature("affect@1").read()
+    data = g.feature("affect@2").read()
     assert np.isfinite(data[ok]).all() and np.isnan(data[~ok]).all()
 
 
@@ -81,7 +81,7 @@ def test_store_info_json_and_table(messy_folder: Path, tmp_path: Path, cli) -> N
     cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect")
     r = cli("store", "info", store)
     assert r.exit_code == 0
-    assert "affect@1" in r.output and "corrupt.mp4" in r.output
+    assert "affect@2" in r.output and "corrupt.mp4" in r.output
     r = cli("store", "info", store, "--json")
     doc = json.loads(r.output)
     assert doc["groups"][0]["arrays"][0]["shape"] == [8, 23]
@@ -100,21 +100,21 @@ def test_usage_errors_exit_2_without_traceback(tmp_path: Path, cli) -> None:
 def test_rerun_skips_done_chunks_and_provenance_guard(messy_folder: Path, tmp_path: Path, cli) -> None:
     store = tmp_path / "store"
     cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect", "--chunk-rows", "3")
-    chunk_file = store / "files" / "default" / "features" / "affect@1" / "data" / "c" / "0" / "0"
+    chunk_file = store / "files" / "default" / "features" / "affect@2" / "data" / "c" / "0" / "0"
     before = chunk_file.stat().st_mtime_ns
     r = cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect")
     assert "0 chunks to compute" in r.output
     assert chunk_file.stat().st_mtime_ns == before
     # an array made with another configuration is never written into
-    arr = zarr.open_group(str(store / "files" / "default" / "features" / "affect@1"), mode="r+")
+    arr = zarr.open_group(str(store / "files" / "default" / "features" / "affect@2"), mode="r+")
     prov = dict(arr.attrs["provenance"])
     prov["config"] = {**prov["config"], "fps": 99}
     arr.attrs["provenance"] = prov
-    snapshot = FeatureStore(store, mode="r").open_group("files").feature("affect@1").read()
+    snapshot = FeatureStore(store, mode="r").open_group("files").feature("affect@2").read()
     r = cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect", "--retry-failed")
     assert r.exit_code == 2
     assert "different config" in r.output and "left untouched" in r.output
-    after = FeatureStore(store, mode="r").open_group("files").feature("affect@1").read()
+    after = FeatureStore(store, mode="r").open_group("files").feature("affect@2").read()
     np.testing.assert_array_equal(np.nan_to_num(snapshot, nan=-1), np.nan_to_num(after, nan=-1))
 
 
@@ -170,7 +170,7 @@ def test_killed_run_resumes_without_recomputing_and_matches_uninterrupted(tmp_pa
     a = FeatureStore(ref, mode="r").open_group("files")
     b = FeatureStore(store, mode="r").open_group("files")
     assert a.item_ids() == b.item_ids()
-    for key in (emo, "affect@1"):
+    for key in (emo, "affect@2"):
         np.testing.assert_array_equal(a.feature(key).read(), b.feature(key).read())
         assert a.feature(key).ok().all() and b.feature(key).ok().all()
         assert b.feature(key).done().all()
@@ -185,7 +185,7 @@ def test_parallel_local_workers_give_the_same_store(tmp_path: Path, cli) -> None
     r = run_aanbench("extract", "files", "--root", media, "--store", two, "--extractors", "affect,logmel",
                      "--chunk-rows", "2", "--workers", "2")
     assert r.returncode == 0, r.stderr
-    for key in ("affect@1", "logmel@1"):
+    for key in ("affect@2", "logmel@1"):
         np.testing.assert_array_equal(FeatureStore(one, mode="r").open_group("files").feature(key).read(),
                                       FeatureStore(two, mode="r").open_group("files").feature(key).read())
 

@@ -331,7 +331,7 @@ def test_real_clip_decoded_with_pyav(tmp_path, emobase: Emobase2010) -> None:
     extractors = [emobase, AffectDescriptors(), LogmelStats()]
     video = decode_media(Item("clip", clip), [AffectDescriptors.needs])
     audio = decode_media(Item("clip", clip), [LogmelStats.needs])
-    assert video.frames_for(AffectDescriptors.needs).shape == (24, 64, 114, 3)
+    assert video.frames_for(AffectDescriptors.needs).shape == (24, 64, 113, 3)  # long side truncated, as torchvision
     assert audio.audio_for(LogmelStats.needs).shape == (3 * SR,)
     _check_rows({e.name: e.extract([video if e.modality == "video" else audio]) for e in extractors})
 
