@@ -364,9 +364,14 @@ class LoadedExtractors:
 
 
 def _reason(exc: BaseException) -> str:
+    """An item's failure reason: an :class:`ItemError`'s message as is; any
+    other exception (a plugin bug) with its type and the file:line it came
+    from, so the report points at the code to fix."""
     if isinstance(exc, ItemError):
         return str(exc)
-    return f"{type(exc).__name__}: {exc}"[:500]
+    from aanbench.output import describe
+
+    return describe(exc)[:500]
 
 
 def _decode_for(item: Item, extractors: dict[str, Extractor]) -> tuple[dict[str, Media], dict[str, str]]:

@@ -367,3 +367,22 @@ def test_interrupt_inside_a_c_callback_stops_the_chunk() -> None:
         assert seen.errors and set(seen.errors) == {"KeyboardInterrupt: raised inside the callback"}
     finally:
         _INTERRUPT.requested = False
+
+
+def test_a_plugin_bug_is_reported_with_its_file_and_line():
+    """An unexpected exception in an extractor (not an ItemError) is a bug
+    in that plugin: the item's reason names the exception and where it was
+    raised, so the report points at the code to fix."""
+    from aanbench.contracts import ItemError
+    from aanbench.extraction import _reason
+
+    def buggy_extract():
+        return {}["missing key"]
+
+    try:
+        buggy_extract()
+    except KeyError as exc:
+        reason = _reason(exc)
+    assert reason.startswith("KeyError: 'missing key' (at ")
+    assert "test_extract_robust.py:" in reason and "buggy_extract" in reason
+    assert _reason(ItemError("not a media file: x.txt")) == "not a media file: x.txt"
