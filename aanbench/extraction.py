@@ -369,9 +369,16 @@ def _reason(exc: BaseException) -> str:
     from, so the report points at the code to fix."""
     if isinstance(exc, ItemError):
         return str(exc)
-    from aanbench.output import describe
+    from aanbench.output import where
 
-    return describe(exc)[:500]
+    text = f"{type(exc).__name__}: {exc}"
+    loc = where(exc)
+    # where the engine itself raised (a wrapped error, e.g. from a C callback),
+    # its own line helps nobody; a plugin's file:line does
+    engine = str(Path(__file__).resolve().parent)
+    if loc and not loc.startswith(engine):
+        text += f" (at {loc})"
+    return text[:500]
 
 
 def _decode_for(item: Item, extractors: dict[str, Extractor]) -> tuple[dict[str, Media], dict[str, str]]:
