@@ -295,6 +295,7 @@ class FilmReader:
         while self._t0 is None and self._pump():
             pass
         if self._t0 is None:
+            self._data_ends("audio", self.last_audio_time, start, end, path)
             raise ItemError(f"no decodable audio in [{start:.2f}, {end:.2f}) s: {path}")
         i0 = max(0, int(round((start - self._t0) * rate)))
         i1 = int(round((end - self._t0) * rate))
