@@ -193,6 +193,7 @@ class FilmCurve:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extraction_seconds: float = 0.0
+    truth: list[tuple[float, float, dict[str, float]]] | None = None  # known labels (demo films), drawn dashed
 
     @property
     def targets(self) -> list[str]:
@@ -226,8 +227,12 @@ def film_curve(
     weights_dir: Path | None = None,
     on_planned: Callable[[Any, list[str], str], None] | None = None,
     on_progress: Callable[[Any], None] | None = None,
+    truth: list[tuple[float, float, dict[str, float]]] | None = None,
 ) -> FilmCurve:
     """Extract, predict and write the curve of ``film`` (see the module's docstring).
+
+    ``truth``: known labels as ``(start, end, {target: value})`` spans (a
+    film joined from labelled clips), drawn as dashed steps in the plot.
 
     ``on_planned(plan, skipped, backend)`` and ``on_progress(unit_result)``
     are :func:`aanbench.extraction.extract_dataset`'s callbacks (one unit
@@ -285,7 +290,8 @@ def film_curve(
             reasons[i] = "no prediction"
     res = FilmCurve(film=film, start=table["start"].to_numpy(np.float64), end=table["end"].to_numpy(np.float64),
                     values=values, reasons=reasons, models=list(models), window=window, hop=hop, group=group.path,
-                    warnings=demo_warnings(models), notes=list(dict.fromkeys(notes)), extraction_seconds=seconds)
+                    warnings=demo_warnings(models), notes=list(dict.fromkeys(notes)), extraction_seconds=seconds,
+                    truth=truth)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     res.csv = write_curve_csv(res, out / f"{film.name}.curve.csv")
@@ -365,6 +371,10 @@ def plot_curve(res: FilmCurve, path: Path, smooth: float | None = None) -> Path:
         ax.plot(mid, y, marker="o", ms=3, lw=1.0, alpha=0.55 if smooth else 1.0, color=c, label=t)
         if smooth:
             ax.plot(mid, moving_average(mid, y, smooth), lw=2.2, color=c, label=f"{t} ({smooth:g} s average)")
+    for t in res.targets if res.truth else []:
+        xs = [x for s, e, _ in res.truth for x in (s, e)]  # type: ignore[union-attr]
+        ys = [lab.get(t, np.nan) for _, _, lab in res.truth for _ in (0, 1)]  # type: ignore[union-attr]
+        ax.plot(xs, ys, ls="--", lw=1.2, color=COLOURS.get(t), alpha=0.8, label=f"{t} (known label)")
     bad = [i for i, r in enumerate(res.reasons) if r and np.isfinite(mid[i])]
     for i in bad:
         ax.axvspan(res.start[i], res.end[i], color="0.85", lw=0)
@@ -608,4 +618,4 @@ def demo_curve(workdir: str | Path, store: str | Path, *, data: str | Path | Non
             w.writerow([f"{s:g}", f"{e_:g}", f"{lab['valence']:.6g}", f"{lab['arousal']:.6g}"])
     return film_curve(film, [CurveModel(load_any(bundle), str(bundle))], store=Path(store).with_name(
         Path(store).name + "-curve"), out_dir=out, window=window, hop=window, smooth=3 * window,
-        on_progress=on_progress)
+        on_progress=on_progress, truth=truth)

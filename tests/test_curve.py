@@ -271,3 +271,21 @@ def test_sequence_model_gets_one_prediction_per_window(demo, tmp_path):
     assert "sequences of 3 windows" in r.stdout
     df = read_curve_csv(out / "test-movie.mp4.curve.csv")
     assert len(df) == 16 and df.valence.notna().all() and df.arousal.notna().all()
+
+
+def test_demo_curve_draws_the_test_movies_with_a_bundle_trained_on_the_others(demo, tmp_path):
+    """What `aanbench demo` calls last (aanbench.curve.demo_curve)."""
+    from aanbench.curve import demo_curve
+
+    work = tmp_path / "demo"
+    res = demo_curve(work, demo["work"] / "store", data=demo["work"] / "data", experiment="curve-ridge",
+                     registry=demo["registry"])
+    assert res.csv == work / "curve" / "demo-test-movies.mp4.curve.csv"
+    assert res.png.is_file() and res.html.is_file() and not res.failed
+    assert res.warnings and "demo" in res.warnings[0]
+    df = read_curve_csv(res.csv)
+    truth = read_curve_csv(work / "curve" / "truth.csv")
+    assert len(df) == len(truth) == 16
+    assert np.allclose(df[["start", "end"]].to_numpy(), truth[["start", "end"]].to_numpy())
+    bundle = json.loads(run_aanbench("models", "info", work / "curve" / "demo-curve-ridge.pt", "--json").stdout)
+    assert bundle["dataset"]["name"] == "demo" and bundle["experiment"]["name"] == "curve-ridge"
