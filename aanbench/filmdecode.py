@@ -5,10 +5,10 @@ of a film; ``probe_duration(path)`` reads its length. :func:`decode_item`
 is what extraction calls for every item: an item that is a window of a
 file (``start``/``end`` set) is served by a :class:`FilmReader` that keeps
 the file open and reads forward, so the consecutive windows of a film
-cost one pass through the file, not one open and seek per window. An item
-that does not continue where the previous one of this thread stopped (a
-window before it, another file, a whole-file item) opens or seeks as
-:func:`aanbench.media.decode_media` does.
+cost one pass through the file, not one open and seek per window. A
+window that starts before the previous one ended (overlapping windows,
+``hop < window``) seeks back in the open file; another file opens it;
+a whole-file item is decoded by :func:`aanbench.media.decode_media`.
 
 Memory: the reader holds the current window's sampled frames and audio,
 the last decoded frame, and what the container interleaves ahead of it
@@ -155,18 +155,42 @@ class FilmReader:
         except Exception:
             pass
 
-    def can_serve(self, item: Item, requests: Sequence[MediaRequest]) -> bool:
+    def same_file(self, item: Item, requests: Sequence[MediaRequest]) -> bool:
+        """``item`` is in this (unchanged) file and asks for the same media."""
         if item.path is None or Path(item.path) != self.path or _requests_key(requests) != self.requests_key:
             return False
         st = os.stat(self.path) if self.path.exists() else None
-        if st is None or (st.st_size, st.st_mtime_ns) != self.identity:
+        return st is not None and (st.st_size, st.st_mtime_ns) == self.identity
+
+    def can_serve(self, item: Item, requests: Sequence[MediaRequest]) -> bool:
+        """``item`` continues where the previous window ended (or later)."""
+        if not self.same_file(item, requests):
             return False
         start = float(item.start or 0.0)
         return self.position is None or start >= self.position - 1e-6
 
+    def rewind(self) -> None:
+        """Forget the read position (the next read seeks, in the open file):
+        for windows that overlap (hop < window) or come out of order."""
+        self.position = None
+        self._packets = None
+        self.eof = False
+        self.error = None
+        self._frames.clear()
+        self._prev = None
+        self._resamplers = {r: av.AudioResampler(format="flt", layout="mono", rate=r) for r in self.rates}
+        self._audio = {r: [] for r in self.rates}
+        self._audio_base = {r: 0 for r in self.rates}
+        self._audio_len = {r: 0 for r in self.rates}
+        self._t0 = None
+        if self.vstream is not None and self.want_video:
+            self.vstream.codec_context.flush_buffers()
+        if self.astream is not None and self.want_audio:
+            self.astream.codec_context.flush_buffers()
+
     def _start(self, start: float) -> None:
-        if start > 1.0:
-            self.container.seek(int((start - 1.0) * av.time_base), backward=True, any_frame=False)
+        if start > 1.0 or self._frame_no or self.last_audio_time is not None:
+            self.container.seek(int(max(0.0, start - 1.0) * av.time_base), backward=True, any_frame=False)
         streams = [s for s, want in ((self.vstream, self.want_video), (self.astream, self.want_audio)) if want]
         self._packets = self.container.demux(*streams) if streams else iter(())
 
@@ -335,6 +359,9 @@ def decode_item(item: Item, requests: Sequence[MediaRequest]) -> Media:
     if item.start is None and item.end is None:
         return decode_media(item, requests)
     reader: FilmReader | None = getattr(_LOCAL, "reader", None)
+    if reader is not None and not reader.can_serve(item, requests) and reader.same_file(item, requests) \
+            and not reader.eof:
+        reader.rewind()  # overlapping windows: seek back in the open file
     if reader is None or not reader.can_serve(item, requests):
         close_reader()
         if item.path is None:
