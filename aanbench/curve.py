@@ -586,7 +586,7 @@ def demo_film(data: str | Path, out: str | Path, *, movies: Sequence[str] | None
 
 
 def demo_curve(workdir: str | Path, store: str | Path, *, data: str | Path | None = None,
-               results: str | Path | None = None, experiment: str = "ridge", window: float = 4.0,
+               experiment: str = "ridge", window: float = 4.0,
                registry: Path | None = None, on_progress: Callable[[Any], None] | None = None) -> FilmCurve:
     """For ``aanbench demo``'s last step: train ``experiment`` on the demo's
     training movies (from the demo ``store``), join the test movies' clips

@@ -6,7 +6,6 @@ model files (``run --save-models``, ``models import-aan``); a sequence model."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil

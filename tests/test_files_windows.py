@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from aanbench.contracts import AanbenchError, Item, ItemError, MediaRequest
+from aanbench.contracts import AanbenchError, ItemError, MediaRequest
 from aanbench.filmdecode import close_reader, decode_item, film_windows, probe_duration
 from aanbench.media import decode_media
 from aanbench.pluginkit.mediawrite import write_clip

@@ -106,7 +106,7 @@ def main() -> None:
         print(f"peak memory {long_['minutes']:g} min / {short['minutes']:g} min film: "
               f"{long_['peak_mib']:.0f} / {short['peak_mib']:.0f} MiB = {ratio:.3f} "
               f"({'within' if ratio <= 1.2 else 'NOT within'} 1.2)")
-        print(f"seconds per minute of film: " + ", ".join(f"{r['minutes']:g} min: {r['seconds'] / r['minutes']:.1f}"
+        print("seconds per minute of film: " + ", ".join(f"{r['minutes']:g} min: {r['seconds'] / r['minutes']:.1f}"
                                                           for r in win))
 
 
