@@ -17,14 +17,21 @@ the last decoded frame, and what the container interleaves ahead of it
 The numbers are those of :func:`aanbench.media.decode_media`: a frame wanted
 at time ``t`` is the last frame shown at or before ``t`` (the first frame
 if none), resized and cropped the same way; audio is the same slice
-``[round((start - t0) * rate), round((end - t0) * rate))`` of the mono
-resampled stream, ``t0`` being the first decoded audio frame's time
-(padded with zeros when the stream ends a little early).
+``[round((start - t0) * rate), round((end - t0) * rate))`` of the
+resampled stream's channel mean, ``t0`` being the first decoded audio
+frame's time (zeros before a stream that starts late, and after one that
+ends within ``PAD_TOLERANCE_S`` of the window's end). Read straight
+through, the audio is exactly that of one decode of the whole file
+(``decode_media`` restarts the AAC decoder after its seek, which changes
+a few samples).
 
-A truncated or damaged file: windows that lie after the last data that
-could be decoded (or whose data ends more than ``END_TOLERANCE_S`` before
-their end) raise :class:`~aanbench.contracts.ItemError` saying where the
-data ends; the windows before keep their features.
+A truncated or damaged file: a window whose data ends more than
+``PAD_TOLERANCE_S`` before its end (or lies after the last data that could
+be decoded) raises :class:`~aanbench.contracts.ItemError` with
+``decode_media``'s reason ("media ends at 1.60 s of a 5.00 s window ...");
+the windows before keep their features. A packet FFmpeg cannot decode in
+the middle of a film is skipped (the windows around it are served from the
+data that follows).
 """
 
 from __future__ import annotations
@@ -40,8 +47,8 @@ import av
 import numpy as np
 
 from aanbench.contracts import AanbenchError, Item, ItemError, Media, MediaRequest
-from aanbench.media import (END_TOLERANCE_S, _centre_crop, _open, _resized_rgb, _short, _target_size,
-                            decode_media, media_duration, sample_times)
+from aanbench.media import (END_TOLERANCE_S, PAD_TOLERANCE_S, _centre_crop, _channel_mean, _ends_early, _open,
+                            _resized_rgb, _short, _target_size, decode_media, media_duration, sample_times)
 
 # --------------------------------------------------------------------------
 # Windows
@@ -140,8 +147,10 @@ class FilmReader:
         self._prev: tuple[float, int, object] | None = None
         self._frame_no = 0
         self.last_video_time: float | None = None
+        self.video_reached: float | None = None  # end of the last decoded frame's display (s)
+        self.broken: Exception | None = None  # the last undecodable data
         # audio: per rate, a resampler and a buffer of samples from index ``base``
-        self._resamplers = {r: av.AudioResampler(format="flt", layout="mono", rate=r) for r in self.rates}
+        self._resamplers = {r: av.AudioResampler(format="fltp", layout=None, rate=r) for r in self.rates}  # mean below
         self._audio: dict[int, list[np.ndarray]] = {r: [] for r in self.rates}
         self._audio_base: dict[int, int] = {r: 0 for r in self.rates}
         self._audio_len: dict[int, int] = {r: 0 for r in self.rates}
@@ -176,9 +185,12 @@ class FilmReader:
         self._packets = None
         self.eof = False
         self.error = None
+        self.broken = None
+        self.video_reached = None
+        self.last_audio_time = None
         self._frames.clear()
         self._prev = None
-        self._resamplers = {r: av.AudioResampler(format="flt", layout="mono", rate=r) for r in self.rates}
+        self._resamplers = {r: av.AudioResampler(format="fltp", layout=None, rate=r) for r in self.rates}
         self._audio = {r: [] for r in self.rates}
         self._audio_base = {r: 0 for r in self.rates}
         self._audio_len = {r: 0 for r in self.rates}
@@ -204,13 +216,13 @@ class FilmReader:
             self._finish()
             return False
         except Exception as exc:
-            self.error = _short(exc)
+            self.error, self.broken = _short(exc), exc
             self._finish()
             return False
         try:
             frames = packet.decode()
         except Exception as exc:  # a damaged packet: note it and go on with the next
-            self.error = _short(exc)
+            self.error, self.broken = _short(exc), exc
             return True
         for frame in frames:
             if packet.stream is self.vstream:
@@ -220,6 +232,9 @@ class FilmReader:
                 self._frames.append((t, self._frame_no, frame))
                 self._frame_no += 1
                 self.last_video_time = t
+                dur = (float(frame.duration * self.vstream.time_base) if frame.duration
+                       else (1.0 / self.native_fps if self.native_fps else 0.0))
+                self.video_reached = max(self.video_reached or t, t + dur)
             else:
                 self._add_audio(frame)
         return True
@@ -229,7 +244,7 @@ class FilmReader:
         for rate, rs in self._resamplers.items():
             try:
                 for rf in rs.resample(None):
-                    self._append(rate, rf.to_ndarray().reshape(-1))
+                    self._append(rate, _channel_mean(rf))
             except Exception:
                 pass
 
@@ -240,7 +255,7 @@ class FilmReader:
             self.last_audio_time = float((frame.pts + frame.samples) * self.astream.time_base)
         for rate, rs in self._resamplers.items():
             for rf in rs.resample(frame):
-                self._append(rate, rf.to_ndarray().reshape(-1))
+                self._append(rate, _channel_mean(rf))
 
     def _append(self, rate: int, samples: np.ndarray) -> None:
         self._audio[rate].append(samples.astype(np.float32, copy=False))
@@ -271,11 +286,10 @@ class FilmReader:
             media.audio[rate] = self._slice_audio(rate, start, end, item.path)
         return media
 
-    def _data_ends(self, what: str, last: float | None, start: float, end: float, path) -> None:
-        if last is None or last < end - END_TOLERANCE_S - 1.0 / max(self.native_fps or 25.0, 1.0):
-            where = "before this window" if last is None or last < start else f"at {last:.2f} s, inside this window"
-            why = f" ({self.error})" if self.error else " (truncated or damaged file?)"
-            raise ItemError(f"{what} data ends {where} [{start:.2f}, {end:.2f}) s{why}: {path}")
+    def _data_ends(self, reached: float | None, start: float, end: float, path) -> None:
+        """Fail the window when the stream's data ends more than ``PAD_TOLERANCE_S`` before its end."""
+        if reached is None or end - reached > PAD_TOLERANCE_S:
+            raise ItemError(_ends_early(start if reached is None else reached, start, end, path, self.broken))
 
     def _video(self, media: Media, reqs: list[MediaRequest], start: float, end: float) -> None:
         duration = end - start
@@ -299,7 +313,7 @@ class FilmReader:
                     break
             chosen = self._prev if self._prev is not None else (self._frames[0] if self._frames else None)
             if chosen is None:
-                self._data_ends("video", self.last_video_time, start, end, media.item.path)
+                self._data_ends(self.video_reached, start, end, media.item.path)
                 raise ItemError(f"no decodable video frames in [{start:.2f}, {end:.2f}) s: {media.item.path}")
             _, no, frame = chosen
             req = reqs[ri]
@@ -311,7 +325,7 @@ class FilmReader:
                 cache[key] = _resized_rgb(frame, size)
             out[ri][slot] = _centre_crop(cache[key], req.crop)
         if self.eof:
-            self._data_ends("video", self.last_video_time, start, end, media.item.path)
+            self._data_ends(self.video_reached, start, end, media.item.path)
         for req, frames in zip(reqs, out):
             media.video[req.video_key()] = np.stack(frames).astype(np.uint8, copy=False)
 
@@ -319,19 +333,22 @@ class FilmReader:
         while self._t0 is None and self._pump():
             pass
         if self._t0 is None:
-            self._data_ends("audio", self.last_audio_time, start, end, path)
+            self._data_ends(self.last_audio_time, start, end, path)
             raise ItemError(f"no decodable audio in [{start:.2f}, {end:.2f}) s: {path}")
         i0 = max(0, int(round((start - self._t0) * rate)))
         i1 = int(round((end - self._t0) * rate))
         while self._audio_base[rate] + self._audio_len[rate] < i1 and self._pump():
             pass
         if self.eof:
-            self._data_ends("audio", self.last_audio_time, start, end, path)
+            self._data_ends(self._t0 + (self._audio_base[rate] + self._audio_len[rate]) / rate, start, end, path)
         buf = np.concatenate(self._audio[rate]) if self._audio[rate] else np.zeros(0, np.float32)
         base = self._audio_base[rate]
+        lead = int(round((self._t0 - start) * rate))  # the stream starts after the window: silence before it
         piece = buf[max(0, i0 - base): max(0, i1 - base)]
+        if lead > 0:
+            piece = np.concatenate([np.zeros(lead, np.float32), piece])
         want = int(round((end - start) * rate))
-        if piece.size < want:  # the stream ends a little before the container says
+        if piece.size < want:  # the stream ends within PAD_TOLERANCE_S of the window's end
             piece = np.pad(piece, (0, want - piece.size))
         piece = np.ascontiguousarray(piece[:want])
         # keep only what a later window may still need (from this window's end)

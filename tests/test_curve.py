@@ -171,7 +171,7 @@ def test_truncated_film_reports_the_lost_windows_and_keeps_the_others(demo, tmp_
     bad = df.reason.notna()
     assert 0 < bad.sum() < 16
     assert df[~bad].valence.notna().all() and df[bad].valence.isna().all()
-    assert df.reason[bad].str.contains("data ends").all()
+    assert df.reason[bad].str.contains("media ends at").all()
     first_bad = int(np.flatnonzero(bad.to_numpy())[0])
     assert not bad.to_numpy()[:first_bad].any() and bad.to_numpy()[first_bad:].all()  # the tail is lost
     assert (out / "cut.mp4.curve.png").is_file() and (out / "cut.mp4.curve.html").is_file()
@@ -184,7 +184,7 @@ def test_unreadable_film_is_reported(demo, tmp_path):
     r = run_aanbench("curve", bad, "--model", demo["bundle"], "--store", tmp_path / "s", "--out", out)
     assert r.returncode == 1, r.stdout + r.stderr
     df = read_curve_csv(out / "broken.mp4.curve.csv")
-    assert len(df) == 1 and "cannot open media" in df.reason[0]
+    assert len(df) == 1 and "not a media file" in df.reason[0]
 
 
 def test_configuration_errors_exit_2(demo, tmp_path):

@@ -151,7 +151,7 @@ def test_truncated_film_fails_only_the_windows_after_its_data(tmp_path):
             failed.append((it.id, str(exc)))
     assert ok and failed, (ok, failed)
     assert ok[0] == "cut.mp4@0-5"
-    assert all("data ends" in why for _, why in failed), failed
+    assert all("media ends at" in why for _, why in failed), failed
 
 
 def test_overlapping_windows_seek_back_in_the_open_file(film, monkeypatch):

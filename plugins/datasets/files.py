@@ -83,12 +83,15 @@ class FilesDataset(Dataset):
         return {"window": self.window, "hop": self.hop}
 
     def _files(self, root: Path) -> tuple[Path, list[Path]]:
-        root = Path(root)
-        if root.is_file():
+        from aanbench.pluginkit.datacheck import require_root
+
+        root = Path(root).expanduser()
+        if root.is_file():  # one film
             return root.parent, [root]
-        if not root.is_dir():
-            raise AanbenchError(f"{root}: no such file or directory")
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
+        root = require_root(root)  # "does not exist" and "not a directory" told apart
+        # a broken symbolic link is listed too: it becomes a failed item with its reason, not a silent gap
+        files = sorted(p for p in root.rglob("*")
+                       if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in MEDIA_SUFFIXES)
         if not files:
             raise AanbenchError(f"{root}: no media files ({', '.join(sorted(MEDIA_SUFFIXES))})")
         return root, files
