@@ -851,6 +851,12 @@ def curve_cmd(
 
     if window <= 0 or (hop is not None and hop <= 0):
         raise AanbenchError("--window and --hop must be positive seconds")
+    names: dict[str, Path] = {}
+    for film in films:
+        if film.name in names and names[film.name] != film:
+            raise AanbenchError(f"{names[film.name]} and {film} have the same name, so their curves would overwrite "
+                                "each other: draw them with separate --out folders")
+        names[film.name] = film
     models = load_models(model)
     if any(m.dataset == "demo" for m in models):
         err_console.print(f"[bold yellow]warning:[/] {DEMO_WARNING}", highlight=False, soft_wrap=True)
@@ -860,10 +866,18 @@ def curve_cmd(
                       TextColumn("windows"), TimeElapsedColumn(), TimeRemainingColumn(),
                       console=err_console if as_json else console, disable=as_json) as prog:
             task = prog.add_task("windows", total=None)
-            res = film_curve(film, models, store=store, out_dir=out, window=window, hop=hop, smooth=smooth,
-                             workers=workers, device=device, weights_dir=weights_dir,
-                             on_planned=lambda plan, skipped, be: prog.update(task, total=plan.n_items_todo),
-                             on_progress=lambda r: prog.advance(task, r.unit.n_items))
+            try:
+                res = film_curve(film, models, store=store, out_dir=out, window=window, hop=hop, smooth=smooth,
+                                 workers=workers, device=device, weights_dir=weights_dir,
+                                 on_planned=lambda plan, skipped, be: prog.update(task, total=plan.n_items_todo),
+                                 on_progress=lambda r: prog.advance(task, r.unit.n_items))
+            except KeyboardInterrupt as exc:  # Ctrl-C: the chunks saved are kept; the same command resumes
+                from aanbench.extraction import ExtractionInterrupted
+
+                prog.stop()
+                err_console.print(str(exc) if isinstance(exc, ExtractionInterrupted) else
+                                  str(ExtractionInterrupted(0)), highlight=False, soft_wrap=True)
+                raise typer.Exit(130) from None
         failed = res.failed
         any_failed |= bool(failed)
         summaries.append({"film": str(film), "windows": len(res.reasons), "failed": len(failed),

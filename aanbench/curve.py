@@ -110,10 +110,12 @@ def demo_warnings(models: Sequence[CurveModel]) -> list[str]:
 
 def film_segmentation(film: Path, window: float, hop: float) -> str:
     """Store segmentation of ``film``'s windows: ``curve-<stem>-<hash of its
-    absolute path>-w<window>-h<hop>`` (one group per film and windowing)."""
+    absolute path and size>-w<window>-h<hop>`` (one group per film and
+    windowing; a film replaced by another of another size gets a new group)."""
     film = Path(film).resolve()
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", film.stem)[:40] or "film"
-    digest = hashlib.sha256(str(film).encode()).hexdigest()[:8]
+    size = film.stat().st_size if film.exists() else 0
+    digest = hashlib.sha256(f"{film}\t{size}".encode()).hexdigest()[:8]
 
     def lab(x: float) -> str:
         return f"{x:.3f}".rstrip("0").rstrip(".")

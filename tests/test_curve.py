@@ -196,6 +196,11 @@ def test_configuration_errors_exit_2(demo, tmp_path):
     assert r.returncode == 2 and "no such film" in r.stderr
     r = run_aanbench("curve", demo["film"], "--model", demo["bundle"], "--model", demo["bundle"], "--out", tmp_path)
     assert r.returncode == 2 and "both predict" in r.stderr
+    other = tmp_path / "other" / demo["film"].name
+    other.parent.mkdir()
+    shutil.copy(demo["film"], other)
+    r = run_aanbench("curve", demo["film"], other, "--model", demo["bundle"], "--out", tmp_path)
+    assert r.returncode == 2 and "same name" in r.stderr
 
 
 def test_single_target_model_files_from_run_save_models(demo, tmp_path):
