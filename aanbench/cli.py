@@ -819,6 +819,89 @@ def predict_cmd(
         raise typer.Exit(1)
 
 
+@command(app, "curve")
+def curve_cmd(
+    films: list[Path] = typer.Argument(..., metavar="FILM...", help="Film files (any format PyAV reads)."),
+    model: list[Path] = typer.Option(..., "--model", metavar="BUNDLE", help="Model bundle (`aanbench train`) or model file (`run --save-models`, `models import-aan`); repeat for one file per target."),
+    window: float = typer.Option(5.0, "--window", metavar="SECONDS", help="Window length."),
+    hop: Optional[float] = typer.Option(None, "--hop", metavar="SECONDS", help="Step between window starts (default: the window)."),
+    store: Path = typer.Option(Path(".aanbench-curve/store"), "--store", help="Feature store for the films' windows (reused and resumed)."),
+    out: Path = typer.Option(Path("."), "--out", metavar="DIR", help="Folder for <film>.curve.csv, .png and .html."),
+    smooth: Optional[float] = typer.Option(None, "--smooth", metavar="SECONDS", help="Also draw a centred moving average over this many seconds."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Extraction workers."),
+    device: str = typer.Option("cpu", "--device", help="Torch device for neural extractors."),
+    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Folder of pretrained weight files."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """The emotion curve of a film: valence and arousal window by window.
+
+    Cuts each film into windows (the last partial window is kept when at least
+    half a window long), extracts the model's features for them into the store,
+    predicts every target the model has and writes <film>.curve.csv
+    (start,end,<targets>,reason), <film>.curve.png (the targets over time and the
+    valence-arousal plane) and <film>.curve.html (one self-contained page). Exit 1
+    when some windows failed (listed with their reason), 2 on configuration errors.
+
+    \b
+    Example:
+      aanbench train ridge demo --store feats --out demo-ridge.pt
+      aanbench curve film.mp4 --model demo-ridge.pt --window 5 --smooth 30 --out curves
+    """
+    from aanbench.curve import DEMO_WARNING, film_curve, load_models
+
+    if window <= 0 or (hop is not None and hop <= 0):
+        raise AanbenchError("--window and --hop must be positive seconds")
+    names: dict[str, Path] = {}
+    for film in films:
+        if film.name in names and names[film.name] != film:
+            raise AanbenchError(f"{names[film.name]} and {film} have the same name, so their curves would overwrite "
+                                "each other: draw them with separate --out folders")
+        names[film.name] = film
+    models = load_models(model)
+    if any(m.dataset == "demo" for m in models):
+        err_console.print(f"[bold yellow]warning:[/] {DEMO_WARNING}", highlight=False, soft_wrap=True)
+    summaries, any_failed = [], False
+    for film in films:
+        with Progress(TextColumn(f"[bold]curve[/] {film.name}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("windows"), TimeElapsedColumn(), TimeRemainingColumn(),
+                      console=err_console if as_json else console, disable=as_json) as prog:
+            task = prog.add_task("windows", total=None)
+            try:
+                res = film_curve(film, models, store=store, out_dir=out, window=window, hop=hop, smooth=smooth,
+                                 workers=workers, device=device, weights_dir=weights_dir,
+                                 on_planned=lambda plan, skipped, be: prog.update(task, total=plan.n_items_todo),
+                                 on_progress=lambda r: prog.advance(task, r.unit.n_items))
+            except KeyboardInterrupt as exc:  # Ctrl-C: the chunks saved are kept; the same command resumes
+                from aanbench.extraction import ExtractionInterrupted
+
+                prog.stop()
+                err_console.print(str(exc) if isinstance(exc, ExtractionInterrupted) else
+                                  str(ExtractionInterrupted(0)), highlight=False, soft_wrap=True)
+                raise typer.Exit(130) from None
+        failed = res.failed
+        any_failed |= bool(failed)
+        summaries.append({"film": str(film), "windows": len(res.reasons), "failed": len(failed),
+                          "targets": res.targets, "csv": str(res.csv), "png": str(res.png), "html": str(res.html),
+                          "store_group": res.group, "failures": [list(f) for f in failed]})
+        if as_json:
+            continue
+        for note in res.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        console.print(f"{film.name}: {len(res.reasons) - len(failed)}/{len(res.reasons)} windows of {window:g} s "
+                      f"({', '.join(res.targets)}) -> {res.csv}, {res.png}, {res.html}", highlight=False,
+                      soft_wrap=True)
+        if failed:
+            console.print(f"[red]{len(failed)} windows failed[/] (start-end s: reason):")
+            for s, e, why in failed[:50]:
+                console.print(f"  {s:g}-{e:g}: {why}", highlight=False, soft_wrap=True)
+            if len(failed) > 50:
+                console.print(f"  ... and {len(failed) - 50} more (reason column of {res.csv})", highlight=False)
+    if as_json:
+        typer.echo(json.dumps(summaries, indent=1))
+    if any_failed:
+        raise typer.Exit(1)
+
+
 @command(models_app, "info")
 def models_info_cmd(
     file: Path = typer.Argument(..., help="Model bundle or model file."),

@@ -44,7 +44,7 @@ import numpy as np
 
 from aanbench import __version__
 from aanbench.contracts import AanbenchError, Extractor, Item, ItemError, LoadContext, Media
-from aanbench.media import decode_media
+from aanbench.filmdecode import decode_item  # a film's windows in one pass; whole files via decode_media
 from aanbench.store import DatasetGroup, FeatureStore
 
 LIBRARIES = ("numpy", "torch", "torchvision", "av", "opensmile", "scipy")
@@ -386,7 +386,7 @@ def _decode_for(item: Item, extractors: dict[str, Extractor]) -> tuple[dict[str,
     (say) a file without audio still gets its video features."""
     requests = [ex.needs for ex in extractors.values()]
     try:
-        media = decode_media(item, requests)
+        media = decode_item(item, requests)
         return {n: media for n in extractors}, {}
     except ItemError as exc:
         if len(extractors) == 1:
@@ -395,7 +395,7 @@ def _decode_for(item: Item, extractors: dict[str, Extractor]) -> tuple[dict[str,
     errs: dict[str, str] = {}
     for name, ex in extractors.items():
         try:
-            out[name] = decode_media(item, [ex.needs])
+            out[name] = decode_item(item, [ex.needs])
         except ItemError as exc:
             errs[name] = str(exc)
     return out, errs
