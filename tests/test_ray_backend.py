@@ -123,7 +123,7 @@ class _Killer(threading.Thread):
 
     def __init__(self, store: Path) -> None:
         super().__init__(daemon=True)
-        self.done_dir = store / "demo" / "default" / "features" / "logmel@1" / "done" / "c"
+        self.done_dir = store / "demo" / "default" / "features" / "logmel@1" / "staging" / "done" / "c"
         self.killed: int | None = None
         self.stop = threading.Event()
 

@@ -649,10 +649,10 @@ class RayBackend:
             res = UnitResult(unit=unit)
             for n in unit.extractors:
                 arr = group.feature(job.keys[n])
-                if not bool(arr.group["done"][unit.chunk]):
+                if not bool(arr.done()[unit.chunk]):  # staged chunks included
                     continue
-                ok = np.asarray(arr.group["ok"][rows], dtype=bool)
-                errors = np.asarray(arr.group["error"][rows]).astype(str)
+                ok = arr.ok()[rows]
+                errors = arr.errors()[rows]
                 res.ok[n] = int(ok.sum())
                 for i in np.flatnonzero(~ok):
                     res.failures.append(ItemFailure(job.items[unit.start + int(i)].id, n, str(errors[i])))
