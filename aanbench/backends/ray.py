@@ -12,6 +12,16 @@ Where Ray runs
     initialised in this process (a notebook), that session is used and left
     as it is.
 
+Start-up
+    :meth:`RayBackend.prepare` (called by
+    :func:`aanbench.extraction.extract_dataset` once the extractors are
+    chosen) starts Ray and creates the actors; they load their extractors
+    while the driver plans, and :meth:`RayBackend.run` hands them the job. A
+    local instance is started without the autoscaler's monitor process
+    (nothing to scale on one fixed node; it cost a second at shutdown).
+    Actors stay loaded for the whole run: every extractor of a pool is
+    loaded once per actor, and each chunk is decoded once for all of them.
+
 Actors
     A unit's extractors are split into two groups: *GPU* extractors
     (``Extractor.uses_gpu`` while ``job.device`` is a ``cuda`` device) and
@@ -313,7 +323,11 @@ class RayBackend:
     the one holding it died.
 
     After :meth:`run`, ``stats`` holds what was measured (seconds since the
-    start of ``run`` unless said otherwise): ``connect_s`` (``ray.init``),
+    start of :meth:`prepare` when it was called, else of ``run``, unless said
+    otherwise): ``prepared`` (actors were started by :meth:`prepare`),
+    ``run_called_s`` (when the plan was ready and ``run`` began; prepared
+    runs only), ``actors_attached`` (prepared actors that ran the job),
+    ``submit_s`` (actors requested), ``connect_s`` (``ray.init``),
     ``first_actor_ready_s`` / ``all_actors_ready_s``, ``actor_init_s`` (per
     actor, loading its extractors), ``run_s`` (last unit reported),
     ``shutdown_s``, ``wall_s``; totals over units: ``unit_seconds`` (wall
@@ -514,7 +528,7 @@ class RayBackend:
         """Execute ``units`` on actors; ``on_result`` is called in this process
         once per unit, in completion order."""
         self.stats = {"units": 0, "unit_seconds": 0.0, "decode_seconds": 0.0, "retries": 0, "actors_lost": 0,
-                      "actors_started": 0, "roundtrip_s": 0.0, "unit_cpu_seconds": 0.0}
+                      "actors_started": 0, "actors_attached": 0, "roundtrip_s": 0.0, "unit_cpu_seconds": 0.0}
         prep, self._prepared = getattr(self, "_prepared", None), None
         if not units:
             if prep is not None:
@@ -620,6 +634,7 @@ class RayBackend:
                 for slot in mine[: pool.size]:
                     pending[slot.handle.attach.remote(job_ref)] = ("ready", slot)
                     self.stats["actors_started"] += 1
+                    self.stats["actors_attached"] = self.stats.get("actors_attached", 0) + 1
                 for _ in range(pool.size - len(mine)):
                     start_actor(pool)
             self.stats["submit_s"] = prep.submit_s
