@@ -340,7 +340,8 @@ class FeatureArray:
             inner = codec["configuration"]["chunk_shape"]
             shard = meta["chunk_grid"]["configuration"]["chunk_shape"]
             n, dim = meta["shape"]
-            ok = (meta["data_type"] == "float32" and codec["name"] == _EXPECTED_SHARDING["name"]
+            ok = (meta["data_type"] == "float32" and meta.get("fill_value") == "NaN"
+                  and codec["name"] == _EXPECTED_SHARDING["name"]
                   and all(codec["configuration"].get(k) == v for k, v in _EXPECTED_SHARDING["configuration"].items())
                   and inner[1] == dim and shard[1] == dim and shard[0] % inner[0] == 0
                   and meta["chunk_key_encoding"] == {"name": "default", "configuration": {"separator": "/"}}
