@@ -16,7 +16,7 @@ Layout::
           error   str     (n_items,)      why a row failed ('' when ok)
           done    bool    (n_chunks,)     work chunk c is computed: what resume trusts
           staging/                        only during (or after a killed) run:
-            data, ok, error, done         the same, one file per work chunk
+            data, ok, error, done         the same, one file per work chunk (c.<i>)
 
 A chunk of ``chunk_rows`` rows is the unit of work and of resume: it is
 computed and written whole by one worker into ``staging`` (one file per array
@@ -266,12 +266,16 @@ class FeatureArray:
         sg.attrs["description"] = ("work chunks written by a run and not yet packed into ../data, ../ok, "
                                    "../error, ../done (aanbench packs them when the run ends); "
                                    "done[c] marks chunk c as written whole")
+        # chunk files side by side (c.<i>.0), not one folder per chunk: cheaper to write and to remove
+        flat = {"name": "default", "separator": "."}
         sg.create_array("data", shape=(n, dim), chunks=(rows, dim), dtype="float32", fill_value=float("nan"),
-                        compressors=None, dimension_names=["item", "feature"])
-        sg.create_array("ok", shape=(n,), chunks=(rows,), dtype="bool", fill_value=False, dimension_names=["item"])
-        sg.create_array("error", shape=(n,), chunks=(rows,), dtype=str, fill_value="", dimension_names=["item"])
+                        compressors=None, dimension_names=["item", "feature"], chunk_key_encoding=flat)
+        sg.create_array("ok", shape=(n,), chunks=(rows,), dtype="bool", fill_value=False, dimension_names=["item"],
+                        chunk_key_encoding=flat)
+        sg.create_array("error", shape=(n,), chunks=(rows,), dtype=str, fill_value="", dimension_names=["item"],
+                        chunk_key_encoding=flat)
         sg.create_array("done", shape=(n_chunks,), chunks=(1,), dtype="bool", fill_value=False,
-                        dimension_names=["chunk"])
+                        dimension_names=["chunk"], chunk_key_encoding=flat)
         return sg
 
     def _staged(self, st: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -328,18 +332,18 @@ class FeatureArray:
                 out[rows] = st["data"][rows]
         return out
 
-    def _read_packed(self, threads: int | None) -> np.ndarray | None:
-        """``data`` read without Zarr's decode path; None if its metadata is
-        not exactly the packed layout (then Zarr reads it)."""
+    def _packed_geometry(self) -> tuple[int, int] | None:
+        """(rows per shard, rows per inner chunk) of ``data`` when its metadata
+        is exactly the packed layout the fast reader knows; else None (then
+        Zarr reads it)."""
         if sys.byteorder != "little":
             return None
-        ddir = self.dir / "data"
         try:
-            meta = json.loads((ddir / "zarr.json").read_text())
+            meta = json.loads((self.dir / "data" / "zarr.json").read_text())
             (codec,) = meta["codecs"]
             inner = codec["configuration"]["chunk_shape"]
             shard = meta["chunk_grid"]["configuration"]["chunk_shape"]
-            n, dim = meta["shape"]
+            _, dim = meta["shape"]
             ok = (meta["data_type"] == "float32" and meta.get("fill_value") == "NaN"
                   and codec["name"] == _EXPECTED_SHARDING["name"]
                   and all(codec["configuration"].get(k) == v for k, v in _EXPECTED_SHARDING["configuration"].items())
@@ -348,17 +352,23 @@ class FeatureArray:
                   and not meta.get("storage_transformers"))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not ok:
+        return (int(shard[0]), int(inner[0])) if ok else None
+
+    def _read_packed(self, threads: int | None) -> np.ndarray | None:
+        """``data`` read straight from its shard files into one buffer, one
+        thread per shard (at most ``threads``); None if that is not possible."""
+        geometry = self._packed_geometry()
+        if geometry is None:
             return None
-        out = np.empty((n, dim), dtype=np.float32)
-        shard_rows, chunk_rows = int(shard[0]), int(inner[0])
-        starts = range(0, n, shard_rows)
+        shard_rows, chunk_rows = geometry
+        out = np.empty((self.n_items, self.dim), dtype=np.float32)
+        ddir = self.dir / "data"
 
         def one(i_r0: tuple[int, int]) -> bool:
             i, r0 = i_r0
             return _read_shard_into(ddir / "c" / str(i) / "0", out, r0, shard_rows, chunk_rows)
 
-        jobs = list(enumerate(starts))
+        jobs = list(enumerate(range(0, self.n_items, shard_rows)))
         workers = min(len(jobs), threads or os.cpu_count() or 1)
         if workers <= 1:
             results = [one(j) for j in jobs]
@@ -401,17 +411,23 @@ class FeatureArray:
             shard_rows = int(self.data.metadata.chunk_grid.chunk_shape[0])
             rowchunk = self._chunk_of_rows()
             take = sdone[rowchunk]
-            if moved:
-                packed = self._read_packed(None)
-                if packed is None:
-                    packed = np.asarray(self.data[:], dtype=np.float32)
-                for c0, c1 in _runs(np.flatnonzero(sdone)):
-                    rows = slice(c0 * rows_per_chunk, min(self.n_items, c1 * rows_per_chunk))
-                    packed[rows] = st["data"][rows]
-                for s0 in range(0, self.n_items, shard_rows):  # rewrite only the shards that changed
+            if moved:  # shard by shard: memory stays about one shard
+                geometry = self._packed_geometry()
+                for i, s0 in enumerate(range(0, self.n_items, shard_rows)):
                     s1 = min(self.n_items, s0 + shard_rows)
-                    if take[s0:s1].any():
-                        self.data[s0:s1] = packed[s0:s1]
+                    if not take[s0:s1].any():
+                        continue  # shards without new chunks are not rewritten
+                    block = np.empty((s1 - s0, self.dim), dtype=np.float32)
+                    if take[s0:s1].all():
+                        pass  # every row of the shard is new: nothing to keep from the old shard
+                    elif geometry is None or not _read_shard_into(self.dir / "data" / "c" / str(i) / "0", block, 0,
+                                                                geometry[0], geometry[1]):
+                        block = np.asarray(self.data[s0:s1], dtype=np.float32)
+                    for c0, c1 in _runs(np.flatnonzero(sdone[s0 // rows_per_chunk : -(-s1 // rows_per_chunk)])):
+                        r0 = s0 + c0 * rows_per_chunk
+                        r1 = min(s1, s0 + c1 * rows_per_chunk)
+                        block[r0 - s0 : r1 - s0] = st["data"][r0:r1]
+                    self.data[s0:s1] = block
             ok = np.asarray(self.group["ok"][:], dtype=bool)
             err = np.asarray(self.group["error"][:]).astype(object)
             ok[take] = np.asarray(st["ok"][:], dtype=bool)[take]

@@ -55,6 +55,8 @@ def build(work: Path, n: int, dims: list[int], chunk_rows: int) -> tuple[list[st
             np.save(npy, m)
             keys.append(key)
             npys.append(npy)
+        t = time.perf_counter()
+    print(f"packing the staged chunks when the run ended: {time.perf_counter() - t:.2f} s")
     return keys, npys
 
 
