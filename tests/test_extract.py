@@ -131,8 +131,8 @@ def test_second_writer_is_refused(messy_folder: Path, tmp_path: Path, cli) -> No
 def _done_chunks(store: Path, key: str) -> int:
     # a run writes each finished chunk's done marker into the array's staging
     # group (one file per chunk) and packs them when it ends
-    d = store / "files" / "default" / "features" / key / "staging" / "done" / "c"
-    return len(list(d.iterdir())) if d.is_dir() else 0
+    d = store / "files" / "default" / "features" / key / "staging" / "done"
+    return len([p for p in d.iterdir() if p.name.startswith("c.")]) if d.is_dir() else 0
 
 
 def test_killed_run_resumes_without_recomputing_and_matches_uninterrupted(tmp_path: Path) -> None:

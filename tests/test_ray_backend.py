@@ -123,13 +123,13 @@ class _Killer(threading.Thread):
 
     def __init__(self, store: Path) -> None:
         super().__init__(daemon=True)
-        self.done_dir = store / "demo" / "default" / "features" / "logmel@1" / "staging" / "done" / "c"
+        self.done_dir = store / "demo" / "default" / "features" / "logmel@1" / "staging" / "done"
         self.killed: int | None = None
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            if self.done_dir.is_dir() and any(self.done_dir.iterdir()):
+            if self.done_dir.is_dir() and any(p.name.startswith("c.") for p in self.done_dir.iterdir()):
                 time.sleep(0.05)
                 busy = _busy_workers()
                 if busy:
