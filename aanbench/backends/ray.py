@@ -495,12 +495,16 @@ class RayBackend:
         owned = self._connect()
         prep = _Prepared(template=template, t0=t0, owned=owned, connect_s=time.perf_counter() - t0)
         self._prepared = prep
-        prep.pools = self._pools(template, None)
-        template_ref = ray.put(template)
-        for pool in prep.pools.values():
-            for _ in range(pool.size):
-                handle = self._new_actor(pool, template_ref, check_store=False)
-                prep.slots[handle] = _Slot(pool.name, handle)
+        try:
+            prep.pools = self._pools(template, None)  # e.g. refuses GPU extractors on a cluster without GPUs
+            template_ref = ray.put(template)
+            for pool in prep.pools.values():
+                for _ in range(pool.size):
+                    handle = self._new_actor(pool, template_ref, check_store=False)
+                    prep.slots[handle] = _Slot(pool.name, handle)
+        except BaseException:
+            self.close()
+            raise
         prep.submit_s = time.perf_counter() - t0
 
     def close(self) -> None:
