@@ -184,6 +184,16 @@ def test_a_plan_that_fails_after_prepare_leaves_no_ray_running(demo, tmp_path) -
     assert not ray.is_initialized(), "the instance prepare() started must be shut down"
 
 
+def test_prepare_refusing_gpu_extractors_leaves_no_ray_running(tmp_path) -> None:
+    from aanbench.plugin_manager import get_plugins
+
+    assert not ray.is_initialized()
+    backend = RayBackend(workers=1)
+    with pytest.raises(AanbenchError, match="run on cuda.*the Ray cluster has 0 GPU"):
+        backend.prepare([get_plugins().extractor("resnet50")], weights_dir=str(tmp_path), device="cuda")
+    assert not ray.is_initialized(), "the instance prepare() started must be shut down"
+
+
 def _plan_demo(demo, store: Path, names: list[str]):
     from aanbench.extraction import plan_extraction
     from aanbench.plugin_manager import get_plugins
