@@ -332,8 +332,8 @@ class FeatureArray:
                 out[rows] = st["data"][rows]
         return out
 
-    def _packed_geometry(self) -> tuple[int, int] | None:
-        """(rows per shard, rows per inner chunk) of ``data`` when its metadata
+    def _packed_geometry(self) -> tuple[int, int, int, int] | None:
+        """(rows per shard, rows per inner chunk, rows, dim) of ``data`` when its metadata
         is exactly the packed layout the fast reader knows; else None (then
         Zarr reads it)."""
         if sys.byteorder != "little":
@@ -352,7 +352,7 @@ class FeatureArray:
                   and not meta.get("storage_transformers"))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return (int(shard[0]), int(inner[0])) if ok else None
+        return (int(shard[0]), int(inner[0]), int(meta["shape"][0]), int(dim)) if ok else None
 
     def _read_packed(self, threads: int | None) -> np.ndarray | None:
         """``data`` read straight from its shard files into one buffer, one
@@ -360,15 +360,15 @@ class FeatureArray:
         geometry = self._packed_geometry()
         if geometry is None:
             return None
-        shard_rows, chunk_rows = geometry
-        out = np.empty((self.n_items, self.dim), dtype=np.float32)
+        shard_rows, chunk_rows, n, dim = geometry
+        out = np.empty((n, dim), dtype=np.float32)
         ddir = self.dir / "data"
 
         def one(i_r0: tuple[int, int]) -> bool:
             i, r0 = i_r0
             return _read_shard_into(ddir / "c" / str(i) / "0", out, r0, shard_rows, chunk_rows)
 
-        jobs = list(enumerate(range(0, self.n_items, shard_rows)))
+        jobs = list(enumerate(range(0, n, shard_rows)))
         workers = min(len(jobs), threads or os.cpu_count() or 1)
         if workers <= 1:
             results = [one(j) for j in jobs]
