@@ -49,6 +49,7 @@ import math
 import os
 import shutil
 import sys
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -249,20 +250,38 @@ class FeatureArray:
 
     # ------------------------------------------------------------ staging
     def _staging(self) -> Any | None:
-        if not self.packed or not (self.dir / STAGING / "zarr.json").is_file():
+        # "done" is created last: the group is complete once its metadata is there
+        if not self.packed or not (self.dir / STAGING / "done" / "zarr.json").is_file():
             return None
         try:
             return self.group[STAGING]
         except KeyError:  # packed away meanwhile
             return None
 
-    def _ensure_staging(self) -> Any:
+    def _ensure_staging(self, clean: bool = False) -> Any:
+        """The staging group, created if missing. ``clean``: the caller is the
+        run's driver, before any worker writes: a folder left without its
+        metadata (a removal cut short) is cleared first. Workers never clear
+        anything, and creating it twice at once writes the same metadata."""
         st = self._staging()
         if st is not None:
             return st
+        if clean:
+            shutil.rmtree(self.dir / STAGING, ignore_errors=True)
+        try:
+            return self._create_staging()
+        except (zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError):
+            for _ in range(100):  # another writer is creating it right now
+                st = self._staging()
+                if st is not None:
+                    return st
+                time.sleep(0.05)
+            raise
+
+    def _create_staging(self) -> Any:
         n, dim, rows = self.n_items, self.dim, self.chunk_rows
         n_chunks = max(1, math.ceil(n / rows))
-        sg = self.group.create_group(STAGING, overwrite=True)
+        sg = self.group.create_group(STAGING, overwrite=False)
         sg.attrs["description"] = ("work chunks written by a run and not yet packed into ../data, ../ok, "
                                    "../error, ../done (aanbench packs them when the run ends); "
                                    "done[c] marks chunk c as written whole")
@@ -597,7 +616,7 @@ class DatasetGroup:
             if arr.dim != dim:
                 raise AanbenchError(f"store array {self.path}/{path} has dim {arr.dim}, extractor gives {dim}")
             if arr.packed:
-                arr._ensure_staging()  # workers write into it; the run packs it at the end
+                arr._ensure_staging(clean=True)  # workers write into it; the run packs it at the end
             return arr
         fg = self.group.create_group(path)
         n, rows = self.n_items, self.chunk_rows
@@ -625,7 +644,7 @@ class DatasetGroup:
             ),
         })
         arr = FeatureArray(key, fg)
-        arr._ensure_staging()
+        arr._ensure_staging(clean=True)
         return arr
 
     def import_rows(self, key: str, values: np.ndarray, provenance: dict[str, Any]) -> FeatureArray:
