@@ -29,6 +29,12 @@ reads the shards straight into one buffer). A killed run loses at most the
 chunks in flight; its staged chunks are read (and resumed) as done and
 packed by the next run.
 
+``data`` is not compressed: float features barely compress (Zarr's
+default zstd: 1.08-1.29x on the demo's affect, emobase2010 and logmel
+features, 1.08x on normal noise; blosc-lz4 with byte shuffle: 1.00-1.05x)
+and zstd decodes at 0.3-1 GB/s, several times slower than reading the file
+from the page cache.
+
 Feature arrays written before the layout was recorded (``layout`` attribute
 absent: one zstd file per chunk, :data:`LAYOUT_CHUNK_FILES`) are read and
 resumed as they are; an unknown ``layout`` is refused with its name.
