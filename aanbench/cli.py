@@ -7,8 +7,10 @@ print one message, never a traceback.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
+import os
 import shlex
 import sys
 from dataclasses import dataclass
@@ -16,25 +18,27 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from aanbench import __version__
 from aanbench.contracts import AanbenchError, Dataset
 
-console = Console()
-err_console = Console(stderr=True)
+from rich.markup import escape
+
+from aanbench.output import DEBUG_ENV, debug_enabled, describe, make_console, print_traceback
+
+console = make_console()  # wraps for a terminal only: a pipe or file gets whole lines (aanbench/output.py)
+err_console = make_console(stderr=True)
 
 HELP = """\
 aanbench: a plugin-based multimodal feature store and benchmark suite for the
 emotions movies evoke (valence and arousal), after AttendAffectNet.
 
-Typical session:
+Typical session (`aanbench demo` does it all on a generated dataset):
 
 \b
-  aanbench demo                                   # everything, on a generated demo dataset
-
+  aanbench datasets check eimt16 --root ~/data/LIRIS-ACCEDE
   aanbench extract eimt16 --root ~/data/LIRIS-ACCEDE --store feats
   aanbench run feature-aan eimt16 --store feats --out results
   aanbench leaderboard eimt16 --results results --out leaderboards/eimt16.md
@@ -44,7 +48,101 @@ Extractors, datasets and models are plugins (entry-point group `aanbench`);
 `aanbench plugins` lists them.
 """
 
-app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+# Metavars a user reads in --help: what to type, not the Python type (`--store STORE`,
+# `--workers N`, `--option KEY=VALUE`, usage `aanbench run EXPERIMENT DATASET`).
+# An option or argument that sets its own metavar keeps it.
+METAVARS = {"option": "KEY=VALUE", "root": "DIR", "weights_dir": "DIR", "workdir": "DIR", "save_models": "DIR",
+            "out": "PATH", "results": "PATH", "registry": "FILE", "leaderboard": "FILE", "extractors": "NAMES",
+            "address": "ADDRESS", "device": "DEVICE"}
+
+
+def _metavar(param: Any) -> str | None:
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None or getattr(param, "is_flag", False) or getattr(param, "count", False) or desc.is_choice:
+        return None
+    name = param.name or ""
+    if name in METAVARS:
+        return METAVARS[name]
+    ann = desc.annotation
+    if ann is int:
+        return "N"
+    if ann is float:
+        return "NUMBER"
+    return name.upper()
+
+
+def _complete_datasets(ctx: Any, param: Any, incomplete: str) -> list[str]:
+    try:
+        return sorted(n for n in _plugins().datasets if n.startswith(incomplete))
+    except Exception:  # completion must never fail loudly
+        return []
+
+
+def _complete_experiments(ctx: Any, param: Any, incomplete: str) -> list[str]:
+    try:
+        return sorted(n for n in _registry(ctx.params.get("registry")).experiments if n.startswith(incomplete))
+    except Exception:
+        return []
+
+
+def _complete_extractors(ctx: Any, param: Any, incomplete: str) -> list[str]:
+    done, _, last = incomplete.rpartition(",")
+    try:
+        names = sorted(_plugins().extractors)
+    except Exception:
+        return []
+    prefix = done + "," if done else ""
+    return [prefix + n for n in names if n.startswith(last) and n not in done.split(",")]
+
+
+COMPLETERS = {"dataset": _complete_datasets, "experiment": _complete_experiments, "extractors": _complete_extractors}
+
+
+def _plain_metavars(cmd: Any) -> None:
+    """Give every Typer option and argument of ``cmd`` (and of its sub-commands)
+    a plain metavar (arguments show only their name, without a type), and
+    shell completion of dataset, experiment and extractor names."""
+    from typer.core import TyperArgument, TyperOption
+
+    if getattr(cmd, "_aanbench_metavars", False):
+        return
+    cmd._aanbench_metavars = True
+    for p in getattr(cmd, "params", []):
+        if type(p) is TyperArgument:
+            p.__class__ = _PlainArgument
+            if p.metavar is None:
+                p.metavar = (p.name or "").upper()
+        elif type(p) is TyperOption and p.metavar is None:
+            p.metavar = _metavar(p)
+        if p.name in COMPLETERS and getattr(p, "_custom_shell_complete", None) is None:
+            p._custom_shell_complete = COMPLETERS[p.name]
+    for sub in getattr(cmd, "commands", {}).values():
+        _plain_metavars(sub)
+
+
+from typer.core import TyperArgument as _TyperArgument, TyperGroup as _TyperGroup  # noqa: E402
+
+
+class _PlainArgument(_TyperArgument):
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None  # the metavar already names it
+
+    def _usage_display_name(self) -> str:
+        return self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+
+
+class _Group(_TyperGroup):
+    """The root command group: plain metavars for every command it resolves,
+    plugin commands included."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            _plain_metavars(cmd)
+        return cmd
+
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=True, rich_markup_mode=None, cls=_Group,
                   context_settings={"help_option_names": ["-h", "--help"]})
 store_app = typer.Typer(help="Inspect and fill feature stores.", no_args_is_help=True)
 models_app = typer.Typer(help="Model files: convert published checkpoints, inspect.", no_args_is_help=True)
@@ -69,17 +167,36 @@ class CliGroups:
         return command(target, name, **kw)
 
 
+_running_command: contextvars.ContextVar[str] = contextvars.ContextVar("aanbench_command", default="")
+
+
 def command(target: typer.Typer, name: str | None = None, **kw: Any) -> Callable:
     """Register a command whose expected errors become a message and exit 2."""
 
     def deco(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = _running_command.set(name or fn.__name__)
             try:
                 return fn(*args, **kwargs)
             except AanbenchError as exc:
-                err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+                if debug_enabled():
+                    print_traceback(exc, err_console)
+                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
                 raise typer.Exit(exc.exit_code) from None
+            except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # a bug, often in a plugin: say where; --debug for the traceback
+                if debug_enabled():
+                    print_traceback(exc, err_console)
+                    hint = ""
+                else:
+                    hint = " (rerun with `aanbench --debug ...` for the full traceback)"
+                err_console.print(f"[bold red]error:[/] {escape(describe(exc))}{hint}", highlight=False, markup=True,
+                                  soft_wrap=True)
+                raise typer.Exit(1) from None
+            finally:
+                _running_command.reset(token)
 
         target.command(name, **kw)(wrapper)
         return wrapper
@@ -114,7 +231,15 @@ def _parse_options(options: list[str] | None) -> dict[str, str]:
     return out
 
 
+DATASET_HELP = "Dataset name, as `aanbench datasets` lists it."
+
+
+TRAINING_COMMANDS = ("run", "train")
+
+
 def _dataset(name: str, options: list[str] | None = None) -> Dataset:
+    """The dataset plugin ``name``, configured with ``--option KEY=VALUE``s;
+    one a command that trains (run, train) cannot use is refused here."""
     ds = _plugins().dataset(name)
     opts = _parse_options(options)
     if opts:
@@ -122,6 +247,10 @@ def _dataset(name: str, options: list[str] | None = None) -> Dataset:
         if configure is None:
             raise AanbenchError(f"dataset {name!r} takes no options (got {', '.join(opts)})")
         ds = configure(**opts)
+    if _running_command.get() in TRAINING_COMMANDS:
+        from aanbench.registry import require_labelled
+
+        require_labelled(ds)
     return ds
 
 
@@ -165,7 +294,7 @@ def datasets_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json
         return
     t = Table(title="aanbench datasets")
     for c in ("name", "protocol", "targets", "description"):
-        t.add_column(c)
+        t.add_column(c, no_wrap=c == "name")
     for r in sorted(rows, key=lambda r: r["name"]):
         t.add_row(r["name"], r["protocol"], ", ".join(r["targets"]), r["description"])
     console.print(t)
@@ -173,16 +302,16 @@ def datasets_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json
 
 @command(datasets_app, "check")
 def datasets_check(
-    name: str = typer.Argument(..., help="Dataset name (see `aanbench datasets`)."),
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
     root: Path = typer.Option(..., "--root", help="Your copy of the dataset, in its official layout."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Check a copy of a dataset: files found against expected, unreadable files,
     labels out of range, changes since the last check. Exit 1 when incomplete."""
-    ds = _dataset(name, option)
+    ds = _dataset(dataset, option)
     if not hasattr(ds, "check"):
-        raise AanbenchError(f"dataset {name!r} offers no check")
+        raise AanbenchError(f"dataset {dataset!r} offers no check")
     from aanbench.pluginkit.datacheck import run_check
 
     raise typer.Exit(run_check(ds, root, as_json, console))
@@ -201,8 +330,9 @@ def do_extract(
     **options: Any,
 ):
     """:func:`aanbench.extraction.extract_dataset` with a progress bar; returns
-    (report, failures in store, plan)."""
-    from aanbench.extraction import extract_dataset
+    (report, failures in store, plan). An interrupt (Ctrl-C) prints how many
+    chunks were saved and exits with status 130."""
+    from aanbench.extraction import ExtractionInterrupted, extract_dataset
 
     names = [n.strip() for n in extractors.split(",") if n.strip()] if extractors else None
     with Progress(TextColumn("[bold]extract[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("items"),
@@ -230,8 +360,14 @@ def do_extract(
             done = prog.tasks[0].completed
             prog.update(task, rate=f"{done / el:.1f} items/s" if el > 0 else "")
 
-        out = extract_dataset(dataset, root, store_path, names, on_planned=on_planned, on_progress=on_progress,
-                              **options)
+        try:
+            out = extract_dataset(dataset, root, store_path, names, on_planned=on_planned, on_progress=on_progress,
+                                  **options)
+        except KeyboardInterrupt as exc:  # ExtractionInterrupted, or Ctrl-C before the run's handler is set
+            prog.stop()
+            err_console.print(str(exc) if isinstance(exc, ExtractionInterrupted) else str(ExtractionInterrupted(0)),
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
     return out.report, out.failed, out.plan
 
 
@@ -252,13 +388,16 @@ def extract_cmd(
     address: Optional[str] = typer.Option(None, "--address", help="Ray: join this cluster ('auto' or host:port) instead of starting a local one."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="Ray: GPU share each GPU extractor worker asks for."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE (see the dataset's card)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout (no progress bar)."),
 ) -> None:
     """Extract features for every item of a dataset into the feature store.
 
     Work is done in chunks; a chunk is written whole, then marked done, so an
-    interrupted run resumes where it stopped. Items that fail (corrupt file,
-    no audio stream, ...) are recorded with their reason and the batch goes
-    on; the exit status is 1 when any item failed.
+    interrupted run resumes where it stopped. Ctrl-C stops at the next item,
+    discards the chunk in progress and exits with status 130; run the same
+    command to resume. Items that fail (corrupt or truncated file, broken
+    link, permission denied, no audio stream, ...) are recorded with their
+    reason and the batch goes on; the exit status is 1 when any item failed.
 
     \b
     Examples:
@@ -273,23 +412,36 @@ def extract_cmd(
         opts = {"address": address, "gpus_per_worker": gpus_per_worker}
     elif address or gpus_per_worker:
         raise AanbenchError("--address and --gpus-per-worker are options of --backend ray")
-    report, failed, plan = do_extract(ds, root, store, extractors, backend=backend, workers=workers,
+    report, failed, plan = do_extract(ds, root, store, extractors, quiet=as_json, backend=backend, workers=workers,
                                       chunk_rows=chunk_rows, batch_size=batch_size, device=device,
                                       weights_dir=weights_dir, retry_failed=retry_failed, backend_options=opts)
-    _print_extract_summary(report, failed, plan)
+    _print_extract_summary(report, failed, plan, as_json=as_json)
     if failed or report.unit_errors:
         raise typer.Exit(1)
 
 
-def _print_extract_summary(report, failed, plan) -> None:
-    t = Table(title=f"{plan.group.path}: extraction summary ({report.seconds:.1f} s)")
-    for c in ("extractor", "array", "ok", "failed", "chunks computed", "chunks already done"):
-        t.add_column(c)
+def _print_extract_summary(report, failed, plan, as_json: bool = False) -> None:
+    """The summary table and failures, or (``as_json``) one JSON document on stdout."""
     n = plan.group.n_items
     computed: dict[str, int] = {}
     for u in plan.units:
         for e in u.extractors:
             computed[e] = computed.get(e, 0) + 1
+    if as_json:
+        arrays = []
+        for name in report.extractors:
+            nf = sum(1 for f in failed if f[1] == name)
+            arrays.append({"extractor": name, "key": plan.job.keys[name], "items": n, "ok": n - nf, "failed": nf,
+                           "chunks_computed": computed.get(name, 0),
+                           "chunks_already_done": report.skipped_chunks.get(name, 0)})
+        doc = {"store": str(plan.job.store_root), "group": plan.group.path, "dataset": report.dataset,
+               "seconds": round(report.seconds, 3), "arrays": arrays, "chunks_failed": list(report.unit_errors),
+               "failures": [{"item_id": i, "extractor": e, "reason": r} for i, e, r in failed]}
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    t = Table(title=f"{plan.group.path}: extraction summary ({report.seconds:.1f} s)")
+    for c in ("extractor", "array", "ok", "failed", "chunks computed", "chunks already done"):
+        t.add_column(c)
     for name in report.extractors:
         nf = sum(1 for f in failed if f[1] == name)
         t.add_row(name, plan.job.keys[name], str(n - nf), str(nf), str(computed.get(name, 0)),
@@ -351,7 +503,7 @@ def store_info(
     for g in info:
         t = Table(title=f"{g['group']}  ({g['n_items']} items, chunks of {g['chunk_rows']}, labels: {', '.join(g['targets']) or 'none'})")
         for c in ("array", "shape", "items done", "ok", "failed", "source"):
-            t.add_column(c)
+            t.add_column(c, no_wrap=c == "array")
         for a in g["arrays"]:
             t.add_row(a["key"], "x".join(map(str, a["shape"])), f"{a['items_done']}/{g['n_items']}", str(a["items_ok"]),
                       str(len(a["failures"])), a["source"])
@@ -367,7 +519,7 @@ def store_info(
 def store_import_h5(
     file: Path = typer.Argument(..., help="HDF5 file holding an (n_items, dim) matrix."),
     store: Path = typer.Option(..., "--store", help="Feature store directory."),
-    dataset: str = typer.Option(..., "--dataset", help="Dataset name the rows belong to."),
+    dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP + " The rows belong to it."),
     extractor: str = typer.Option(..., "--extractor", help="Extractor name the features stand for (e.g. resnet50)."),
     key: str = typer.Option("default", "--key", help="HDF5 dataset inside the file."),
     segmentation: str = typer.Option("default", "--segmentation", help="Store segmentation group."),
@@ -406,23 +558,77 @@ def store_import_h5(
                   f"as {group.path}/features/{arr.key}")
 
 
+@command(store_app, "export")
+def store_export(
+    store: Path = typer.Argument(..., help="Feature store directory."),
+    dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP),
+    out: Path = typer.Option(..., "--out", help="File to write: .parquet, .csv or .h5 (the suffix picks the format)."),
+    extractors: Optional[str] = typer.Option(None, "--extractors", "-e",
+                                             help="Comma-separated extractor names (or NAME@VERSION). Default: every stored array."),
+    segmentation: str = typer.Option("default", "--segmentation", help="Store segmentation group."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="parquet, csv or hdf5, when the suffix does not say.",
+                                      metavar="FORMAT"),
+    valid_only: bool = typer.Option(False, "--valid-only", help="Only the rows valid for every extractor."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON, for scripts."),
+) -> None:
+    """Export a store group's features, item table and labels for other tools.
+
+    Parquet and CSV: one row per item (id, group, split, path, start, end,
+    labels, then NAME_0, NAME_1, ... per extractor; NaN where an item
+    failed). HDF5: items/, labels/, features/NAME@VERSION and ok/NAME@VERSION
+    datasets (re-importable with `aanbench store import-h5 --key`).
+    The same from Python: `aanbench.api.open_features`.
+    """
+    from aanbench.api import export_features, export_format, open_features
+
+    export_format(out, fmt)  # a wrong suffix fails before any reading
+    feats = open_features(store, dataset, extractors, segmentation=segmentation)
+    path, kind, rows = export_features(feats, out, fmt, valid_only=valid_only)
+    if as_json:
+        typer.echo(json.dumps({"path": str(path), "format": kind, "group": feats.group, "rows": rows,
+                               "arrays": {feats.keys[n]: int(a.shape[1]) for n, a in feats.arrays.items()}}, indent=1))
+        return
+    dims = ", ".join(f"{feats.keys[n]} ({a.shape[1]})" for n, a in feats.arrays.items())
+    console.print(f"wrote {rows} rows of {feats.group} to {path} ({kind}): {dims}", highlight=False)
+
+
 # ---------------------------------------------------------------------------- run / leaderboard
 
 
+REGISTRY_HELP = ("Your own experiments file (TOML), added to the built-in registry; "
+                 "default $AANBENCH_REGISTRY.")
+
+
 @command(app, "experiments")
-def experiments_cmd(registry: Optional[Path] = typer.Option(None, "--registry", help="registry.toml to use.")) -> None:
-    """List the named experiments of registry.toml and their feature sets."""
+def experiments_cmd(
+    registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """List the named experiments (the built-in registry plus your own file),
+    their model, feature set and where each is defined."""
     reg = _registry(registry)
-    t = Table(title=f"experiments ({reg.path})")
-    for c in ("experiment", "model", "features", "datasets with settings", "description"):
-        t.add_column(c)
+    rows = []
     for name, e in sorted(reg.experiments.items()):
-        t.add_row(name, e["model"], e["features"], ", ".join(sorted(e.get("datasets", {}))), e.get("description", ""))
-    console.print(t)
+        rows.append({"name": name, "model": e["model"], "feature_set": e["features"],
+                     "features": list(reg.feature_sets[e["features"]]),
+                     "datasets": sorted(e.get("datasets", {})), "description": e.get("description", ""),
+                     "extends": reg.parents.get(name), "origin": reg.origin(name)})
+    if as_json:
+        typer.echo(json.dumps({"files": [str(p) for p in reg.files], "experiments": rows}, indent=1))
+        return
+    t = Table(title="experiments (" + " + ".join(map(str, reg.files)) + ")")
+    for c in ("experiment", "model", "features", "datasets with settings", "origin", "description"):
+        t.add_column(c, no_wrap=c in ("experiment", "model", "features"))  # names are copied: never cut
+    for r in rows:
+        t.add_row(r["name"], r["model"], r["feature_set"], ", ".join(r["datasets"]), r["origin"], r["description"],
+                  style=None if r["origin"] == "built-in" else "cyan")
+    console.print(t, highlight=False)
 
 
 def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: Optional[int] = None,
            registry: Optional[Path] = None, save_models: Optional[Path] = None, quiet: bool = False):
+    """Run ``experiment`` on the stored features of ``dataset`` and write its
+    results file (``out/<dataset>/<experiment>/seed<N>.json``); returns (doc, path)."""
     from aanbench.runner import run_experiment, write_results
     from aanbench.store import FeatureStore
 
@@ -431,7 +637,7 @@ def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: O
     group = FeatureStore(store, mode="r").open_group(dataset.name, dataset.segmentation)
     group.check_dataset_config(dataset.config())
     with Progress(TextColumn(f"[bold]{experiment}[/] {{task.fields[what]}}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, disable=quiet) as prog:
+                  TimeElapsedColumn(), console=err_console if quiet else console, disable=quiet) as prog:
         task = prog.add_task("fit", total=None, what="")
 
         def on_fit(target: str, fold: str, done: int, total: int) -> None:
@@ -443,6 +649,12 @@ def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: O
     return doc, path
 
 
+def _results_summary(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    return {"results": str(path), "experiment": doc["experiment"], "dataset": doc["dataset"], "seed": doc["seed"],
+            "protocol": doc["protocol"], "feature_set": doc["feature_set"], "samples": doc.get("samples"),
+            "metrics": {t: v["metrics"] for t, v in doc["targets"].items()}}
+
+
 def _print_results(doc: dict[str, Any], path: Path) -> None:
     t = Table(title=f"{doc['experiment']} on {doc['dataset']} ({doc['protocol']}, features {doc['feature_set']})")
     for c in ("target", "MSE", "Pearson r", "CCC", "n"):
@@ -451,23 +663,26 @@ def _print_results(doc: dict[str, Any], path: Path) -> None:
         m = v["metrics"]
         t.add_row(target, f"{m['mse']:.4f}", f"{m['pearson_r']:.3f}", f"{m['ccc']:.3f}", str(m["n"]))
     console.print(t)
-    console.print(f"results: {path}")
+    console.print(f"results: {path}", highlight=False, soft_wrap=True)
 
 
 @command(app, "run")
 def run_cmd(
-    experiment: str = typer.Argument(..., help="Experiment name from registry.toml (see `aanbench experiments`)."),
-    dataset: str = typer.Argument(..., help="Dataset name."),
+    experiment: str = typer.Argument(..., help="Experiment name: built-in or from your --registry file (see `aanbench experiments`)."),
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
     store: Path = typer.Option(..., "--store", help="Feature store holding the dataset's features."),
-    out: Path = typer.Option(..., "--out", help="Results directory (or a .json file)."),
+    out: Path = typer.Option(..., "--out", help="Results directory (each run goes to DATASET/EXPERIMENT/seedN.json) or a .json file."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset copy: extract the experiment's missing features first."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the experiment's seed."),
-    registry: Optional[Path] = typer.Option(None, "--registry", help="registry.toml to use."),
-    save_models: Optional[Path] = typer.Option(None, "--save-models", help="Also save each trained model (aanbench model files) here."),
+    registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
+    save_models: Optional[Path] = typer.Option(None, "--save-models", help="Also save each trained model (one aanbench model file per target and fold) here."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (results file, metrics) on stdout."),
 ) -> None:
     """Train and evaluate an experiment with the dataset's protocol; write a results
-    file (config, provenance, per-item predictions, metrics) and print a table.
+    file (config, provenance, per-sample predictions with start/end, metrics) and
+    print a table. A second seed, or a changed configuration, goes beside the
+    first results file, never over it.
 
     \b
     Examples:
@@ -478,16 +693,74 @@ def run_cmd(
     ds = _dataset(dataset, option)
     if root is not None:
         exp = _registry(registry).experiment(experiment, ds.name)
-        _, failed, _ = do_extract(ds, root, store, ",".join(exp.features))
-        if failed:
+        _, failed, _ = do_extract(ds, root, store, ",".join(exp.features), quiet=as_json)
+        if failed and not as_json:
             console.print(f"[yellow]{len(failed)} item failures during extraction; those items are left out[/]")
-    doc, path = do_run(experiment, ds, store, out, seed=seed, registry=registry, save_models=save_models)
+    doc, path = do_run(experiment, ds, store, out, seed=seed, registry=registry, save_models=save_models,
+                       quiet=as_json)
+    if as_json:
+        typer.echo(json.dumps(_results_summary(doc, path), indent=1))
+        return
     _print_results(doc, path)
+
+
+# ---------------------------------------------------------------------------- train
+
+
+@command(app, "train")
+def train_cmd(
+    experiment: str = typer.Argument(..., help="Experiment name: built-in or from your --registry file (see `aanbench experiments`)."),
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
+    store: Path = typer.Option(..., "--store", help="Feature store holding the dataset's features."),
+    out: Path = typer.Option(..., "--out", help="Model bundle to write (e.g. model.pt)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Override the experiment's seed."),
+    registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """Fit an experiment on all of a dataset's training samples (validation carved
+    from them as in `run`), for every target, and write one model bundle: the
+    models, feature names and store keys, standardisers, windows, experiment,
+    dataset and provenance, seed. Apply it with `aanbench predict`.
+
+    \b
+    Example:
+      aanbench train feature-aan demo --store feats --out demo-aan.pt
+      aanbench predict demo-aan.pt --store feats --dataset demo --out predictions.csv
+    """
+    from aanbench.modelfile import save_bundle
+    from aanbench.runner import train_bundle
+    from aanbench.store import FeatureStore
+
+    ds = _dataset(dataset, option)
+    exp = _registry(registry).experiment(experiment, ds.name)
+    group = FeatureStore(store, mode="r").open_group(ds.name, ds.segmentation)
+    group.check_dataset_config(ds.config())
+    with Progress(TextColumn(f"[bold]train {experiment}[/] {{task.fields[what]}}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=err_console if as_json else console,
+                  disable=as_json) as prog:
+        task = prog.add_task("fit", total=None, what="")
+        payload = train_bundle(exp, ds, group, _plugins(), seed=seed,
+                               on_fit=lambda t, done, total: prog.update(task, completed=done, total=total, what=t))
+    payload["command"] = _invocation()
+    path = save_bundle(out, payload)
+    summary = {"bundle": str(path), "experiment": exp.name, "dataset": ds.name, "model": payload["model"],
+               "targets": list(payload["targets"]), "features": payload["feature_keys"],
+               "windows": payload["samples"], "seed": payload["seed"],
+               "fits": {t: v["fit"] for t, v in payload["targets"].items()}}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+        return
+    for t, v in payload["targets"].items():
+        f = v["fit"]
+        console.print(f"{t}: fit on {f['n_fit']} samples, validation {f['n_val']}, best epoch {f['best_epoch']}",
+                      highlight=False)
+    console.print(f"model bundle: {path}", highlight=False, soft_wrap=True)
 
 
 @command(app, "leaderboard")
 def leaderboard_cmd(
-    dataset: str = typer.Argument(..., help="Dataset name."),
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
     results: list[Path] = typer.Option(..., "--results", help="Results directory or files (repeatable)."),
     out: Path = typer.Option(..., "--out", help="Markdown file to write; the figure goes beside it (.png)."),
     group: Optional[str] = typer.Option(None, "--group", help="Group (movie) to plot; default: the first."),
@@ -510,46 +783,138 @@ def leaderboard_cmd(
 
 @command(app, "predict")
 def predict_cmd(
-    model: Path = typer.Argument(..., help="aanbench model file (trained by `run --save-models` or converted)."),
+    model: Path = typer.Argument(..., help="Model bundle (`aanbench train`), or a single-target model file (`run --save-models`, `models import-aan`)."),
     store: Path = typer.Option(..., "--store", help="Feature store."),
-    dataset: str = typer.Option(..., "--dataset", help="Dataset whose stored features to use."),
-    out: Path = typer.Option(..., "--out", help="CSV to write: item_id,prediction."),
-    segmentation: str = typer.Option("default", "--segmentation", help="Store segmentation group."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset (store group) whose stored features to use."),
+    out: Path = typer.Option(..., "--out", help="CSV to write: item_id,start,end,<targets>,reason."),
+    segmentation: Optional[str] = typer.Option(None, "--segmentation", help="Store segmentation group (default: the dataset's, else 'default')."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
-    """Apply a model to the features stored for a dataset; one CSV row per item
-    (items missing a feature get an empty prediction)."""
-    import numpy as np
-
-    from aanbench.modelfile import load_model
-    from aanbench.runner import Standardizer, load_features
+    """Apply a model to the features stored for a dataset, rebuilding the windows
+    it was trained with: one CSV row per sample, item_id,start,end (seconds; empty =
+    the file's beginning/end), one column per target, and a reason for samples left
+    out (a row without valid features: empty prediction). Exit 1 when any was left out."""
+    from aanbench.modelfile import load_any
+    from aanbench.predict import predict_group
     from aanbench.store import FeatureStore
 
-    payload = load_model(model)
+    payload = load_any(model)
     plugins = _plugins()
-    spec = plugins.model(payload["model"])
-    if spec.restore is None:
-        raise AanbenchError(f"model plugin {spec.name!r} cannot restore saved models")
-    m = spec.restore(payload["state"])
-    group = FeatureStore(store, mode="r").open_group(dataset, segmentation)
-    feats = load_features(group, list(payload["features"]), plugins)
-    xs = feats.values
-    if payload.get("standardize"):
-        sd = payload["standardize"]
-        xs = Standardizer([np.asarray(a) for a in sd["mean"]], [np.asarray(a) for a in sd["std"]]).apply(xs)
-    valid = feats.valid
-    preds = np.full(group.n_items, np.nan, dtype=np.float32)
-    if valid.any():
-        preds[valid] = m.predict([x[valid] for x in xs])
-    ids = group.item_ids()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w") as f:
-        f.write("item_id,prediction\n")
-        for i, item_id in enumerate(ids):
-            f.write(f"{item_id},{'' if not np.isfinite(preds[i]) else repr(float(preds[i]))}\n")
-    console.print(f"{int(valid.sum())}/{len(ids)} items predicted ({payload['target']}) -> {out}")
+    seg = segmentation or (plugins.datasets[dataset].segmentation if dataset in plugins.datasets else "default")
+    group = FeatureStore(store, mode="r").open_group(dataset, seg)
+    preds = predict_group(payload, group, plugins)
+    path = preds.write_csv(out)
+    summary = {"predictions": str(path), "model": str(model), **preds.summary()}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+    else:
+        for note in preds.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        console.print(f"{summary['predicted']}/{summary['samples']} samples predicted "
+                      f"({', '.join(preds.targets)}) -> {path}", highlight=False, soft_wrap=True)
+        if preds.n_left_out:
+            console.print(f"[red]{preds.n_left_out} left out[/] (reason column), first: "
+                          f"{next(r for r in preds.reasons if r)}", highlight=False, soft_wrap=True)
+    if preds.n_left_out:
+        raise typer.Exit(1)
+
+
+@command(models_app, "info")
+def models_info_cmd(
+    file: Path = typer.Argument(..., help="Model bundle or model file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+) -> None:
+    """What a model file predicts, from which features and windows, trained on what."""
+    from aanbench.modelfile import load_any
+
+    p = load_any(file)
+    info = {
+        "file": str(file), "format": p["source_format"], "model": p["model"],
+        "model_version": p.get("model_version", ""), "input": p.get("input", "rows"),
+        "targets": list(p["targets"]), "features": list(p["features"]),
+        "feature_keys": list(p.get("feature_keys") or []), "dims": list(p.get("dims") or []),
+        "windows": dict(p["samples"]), "experiment": p.get("experiment") or {}, "dataset": p.get("dataset") or {},
+        "seed": p.get("seed"), "standardised": {t: bool(v.get("standardize")) for t, v in p["targets"].items()},
+        "fits": {t: v["fit"] for t, v in p["targets"].items() if v.get("fit")},
+        "provenance": p.get("provenance") or {},
+    }
+    if as_json:
+        typer.echo(json.dumps(info, indent=1, default=str))
+        return
+    t = Table(title=f"{file}", show_header=False)
+    t.add_column("field")
+    t.add_column("value")
+    w = info["windows"]
+    feats = info["feature_keys"] or info["features"]
+    rows = [
+        ("format", info["format"]),
+        ("model", f"{info['model']} (version {info['model_version'] or '?'}, takes {info['input']})"),
+        ("predicts", ", ".join(info["targets"])),
+        ("features", ", ".join(f"{k} ({d})" for k, d in zip(feats, info["dims"])) if info["dims"] else ", ".join(feats)),
+        ("windows", "single rows" if int(w.get("length", 1)) == 1 else
+         f"{w['length']} rows, stride {w['stride']}, within one {w['scope']}, labelled by {w['label']}, "
+         f"start: {w['start']}"),
+        ("standardised", ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in info["standardised"].items())),
+        ("experiment", str(info["experiment"].get("name") or "?")),
+        ("trained on", str(info["dataset"].get("name") or "?") + (
+            f" ({info['dataset'].get('n_samples')} samples, group {info['dataset'].get('group')})"
+            if info["dataset"].get("group") else "")),
+        ("seed", str(info["seed"])),
+    ]
+    for k, v in info["fits"].items():
+        rows.append((f"fit {k}", f"{v['n_fit']} fit / {v['n_val']} validation samples, best epoch {v['best_epoch']}"))
+    for k in ("source_file", "source_sha256", "converted_by"):
+        if k in info["provenance"]:
+            rows.append((k, str(info["provenance"][k])))
+    for r in rows:
+        t.add_row(*r)
+    console.print(t, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------- demo
+
+
+def _demo_prerequisites(generate: Any, experiments: list[str], workdir: Path, leaderboard: Path) -> list[str]:
+    """Everything `demo` needs, checked before the clips are made: the
+    registry and its demo experiments, their model and extractor plugins
+    (weight-free), and writable output folders. Returns the extractor names;
+    raises one error listing every problem."""
+    problems: list[str] = []
+    if generate is None:
+        problems.append("the demo dataset plugin cannot generate its data")
+    plugins = _plugins()
+    features: set[str] = set()
+    try:
+        reg = _registry()
+    except AanbenchError as exc:
+        reg = None
+        problems.append(str(exc))
+    for e in experiments if reg is not None else []:
+        try:
+            exp = reg.experiment(e, "demo")
+        except AanbenchError as exc:
+            problems.append(str(exc))
+            continue
+        if exp.model not in plugins.models:
+            problems.append(f"experiment {e}: model plugin {exp.model!r} is not installed (see `aanbench plugins`)")
+        features.update(exp.features)
+    for name in sorted(features):
+        ex = plugins.extractors.get(name)
+        if ex is None:
+            problems.append(f"extractor {name!r} is not installed or failed to load (see `aanbench plugins`)")
+        elif getattr(ex, "weights", ()):
+            problems.append(f"extractor {name!r} needs weight files; the demo uses weight-free extractors only")
+    for folder in (workdir, leaderboard.parent):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".aanbench-write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            problems.append(f"{folder}: cannot write here ({exc.strerror or exc}); use --workdir / --leaderboard")
+    if problems:
+        raise AanbenchError("demo cannot start:\n  " + "\n  ".join(problems))
+    return sorted(features)
 
 
 @command(app, "demo")
@@ -568,8 +933,8 @@ def demo_cmd(
 
     ds = _plugins().dataset("demo")
     generate = getattr(ds, "generate", None)
-    if generate is None:
-        raise AanbenchError("the demo dataset plugin cannot generate its data")
+    experiments = ["feature-aan", "feature-aan-video", "feature-aan-audio", "ridge", "mean"]
+    features = _demo_prerequisites(generate, experiments, workdir, leaderboard)  # before any work
     data = workdir / "data"
     console.rule("[bold]1. demo dataset")
     with Progress(TextColumn("[bold]generate[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("clips"),
@@ -577,9 +942,6 @@ def demo_cmd(
         task = prog.add_task("generate", total=clips)
         generate(data, seed=seed, clips=clips, progress=lambda done, total: prog.update(task, completed=done, total=total))
     console.print(f"demo dataset: {data}")
-    reg = _registry()
-    experiments = ["feature-aan", "feature-aan-video", "feature-aan-audio", "ridge", "mean"]
-    features = sorted({f for e in experiments for f in reg.experiment(e, "demo").features})
     console.rule("[bold]2. extract features")
     store = workdir / "store"
     report, failed, plan = do_extract(ds, data, store, ",".join(features), workers=workers, chunk_rows=16)
@@ -609,9 +971,15 @@ def _version_cb(value: bool) -> None:
 
 
 @app.callback()
-def root(version: bool = typer.Option(False, "--version", callback=_version_cb, is_eager=True,
-                                      help="Print the version and exit.")) -> None:
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version_cb, is_eager=True,
+                                 help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug",
+                               help=f"On an error, print the full traceback (file and line; also ${DEBUG_ENV}=1)."),
+) -> None:
     """aanbench"""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # worker processes inherit it
 
 
 def _mount_optional() -> None:
@@ -633,7 +1001,9 @@ _mount_optional()
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="aanbench")  # the same name (and completion variable) for `python -m aanbench`
     except AanbenchError as exc:  # raised outside a command (e.g. while loading)
-        err_console.print(f"[bold red]error:[/] {exc}")
+        if debug_enabled():
+            print_traceback(exc, err_console)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
+from aanbench.output import make_console
 from rich.markup import escape
 from rich.table import Table
 
@@ -41,7 +41,7 @@ def _installed_requirements():
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True).print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    make_console(stderr=True).print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -62,7 +62,7 @@ def weights_status(
     if as_json:
         typer.echo(json.dumps({"weights_dir": str(folder), "files": rows}, indent=2))
     else:
-        console = Console()
+        console = make_console()
         table = Table(title=f"Weight files (folder: {folder})", show_lines=False)
         for col in ("extractor", "file", "expected SHA-256", "looked for at", "status"):
             table.add_column(col, overflow="fold")

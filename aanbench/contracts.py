@@ -4,10 +4,12 @@ contracts that extractor, dataset and model plugins implement.
 Data flows one way::
 
     Dataset.items() -> Item -> decode_media() -> Media -> Extractor.extract()
-        -> rows in the FeatureStore -> Model.fit()/predict() -> results
+        -> rows in the FeatureStore -> samples (SequenceSpec)
+        -> Model.fit()/predict() -> results
 
 Units: times in seconds, audio in Hz, frames as ``uint8`` RGB arrays of shape
-``(T, H, W, 3)``, features as ``float32`` arrays of shape ``(n_items, dim)``.
+``(T, H, W, 3)``, features as ``float32`` arrays of shape ``(n_items, dim)``;
+a model sees ``(n, dim_k)`` (rows) or ``(n, T, dim_k)`` (sequences).
 """
 
 from __future__ import annotations
@@ -206,6 +208,82 @@ def _request_dict(req: MediaRequest) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------
+# Samples: rows, or windows of consecutive rows
+
+
+SCOPES = ("file", "group")
+WINDOW_LABELS = ("last", "mean")
+START_POLICIES = ("drop", "pad")
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    """How the engine turns stored rows into the samples a model sees.
+
+    A sample is a window of ``length`` consecutive rows (``length == 1``: a
+    single row, what row models take). Rows are taken within a ``scope``:
+    ``"file"`` (one media file) or ``"group"`` (one group, i.e. movie); a
+    window never crosses a scope, a group or a split. Inside a scope the rows
+    are ordered by start time (an open start counts as 0 s; ties keep the
+    store order), and a window starts every ``stride`` rows.
+
+    ``label``: a window carries the labels of its ``"last"`` row, or the
+    ``"mean"`` of its rows' labels (for windows whose rows share one label,
+    such as the sub-segments of one excerpt).
+
+    ``start``: at the beginning of a scope, ``"drop"`` makes the first window
+    end at row ``length - 1`` (the first rows start no window of their own);
+    ``"pad"`` repeats the scope's first row in front so that a window ends at
+    every ``stride``-th row from the first (with stride 1: one prediction per
+    row). Rows after the last full stride start no window.
+
+    Sample ids: a single-row sample keeps its item's id; a window is named
+    after its last row, or after the parent ``P`` when its rows are exactly
+    the sub-items ``P#0``, ``P#1``, ... of one parent that no other window
+    shares (EIMT16 temporal: ``ACCEDE00000``). A sample spans ``[start, end)``
+    = its first row's start to its last row's end, in seconds.
+
+    Windows are not part of a dataset's stored configuration: a dataset
+    declares its paper windows (:attr:`Dataset.windows`), an experiment may
+    override them, and the same store serves all of them.
+    """
+
+    length: int = 1
+    stride: int = 1
+    scope: str = "group"
+    label: str = "last"
+    start: str = "drop"
+
+    def __post_init__(self) -> None:
+        for name in ("length", "stride"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise AanbenchError(f"sequence {name} must be an integer >= 1, not {v!r}")
+        for name, allowed in (("scope", SCOPES), ("label", WINDOW_LABELS), ("start", START_POLICIES)):
+            if getattr(self, name) not in allowed:
+                raise AanbenchError(f"sequence {name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+
+    @property
+    def is_rows(self) -> bool:
+        """One row per sample (what row models take)."""
+        return self.length == 1 and self.stride == 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"length": self.length, "stride": self.stride, "scope": self.scope, "label": self.label,
+                "start": self.start}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SequenceSpec":
+        unknown = set(d) - {"length", "stride", "scope", "label", "start"}
+        if unknown:
+            raise AanbenchError(f"sequence spec: unknown key(s) {sorted(unknown)}")
+        return cls(**{k: (int(v) if k in ("length", "stride") else str(v)) for k, v in d.items()})
+
+
+ROWS = SequenceSpec()
+
+
+# --------------------------------------------------------------------------
 # Datasets
 
 
@@ -217,6 +295,10 @@ class Dataset:
     target's nominal range.  ``protocol`` is the dataset's default evaluation
     protocol: ``"fixed"`` (train/test split carried by ``Item.split``) or
     ``"leave-one-group-out"`` (folds over ``Item.group``).
+
+    ``windows`` declares the paper's windows for sequence models (a
+    :class:`SequenceSpec`, ``None``: none declared); it is not part of
+    :meth:`config`, so it never changes the store group.
     """
 
     name: str = ""
@@ -229,6 +311,8 @@ class Dataset:
     card: str = ""  # path of its card under datasets/, relative to the repo
     # Frames per item for video extractors that can resample (None: their default).
     video_frames: int | None = None
+    # The paper's windows for sequence models (not stored configuration).
+    windows: SequenceSpec | None = None
 
     def items(self, root: Path) -> list[Item]:
         raise NotImplementedError
@@ -254,9 +338,13 @@ class Model:
     """Contract of a model: one model predicts one target.
 
     Inputs arrive standardised with training statistics (the engine does
-    that), as a list of ``float32 (n, dim_k)`` arrays in the order of the
-    experiment's feature set.  ``fit`` may use ``val`` (carved from the
-    training data only) for early stopping; it never sees test data.
+    that), as a list of arrays in the order of the experiment's feature set:
+    ``float32 (n, dim_k)`` for a row model, ``float32 (n, T, dim_k)`` (T rows
+    per window, oldest first) for a sequence model (see
+    :attr:`ModelSpec.input`).  ``fit`` may use ``val`` (carved from the
+    training data only) for early stopping; it never sees test data. A
+    sequence model whose spec sets :attr:`ModelSpec.wants_row_labels` also
+    gets ``train_y_rows`` / ``val_y_rows`` keywords (see there).
     """
 
     name: str = ""
@@ -290,12 +378,32 @@ class FitReport:
     seconds: float = 0.0
 
 
+MODEL_INPUTS = ("rows", "sequences")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model plugin: ``build(params, dims)`` makes an untrained model for
-    inputs of the given dimensions; ``restore(state)`` rebuilds one saved
-    with :meth:`Model.state`. ``params`` lists every parameter the model
-    accepts with its default; the registry refuses others."""
+    inputs of the given dimensions (``dims[k]`` = ``dim_k`` of feature array
+    ``k``); ``restore(state)`` rebuilds one saved with :meth:`Model.state`.
+    ``params`` lists every parameter the model accepts with its default; the
+    registry refuses others. The runner's own settings (``val_fraction``,
+    ``sequence_length``, ``sequence_stride``, ...; see
+    :data:`aanbench.runner.RUNNER_SETTINGS`) are accepted for every model and
+    never reach ``build``.
+
+    ``input``: ``"rows"`` (one ``(n, dim_k)`` array per feature) or
+    ``"sequences"`` (``(n, T, dim_k)`` windows built by the engine from the
+    dataset's declared windows or the experiment's ``sequence_*`` settings).
+
+    ``wants_row_labels`` (sequence models only): ``fit`` also receives the
+    labels of each window's member rows, oldest first, as the keywords
+    ``train_y_rows`` and ``val_y_rows`` (``float32 (n, T)``; NaN where a
+    member row is unlabelled; with ``start = "pad"`` the padded positions
+    carry the repeated first row's label), e.g. for teacher forcing. Only
+    for the fitting and validation samples, both carved from training data;
+    ``predict`` never receives labels.
+    """
 
     name: str
     description: str
@@ -303,3 +411,11 @@ class ModelSpec:
     restore: Callable[[Mapping[str, Any]], Model] | None = None
     version: str = "1"
     params: Mapping[str, Any] = field(default_factory=dict)  # accepted parameters and defaults
+    input: str = "rows"
+    wants_row_labels: bool = False
+
+    def __post_init__(self) -> None:
+        if self.input not in MODEL_INPUTS:
+            raise TypeError(f"model {self.name!r}: input must be one of {MODEL_INPUTS}, not {self.input!r}")
+        if self.wants_row_labels and self.input != "sequences":
+            raise TypeError(f"model {self.name!r}: wants_row_labels needs input='sequences'")

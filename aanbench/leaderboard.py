@@ -13,14 +13,41 @@ import pandas as pd
 from aanbench.contracts import AanbenchError
 
 
+def run_labels(docs: list[dict[str, Any]]) -> list[str]:
+    """A name per results document: the experiment, with its seed when the
+    experiment appears more than once, and its configuration fingerprint when
+    that is still ambiguous."""
+    def count(keys: list) -> dict:
+        out: dict = {}
+        for k in keys:
+            out[k] = out.get(k, 0) + 1
+        return out
+
+    exp = [d["experiment"] for d in docs]
+    n_exp = count(exp)
+    labels = [e if n_exp[e] == 1 else f"{e} (seed {d.get('seed')})" for e, d in zip(exp, docs)]
+    n_lab = count(labels)
+    labels = [lab if n_lab[lab] == 1 else f"{lab[:-1] if lab.endswith(')') else lab + ' ('}, "
+              f"config {d.get('config_fingerprint', '?')[:8]})" for lab, d in zip(labels, docs)]
+    n_lab = count(labels)
+    seen: dict = {}
+    out = []
+    for lab in labels:  # identical files given twice: number them
+        seen[lab] = seen.get(lab, 0) + 1
+        out.append(lab if n_lab[lab] == 1 else f"{lab} #{seen[lab]}")
+    return out
+
+
 def results_table(docs: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (experiment, target) with pooled metrics and CIs."""
+    """One row per (results file, target) with pooled metrics and CIs; ``run``
+    names the file (see :func:`run_labels`)."""
     rows = []
-    for d in docs:
+    for d, label in zip(docs, run_labels(docs)):
         for target, t in d.get("targets", {}).items():
             m = t["metrics"]
             rows.append({
                 "target": target,
+                "run": label,
                 "experiment": d["experiment"],
                 "model": d["model"],
                 "features": d["feature_set"],
@@ -35,9 +62,10 @@ def results_table(docs: list[dict[str, Any]]) -> pd.DataFrame:
                 "seed": d.get("seed"),
             })
     if not rows:
-        return pd.DataFrame(columns=["target", "experiment", "model", "features", "mse", "pearson_r", "ccc", "n"])
+        return pd.DataFrame(columns=["target", "run", "experiment", "model", "features", "mse", "pearson_r", "ccc",
+                                     "n"])
     df = pd.DataFrame(rows)
-    return df.sort_values(["target", "mse", "experiment"], kind="stable").reset_index(drop=True)
+    return df.sort_values(["target", "mse", "run"], kind="stable").reset_index(drop=True)
 
 
 def _fmt(v: Any, ci: Any = None, digits: int = 3) -> str:
@@ -66,7 +94,7 @@ def render_markdown(dataset: str, docs: list[dict[str, Any]], figure: str | None
                   "| ---: | --- | --- | --- | --- | --- | ---: | ---: |"]
         for rank, (_, r) in enumerate(sub.iterrows(), 1):
             lines.append(
-                f"| {rank} | {r['experiment']} | {r['model']} | {r['features']} | {_fmt(r['mse'], r['mse_ci'])} | "
+                f"| {rank} | {r['run']} | {r['model']} | {r['features']} | {_fmt(r['mse'], r['mse_ci'])} | "
                 f"{_fmt(r['pearson_r'], r['pearson_r_ci'])} | {_fmt(r['ccc'])} | {int(r['n'])} |"
             )
     if figure:
@@ -89,7 +117,8 @@ def plot_group(docs: list[dict[str, Any]], out: Path, group: str | None = None, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    preds = pd.DataFrame([{**p, "experiment": d["experiment"]} for d in docs for p in d.get("predictions", [])])
+    preds = pd.DataFrame([{**p, "experiment": label} for d, label in zip(docs, run_labels(docs))
+                          for p in d.get("predictions", [])])
     if preds.empty:
         raise AanbenchError("no predictions to plot")
     if group is None:
@@ -107,12 +136,12 @@ def plot_group(docs: list[dict[str, Any]], out: Path, group: str | None = None, 
         x = np.arange(len(order))
         ax.plot(x, truth.loc[order].to_numpy(), color="black", linewidth=2.2, label="true")
         for e in exps:
-            te = t[t["experiment"] == e].set_index("item_id")
+            te = t[t["experiment"] == e].drop_duplicates("item_id").set_index("item_id")
             if te.empty:
                 continue
             ax.plot(x, te.reindex(order)["y_pred"].to_numpy(), linewidth=1.2, alpha=0.85, label=e)
         ax.set_title(f"{target} — group {group}")
-        ax.set_xlabel("item (in dataset order)")
+        ax.set_xlabel("sample (in dataset order)")
         ax.set_ylabel(target)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=3, loc="best")

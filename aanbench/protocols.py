@@ -1,5 +1,9 @@
-"""Evaluation protocols: which items train and which test, fold by fold,
-and the validation split carved from training data only."""
+"""Evaluation protocols: which samples train and which test, fold by fold,
+and the validation split carved from training data only.
+
+Everything here works on sample indices with one ``split`` and one
+``group`` per sample (a sample is one stored row, or a window of rows
+that never crosses a group or a split: :mod:`aanbench.samples`)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from aanbench.contracts import AanbenchError
 @dataclass(frozen=True)
 class Fold:
     name: str
-    train: np.ndarray  # row indices
+    train: np.ndarray  # sample indices
     test: np.ndarray
 
 
@@ -32,6 +36,13 @@ class FixedSplit:
             )
         yield Fold("test", train, test)
 
+    def training_pool(self, splits: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """What a final model trains on (``aanbench train``): the train split."""
+        train = np.flatnonzero(splits == "train")
+        if not len(train):
+            raise AanbenchError("fixed split: no samples marked train")
+        return train
+
 
 class LeaveOneGroupOut:
     """One fold per group (movie): that group tests, all others train."""
@@ -45,11 +56,18 @@ class LeaveOneGroupOut:
         for g in names:
             yield Fold(g, np.flatnonzero(groups != g), np.flatnonzero(groups == g))
 
+    def training_pool(self, splits: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """What a final model trains on (``aanbench train``): every group."""
+        return np.arange(len(groups))
+
 
 PROTOCOLS = {"fixed": FixedSplit, "leave-one-group-out": LeaveOneGroupOut}
 
 
 def get_protocol(name: str):
+    if name == "none":
+        raise AanbenchError("the dataset is unlabelled: nothing to train or evaluate; "
+                            "use `aanbench predict MODEL --dataset ...` to apply a trained model")
     try:
         return PROTOCOLS[name]()
     except KeyError:
@@ -57,11 +75,16 @@ def get_protocol(name: str):
 
 
 def carve_validation(train: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split training rows into (fit, validation), from training rows only.
+    """Split training samples into (fit, validation), from training samples only.
 
-    When the training rows span at least 3 groups, whole groups go to
-    validation (so one movie's excerpts never sit on both sides); otherwise
-    single rows. About ``fraction`` of the rows, at least one group / row.
+    ``train``: sample indices; ``groups``: one group per sample. When the
+    training samples span at least 3 groups, whole groups go to validation
+    (so one movie's samples never sit on both sides); otherwise single
+    samples. About ``fraction`` of the samples, at least one group / sample:
+    groups are added (in a seeded random order) while the next one brings
+    the validation size nearer to ``fraction`` of the samples, i.e. the
+    fraction rounds to the nearest whole movie (10% of 11 equal movies is
+    one movie, not two).
     """
     train = np.asarray(train)
     if fraction <= 0 or len(train) < 4:
@@ -75,10 +98,13 @@ def carve_validation(train: np.ndarray, groups: np.ndarray, fraction: float, see
         count = 0
         target = fraction * len(train)
         for i in order:
-            if count >= target or len(chosen) >= len(names) - 1:
+            size = int((tg == names[i]).sum())
+            if len(chosen) >= len(names) - 1:
+                break
+            if chosen and abs(count + size - target) >= abs(count - target):
                 break
             chosen.append(names[i])
-            count += int((tg == names[i]).sum())
+            count += size
         is_val = np.isin(tg, chosen)
     else:
         k = max(1, int(round(fraction * len(train))))

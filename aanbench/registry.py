@@ -1,8 +1,14 @@
 """``registry.toml``: named experiments, feature sets and weight files.
 
-Found at ``--registry``, else ``$AANBENCH_REGISTRY``, else the
-``registry.toml`` at the root of the aanbench checkout. Loading validates
-the whole file; an error names the key and the problem.
+Two layers. The built-in registry ships inside the package
+(``aanbench/registry.toml``; the checkout's top-level ``registry.toml`` is a
+link to it), so an installed aanbench finds it from any directory. A user's
+own file, named by ``--registry`` or ``$AANBENCH_REGISTRY``, ADDS to it: new
+feature sets, new experiments (which may ``extends`` a built-in one and use
+built-in feature sets), new weight files, and ``[defaults]`` that override
+the built-in ones. It never redefines a built-in name, so ``feature-aan``
+means the same thing in every results file. Loading validates both files;
+an error names the file, the key and the problem.
 """
 
 from __future__ import annotations
@@ -11,28 +17,37 @@ import copy
 import os
 import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
 from aanbench.contracts import TARGETS, AanbenchError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+ENV_VAR = "AANBENCH_REGISTRY"
 EXPERIMENT_KEYS = {"model", "description", "features", "params", "datasets", "extends", "protocol", "seed"}
 DATASET_OVERRIDE_META = {"features", "protocol", "seed"}
 PROTOCOLS = ("fixed", "leave-one-group-out")
+BUILTIN = "built-in"
 
 
 class RegistryError(AanbenchError):
     pass
 
 
-def registry_path(explicit: str | Path | None = None) -> Path:
+def builtin_registry_path() -> Path:
+    """The registry file shipped inside the installed package."""
+    return Path(str(resources.files("aanbench").joinpath("registry.toml")))
+
+
+def user_registry_path(explicit: str | Path | None = None) -> tuple[Path, str] | None:
+    """The user's registry file and what named it (``--registry`` or the
+    environment variable), or None."""
     if explicit:
-        return Path(explicit)
-    env = os.environ.get("AANBENCH_REGISTRY")
+        return Path(explicit), "--registry"
+    env = os.environ.get(ENV_VAR)
     if env:
-        return Path(env)
-    return REPO_ROOT / "registry.toml"
+        return Path(env), f"${ENV_VAR}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -64,10 +79,19 @@ class ExperimentConfig:
 
 @dataclass
 class Registry:
+    """The merged registry. ``path`` is the file loaded last (the user's file
+    when one was given, else the built-in one); ``files`` lists every file in
+    load order; ``origins`` maps each experiment and feature set to its file."""
+
     path: Path
-    raw: dict[str, Any]
+    raw: dict[str, Any]  # merged "defaults" and "weights"
     feature_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
     experiments: dict[str, dict[str, Any]] = field(default_factory=dict)  # merged (extends resolved)
+    files: list[Path] = field(default_factory=list)
+    origins: dict[str, Path] = field(default_factory=dict)  # experiment name -> file
+    feature_set_origins: dict[str, Path] = field(default_factory=dict)
+    parents: dict[str, str] = field(default_factory=dict)  # experiment -> the experiment it extends
+    builtin_path: Path | None = None
 
     @property
     def default_store(self) -> str:
@@ -80,10 +104,16 @@ class Registry:
     def weights(self) -> dict[str, dict[str, Any]]:
         return dict(self.raw.get("weights", {}))
 
+    def origin(self, experiment: str) -> str:
+        """``"built-in"`` or the path of the user's file defining ``experiment``."""
+        p = self.origins[experiment]
+        return BUILTIN if p == self.builtin_path else str(p)
+
     def experiment(self, name: str, dataset: str) -> ExperimentConfig:
         if name not in self.experiments:
             known = ", ".join(sorted(self.experiments)) or "none"
-            raise RegistryError(f"{self.path}: no experiment {name!r} (known: {known})")
+            where = " + ".join(map(str, self.files))
+            raise RegistryError(f"{where}: no experiment {name!r} (known: {known})")
         exp = self.experiments[name]
         params = dict(exp.get("params", {}))
         over = dict(exp.get("datasets", {}).get(dataset, {}))
@@ -99,19 +129,38 @@ class Registry:
             params=params,
             protocol=meta.get("protocol", exp.get("protocol")),
             seed=int(meta.get("seed", exp.get("seed", self.default_seed))),
-            source=self.path,
+            source=self.origins[name],
         )
 
 
-def load_registry(path: str | Path | None = None) -> Registry:
-    p = registry_path(path)
-    if not p.is_file():
-        raise RegistryError(f"registry file not found: {p} (set --registry or AANBENCH_REGISTRY)")
+def _read(p: Path) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise RegistryError(f"{p}: not valid TOML: {exc}") from None
-    return validate(raw, p)
+    except OSError as exc:
+        raise RegistryError(f"{p}: cannot read: {exc.strerror or exc}") from None
+
+
+def load_registry(path: str | Path | None = None, *, builtin: bool = True) -> Registry:
+    """The built-in registry plus the user's file (``path``, else
+    ``$AANBENCH_REGISTRY``) when one is named. ``builtin=False`` loads the
+    user's file alone (it must then be complete)."""
+    base = builtin_registry_path()
+    user = user_registry_path(path)
+    if user is not None and not user[0].is_file():
+        raise RegistryError(f"registry file not found: {user[0]} (named by {user[1]})")
+    reg: Registry | None = None
+    if builtin:
+        if not base.is_file():
+            raise RegistryError(f"built-in registry missing from the installed package: {base} (reinstall aanbench)")
+        reg = validate(_read(base), base)
+        reg.builtin_path = base
+        if user is None or user[0].resolve() == base.resolve():
+            return reg
+    if user is None:
+        raise RegistryError(f"registry file not found: no --registry or ${ENV_VAR} given")
+    return validate(_read(user[0]), user[0], base=reg)
 
 
 def _err(path: Path, key: str, problem: str) -> RegistryError:
@@ -139,30 +188,59 @@ def _check_value(path: Path, key: str, v: Any) -> None:
         raise _err(path, key, f"unsupported value {v!r}")
 
 
-def validate(raw: dict[str, Any], path: Path) -> Registry:
+def validate(raw: dict[str, Any], path: Path, base: Registry | None = None) -> Registry:
+    """Check ``raw`` (the parsed file at ``path``) and return the registry it
+    makes, on top of ``base`` (the built-in registry) when given: then the
+    file may only add names, and may use ``base``'s feature sets and extend
+    its experiments."""
     known_top = {"defaults", "feature_sets", "experiments", "weights"}
     for k in raw:
         if k not in known_top:
             raise _err(path, k, f"unknown section (expected one of {sorted(known_top)})")
-    reg = Registry(path=path, raw=raw)
+    if base is None:
+        reg = Registry(path=path, raw={"defaults": {}, "weights": {}})
+    else:
+        reg = copy.deepcopy(base)
+        reg.path = path
+    reg.files.append(path)
+
+    def taken(kind: str, name: str, origins: Mapping[str, Path]) -> None:
+        where = origins.get(name)
+        if where is not None:
+            hint = f'; name yours differently (an experiment may say extends = "{name}")' if kind == "experiments" else \
+                "; name yours differently"
+            raise _err(path, f"{kind}.{name}", f"already defined in {'the built-in registry ' if where == reg.builtin_path else ''}{where}{hint}")
+
+    defaults = raw.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise _err(path, "defaults", "must be a table")
+    reg.raw["defaults"] = {**reg.raw.get("defaults", {}), **defaults}
+
     fsets = raw.get("feature_sets", {})
-    if not isinstance(fsets, dict) or not fsets:
+    if not isinstance(fsets, dict) or (base is None and not fsets):
         raise _err(path, "feature_sets", "missing or empty")
     for name, value in fsets.items():
         if not isinstance(value, list) or not value or not all(isinstance(x, str) and x for x in value):
             raise _err(path, f"feature_sets.{name}", "must be a non-empty list of extractor names")
         if len(set(value)) != len(value):
             raise _err(path, f"feature_sets.{name}", "names an extractor twice")
+        taken("feature_sets", name, reg.feature_set_origins)
         reg.feature_sets[name] = tuple(value)
+        reg.feature_set_origins[name] = path
     exps = raw.get("experiments", {})
-    if not isinstance(exps, dict) or not exps:
+    if not isinstance(exps, dict) or (base is None and not exps):
         raise _err(path, "experiments", "missing or empty")
+    for name in exps:
+        taken("experiments", name, reg.origins)
 
     def resolve(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         if name in seen:
-            raise _err(path, f"experiments.{name}.extends", f"cycle {' -> '.join(seen + (name,))}")
+            raise _err(path, f"experiments.{seen[-1]}.extends", f"cycle {' -> '.join(seen + (name,))}")
         if name not in exps:
-            raise _err(path, f"experiments.{seen[-1]}.extends", f"no experiment {name!r}")
+            if seen and name in reg.experiments:  # extends an experiment of the built-in registry
+                return copy.deepcopy(reg.experiments[name])
+            raise _err(path, f"experiments.{seen[-1]}.extends",
+                       f"no experiment {name!r}" + (" (here or built in)" if base is not None else ""))
         e = exps[name]
         if not isinstance(e, dict):
             raise _err(path, f"experiments.{name}", "must be a table")
@@ -170,8 +248,8 @@ def validate(raw: dict[str, Any], path: Path) -> Registry:
             parent = e["extends"]
             if not isinstance(parent, str):
                 raise _err(path, f"experiments.{name}.extends", "must be an experiment name")
-            base = resolve(parent, seen + (name,))
-            return _deep_merge(base, {k: v for k, v in e.items() if k != "extends"})
+            base_exp = resolve(parent, seen + (name,))
+            return _deep_merge(base_exp, {k: v for k, v in e.items() if k != "extends"})
         return copy.deepcopy(e)
 
     for name in exps:
@@ -205,7 +283,11 @@ def validate(raw: dict[str, Any], path: Path) -> Registry:
                 if pk == "protocol" and pv not in PROTOCOLS:
                     raise _err(path, f"{dkey}.protocol", f"must be one of {PROTOCOLS}")
                 _check_value(path, f"{dkey}.{pk}", pv)
-        reg.experiments[name] = e
+    for name in exps:  # registered only once every experiment of this file checked out
+        reg.experiments[name] = resolve(name)
+        reg.origins[name] = path
+        if isinstance(exps[name].get("extends"), str):
+            reg.parents[name] = exps[name]["extends"]
     weights = raw.get("weights", {})
     if not isinstance(weights, dict):
         raise _err(path, "weights", "must be a table of file names")
@@ -215,7 +297,20 @@ def validate(raw: dict[str, Any], path: Path) -> Registry:
         for req in ("extractor", "sha256", "source"):
             if not isinstance(w.get(req), str) or not w.get(req):
                 raise _err(path, f"weights.{fname}.{req}", "missing (a string is required)")
+        if fname in reg.raw["weights"]:
+            raise _err(path, f"weights.{fname}", "already defined in the built-in registry")
+        reg.raw["weights"][fname] = w
     return reg
+
+
+def require_labelled(dataset: Any, action: str = "train") -> None:
+    """Refuse to train or evaluate on a dataset without labels (``files``):
+    the one thing to do with it is apply a trained model."""
+    targets = tuple(getattr(dataset, "targets", ()) or ())
+    if not targets or getattr(dataset, "protocol", None) in (None, "", "none"):
+        name = getattr(dataset, "name", "?")
+        raise RegistryError(f"dataset {name!r} is unlabelled: nothing to {action}; "
+                            f"use `aanbench predict MODEL --dataset {name}` with a trained model")
 
 
 def check_params(exp: ExperimentConfig, allowed: Mapping[str, Any], path: Path | None = None) -> None:

@@ -1,30 +1,49 @@
-"""Run an experiment on stored features: protocol folds, validation carved
-from training rows, standardisation fit on training rows only, one model
-per target and fold, predictions and metrics.
+"""Run an experiment on stored features: samples (rows or windows,
+:mod:`aanbench.samples`), protocol folds, validation carved from training
+samples, standardisation fit on the rows of the fitting samples only, one
+model per target and fold, predictions and metrics (:func:`run_experiment`);
+or one final model per target on all training samples, saved as a model
+bundle (:func:`train_bundle`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from aanbench import __version__
-from aanbench.contracts import AanbenchError, Dataset
+from aanbench.contracts import AanbenchError, Dataset, ModelSpec, SequenceSpec
 from aanbench.metrics import evaluate
-from aanbench.modelfile import FORMAT as MODEL_FORMAT
-from aanbench.modelfile import save_model
 from aanbench.plugin_manager import Plugins
 from aanbench.protocols import carve_validation, get_protocol
 from aanbench.registry import ExperimentConfig, check_params
+from aanbench.samples import SEQUENCE_SETTINGS, Samples, resolve_spec, samples_of
 from aanbench.store import DatasetGroup
 
 RESULTS_FORMAT = "aanbench.results/1"
+
+# Settings that belong to the runner, accepted in every experiment whatever
+# its model, and never handed to the model: the share of training samples
+# carved off for validation, and the windows of sequence models (overriding
+# the dataset's declared windows; see aanbench.contracts.SequenceSpec).
+RUNNER_SETTINGS: dict[str, Any] = {
+    "val_fraction": 0.1,
+    # False: the model sees the stored (raw) features, as the AttendAffectNet
+    # authors fed theirs; True: standardised with training statistics.
+    "standardize": True,
+    "sequence_length": None,
+    "sequence_stride": None,
+    "sequence_scope": None,
+    "sequence_label": None,
+    "sequence_start": None,
+}
 
 
 @dataclass
@@ -41,30 +60,179 @@ class Standardizer:
         stds = [np.where(s > 1e-8, s, 1.0) for s in stds]
         return cls([m.astype(np.float32) for m in means], [s.astype(np.float32) for s in stds])
 
+    @classmethod
+    def identity(cls, dims: list[int] | tuple[int, ...]) -> "Standardizer":
+        """Mean 0, std 1: leaves the features as stored (``standardize = false``)."""
+        return cls([np.zeros(int(d), np.float32) for d in dims], [np.ones(int(d), np.float32) for d in dims])
+
     def apply(self, xs: list[np.ndarray]) -> list[np.ndarray]:
         return [((x - m) / s).astype(np.float32) for x, m, s in zip(xs, self.mean, self.std)]
+
+    def to_payload(self) -> dict[str, Any]:
+        import torch
+
+        return {"mean": [torch.from_numpy(np.asarray(m, dtype=np.float32)) for m in self.mean],
+                "std": [torch.from_numpy(np.asarray(s, dtype=np.float32)) for s in self.std]}
+
+    @classmethod
+    def from_payload(cls, sd: dict[str, Any]) -> "Standardizer":
+        return cls([np.asarray(a, dtype=np.float32) for a in sd["mean"]],
+                   [np.asarray(a, dtype=np.float32) for a in sd["std"]])
 
 
 @dataclass
 class FeatureMatrix:
+    """The stored rows of an experiment's features: one ``float32 (n_items,
+    dim_k)`` array per feature, ``dims[k]`` = ``dim_k`` (from the store), and
+    ``valid`` = rows valid in every array."""
+
     names: list[str]
     keys: list[str]
     values: list[np.ndarray]
     valid: np.ndarray
     provenance: list[dict[str, Any]] = field(default_factory=list)
+    dims: list[int] = field(default_factory=list)
+    oks: list[np.ndarray] = field(default_factory=list)  # per array: row valid
+    errors: list[np.ndarray] = field(default_factory=list)  # per array: why not ('' when valid)
 
 
-def load_features(group: DatasetGroup, names: tuple[str, ...] | list[str], plugins: Plugins) -> FeatureMatrix:
-    keys, values, provs = [], [], []
+def load_features(group: DatasetGroup, names: tuple[str, ...] | list[str], plugins: Plugins,
+                  keys: list[str] | None = None) -> FeatureMatrix:
+    """Read the arrays of ``names`` (or exactly ``keys`` where the group holds
+    them: a bundle's trained-on arrays)."""
+    out_keys, values, provs, dims, oks, errors = [], [], [], [], [], []
     valid = np.ones(group.n_items, dtype=bool)
-    for name in names:
-        installed = plugins.extractors.get(name)
-        arr = group.resolve_feature(name, installed.version if installed else None)
-        keys.append(arr.key)
+    for i, name in enumerate(names):
+        key = keys[i] if keys and i < len(keys) and keys[i] else None
+        if key and key in group.feature_keys():
+            arr = group.feature(key)
+        else:
+            installed = plugins.extractors.get(name)
+            arr = group.resolve_feature(name, installed.version if installed else None)
+        out_keys.append(arr.key)
         values.append(arr.read())
-        valid &= arr.ok()
+        ok = arr.ok()
+        valid &= ok
         provs.append(arr.provenance)
-    return FeatureMatrix(list(names), keys, values, valid, provs)
+        dims.append(arr.dim)
+        oks.append(ok)
+        errors.append(np.where(ok, "", arr.errors()))
+    return FeatureMatrix(list(names), out_keys, values, valid, provs, dims, oks, errors)
+
+
+# --------------------------------------------------------------------------
+# What a run needs, resolved once
+
+
+@dataclass
+class RunPlan:
+    """An experiment resolved against a store group: model, targets, per-target
+    model parameters and runner settings, the samples and the features."""
+
+    exp: ExperimentConfig
+    spec: ModelSpec
+    dataset: Dataset
+    group: DatasetGroup
+    targets: list[str]
+    model_params: dict[str, dict[str, Any]]
+    settings: dict[str, dict[str, Any]]
+    sample_spec: SequenceSpec
+    samples: Samples
+    feats: FeatureMatrix
+    protocol: Any
+    seed: int
+
+    @property
+    def sequences(self) -> bool:
+        return self.spec.input == "sequences"
+
+    def labels(self, target: str) -> np.ndarray:
+        return self.samples.labels(self.group.labels(target))
+
+    def usable(self, target: str) -> np.ndarray:
+        return self.samples.usable(self.feats.valid) & np.isfinite(self.labels(target))
+
+
+def plan_run(exp: ExperimentConfig, dataset: Dataset, group: DatasetGroup, plugins: Plugins,
+             seed: int | None = None) -> RunPlan:
+    spec = plugins.model(exp.model)
+    check_params(exp, {**spec.params, **RUNNER_SETTINGS})
+    protocol = get_protocol(exp.protocol or dataset.protocol)
+    stored_targets = group.targets()
+    targets = [t for t in dataset.targets if t in stored_targets]
+    if not targets:
+        raise AanbenchError(f"dataset {dataset.name}: the store holds no labels for {list(dataset.targets)}")
+    model_params, settings, specs = {}, {}, {}
+    for t in targets:
+        given = exp.params_for(t)
+        model_params[t] = {**spec.params, **{k: v for k, v in given.items() if k not in RUNNER_SETTINGS}}
+        settings[t] = {**RUNNER_SETTINGS, **{k: v for k, v in given.items() if k in RUNNER_SETTINGS}}
+        specs[t] = resolve_spec(spec.input, dataset, settings[t], model=spec.name)
+    if len(set(specs.values())) > 1:
+        raise AanbenchError(f"experiment {exp.name}: {', '.join(SEQUENCE_SETTINGS)} must be the same for every "
+                            "target (one set of windows per run)")
+    sample_spec = specs[targets[0]]
+    feats = load_features(group, exp.features, plugins)
+    samples = samples_of(group, sample_spec)
+    if not len(samples):
+        raise AanbenchError(f"store group {group.path}: no samples of {sample_spec.length} rows "
+                            f"({sample_spec.scope} scope) in {group.n_items} items")
+    return RunPlan(exp, spec, dataset, group, targets, model_params, settings, sample_spec, samples, feats,
+                   protocol, exp.seed if seed is None else int(seed))
+
+
+@dataclass
+class Fitted:
+    model: Any
+    scaler: Standardizer
+    report: Any
+    fit_idx: np.ndarray
+    val_idx: np.ndarray
+
+
+def fit_target(plan: RunPlan, target: str, train: np.ndarray, seed: int) -> Fitted:
+    """Fit one model for ``target`` on the usable samples among ``train``:
+    validation carved from them, the standardiser fit on the unique rows of
+    the fitting samples only."""
+    y = plan.labels(target)
+    train = train[plan.usable(target)[train]]
+    frac = float(plan.settings[target]["val_fraction"])
+    fit_idx, val_idx = carve_validation(train, plan.samples.group, frac, seed)
+    if plan.settings[target].get("standardize", True):
+        scaler = Standardizer.fit([x[plan.samples.rows(fit_idx)] for x in plan.feats.values])
+    else:
+        scaler = Standardizer.identity(list(plan.feats.dims))
+    values = scaler.apply(plan.feats.values)
+
+    def xs(idx: np.ndarray) -> list[np.ndarray]:
+        return plan.samples.take(values, idx, sequences=plan.sequences)
+
+    model = plan.spec.build(plan.model_params[target], list(plan.feats.dims))
+    extra: dict[str, Any] = {}
+    if getattr(plan.spec, "wants_row_labels", False):  # member rows' labels: fitting and validation samples only
+        rows_y = np.asarray(plan.group.labels(target), dtype=np.float32)
+        extra = {"train_y_rows": rows_y[plan.samples.members[fit_idx]],
+                 "val_y_rows": rows_y[plan.samples.members[val_idx]] if len(val_idx) else None}
+    report = model.fit(xs(fit_idx), y[fit_idx], xs(val_idx) if len(val_idx) else None,
+                       y[val_idx] if len(val_idx) else None, seed=plan.seed, **extra)
+    return Fitted(model, scaler, report, fit_idx, val_idx)
+
+
+def predict_samples(model: Any, scaler: Standardizer, samples: Samples, values: list[np.ndarray],
+                    idx: np.ndarray, sequences: bool) -> np.ndarray:
+    """``float32 (len(idx),)`` predictions of a fitted model for samples ``idx``."""
+    if not len(idx):
+        return np.zeros(0, dtype=np.float32)
+    rows = samples.rows(idx)
+    std = [np.zeros_like(v) for v in values]
+    for s, v, m, sd in zip(std, values, scaler.mean, scaler.std):
+        s[rows] = (v[rows] - m) / sd
+    x = samples.take(std, idx, sequences=sequences)
+    return np.asarray(model.predict(x), dtype=np.float32).reshape(-1)
+
+
+def _none_if_nan(v: float) -> float | None:
+    return None if not math.isfinite(float(v)) else float(v)
 
 
 def run_experiment(
@@ -78,18 +246,13 @@ def run_experiment(
     on_fit: Callable[[str, str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate ``exp`` on ``group``; returns the results document."""
+    from aanbench.modelfile import FORMAT as MODEL_FORMAT
+    from aanbench.modelfile import save_model
+
     t0 = time.perf_counter()
-    spec = plugins.model(exp.model)
-    check_params(exp, spec.params)
-    seed = exp.seed if seed is None else seed
-    feats = load_features(group, exp.features, plugins)
-    protocol = get_protocol(exp.protocol or dataset.protocol)
-    splits, groups, ids = group.splits(), group.groups(), group.item_ids()
-    stored_targets = group.targets()
-    targets = [t for t in dataset.targets if t in stored_targets]
-    if not targets:
-        raise AanbenchError(f"dataset {dataset.name}: the store holds no labels for {list(dataset.targets)}")
-    folds = list(protocol.folds(splits, groups))
+    plan = plan_run(exp, dataset, group, plugins, seed)
+    spec, feats, samples, seed = plan.spec, plan.feats, plan.samples, plan.seed
+    folds = list(plan.protocol.folds(samples.split, samples.group))
     doc: dict[str, Any] = {
         "format": RESULTS_FORMAT,
         "aanbench_version": __version__,
@@ -97,53 +260,54 @@ def run_experiment(
         "description": exp.description,
         "model": exp.model,
         "model_version": spec.version,
+        "model_input": spec.input,
         "dataset": dataset.name,
         "dataset_config": dataset.config(),
         "group": group.path,
+        "items_sha256": group.attrs.get("items_sha256", ""),
         "feature_set": exp.feature_set,
-        "features": [{"name": n, "key": k, "provenance": p} for n, k, p in zip(feats.names, feats.keys, feats.provenance)],
-        "protocol": protocol.name,
+        "features": [{"name": n, "key": k, "dim": d, "provenance": p}
+                     for n, k, d, p in zip(feats.names, feats.keys, feats.dims, feats.provenance)],
+        "protocol": plan.protocol.name,
         "seed": seed,
-        "params": {t: {**spec.params, **exp.params_for(t)} for t in targets},
+        "samples": {**plan.sample_spec.to_dict(), "n": len(samples)},
+        "params": {t: plan.model_params[t] for t in plan.targets},
+        "settings": {t: plan.settings[t] for t in plan.targets},
         "targets": {},
         "predictions": [],
     }
-    total = len(targets) * len(folds)
+    total = len(plan.targets) * len(folds)
     done = 0
-    for target in targets:
-        params = {**spec.params, **exp.params_for(target)}
-        y = group.labels(target)
-        usable = feats.valid & np.isfinite(y)
-        fold_docs = {}
-        fits = []
-        pred_all = np.full(group.n_items, np.nan, dtype=np.float32)
-        fold_of = np.array([""] * group.n_items, dtype=object)
+    for target in plan.targets:
+        y = plan.labels(target)
+        usable = plan.usable(target)
+        fold_docs, fits = {}, []
+        pred_all = np.full(len(samples), np.nan, dtype=np.float32)
+        fold_of = np.array([""] * len(samples), dtype=object)
         for fi, fold in enumerate(folds):
             train = fold.train[usable[fold.train]]
             test = fold.test[usable[fold.test]]
             if len(train) < 2 or len(test) == 0:
                 continue
-            fit_idx, val_idx = carve_validation(train, groups, float(params.get("val_fraction", 0.1)), seed + fi)
-            assert not np.intersect1d(val_idx, fold.test).size and not np.intersect1d(fit_idx, fold.test).size
-            scaler = Standardizer.fit([x[fit_idx] for x in feats.values])
-            xs = lambda idx: scaler.apply([x[idx] for x in feats.values])  # noqa: E731
-            model = spec.build(params, [x.shape[1] for x in feats.values])
-            report = model.fit(xs(fit_idx), y[fit_idx], xs(val_idx) if len(val_idx) else None,
-                               y[val_idx] if len(val_idx) else None, seed=seed)
-            p = np.asarray(model.predict(xs(test)), dtype=np.float32).reshape(-1)
+            f = fit_target(plan, target, train, seed + fi)
+            assert not np.intersect1d(f.val_idx, fold.test).size and not np.intersect1d(f.fit_idx, fold.test).size
+            p = predict_samples(f.model, f.scaler, samples, feats.values, test, plan.sequences)
             pred_all[test] = p
             fold_of[test] = fold.name
             fold_docs[fold.name] = evaluate(y[test], p, n_boot=0)
-            fits.append({"fold": fold.name, "n_fit": int(len(fit_idx)), "n_val": int(len(val_idx)),
-                         "n_test": int(len(test)), "epochs": report.epochs, "best_epoch": report.best_epoch,
-                         "best_val_loss": report.best_val_loss, "seconds": round(report.seconds, 3)})
+            r = f.report
+            fits.append({"fold": fold.name, "n_fit": int(len(f.fit_idx)), "n_val": int(len(f.val_idx)),
+                         "n_test": int(len(test)), "epochs": r.epochs, "best_epoch": r.best_epoch,
+                         "best_val_loss": r.best_val_loss, "seconds": round(r.seconds, 3)})
             if save_models is not None:
                 save_model(Path(save_models) / f"{exp.name}__{dataset.name}__{target}__{fold.name}.pt", {
                     "format": MODEL_FORMAT, "model": exp.model, "target": target,
                     "features": list(feats.names),
-                    "standardize": {"mean": [torch.from_numpy(m) for m in scaler.mean],
-                                    "std": [torch.from_numpy(s) for s in scaler.std]},
-                    "state": model.state(),
+                    "standardize": f.scaler.to_payload(),
+                    "state": f.model.state(),
+                    "input": spec.input,
+                    "samples": plan.sample_spec.to_dict(),
+                    "dims": list(feats.dims),
                     "provenance": {"experiment": exp.name, "dataset": dataset.name, "fold": fold.name,
                                    "seed": seed, "feature_keys": feats.keys},
                 })
@@ -153,24 +317,123 @@ def run_experiment(
         scored = np.isfinite(pred_all) & usable
         pooled = evaluate(y[scored], pred_all[scored], seed=seed)
         doc["targets"][target] = {"metrics": pooled, "folds": fold_docs, "fits": fits,
-                                  "n_items": int(group.n_items), "n_unusable": int((~usable).sum())}
+                                  "n_items": int(group.n_items), "n_samples": int(len(samples)),
+                                  "n_unusable": int((~usable).sum())}
         for i in np.flatnonzero(scored):
-            doc["predictions"].append({"item_id": ids[i], "group": str(groups[i]), "fold": str(fold_of[i]),
-                                       "target": target, "y_true": float(y[i]), "y_pred": float(pred_all[i])})
+            doc["predictions"].append({"item_id": samples.ids[i], "start": _none_if_nan(samples.start[i]),
+                                       "end": _none_if_nan(samples.end[i]), "group": str(samples.group[i]),
+                                       "fold": str(fold_of[i]), "target": target, "y_true": float(y[i]),
+                                       "y_pred": float(pred_all[i])})
     doc["seconds"] = round(time.perf_counter() - t0, 3)
     return doc
 
 
-def results_path(out: Path, experiment: str, dataset: str) -> Path:
-    """``--out`` may be a ``.json`` file or a directory of results files."""
+# --------------------------------------------------------------------------
+# `aanbench train`: one bundle, every target, all training samples
+
+
+def train_bundle(
+    exp: ExperimentConfig,
+    dataset: Dataset,
+    group: DatasetGroup,
+    plugins: Plugins,
+    *,
+    seed: int | None = None,
+    on_fit: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Fit ``exp`` on all of the dataset's training samples (the protocol's
+    training pool; validation carved from it as in a run), one model per
+    target; returns the bundle payload (see :mod:`aanbench.modelfile`)."""
+    from aanbench.modelfile import BUNDLE_FORMAT
+
+    plan = plan_run(exp, dataset, group, plugins, seed)
+    pool = plan.protocol.training_pool(plan.samples.split, plan.samples.group)
+    targets: dict[str, Any] = {}
+    for i, target in enumerate(plan.targets):
+        f = fit_target(plan, target, pool, plan.seed)
+        if len(f.fit_idx) < 2:
+            raise AanbenchError(f"{group.path}: fewer than 2 usable training samples for {target}")
+        r = f.report
+        targets[target] = {
+            "state": f.model.state(),
+            "standardize": f.scaler.to_payload(),
+            "params": _plain(plan.model_params[target]),
+            "settings": _plain(plan.settings[target]),
+            "fit": {"n_fit": int(len(f.fit_idx)), "n_val": int(len(f.val_idx)), "epochs": int(r.epochs),
+                    "best_epoch": int(r.best_epoch),
+                    "best_val_loss": None if r.best_val_loss is None else float(r.best_val_loss)},
+        }
+        if on_fit:
+            on_fit(target, i + 1, len(plan.targets))
+    return {
+        "format": BUNDLE_FORMAT,
+        "model": exp.model,
+        "model_version": plan.spec.version,
+        "input": plan.spec.input,
+        "targets": targets,
+        "features": list(plan.feats.names),
+        "feature_keys": list(plan.feats.keys),
+        "dims": [int(d) for d in plan.feats.dims],
+        "samples": plan.sample_spec.to_dict(),
+        "experiment": _plain({"name": exp.name, "description": exp.description, "feature_set": exp.feature_set,
+                              "protocol": plan.protocol.name, "registry": str(exp.source or "")}),
+        "dataset": _plain({"name": dataset.name, "version": getattr(dataset, "version", ""),
+                           "config": dataset.config(), "group": group.path,
+                           "items_sha256": group.attrs.get("items_sha256", ""),
+                           "n_items": group.n_items, "n_samples": len(plan.samples)}),
+        "provenance": _plain({"features": [{"name": n, "key": k, "provenance": p} for n, k, p in
+                                           zip(plan.feats.names, plan.feats.keys, plan.feats.provenance)],
+                              "aanbench_version": __version__}),
+        "seed": int(plan.seed),
+    }
+
+
+def _plain(v: Any) -> Any:
+    """JSON-able plain containers (what ``torch.load(weights_only=True)`` reads)."""
+    return json.loads(json.dumps(v, default=str))
+
+
+# --------------------------------------------------------------------------
+# Results files: results/<dataset>/<experiment>/seed<N>.json
+
+CONFIG_KEYS = ("model", "model_version", "dataset_config", "items_sha256", "feature_set", "protocol", "samples",
+               "params", "settings")
+
+
+def config_fingerprint(doc: dict[str, Any]) -> str:
+    """SHA-256 (hex, first 12) of what makes two runs of one experiment and
+    seed comparable: model, dataset options and items, features, protocol,
+    windows, parameters."""
+    cfg = {k: doc.get(k) for k in CONFIG_KEYS}
+    cfg["features"] = [f.get("key") for f in doc.get("features", [])]
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def results_path(out: Path, experiment: str, dataset: str, seed: int | None = None,
+                 fingerprint: str | None = None) -> Path:
+    """``--out`` may be a ``.json`` file, or a results directory, where each run
+    goes to ``<dataset>/<experiment>/seed<N>.json``. A run whose configuration
+    differs from the one already there goes beside it, to
+    ``seed<N>-<fingerprint>.json``: nothing is overwritten but a rerun of the
+    same configuration."""
     out = Path(out)
     if out.suffix == ".json":
         return out
-    return out / f"{dataset}__{experiment}.json"
+    folder = out / dataset / experiment
+    path = folder / f"seed{seed if seed is not None else 0}.json"
+    if fingerprint is None or not path.is_file():
+        return path
+    try:
+        old = json.loads(path.read_text())
+        same = old.get("config_fingerprint", config_fingerprint(old)) == fingerprint
+    except (OSError, json.JSONDecodeError):
+        same = False
+    return path if same else path.with_name(f"{path.stem}-{fingerprint}.json")
 
 
 def write_results(doc: dict[str, Any], out: Path) -> Path:
-    path = results_path(out, doc["experiment"], doc["dataset"])
+    doc["config_fingerprint"] = config_fingerprint(doc)
+    path = results_path(out, doc["experiment"], doc["dataset"], doc.get("seed"), doc["config_fingerprint"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1, sort_keys=False, default=float))
@@ -179,12 +442,12 @@ def write_results(doc: dict[str, Any], out: Path) -> Path:
 
 
 def read_results(paths: list[Path], dataset: str | None = None) -> list[dict[str, Any]]:
-    """Results documents from files and/or directories (``*.json`` inside)."""
+    """Results documents from files and/or directories (every ``*.json`` below)."""
     files: list[Path] = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            files.extend(sorted(p.glob("*.json")))
+            files.extend(sorted(p.rglob("*.json")))
         elif p.is_file():
             files.append(p)
         else:

@@ -104,9 +104,20 @@ class Requirement:
 
 def requirements(extractors: Mapping[str, Extractor] | Iterable[Extractor]) -> list[Requirement]:
     """Every weight file required by ``extractors`` (a name -> extractor
-    mapping or an iterable), sorted by extractor name then file name."""
+    mapping or an iterable), once per file, sorted by extractor name then
+    file name. A file several extractors share (one network under two
+    preprocessing recipes, e.g. ``i3d`` and ``i3d-kinetics``) is one
+    requirement whose ``extractor`` lists them, comma-separated."""
     items = extractors.values() if isinstance(extractors, Mapping) else extractors
-    out = [Requirement(ex.name, wf) for ex in items for wf in ex.weights]
+    users: dict[tuple[str, str], list[str]] = {}
+    files: dict[tuple[str, str], WeightFile] = {}
+    for ex in items:
+        for wf in ex.weights:
+            key = (wf.filename, wf.sha256)
+            files.setdefault(key, wf)
+            if ex.name not in users.setdefault(key, []):
+                users[key].append(ex.name)
+    out = [Requirement(", ".join(sorted(names)), files[key]) for key, names in users.items()]
     return sorted(out, key=lambda r: (r.extractor, r.file.filename))
 
 

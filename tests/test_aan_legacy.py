@@ -479,10 +479,10 @@ def test_cli_import_convert_predict_reproduces_the_test_vector(tmp_path):
     res = runner.invoke(app, ["predict", str(model), "--store", str(store), "--dataset", "mdb", "--out", str(csv)])
     assert res.exit_code == 0, res.output
     lines = csv.read_text().splitlines()
-    assert lines[0] == "item_id,prediction"
+    assert lines[0] == "item_id,start,end,arousal,reason"
     rows = [line.split(",") for line in lines[1:]]
     assert [r[0] for r in rows] == [str(i) for i in range(10)]
-    pred = np.array([float(r[1]) for r in rows], dtype=np.float32)
+    pred = np.array([float(r[3]) for r in rows], dtype=np.float32)
     diff = float(np.abs(pred - TEST_VECTOR).max())
     print(f"CLI path: max |prediction - test vector| = {diff:.3g}")
     assert diff < 1e-5

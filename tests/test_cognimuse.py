@@ -18,7 +18,7 @@ from aanbench.pluginkit.datacheck import MANIFEST_NAME, render_check
 from aanbench.plugin_manager import Plugins
 from aanbench.protocols import LeaveOneGroupOut, carve_validation
 from aanbench_plugins.datasets import cognimuse as cognimuse_module
-from aanbench_plugins.datasets.cognimuse import MOVIES, Cognimuse, movie_code, sequences
+from aanbench_plugins.datasets.cognimuse import MOVIES, Cognimuse, movie_code
 
 from fixtures_official import COGNIMUSE_TOKENS, write_cognimuse
 
@@ -228,20 +228,13 @@ def test_leave_one_movie_out_never_puts_the_test_movie_in_training_or_validation
         assert len(fit) + len(val) + len(fold.test) == len(items)
 
 
-def test_sequences_of_five_consecutive_segments(official):
-    items = Cognimuse().items(official.root)
-    seqs = sequences(items, length=5)
-    assert len(seqs) == 12 * 2  # 6 segments per movie: sequences ending at segments 4 and 5
-    assert seqs[0].id == "ABE_0004" and seqs[0].members == tuple(f"ABE_{k:04d}" for k in range(5))
-    assert seqs[1].members == tuple(f"ABE_{k:04d}" for k in range(1, 6))
-    for s in seqs:
-        assert len({m.split("_")[0] for m in s.members}) == 1  # never across movies
+# Windows of 5 consecutive segments: tests/test_samples.py (built by the engine).
 
 
 def test_configure_and_options():
     base = Cognimuse()
     assert base.config() == {"annotation": "intended", "streams": "mean", "movies": "all",
-                             "segment_seconds": 5.0, "sequence_length": 5}
+                             "segment_seconds": 5.0}
     exp = base.configure(annotation="experienced")
     assert exp is not base and exp.annotation == "experienced" and base.annotation == "intended"
     assert base.configure(movies="bmi,2004LOR").movies == ("BMI", "LOR")

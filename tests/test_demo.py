@@ -24,7 +24,7 @@ def demo_run(tmp_path_factory):
 
 def _metrics(results: Path) -> dict:
     out = {}
-    for f in sorted(results.glob("demo__*.json")):
+    for f in sorted(results.glob("demo/*/seed*.json")):
         d = json.loads(f.read_text())
         for t, v in d["targets"].items():
             out[(d["experiment"], t)] = v["metrics"]

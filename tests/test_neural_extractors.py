@@ -218,8 +218,14 @@ def test_outputs_have_the_papers_dims_on_a_decoded_clip(loaded, clip):
     exts = [loaded[k] for k in ("resnet50", "i3d", "flownets", "vggish")]
     a = _decode(clip, exts, 0.0, 1.2, "a")
     b = _decode(clip, exts, 0.8, 2.0, "b")
-    assert a.frames_for(exts[0].needs).shape == (2, 224, 224, 3)
-    assert a.frames_for(exts[1].needs).shape == (8, 224, 224, 3)
+    assert a.frames_for(exts[0].needs).shape == (2, 224, 224, 3)  # authors: short side 224, crop 224
+    t, h, w, _ = a.frames_for(exts[1].needs).shape  # authors' I3D: short side 224, no crop
+    assert t == 8 and min(h, w) == 224 and max(h, w) > 224
+    import av
+
+    with av.open(str(clip)) as c:  # FlowNetS (authors): frames at the native size
+        native = (c.streams.video[0].height, c.streams.video[0].width)
+    assert a.frames_for(exts[2].needs).shape[1:3] == native
     for ext, dim in zip(exts, (2048, 1024, 1024, 128)):
         out = ext.extract([a, b])
         assert out.shape == (2, dim) and out.dtype == np.float32 and ext.dim == dim
@@ -250,12 +256,53 @@ def test_feature_is_the_mean_over_frames_and_pairs(loaded):
                                     video={res.needs.video_key(): frames[i:i + 1]})]) for i in range(3)]
     np.testing.assert_allclose(res.extract([m])[0], np.mean(per_frame, axis=0)[0], rtol=1e-4, atol=1e-6)
 
+    # authors' recipe: conv6, mean (0.411, 0.432, 0.45) in R, G, B order, the
+    # last pair's vector counted twice (2 pairs from 3 frames -> 3 vectors)
     flo = loaded["flownets"]
+    assert flo.recipe == "authors"
     m = Media(item=Item("x", None), duration=1.0, video={flo.needs.video_key(): frames})
     with torch.inference_mode():
-        p = fl_net.frame_pairs(frames)
-        by_hand = flo.net.encode(p).mean(dim=(2, 3)).mean(dim=0).numpy()
-    np.testing.assert_allclose(flo.extract([m])[0], by_hand, rtol=1e-4, atol=1e-6)
+        p = fl_net.frame_pairs(frames, (0.411, 0.432, 0.45))
+        v = flo.net.encode(p, upto="conv6").mean(dim=(2, 3))
+        by_hand = torch.cat([v, v[-1:]]).mean(dim=0).numpy()
+        plain = v.mean(dim=0).numpy()
+    got = flo.extract([m])[0]
+    np.testing.assert_allclose(got, by_hand, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(got, plain, rtol=1e-4, atol=1e-6)  # the doubled last pair matters
+
+    # training recipe: conv6_1, mean (0.45, 0.432, 0.411), plain mean over the pairs
+    tr = fl.FlowNetSExtractor(frames=3, recipe="training")
+    tr.net, tr.batch_size = flo.net, flo.batch_size
+    assert tr.name == "flownets-training" and tr.config()["recipe"] == "training"
+    m = Media(item=Item("x", None), duration=1.0, video={tr.needs.video_key(): frames})
+    with torch.inference_mode():
+        by_hand = flo.net.encode(fl_net.frame_pairs(frames)).mean(dim=(2, 3)).mean(dim=0).numpy()
+    np.testing.assert_allclose(tr.extract([m])[0], by_hand, rtol=1e-4, atol=1e-6)
+
+
+def test_i3d_recipes_differ_only_in_input_scaling(loaded):
+    """Authors' I3D input: ImageNet mean/std; the original: [-1, 1]."""
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 256, (8, 224, 224, 3), dtype=np.uint8)
+    au = loaded["i3d"]
+    ki = i3.I3DExtractor(frames=8, recipe="kinetics")
+    ki.net, ki.batch_size = au.net, au.batch_size
+    assert (au.needs.short_side, au.needs.crop) == (224, None) and (ki.needs.short_side, ki.needs.crop) == (256, 224)
+    assert ki.name == "i3d-kinetics" and au.config()["scale"] != ki.config()["scale"]
+    with torch.inference_mode():
+        x = torch.from_numpy(frames)[None]
+        want_au = au.net(i3_net.imagenet(x)).mean(dim=(2, 3, 4))[0].numpy()
+        want_ki = au.net(x.float().div(255).mul(2).sub(1).permute(0, 4, 1, 2, 3)).mean(dim=(2, 3, 4))[0].numpy()
+    got_au = au.extract([Media(item=Item("x", None), duration=1.0, video={au.needs.video_key(): frames})])[0]
+    got_ki = ki.extract([Media(item=Item("x", None), duration=1.0, video={ki.needs.video_key(): frames})])[0]
+    np.testing.assert_allclose(got_au, want_au, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got_ki, want_ki, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(got_au, got_ki, rtol=1e-2, atol=0.0)  # tiny values with test weights: relative
+
+
+def test_unknown_recipe_is_refused():
+    with pytest.raises(ValueError, match="unknown recipe 'nope'"):
+        i3.I3DExtractor(recipe="nope")
 
 
 def test_flownets_keeps_negative_values_like_the_published_sample(loaded, clip):
@@ -296,7 +343,7 @@ def test_i3d_input_scaled_to_minus_one_one(clip):
     x = i3_net.scale_frames(frames)
     assert x.shape == (3, 1, 1, 1)
     assert x.flatten().tolist() == pytest.approx([-1.0, 1.0, 51 / 255 * 2 - 1])  # -0.6
-    ext = i3.I3DExtractor(frames=4)
+    ext = i3.I3DExtractor(frames=4, recipe="kinetics")  # the original recipe: crop 224, [-1, 1]
     real = i3_net.scale_frames(_decode(clip, [ext]).frames_for(ext.needs))
     assert real.shape == (3, 4, 224, 224)
     assert real.min() >= -1.0 and real.max() <= 1.0 and real.max() - real.min() > 1.0
@@ -311,6 +358,13 @@ def test_i3d_same_padding_by_hand():
     with torch.inference_mode():  # 64 -> 32 -> 16 -> 8 -> 4 -> 2 in space; 8 -> 4 -> 2 -> 1 in time
         y = net(torch.zeros(1, 3, 8, 64, 64))
     assert tuple(y.shape) == (1, 1024, 1, 2, 2)
+
+
+def test_i3d_imagenet_input_by_hand():
+    frames = np.array([[[[[0, 255, 51]]]]], dtype=np.uint8)  # (N=1, T=1, H=1, W=1, 3)
+    x = i3_net.imagenet(torch.from_numpy(frames))
+    assert tuple(x.shape) == (1, 3, 1, 1, 1)
+    assert x.flatten().tolist() == pytest.approx([-0.485 / 0.229, (1 - 0.456) / 0.224, (0.2 - 0.406) / 0.225])
 
 
 def test_flownets_pairs_by_hand():
@@ -376,22 +430,29 @@ def test_flownets_needs_two_frames():
     with pytest.raises(ValueError):
         fl.FlowNetSExtractor(frames=1)
     ext = fl.FlowNetSExtractor(frames=2)
-    assert ext.needs == MediaRequest(frames=2, short_side=256, crop=224)
+    assert ext.needs == MediaRequest(frames=2)  # the authors: native size
     assert ext.with_sampling(frames=125).needs.frames == 125
-    assert ext.with_sampling(fps=25.0).needs == MediaRequest(fps=25.0, short_side=256, crop=224)
+    assert ext.with_sampling(fps=25.0).needs == MediaRequest(fps=25.0)
+    tr = fl.FlowNetSExtractor(frames=2, recipe="training").with_sampling(fps=25.0)
+    assert tr.recipe == "training" and tr.needs == MediaRequest(fps=25.0, short_side=256, crop=224)
 
 
 def test_declared_contract():
     exts = [rn.ResNet50Extractor(), i3.I3DExtractor(), fl.FlowNetSExtractor(), vg.VGGishExtractor()]
     assert [(e.name, e.modality, e.dim) for e in exts] == [
         ("resnet50", "video", 2048), ("i3d", "video", 1024), ("flownets", "video", 1024), ("vggish", "audio", 128)]
-    video = {e.needs for e in exts[:3]}
-    assert video == {MediaRequest(frames=64, short_side=256, crop=224)}  # one decode serves all three
+    # the authors' frames (AUTHORS_PIPELINE.md): ResNet-50 short side 224 + crop 224,
+    # I3D short side 224 without crop, FlowNetS at the native size
+    assert [e.needs for e in exts[:3]] == [MediaRequest(frames=64, short_side=224, crop=224),
+                                           MediaRequest(frames=64, short_side=224),
+                                           MediaRequest(frames=64)]
+    assert [e.recipe for e in exts[:3]] == ["authors"] * 3
     assert exts[3].needs == MediaRequest(audio_rate=16000)
     for e in exts:
         (wf,) = e.weights
         assert len(wf.sha256) == 64 and int(wf.sha256, 16) >= 0 and wf.source.startswith("https://")
         assert e.config()["weights"] == {wf.filename: wf.sha256}
+    assert [e.version for e in exts[:3]] == ["2", "2", "2"]  # bumped with the authors' recipes
 
 
 def test_too_few_frames_is_an_item_error_naming_the_item() -> None:
@@ -403,3 +464,22 @@ def test_too_few_frames_is_an_item_error_naming_the_item() -> None:
                       video={ex.needs.video_key(): np.zeros((t, 8, 8, 3), dtype=np.uint8)})
         with pytest.raises(ItemError, match=rf"item clip7 needs at least {need} frame"):
             ex.frames_of([media])
+
+
+def test_alternative_recipes_run_only_when_named(tmp_path):
+    """A weights folder holding every file: extraction without --extractors
+    takes the authors' recipes, not the alternatives; naming one selects it."""
+    from aanbench.extraction import select_extractors
+    from aanbench.plugin_manager import get_plugins
+
+    plugins = get_plugins()
+    names = set(plugins.extractors)
+    assert {"i3d-kinetics", "resnet50-torchvision", "flownets-training"} <= names
+    # a folder that passes every check would need the real files; what we can
+    # check without them: the alternatives are flagged and skipped before any
+    # weight lookup, the defaults are not
+    assert [plugins.extractor(n).by_default for n in ("i3d", "i3d-kinetics")] == [True, False]
+    with pytest.raises(AanbenchError, match="rgb_imagenet.pt"):
+        select_extractors(["i3d-kinetics"], tmp_path)  # named: its weight file is required
+    _, _, skipped = select_extractors(None, tmp_path)
+    assert "i3d" in skipped and "i3d-kinetics" not in skipped

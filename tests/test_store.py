@@ -212,19 +212,20 @@ def test_plain_zarr_reads_an_extracted_store_without_warnings(tmp_path: Path) ->
     assert r.returncode == 0, r.stderr
     gdir = store / "files" / "default"
     assert not (gdir / ".writer.lock").exists()
-    assert not (gdir / "features" / "affect@1" / "staging").exists()
+    key = FeatureStore(store, mode="r").open_group("files").resolve_feature("affect").key
+    assert not (gdir / "features" / key / "staging").exists()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         root = zarr.open_group(str(store), mode="r")
         names = [k for k, _ in root.members(max_depth=None)]
-        data = zarr.open_group(str(gdir), mode="r")["features/affect@1/data"][:]
+        data = zarr.open_group(str(gdir), mode="r")[f"features/{key}/data"][:]
     assert [str(w.message) for w in caught] == []
-    assert "files/default/features/affect@1/data" in names
-    fa = FeatureStore(store, mode="r").open_group("files").feature("affect@1")
+    assert f"files/default/features/{key}/data" in names
+    fa = FeatureStore(store, mode="r").open_group("files").feature(key)
     np.testing.assert_array_equal(data, fa.read())
     assert data.shape == (5, fa.dim) and np.isfinite(data).all()
     # the whole feature array is a handful of files
-    files = [p for p in (gdir / "features" / "affect@1").rglob("*") if p.is_file()]
+    files = [p for p in (gdir / "features" / key).rglob("*") if p.is_file()]
     assert len(files) == 8, sorted(str(p.relative_to(gdir)) for p in files)
 
 
@@ -252,6 +253,6 @@ def test_planner_resumes_from_staged_chunks_of_a_killed_run(tmp_path: Path) -> N
     from aanbench.extraction import run_plan
 
     run_plan(plan2, LocalBackend())
-    arr = FeatureStore(tmp_path / "store", mode="r").open_group("files").feature("affect@1")
+    arr = FeatureStore(tmp_path / "store", mode="r").open_group("files").resolve_feature("affect")
     assert arr.done().all() and arr.ok().all() and not (arr.dir / "staging").exists()
     assert not (tmp_path / "store" / "files" / "default" / ".writer.lock").exists()

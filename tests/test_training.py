@@ -143,3 +143,94 @@ def test_mean_baseline_predicts_training_mean(tmp_path: Path) -> None:
     train_val = np.mean([it.labels["valence"] for it in items if it.split == "train"])
     preds = {p["y_pred"] for p in doc["predictions"] if p["target"] == "valence"}
     assert len(preds) == 1 and preds.pop() == pytest.approx(train_val, abs=1e-6)
+
+
+# --------------------------------------------------------------------------
+# Sequence models: windows built by the engine
+
+
+def _seq_plugins():
+    """The installed plugins plus the example sequence model (tests/thirdparty_plugin)."""
+    import sys
+
+    from aanbench.plugin_manager import Plugins
+
+    sys.path.insert(0, str(Path(__file__).parent / "thirdparty_plugin"))
+    try:
+        from aanbench_example import meanseq
+    finally:
+        sys.path.pop(0)
+    plugins = Plugins()
+    plugins.load_entry_points()
+    plugins.register(meanseq)
+    return plugins
+
+
+def _timed_store(tmp_path: Path, name: str = "store", bump: dict | None = None, labels_of=None, bad_rows=()):
+    """8 movies x 10 segments of 5 s (6 train movies, 2 test); each label
+    depends on the features of the segment and its two predecessors."""
+    rng = np.random.default_rng(3)
+    movies = [f"m{j}" for j in range(8)]
+    n = 10 * len(movies)
+    a = rng.normal(size=(n, 5)).astype(np.float32)
+    items = []
+    for i in range(n):
+        j, k = divmod(i, 10)
+        ctx = a[max(i - 2, j * 10) : i + 1, 0].mean()
+        v = float(np.tanh(ctx + 0.05 * rng.normal()))
+        items.append(Item(f"{movies[j]}_{k:02d}", Path(f"/media/{movies[j]}.mp4"), start=5.0 * k, end=5.0 * k + 5,
+                          labels={"valence": v if labels_of is None else labels_of(i, v)}, group=movies[j],
+                          split="train" if j < 6 else "test"))
+    for i, factor in (bump or {}).items():
+        a[i] *= factor
+    g = FeatureStore(tmp_path / name).ensure_group("synthetic", items, chunk_rows=16)
+    prov = {"extractor": "fa", "version": "imported", "dim": 5, "config": {}, "weights": {}, "libraries": {},
+            "source": "test"}
+    arr = g.import_rows("fa@imported", a, prov)
+    if bad_rows:
+        arr.mark_chunk_failed(slice(bad_rows[0], bad_rows[1]), "broken on purpose")
+    return g, items
+
+
+class _TimedDataset(_Dataset):
+    targets = ("valence",)
+
+
+def _seq_exp(**params) -> ExperimentConfig:
+    return ExperimentConfig(name="t-seq", model="example-seq-ridge", description="", feature_set="a",
+                            features=("fa",), params={"alpha": 1.0, "sequence_length": 3, **params},
+                            protocol=None, seed=0)
+
+
+def test_sequence_runs_use_engine_windows_without_leaks(tmp_path: Path) -> None:
+    plugins = _seq_plugins()
+    g, items = _timed_store(tmp_path)
+    doc = run_experiment(_seq_exp(), _TimedDataset(), g, plugins)
+    preds = {p["item_id"]: p for p in doc["predictions"]}
+    # windows of 3 segments inside each test movie, named by their last segment, spanning [5(k-2), 5k+5)
+    assert sorted(preds) == [f"m{j}_{k:02d}" for j in (6, 7) for k in range(2, 10)]
+    assert (preds["m6_02"]["start"], preds["m6_02"]["end"]) == (0.0, 15.0)
+    assert doc["samples"]["length"] == 3 and doc["targets"]["valence"]["metrics"]["pearson_r"] > 0.8
+    # a row model on the same data cannot see the context: windows help
+    row = run_experiment(ExperimentConfig(name="t-ridge", model="ridge", description="", feature_set="a",
+                                          features=("fa",), params={}, protocol=None, seed=0),
+                         _TimedDataset(), g, plugins)
+    assert row["targets"]["valence"]["metrics"]["pearson_r"] < doc["targets"]["valence"]["metrics"]["pearson_r"]
+
+    # scrambled test labels change nothing but y_true
+    g2, _ = _timed_store(tmp_path, "s2", labels_of=lambda i, v: (-v if i >= 60 else v))
+    doc2 = run_experiment(_seq_exp(), _TimedDataset(), g2, plugins)
+    assert [p["y_pred"] for p in doc2["predictions"]] == [p["y_pred"] for p in doc["predictions"]]
+
+    # features of movie m7 blown up: m6's windows (and the standardiser, fit on training rows) are untouched
+    g3, _ = _timed_store(tmp_path, "s3", bump={i: 100.0 for i in range(70, 80)})
+    doc3 = run_experiment(_seq_exp(), _TimedDataset(), g3, plugins)
+    same = [(p["item_id"], p["y_pred"]) for p in doc3["predictions"] if p["item_id"].startswith("m6")]
+    assert same == [(p["item_id"], p["y_pred"]) for p in doc["predictions"] if p["item_id"].startswith("m6")]
+
+    # a window with an invalid row is not usable: rows 64-65 (m6_04, m6_05) broken -> 4 windows of m6 go
+    g4, _ = _timed_store(tmp_path, "s4", bad_rows=(64, 66))
+    doc4 = run_experiment(_seq_exp(), _TimedDataset(), g4, plugins)
+    gone = set(preds) - {p["item_id"] for p in doc4["predictions"]}
+    assert gone == {"m6_04", "m6_05", "m6_06", "m6_07"}
+    assert doc4["targets"]["valence"]["n_unusable"] == 4

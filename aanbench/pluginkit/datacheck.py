@@ -196,7 +196,8 @@ def render_check(check: DatasetCheck, console) -> None:
     from rich.table import Table
 
     verdict = "[bold green]OK[/]" if check.ok else "[bold red]NOT OK[/]"
-    console.print(f"[bold]{escape(check.dataset)}[/] at {escape(check.root)}: {verdict}")
+    # The verdict leads, so a long path wrapping in a narrow terminal never splits it.
+    console.print(f"{verdict}: [bold]{escape(check.dataset)}[/] at {escape(check.root)}")
 
     if check.expected:
         table = Table(show_edge=False, pad_edge=False)

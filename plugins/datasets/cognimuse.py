@@ -23,12 +23,13 @@ leave-one-group-out over the 12 movies).
 Options (constructor arguments, or ``configure(key=value)`` as the CLI's
 ``--option key=value``): ``annotation`` (``intended`` | ``experienced``),
 ``streams`` (``mean`` or a comma list such as ``intended_1``),
-``movies`` (``all`` or a comma list of codes), ``segment_seconds`` (5),
-``sequence_length`` (5, for :func:`sequences`).
+``movies`` (``all`` or a comma list of codes), ``segment_seconds`` (5).
 
-Temporal models read sequences of 5 consecutive segments of one movie; the
-items (and so the features) are the same 5-s segments, and
-:func:`sequences` builds the sequences (see its docstring).
+Temporal models read windows of 5 consecutive segments of one movie
+(stride 1, labelled by the last segment; :attr:`Cognimuse.windows`); the
+items (and so the features) are the same 5-s segments, and the engine
+(:mod:`aanbench.samples`) builds the windows. Windows are not a dataset
+option: an experiment may override them without touching the store.
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from aanbench import hookimpl
-from aanbench.contracts import AanbenchError, Dataset, Item
+from aanbench.contracts import AanbenchError, Dataset, Item, SequenceSpec
 from aanbench.pluginkit.datacheck import (
     MEDIA_EXTENSIONS,
     DatasetCheck,
@@ -210,43 +211,6 @@ def find_video(index: FileIndex, code: str) -> list[Path]:
     return sorted(by_name, key=key) + sorted(by_dir, key=key)
 
 
-class ItemSequence(NamedTuple):
-    """Items that a temporal model reads as one sequence: ``members`` in
-    time order; the sequence is labelled like its ``id`` item (the last)."""
-
-    id: str
-    members: tuple[str, ...]
-
-
-def sequences(items: Sequence[Item], length: int = 5) -> list[ItemSequence]:
-    """Sequences of ``length`` consecutive segments of one movie.
-
-    One sequence per segment that has ``length - 1`` predecessors in its
-    movie (stride 1): members ``k-length+1 .. k``, labelled by segment
-    ``k`` (the sequence id). The first ``length - 1`` segments of each
-    movie start no sequence. Items must come in the dataset's order
-    (movie, then time); gaps in the segment indices break sequences.
-    """
-    if length < 1:
-        raise AanbenchError(f"sequence length must be at least 1, got {length}")
-    out: list[ItemSequence] = []
-    run: list[Item] = []
-    for it in items:
-        if run and (run[-1].group != it.group or _segment_index(run[-1]) + 1 != _segment_index(it)):
-            run = []
-        run.append(it)
-        if len(run) >= length:
-            out.append(ItemSequence(it.id, tuple(x.id for x in run[-length:])))
-    return out
-
-
-def _segment_index(it: Item) -> int:
-    try:
-        return int(it.id.rsplit("_", 1)[1])
-    except (IndexError, ValueError):
-        return -10
-
-
 # --------------------------------------------------------------------------
 # The dataset
 
@@ -271,11 +235,12 @@ class Cognimuse(Dataset):
     label_range = {"valence": (-1.0, 1.0), "arousal": (-1.0, 1.0)}
     protocol = "leave-one-group-out"
     card = "datasets/cognimuse.md"
-    options_allowed = ("annotation", "streams", "movies", "segment_seconds", "sequence_length")
+    options_allowed = ("annotation", "streams", "movies", "segment_seconds")
+    # paper: 5 consecutive 5-s segments of one movie, stride 1, labelled by the last
+    windows = SequenceSpec(length=5, stride=1, scope="group", label="last", start="drop")
 
     def __init__(self, annotation: str = "intended", streams: str | Sequence[str] = "mean",
-                 movies: str | Sequence[str] = "all", segment_seconds: float = 5.0,
-                 sequence_length: int = 5) -> None:
+                 movies: str | Sequence[str] = "all", segment_seconds: float = 5.0) -> None:
         if annotation not in KINDS:
             raise AanbenchError(f"cognimuse: annotation must be one of {', '.join(KINDS)}, not {annotation!r}")
         self.annotation = annotation
@@ -289,9 +254,6 @@ class Cognimuse(Dataset):
         self.frames_per_segment = int(round(frames))
         # paper: every frame of a 5-s segment at 25 fps (125)
         self.video_frames = int(round(seg * 25))
-        self.sequence_length = int(sequence_length)
-        if self.sequence_length < 1:
-            raise AanbenchError(f"cognimuse: sequence_length must be at least 1, not {sequence_length!r}")
         self.segmentation = "default" if seg == 5.0 else f"{seg:g}s"
         self.description = (f"extended COGNIMUSE: 12 movies, {seg:g}-s segments, {annotation} valence/arousal "
                             f"in [-1, 1] ({'mean of streams' if self.streams == ('mean',) else ', '.join(self.streams)})")
@@ -332,7 +294,6 @@ class Cognimuse(Dataset):
             "streams": ",".join(self.streams),
             "movies": ",".join(self.movies) if self.movies != MOVIES else "all",
             "segment_seconds": self.segment_seconds,
-            "sequence_length": self.sequence_length,
         }
 
     def configure(self, **options: Any) -> "Cognimuse":
@@ -347,11 +308,6 @@ class Cognimuse(Dataset):
                     value = float(value)
                 except (TypeError, ValueError):
                     raise AanbenchError(f"option segment_seconds={value!r}: expected a number of seconds") from None
-            elif key == "sequence_length":
-                try:
-                    value = int(value)
-                except (TypeError, ValueError):
-                    raise AanbenchError(f"option sequence_length={value!r}: expected an integer") from None
             cfg[key] = value
         if "annotation" in options and "streams" not in options:
             cfg["streams"] = "mean"  # stream names belong to one kind

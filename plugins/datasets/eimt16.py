@@ -18,8 +18,10 @@ Two registered variants:
 - ``eimt16-temporal`` (``segmentation="temporal4"``): each excerpt split into
   4 equal non-overlapping sub-segments ``[k d/4, (k+1) d/4)`` (d = the file's
   duration), ids ``ACCEDE00000#0`` ... ``#3``, each carrying the excerpt's
-  labels, group and split. :func:`sequences` groups them back per excerpt
-  for the temporal models.
+  labels, group and split. Its declared windows (:attr:`Eimt16.windows`)
+  group them back per excerpt for the temporal models: the 4 sub-segments
+  of one file, labelled by their (shared) label; the engine
+  (:mod:`aanbench.samples`) builds them and names each after its excerpt.
 
 Labels are kept exactly as the files give them (no clipping); values
 outside the nominal range 1–5 are reported by ``aanbench datasets check``.
@@ -34,12 +36,12 @@ import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import av
 
 from aanbench import hookimpl
-from aanbench.contracts import AanbenchError, Dataset, Item
+from aanbench.contracts import AanbenchError, Dataset, Item, SequenceSpec
 from aanbench.pluginkit.datacheck import (
     DatasetCheck,
     FileIndex,
@@ -284,32 +286,6 @@ class Layout:
         return out
 
 
-class ItemSequence(NamedTuple):
-    """Items that a temporal model reads as one sequence.
-
-    ``id``: the sequence's id (the excerpt id for EIMT16); ``members``: item
-    ids in time order; the sequence's labels are the items' (all equal).
-    """
-
-    id: str
-    members: tuple[str, ...]
-
-
-def sequences(items: Sequence[Item]) -> list[ItemSequence]:
-    """Group sub-segment items ``<excerpt>#<k>`` into one sequence per
-    excerpt, members ordered by ``k``, sequences in first-seen order. Items
-    without ``#`` form a sequence of one."""
-    order: list[str] = []
-    members: dict[str, list[tuple[int, str]]] = {}
-    for it in items:
-        base, _, k = it.id.partition("#")
-        if base not in members:
-            members[base] = []
-            order.append(base)
-        members[base].append((int(k) if k else 0, it.id))
-    return [ItemSequence(b, tuple(i for _, i in sorted(members[b]))) for b in order]
-
-
 # --------------------------------------------------------------------------
 # The dataset
 
@@ -334,6 +310,9 @@ class Eimt16(Dataset):
         self.parts = SEGMENTATIONS[segmentation]
         self.official_counts = bool(official_counts)
         self.name = "eimt16" if segmentation == "default" else "eimt16-temporal"
+        # paper (temporal AttendAffectNet): the sub-segments of one excerpt, in time order
+        self.windows = (None if self.parts == 1 else
+                        SequenceSpec(length=self.parts, stride=self.parts, scope="file", label="mean", start="drop"))
         # paper: 64 frames per excerpt, 16 per temporal sub-segment
         self.video_frames = 64 if self.parts == 1 else 16
         if self.parts == 1:

@@ -57,8 +57,12 @@ class FlowNetS(nn.Module):
         self.upsampled_flow4_to_3 = nn.ConvTranspose2d(2, 2, 4, 2, 1, bias=False)
         self.upsampled_flow3_to_2 = nn.ConvTranspose2d(2, 2, 4, 2, 1, bias=False)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        for name, *_ in _ENCODER:
+    def encode(self, x: torch.Tensor, upto: str = "conv6_1") -> torch.Tensor:
+        """The contracting part from ``conv1`` up to and including ``upto``."""
+        names = [name for name, *_ in _ENCODER]
+        if upto not in names:
+            raise ValueError(f"unknown FlowNetS layer {upto!r}")
+        for name in names[: names.index(upto) + 1]:
             x = self._modules[name](x)  # type: ignore[misc]
         return x
 
@@ -66,20 +70,21 @@ class FlowNetS(nn.Module):
         return self.encode(x)
 
 
-def _scaled(x: torch.Tensor) -> torch.Tensor:
+def _scaled(x: torch.Tensor, mean_rgb: tuple[float, float, float]) -> torch.Tensor:
     """``uint8 (N, H, W, 3)`` -> ``float32 (N, 3, H, W)``: ``x / 255 - mean``."""
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    return x - torch.tensor(FLOW_MEAN_RGB, device=x.device).view(1, 3, 1, 1)
+    return x - torch.tensor(mean_rgb, device=x.device).view(1, 3, 1, 1)
 
 
-def pair_inputs(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+def pair_inputs(first: torch.Tensor, second: torch.Tensor,
+                mean_rgb: tuple[float, float, float] = FLOW_MEAN_RGB) -> torch.Tensor:
     """``uint8 (N, H, W, 3)`` first and second frames -> ``float32 (N, 6, H, W)``:
     first frame's scaled RGB, then the second's."""
-    return torch.cat([_scaled(first), _scaled(second)], dim=1)
+    return torch.cat([_scaled(first, mean_rgb), _scaled(second, mean_rgb)], dim=1)
 
 
-def frame_pairs(frames: np.ndarray) -> torch.Tensor:
+def frame_pairs(frames: np.ndarray, mean_rgb: tuple[float, float, float] = FLOW_MEAN_RGB) -> torch.Tensor:
     """``uint8 (T, H, W, 3)`` RGB -> ``float32 (T-1, 6, H, W)``: frame t and
     frame t+1 stacked on channels, each ``x / 255 - mean`` per channel."""
     x = torch.from_numpy(np.ascontiguousarray(frames))
-    return pair_inputs(x[:-1], x[1:])
+    return pair_inputs(x[:-1], x[1:], mean_rgb)

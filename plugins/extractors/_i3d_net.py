@@ -140,6 +140,19 @@ def scale(x: torch.Tensor) -> torch.Tensor:
     return (x.float() / 255.0 * 2.0 - 1.0).permute(0, 4, 1, 2, 3).contiguous()
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet(x: torch.Tensor) -> torch.Tensor:
+    """``uint8 (N, T, H, W, 3)`` RGB tensor -> ``float32 (N, 3, T, H, W)``
+    normalised with the ImageNet mean and std, ``(x / 255 - mean) / std``:
+    the AttendAffectNet authors' I3D input (not the original [-1, 1])."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1, 1)
+    return ((x.float() / 255.0).permute(0, 4, 1, 2, 3) - mean).div_(std).contiguous()
+
+
 def scale_frames(frames: np.ndarray) -> torch.Tensor:
     """One clip ``uint8 (T, H, W, 3)`` -> ``float32 (3, T, H, W)`` in [-1, 1]."""
     return scale(torch.from_numpy(np.ascontiguousarray(frames))[None])[0]

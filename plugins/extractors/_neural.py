@@ -48,11 +48,28 @@ class NeuralExtractor(Extractor):
     modality = "video"
     uses_gpu = True
     weight_file: WeightFile
-    short_side: int | None = 256
-    crop: int | None = 224
     max_inputs_per_pass: Mapping[str, int] = {"cpu": 64, "cuda": 256}
+    # Preprocessing recipes by name: each gives the decoder's ``short_side`` and
+    # ``crop`` and whatever else the subclass reads from ``self.settings``. The
+    # default recipe reproduces the AttendAffectNet authors' scripts
+    # (``../shared/design/AUTHORS_PIPELINE.md``); another recipe (the original
+    # network's own) is registered as ``<name>-<recipe>`` so both can sit in
+    # one store, and provenance records which one made a row.
+    recipes: Mapping[str, Mapping[str, Any]] = {"authors": {"short_side": 256, "crop": 224}}
+    default_recipe = "authors"
 
-    def __init__(self, frames: int = 64, fps: float | None = None) -> None:
+    def __init__(self, frames: int = 64, fps: float | None = None, recipe: str | None = None) -> None:
+        recipe = recipe or self.default_recipe
+        if recipe not in self.recipes:
+            raise ValueError(f"{self.name}: unknown recipe {recipe!r} (known: {', '.join(self.recipes)})")
+        self.recipe = recipe
+        self.settings: Mapping[str, Any] = dict(self.recipes[recipe])
+        self.short_side: int | None = self.settings.get("short_side")
+        self.crop: int | None = self.settings.get("crop")
+        # an alternative recipe runs only when named (`--extractors i3d-kinetics`)
+        self.by_default = recipe == self.default_recipe
+        if not self.by_default:
+            self.name = f"{type(self).name}-{recipe}"
         if fps is None and frames < self.min_frames():
             raise ValueError(f"{self.name}: needs at least {self.min_frames()} frames, got {frames}")
         self.frames = 0 if fps is not None else int(frames)
@@ -88,7 +105,7 @@ class NeuralExtractor(Extractor):
     def with_sampling(self, frames: int = 0, fps: float | None = None) -> "NeuralExtractor":
         """A copy that samples ``frames`` per item (or ``fps`` frames per
         second); it shares this one's weights and, once loaded, its network."""
-        other = type(self)(frames=frames, fps=fps)
+        other = type(self)(frames=frames, fps=fps, recipe=self.recipe)
         other.weights = self.weights  # keeps a test's or user's override
         other.net, other._device, other.batch_size = self.net, self._device, self.batch_size
         return other
@@ -96,6 +113,8 @@ class NeuralExtractor(Extractor):
     def config(self) -> dict[str, Any]:
         cfg = super().config()
         cfg["weights"] = {wf.filename: wf.sha256 for wf in self.weights}
+        if getattr(self, "recipe", None):  # VGGish has a single recipe
+            cfg["recipe"] = self.recipe
         cfg.update(self.preprocessing())
         return cfg
 

@@ -9,22 +9,28 @@ whole network is loaded with ``strict=True`` from the file's
 ``state_dict``; only the contracting part runs: ``conv1`` ... ``conv6_1``,
 each a convolution (padding ``(k - 1) // 2``) followed by LeakyReLU(0.1).
 
-Input: two consecutive sampled frames stacked on channels (first frame's
-RGB, then the second's: 6 channels), each scaled to [0, 1] and reduced by
-the per-channel mean (R, G, B) = (0.45, 0.432, 0.411), with standard
-deviation 1, which is the training transform of those weights
-(FlowNetPytorch ``main.py``). The flow scale (``div_flow`` = 20) divides
-the flow targets, not the images, so it does not touch the encoder.
+Input and feature, recipe ``authors`` (the default), as the AttendAffectNet
+authors' ``Model/FlowNetS/feature_extraction_FlowNetS.py`` computed them
+(see ``AUTHORS_PIPELINE.md``): frames at their native size (no resize, no
+crop); two consecutive sampled frames stacked on channels (the first
+frame's RGB, then the second's: 6 channels), each scaled to [0, 1] minus
+(0.411, 0.432, 0.45) in R, G, B order (FlowNetPytorch's inference script);
+the network's first nine children, ``conv1`` ... ``conv6`` (``conv6_1`` is
+not run); each pair's 1024 channels averaged over space; with T sampled
+frames the T - 1 pair vectors plus the last pair's vector once more, i.e.
+the mean of T vectors in which the last pair counts twice.
 
-Feature: ``conv6_1``'s 1024 channels averaged over space for each pair,
-then over the item's pairs. With T frames sampled per item there are T - 1
-pairs: each sampled frame with the next sampled one. When T equals the
-number of video frames in the window (all 125 frames of a 5-s COGNIMUSE
-segment at 25 fps) these are adjacent video frames, as in the paper; with
-fewer frames (64 per EIMT16 excerpt) the pairs are evenly spaced frames
-``duration / T`` seconds apart. Frames are the same 256-short-side,
-224 x 224 centre crop as ResNet-50 and I3D use, so one decode serves all
-three (conv6_1 is then 4 x 4).
+Recipe ``training`` (registered as ``flownets-training``): the transform
+FlowNetPytorch's training script applies (mean (0.45, 0.432, 0.411) in R,
+G, B order), ``conv6_1`` as the feature layer, the plain mean over the T - 1
+pairs, on the 256-short-side, 224 x 224 centre-cropped frames ResNet-50 and
+I3D can share. The flow scale (``div_flow`` = 20) divides the flow targets,
+not the images, so it touches neither.
+
+When T equals the number of video frames in the window (all 125 frames of a
+5-s COGNIMUSE segment at 25 fps) the pairs are adjacent video frames, as in
+the paper; with fewer frames (64 per EIMT16 excerpt) they are evenly spaced
+frames ``duration / T`` seconds apart.
 
 Weights: ``flownets_EPE1.951.pth`` as stored (Git LFS) in the
 FlowNetPytorch repository; its SHA-256 is the LFS object id. The README's
@@ -63,26 +69,37 @@ WEIGHTS = WeightFile(
     "Git LFS file weights/flownets_EPE1.951.pth); 154,706,509 bytes",
 )
 
-# per-channel means subtracted after scaling to [0, 1], in R, G, B order
+# per-channel means subtracted after scaling to [0, 1], in R, G, B order:
+# FlowNetPytorch's training transform, and its inference script's order (the
+# one the AttendAffectNet authors' extraction script used)
 FLOW_MEAN_RGB = (0.45, 0.432, 0.411)
+AUTHORS_MEAN_RGB = (0.411, 0.432, 0.45)
 
 
 class FlowNetSExtractor(NeuralExtractor):
     name = "flownets"
-    version = "1"
+    version = "2"  # 2: authors' recipe (native size, conv6, last pair twice) by default
     modality = "video"
     dim = 1024
-    description = "FlowNetS (Flying Chairs) conv6_1 features of consecutive frame pairs, averaged"
+    description = "FlowNetS (Flying Chairs) encoder features of consecutive frame pairs, averaged"
     weight_file = WEIGHTS
     # frame pairs per pass; on a 2-core CPU 4-8 per pass ran 7x faster than 1, 16 slower than 8
     max_inputs_per_pass = {"cpu": 8, "cuda": 128}
+    recipes = {
+        "authors": {"short_side": None, "crop": None, "mean_rgb": AUTHORS_MEAN_RGB, "layer": "conv6",
+                    "last_pair_twice": True},
+        "training": {"short_side": 256, "crop": 224, "mean_rgb": FLOW_MEAN_RGB, "layer": "conv6_1",
+                     "last_pair_twice": False},
+    }
 
     def min_frames(self) -> int:
         return 2
 
     def preprocessing(self) -> dict[str, Any]:
-        return {"scale": "x/255", "mean_rgb": list(FLOW_MEAN_RGB), "pairs": "consecutive sampled frames",
-                "layer": "conv6_1", "pool": "mean over space, then over pairs"}
+        st = self.settings
+        return {"scale": "x/255", "mean_rgb": list(st["mean_rgb"]), "pairs": "consecutive sampled frames",
+                "layer": st["layer"],
+                "pool": "mean over space, then over pairs" + (" (last pair counted twice)" if st["last_pair_twice"] else "")}
 
     def build(self) -> nn.Module:
         from aanbench_plugins.extractors._flownets_net import FlowNetS
@@ -106,9 +123,10 @@ class FlowNetSExtractor(NeuralExtractor):
         net = self._require_loaded()
         clips = self.frames_of(group)
         counts = [c.shape[0] - 1 for c in clips]
+        layer, mean_rgb, twice = self.settings["layer"], tuple(self.settings["mean_rgb"]), self.settings["last_pair_twice"]
 
         def fn(x: torch.Tensor) -> torch.Tensor:
-            return net.encode(x).mean(dim=(2, 3))  # type: ignore[operator]
+            return net.encode(x, upto=layer).mean(dim=(2, 3))  # type: ignore[operator]
 
         def run(cs: list[np.ndarray]) -> torch.Tensor:
             u8 = frames_tensor(cs)
@@ -118,7 +136,7 @@ class FlowNetSExtractor(NeuralExtractor):
             first = torch.from_numpy(starts)
 
             def make(sl: slice, dev: torch.device) -> torch.Tensor:
-                return pair_inputs(u8[first[sl]].to(dev), u8[first[sl] + 1].to(dev))
+                return pair_inputs(u8[first[sl]].to(dev), u8[first[sl] + 1].to(dev), mean_rgb)
 
             return run_in_passes(len(starts), make, fn, self.per_pass(), self.device)
 
@@ -126,9 +144,16 @@ class FlowNetSExtractor(NeuralExtractor):
             per = run(clips)
         else:  # frames of different sizes (no crop asked): one item at a time
             per = torch.cat([run([c]) for c in clips])
+        if twice:  # the authors append the last pair's vector once more before averaging
+            rows, start = [], 0
+            for c in counts:
+                block = per[start : start + c].double()
+                rows.append((block.sum(dim=0) + block[-1]) / (c + 1))
+                start += c
+            return torch.stack(rows).float().numpy()
         return mean_by_item(per, counts)
 
 
 @hookimpl
 def aanbench_extractors():
-    return [FlowNetSExtractor()]
+    return [FlowNetSExtractor(), FlowNetSExtractor(recipe="training")]

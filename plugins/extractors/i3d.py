@@ -13,9 +13,14 @@ original TensorFlow model and that port:
   input size at run time; max-pools pad with zeros, which equals TF's
   padding because their inputs follow a ReLU;
 - batch normalisation uses eps = 1e-3;
-- input RGB is scaled to [-1, 1] (``x / 255 * 2 - 1``); frames are resized
-  to a 256-pixel shorter side and centre-cropped to 224 x 224 (the
-  Kinetics test protocol; done by the decoder).
+- input (recipe ``authors``, the default): as the AttendAffectNet authors'
+  scripts fed it (``Model/I3D_RGB/*``, see ``AUTHORS_PIPELINE.md``): frames
+  resized to a 224-pixel shorter side (PIL antialiased bilinear, done by the
+  decoder), no crop, RGB normalised with the ImageNet mean (0.485, 0.456,
+  0.406) and std (0.229, 0.224, 0.225), one stack of all sampled frames;
+- recipe ``kinetics`` (registered as ``i3d-kinetics``): the original I3D
+  recipe, RGB scaled to [-1, 1] (``x / 255 * 2 - 1``), 256-pixel shorter
+  side and a 224 x 224 centre crop (the Kinetics test protocol).
 
 The feature is the output of ``Mixed_5c`` (1024 channels, after ReLU, so
 non-negative) averaged over time and space. The classifier (``logits``) is
@@ -69,7 +74,7 @@ def same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 class I3DExtractor(NeuralExtractor):
     name = "i3d"
-    version = "1"
+    version = "2"  # 2: authors' recipe (ImageNet mean/std, short side 224, no crop) by default
     modality = "video"
     dim = 1024
     description = "RGB I3D (Kinetics) Mixed_5c features, averaged over time and space"
@@ -77,12 +82,16 @@ class I3DExtractor(NeuralExtractor):
     # clips (items) per pass: a 64-frame clip at 224 x 224 peaks near 1 GB; on a
     # 2-core CPU one clip per pass ran faster than two
     max_inputs_per_pass = {"cpu": 1, "cuda": 8}
+    recipes = {
+        "authors": {"short_side": 224, "crop": None, "input": "imagenet-mean-std"},
+        "kinetics": {"short_side": 256, "crop": 224, "input": "x/255*2-1"},
+    }
 
     def min_frames(self) -> int:
         return 1
 
     def preprocessing(self) -> dict[str, Any]:
-        return {"scale": "x/255*2-1", "bn_eps": BN_EPS, "padding": "tf-same", "layer": "Mixed_5c",
+        return {"scale": self.settings["input"], "bn_eps": BN_EPS, "padding": "tf-same", "layer": "Mixed_5c",
                 "pool": "mean over time and space"}
 
     def build(self) -> nn.Module:
@@ -98,7 +107,9 @@ class I3DExtractor(NeuralExtractor):
     def extract_group(self, group: Sequence[Media]) -> np.ndarray:
         import torch
 
-        from aanbench_plugins.extractors._i3d_net import scale
+        from aanbench_plugins.extractors._i3d_net import imagenet, scale
+
+        prep = imagenet if self.settings["input"] == "imagenet-mean-std" else scale
 
         net = self._require_loaded()
         clips = self.frames_of(group)
@@ -111,11 +122,11 @@ class I3DExtractor(NeuralExtractor):
             for sl in chunks(len(idx), self.per_pass()):
                 ids = idx[sl]
                 u8 = torch.from_numpy(np.stack([clips[i] for i in ids])).to(self.device)
-                y = net(scale(u8)).float().mean(dim=(2, 3, 4))
+                y = net(prep(u8)).float().mean(dim=(2, 3, 4))
                 out[ids] = y.cpu().numpy()
         return out
 
 
 @hookimpl
 def aanbench_extractors():
-    return [I3DExtractor()]
+    return [I3DExtractor(), I3DExtractor(recipe="kinetics")]

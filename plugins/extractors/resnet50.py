@@ -5,12 +5,16 @@ ImageNet weights (``IMAGENET1K_V1``, the file ``resnet50-0676ba61.pth``);
 the 2048 outputs of the global average pool (after the last ReLU, so never
 negative) are averaged over the item's frames.
 
-Preprocessing is torchvision's evaluation transform for these weights:
-shorter side resized to 256 pixels, centre crop 224 x 224 (both done by the
-decoder: ``MediaRequest(short_side=256, crop=224)``), RGB scaled to [0, 1]
-and normalised with the ImageNet mean (0.485, 0.456, 0.406) and standard
-deviation (0.229, 0.224, 0.225). I3D and FlowNetS ask for the same frames,
-so one decode serves all three video extractors.
+Preprocessing (recipe ``authors``, the default) is the AttendAffectNet
+authors' script (``Model/ResNet50/*``, see ``AUTHORS_PIPELINE.md``):
+shorter side resized to 224 pixels with PIL's antialiased bilinear, centre
+crop 224 x 224 (both done by the decoder: ``MediaRequest(short_side=224,
+crop=224)``), RGB scaled to [0, 1] and normalised with the ImageNet mean
+(0.485, 0.456, 0.406) and standard deviation (0.229, 0.224, 0.225); the
+network in evaluation mode (batch norm with its running statistics).
+Recipe ``torchvision`` (registered as ``resnet50-torchvision``) is
+torchvision's own evaluation transform for these weights: shorter side 256,
+centre crop 224.
 
 Importing this module does not import torch or torchvision (every CLI call
 loads all plugins); they come in with :mod:`aanbench_plugins.extractors._resnet50_net`
@@ -48,13 +52,14 @@ WEIGHTS = WeightFile(
 
 class ResNet50Extractor(NeuralExtractor):
     name = "resnet50"
-    version = "1"
+    version = "2"  # 2: authors' recipe (short side 224) by default, PIL resize
     modality = "video"
     dim = 2048
     description = "ResNet-50 (ImageNet) global-average-pool features, averaged over frames"
     weight_file = WEIGHTS
     # frames per pass; on a 2-core CPU 8 ran faster than 16 (cache), see tests/benchmarks
     max_inputs_per_pass = {"cpu": 8, "cuda": 256}
+    recipes = {"authors": {"short_side": 224, "crop": 224}, "torchvision": {"short_side": 256, "crop": 224}}
 
     def preprocessing(self) -> dict[str, Any]:
         return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "layer": "avgpool", "pool": "mean over frames"}
@@ -94,4 +99,4 @@ class ResNet50Extractor(NeuralExtractor):
 
 @hookimpl
 def aanbench_extractors():
-    return [ResNet50Extractor()]
+    return [ResNet50Extractor(), ResNet50Extractor(recipe="torchvision")]

@@ -94,14 +94,14 @@ def _restore_ridge(state: Mapping[str, Any]) -> Ridge:
     return m
 
 
-RIDGE_DEFAULTS: dict[str, Any] = {"alphas": [0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0], "val_fraction": 0.1}
+RIDGE_DEFAULTS: dict[str, Any] = {"alphas": [0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0]}
 
 
 @hookimpl
 def aanbench_models():
     return [
         ModelSpec("mean", "Training-mean predictor (sanity floor)", lambda p, d: MeanPredictor(p, d),
-                  restore=_restore_mean, params={"val_fraction": 0.1}),
+                  restore=_restore_mean, params={}),
         ModelSpec("ridge", "Ridge regression on concatenated standardised features", lambda p, d: Ridge(p, d),
                   restore=_restore_ridge, params=RIDGE_DEFAULTS),
     ]

@@ -43,7 +43,6 @@ DEFAULTS: dict[str, Any] = {
     "d_model": 8, "heads": 2, "layers": 6, "dropout": 0.1, "head_dropout": 0.1, "eps": 1e-6,
     "head_activation": "none", "feed_forward": "relu",
     "lr": 5e-4, "max_epochs": 500, "patience": 30, "batch_size": 30, "weight_decay": 0.0,
-    "val_fraction": 0.1,
 }
 
 

@@ -1,0 +1,135 @@
+"""Apply a trained model to the features stored for a dataset.
+
+:func:`predict_group` is what ``aanbench predict`` runs; ``curve``, ``demo``
+and notebooks call it the same way::
+
+    from aanbench.modelfile import load_any
+    from aanbench.plugin_manager import get_plugins
+    from aanbench.predict import predict_group
+    from aanbench.store import FeatureStore
+
+    group = FeatureStore("feats", mode="r").open_group("demo")
+    preds = predict_group(load_any("model.pt"), group, get_plugins())
+    preds.to_frame()        # item_id, start, end, valence, arousal, reason
+
+The same windows the model was trained with are rebuilt from the group's
+item table (the bundle's sample spec); a sample whose rows are not all
+valid gets no prediction and a reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aanbench.contracts import AanbenchError, SequenceSpec
+from aanbench.plugin_manager import Plugins
+from aanbench.runner import Standardizer, load_features, predict_samples
+from aanbench.samples import samples_of
+from aanbench.store import DatasetGroup
+
+
+@dataclass
+class Predictions:
+    """One row per sample: ``ids``, ``start``/``end`` (float64 seconds, NaN =
+    open), one ``float32`` array per target (NaN = left out), and ``reasons``
+    ('' when predicted)."""
+
+    ids: list[str]
+    start: np.ndarray
+    end: np.ndarray
+    values: dict[str, np.ndarray]
+    reasons: list[str]
+    spec: SequenceSpec
+    feature_keys: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.values)
+
+    @property
+    def n_left_out(self) -> int:
+        return sum(1 for r in self.reasons if r)
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame({"item_id": self.ids, "start": self.start, "end": self.end,
+                             **{t: v for t, v in self.values.items()}, "reason": self.reasons})
+
+    def write_csv(self, out: str | Path) -> Path:
+        """``item_id,start,end,<targets...>,reason``; empty cells for open
+        window bounds and for left-out samples (whose reason says why)."""
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["item_id", "start", "end", *self.targets, "reason"])
+            for i, sid in enumerate(self.ids):
+                w.writerow([sid, _cell(self.start[i]), _cell(self.end[i]),
+                            *(_cell(self.values[t][i]) for t in self.targets), self.reasons[i]])
+        tmp.replace(out)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {"samples": len(self.ids), "predicted": len(self.ids) - self.n_left_out,
+                "left_out": self.n_left_out, "targets": self.targets, "feature_keys": self.feature_keys,
+                "windows": self.spec.to_dict(), "notes": self.notes}
+
+
+def _cell(v: float) -> str:
+    v = float(v)
+    return "" if not math.isfinite(v) else repr(v)
+
+
+def predict_group(bundle: dict[str, Any], group: DatasetGroup, plugins: Plugins) -> Predictions:
+    """Predict every sample of ``group`` with ``bundle`` (as :func:`aanbench.modelfile.load_any` returns)."""
+    spec_model = plugins.model(bundle["model"])
+    if spec_model.restore is None:
+        raise AanbenchError(f"model plugin {spec_model.name!r} cannot restore saved models")
+    sample_spec = SequenceSpec.from_dict(bundle["samples"])
+    sequences = bundle.get("input", "rows") == "sequences"
+    trained_keys = list(bundle.get("feature_keys") or [])
+    feats = load_features(group, list(bundle["features"]), plugins, keys=trained_keys)
+    notes = []
+    for i, key in enumerate(feats.keys):
+        if i < len(trained_keys) and trained_keys[i] and trained_keys[i] != key:
+            notes.append(f"trained on {trained_keys[i]}, predicting from {key}")
+    dims = list(bundle.get("dims") or [])
+    if dims and dims != list(feats.dims):
+        raise AanbenchError(f"store group {group.path}: feature dims {feats.dims} ({', '.join(feats.keys)}) "
+                            f"differ from the model's {dims}")
+    samples = samples_of(group, sample_spec)
+    usable = samples.usable(feats.valid)
+    idx = np.flatnonzero(usable)
+    values: dict[str, np.ndarray] = {}
+    for target, t in bundle["targets"].items():
+        model = spec_model.restore(t["state"])
+        out = np.full(len(samples), np.nan, dtype=np.float32)
+        if t.get("standardize"):
+            scaler = Standardizer.from_payload(t["standardize"])
+        else:  # converted published checkpoints take raw features
+            scaler = Standardizer([np.zeros(d, np.float32) for d in feats.dims],
+                                  [np.ones(d, np.float32) for d in feats.dims])
+        out[idx] = predict_samples(model, scaler, samples, feats.values, idx, sequences)
+        values[target] = out
+    ids = group.item_ids()
+    reasons = [""] * len(samples)
+    for i in np.flatnonzero(~usable):
+        reasons[i] = _reason(samples.members[i], feats, ids)
+    return Predictions(samples.ids, samples.start, samples.end, values, reasons, sample_spec, feats.keys, notes)
+
+
+def _reason(members: np.ndarray, feats, ids: list[str]) -> str:
+    for j in dict.fromkeys(members.tolist()):
+        for key, ok, err in zip(feats.keys, feats.oks, feats.errors):
+            if not ok[j]:
+                return f"{ids[j]}: no valid {key} features ({str(err[j]) or 'not extracted'})"
+    return "no valid features"

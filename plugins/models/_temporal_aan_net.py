@@ -1,0 +1,230 @@
+"""Torch part of Temporal AttendAffectNet and Feature+Temporal (Mixed)
+AttendAffectNet (paper section III-C-c and III-C-d): the networks. Imported
+when a model is built, trained or restored.
+
+Both read a window of ``T`` consecutive segments, each with ``K`` feature
+vectors, and give one value (valence or arousal) per window: the value of
+its last segment (sequence to one).
+
+Temporal AttendAffectNet (``TemporalAANNet``), as the paper describes it:
+
+- each segment's ``K`` feature vectors are each mapped by a fully connected
+  layer of ``width`` (8) neurons and concatenated: ``d = 8 K`` (40 for the
+  five paper features);
+- a sinusoidal positional encoding of size ``d`` is added
+  (:func:`positional_encoding`, the paper's formula 2, ``w_k = 1 / 10000^(2k/d)``);
+- the previous outputs are the decoder's other input: each previous scalar
+  output is repeated to a ``d``-vector and the same positional encoding is
+  added;
+- a Transformer decoder with two heads whose feed-forward sub-layer is one
+  linear transformation; dropout on its outputs, then a fully connected
+  layer with one neuron gives one value per position.
+
+Choices the paper leaves open (each a constructor parameter):
+
+- the previous-outputs stream is the decoder's self-attention input (as the
+  shifted outputs in the original Transformer) and the segment features its
+  memory (the cross-attention keys and values);
+- the "previous output" of the first position is ``start_value`` (0.0 here;
+  the model plugin, :mod:`aanbench_plugins.models.temporal_aan`, passes the
+  mean label of the fitting samples, inside any dataset's label range);
+- ``layers`` decoder layers (default 1); post-norm residual blocks as in
+  the original Transformer (a pre-norm block would erase the previous
+  outputs, see :class:`DecoderLayer`), with the authors' layer norm;
+  ``inner_dropout`` (0.1) inside the blocks, ``dropout`` (the paper's 0.5)
+  on the decoder's outputs;
+- every attention is causal: position ``t`` sees previous outputs and
+  segment features at positions ``<= t`` only, so a later segment never
+  changes the prediction for an earlier one.
+
+Training feeds the labels of the earlier segments of the window as previous
+outputs (teacher forcing, positions in parallel); the loss is taken on the
+last position only (the trainer's ``(batch,)`` output). In evaluation mode
+the network never reads given previous outputs: it is re-run for each
+position and feeds its own earlier predictions, so no label reaches a
+prediction.
+
+Feature+Temporal AttendAffectNet (``FeatureTemporalAANNet``) first runs
+Feature AttendAffectNet's self-attention encoder across the ``K`` feature
+vectors inside each segment (``d_model`` = 8 per feature, as the published
+Feature AAN), concatenates the ``K`` encoded tokens (``d = 8 K``), then the
+same temporal decoder.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from aanbench_plugins.models._feature_aan_net import AuthorsLayerNorm, EncoderLayer
+
+
+def positional_encoding(length: int, d: int) -> torch.Tensor:
+    """``(length, d)``: ``PE[p, 2k] = sin(p w_k)``, ``PE[p, 2k+1] = cos(p w_k)``,
+    ``w_k = 1 / 10000^(2k / d)`` (paper formula 2)."""
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    k = torch.arange(0, d, 2, dtype=torch.float64)
+    w = 1.0 / (10000.0 ** (k / d))
+    pe = torch.zeros(length, d, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(pos * w)
+    pe[:, 1::2] = torch.cos(pos * w)[:, : d // 2]
+    return pe.float()
+
+
+def causal_mask(t: int, device: torch.device | None = None) -> torch.Tensor:
+    """``(t, t)`` boolean, True where position ``i`` may attend to ``j`` (``j <= i``)."""
+    return torch.ones(t, t, dtype=torch.bool, device=device).tril()
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention with ``heads`` heads and an optional
+    boolean mask (True = may attend)."""
+
+    def __init__(self, d: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if d % heads:
+            raise ValueError(f"model size {d} is not divisible by heads {heads}")
+        self.heads, self.d_k = heads, d // heads
+        self.q, self.k, self.v, self.out = (nn.Linear(d, d) for _ in range(4))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, tq, _ = query.shape
+        tk = memory.shape[1]
+        q = self.q(query).view(b, tq, self.heads, self.d_k).transpose(1, 2)
+        k = self.k(memory).view(b, tk, self.heads, self.d_k).transpose(1, 2)
+        v = self.v(memory).view(b, tk, self.heads, self.d_k).transpose(1, 2)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        attn = self.dropout(scores.softmax(dim=-1))
+        return self.out((attn @ v).transpose(1, 2).reshape(b, tq, self.heads * self.d_k))
+
+
+class DecoderLayer(nn.Module):
+    """Post-norm, as the original Transformer decoder:
+    ``x = norm(x + drop(self_attn(x)))``, ``x = norm(x + drop(cross_attn(x, memory)))``,
+    ``x = norm(x + drop(linear(x)))`` (the feed-forward is one linear map).
+
+    Not pre-norm: the previous outputs enter as a scalar repeated over all
+    ``d`` dimensions, which a layer norm's mean subtraction removes
+    entirely; a pre-norm block would never see them (measured: teacher
+    forcing with any labels gave the same outputs)."""
+
+    def __init__(self, d: int, heads: int, dropout: float, eps: float) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d, heads, dropout)
+        self.cross_attn = MultiHeadAttention(d, heads, dropout)
+        self.ff = nn.Linear(d, d)
+        self.norm1, self.norm2, self.norm3 = (AuthorsLayerNorm(d, eps) for _ in range(3))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.drop(self.self_attn(x, x, mask)))
+        x = self.norm2(x + self.drop(self.cross_attn(x, memory, mask)))
+        return self.norm3(x + self.drop(self.ff(x)))
+
+
+class TemporalDecoder(nn.Module):
+    """The decoder over ``(n, T, d)`` segment representations and ``(n, T)``
+    previous outputs, giving ``(n, T)`` values."""
+
+    def __init__(self, d: int, heads: int, layers: int, dropout: float, inner_dropout: float, eps: float,
+                 start_value: float) -> None:
+        super().__init__()
+        self.d = d
+        self.start_value = float(start_value)
+        self.layers = nn.ModuleList(DecoderLayer(d, heads, inner_dropout, eps) for _ in range(layers))
+        self.out_dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(d, 1)
+
+    def shifted(self, labels: torch.Tensor) -> torch.Tensor:
+        """``(n, T)`` labels of the window's segments -> the previous outputs
+        each position sees: ``start_value``, then labels ``0 .. T-2``."""
+        start = torch.full_like(labels[:, :1], self.start_value)
+        return torch.cat([start, labels[:, :-1]], dim=1)
+
+    def run(self, segments: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        n, t, d = segments.shape
+        pe = positional_encoding(t, d).to(segments.device)
+        memory = segments + pe
+        x = previous[..., None].expand(n, t, d) + pe
+        mask = causal_mask(t, segments.device)
+        for layer in self.layers:
+            x = layer(x, memory, mask)
+        return self.head(self.out_dropout(x)).squeeze(-1)
+
+    def forward(self, segments: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Training mode with ``labels`` ``(n, T)``: teacher forcing, every
+        position at once. Otherwise (evaluation, or no labels): each position
+        in turn, fed the network's own earlier outputs. Returns ``(n, T)``."""
+        if self.training and labels is not None:
+            return self.run(segments, self.shifted(labels))
+        n, t, _ = segments.shape
+        previous = torch.full((n, t), self.start_value, dtype=segments.dtype, device=segments.device)
+        out = previous
+        for pos in range(t):
+            out = self.run(segments, previous)
+            if pos + 1 < t:
+                previous = previous.clone()
+                previous[:, pos + 1] = out[:, pos]
+        return out
+
+
+def _split(features: Sequence[torch.Tensor], k: int) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    if len(features) == k:
+        return list(features), None
+    if len(features) == k + 1:
+        return list(features[:k]), features[k]
+    raise ValueError(f"expected {k} feature tensors (and optionally the window's labels), got {len(features)}")
+
+
+class TemporalAANNet(nn.Module):
+    """``forward(x_1, ..., x_K[, labels])`` with ``x_k`` ``(n, T, dim_k)`` and
+    optional ``labels`` ``(n, T)`` (used only in training mode) -> ``(n,)``,
+    the last position's value. ``sequence_outputs`` gives all ``(n, T)``."""
+
+    def __init__(self, dims: Sequence[int], width: int = 8, heads: int = 2, layers: int = 1,
+                 dropout: float = 0.5, inner_dropout: float = 0.1, eps: float = 1e-6,
+                 start_value: float = 0.0) -> None:
+        super().__init__()
+        self.dims = [int(x) for x in dims]
+        self.projections = nn.ModuleList(nn.Linear(x, width) for x in self.dims)
+        self.decoder = TemporalDecoder(width * len(self.dims), heads, layers, dropout, inner_dropout, eps,
+                                       start_value)
+
+    def segments(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([p(x) for p, x in zip(self.projections, xs)], dim=-1)
+
+    def sequence_outputs(self, *features: torch.Tensor) -> torch.Tensor:
+        xs, labels = _split(features, len(self.dims))
+        return self.decoder(self.segments(xs), labels)
+
+    def forward(self, *features: torch.Tensor) -> torch.Tensor:
+        return self.sequence_outputs(*features)[:, -1]
+
+
+class FeatureTemporalAANNet(TemporalAANNet):
+    """Feature AttendAffectNet's encoder across the ``K`` feature vectors of
+    each segment (tokens of ``width`` = 8), the ``K`` encoded tokens
+    concatenated, then the temporal decoder."""
+
+    def __init__(self, dims: Sequence[int], width: int = 8, heads: int = 2, layers: int = 1,
+                 dropout: float = 0.5, inner_dropout: float = 0.1, eps: float = 1e-6,
+                 start_value: float = 0.0, feature_layers: int = 6, feature_heads: int = 2,
+                 feature_dropout: float = 0.1) -> None:
+        super().__init__(dims, width, heads, layers, dropout, inner_dropout, eps, start_value)
+        self.encoder = nn.ModuleList(EncoderLayer(width, feature_heads, feature_dropout, eps, "relu")
+                                     for _ in range(feature_layers))
+        self.encoder_norm = AuthorsLayerNorm(width, eps)
+
+    def segments(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+        n, t = xs[0].shape[:2]
+        tokens = torch.stack([p(x) for p, x in zip(self.projections, xs)], dim=2)  # (n, T, K, width)
+        tokens = tokens.reshape(n * t, len(self.dims), -1)
+        for layer in self.encoder:
+            tokens = layer(tokens)
+        return self.encoder_norm(tokens).reshape(n, t, -1)
