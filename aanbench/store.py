@@ -582,6 +582,14 @@ class DatasetGroup:
     def resolve_feature(self, name: str, prefer_version: str | None = None) -> FeatureArray:
         """The array for extractor ``name``: ``name@version`` exactly, else the
         installed version (``prefer_version``) if stored, else the only one stored."""
+        exact = name if "@" in name else (f"{name}@{prefer_version}" if prefer_version is not None else None)
+        if exact is not None:  # one metadata read instead of listing every array
+            try:
+                node = self.group[f"features/{exact}"]
+            except KeyError:
+                node = None
+            if isinstance(node, zarr.Group):
+                return FeatureArray(exact, node)
         keys = self.feature_keys()
         if "@" in name:
             if name in keys:
