@@ -680,19 +680,29 @@ def _extract_dataset(dataset: Any, root: Path, store_path: Path, extractors: Seq
     folder = wdir(weights_dir)
     exs, paths, skipped = select_extractors(extractors, folder)
     items = dataset.items(Path(root))
-    store = FeatureStore(store_path)
-    plugins = get_plugins()
-    plan = plan_extraction(
-        store, dataset.name, items, exs, paths, segmentation=dataset.segmentation, chunk_rows=chunk_rows,
-        weights_dir=str(folder), device=device, batch_size=batch_size, targets=dataset.targets,
-        dataset_version=dataset.version, retry_failed=retry_failed, dataset_config=dataset.config(),
-        plugin_versions={e.name: plugins.version_of("extractor", e.name) for e in exs},
-        video_frames=getattr(dataset, "video_frames", None),
-    )
-    if on_planned:
-        on_planned(plan, skipped, be.name)
-    check_interrupt()
-    report = run_plan(plan, be, on_progress)
+    prepare = getattr(be, "prepare", None)
+    if prepare is not None:  # Ray: start the cluster and load the workers while the driver plans
+        prepare(exs, weights_dir=str(folder), device=device, batch_size=batch_size,
+                video_frames=getattr(dataset, "video_frames", None))
+    try:
+        store = FeatureStore(store_path)
+        plugins = get_plugins()
+        plan = plan_extraction(
+            store, dataset.name, items, exs, paths, segmentation=dataset.segmentation, chunk_rows=chunk_rows,
+            weights_dir=str(folder), device=device, batch_size=batch_size, targets=dataset.targets,
+            dataset_version=dataset.version, retry_failed=retry_failed, dataset_config=dataset.config(),
+            plugin_versions={e.name: plugins.version_of("extractor", e.name) for e in exs},
+            video_frames=getattr(dataset, "video_frames", None),
+        )
+        if on_planned:
+            on_planned(plan, skipped, be.name)
+        check_interrupt()
+        report = run_plan(plan, be, on_progress)
+    except BaseException:
+        close = getattr(be, "close", None)  # what prepare() started, if run() never came
+        if close is not None:
+            close()
+        raise
     group = store.open_group(dataset.name, dataset.segmentation)
     ids = group.item_ids()
     failed: list[tuple[str, str, str]] = []
