@@ -602,7 +602,8 @@ def _print_results(doc: dict[str, Any], path: Path) -> None:
         t.add_column(c)
     for target, v in doc["targets"].items():
         m = v["metrics"]
-        t.add_row(target, f"{m['mse']:.4f}", f"{m['pearson_r']:.3f}", f"{m['ccc']:.3f}", str(m["n"]))
+        t.add_row(target, *(f"{m[k]:.{d}f}" if m.get(k) is not None and m[k] == m[k] else "n/a"  # NaN: r undefined
+                            for k, d in (("mse", 4), ("pearson_r", 3), ("ccc", 3))), str(m["n"]))
     console.print(t)
     console.print(f"results: {path}", highlight=False, soft_wrap=True)
 
