@@ -306,7 +306,7 @@ def plot_groups(docs: list[dict[str, Any]], out: Path, group: str | None = None,
 
     fig, groups = figure(docs, group=group, experiments=experiments)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90, metadata={"Software": None})
+    fig.savefig(out, dpi=72, metadata={"Software": None})
     plt.close(fig)
     return groups
 
