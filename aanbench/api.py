@@ -88,7 +88,7 @@ def open_features(store: str | Path, dataset: str, extractors: Sequence[str] | s
                   segmentation: str = "default") -> StoredFeatures:
     """Read the features of ``dataset`` (its ``segmentation`` group) from the
     store at ``store``. ``extractors``: names (``affect``) or exact arrays
-    (``affect@1``), a list or a comma-separated string; default every array
+    (``affect@2``), a list or a comma-separated string; default every array
     in the group."""
     from aanbench.store import FeatureStore
 

@@ -7,6 +7,7 @@ print one message, never a traceback.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import os
@@ -23,7 +24,9 @@ from rich.table import Table
 from aanbench import __version__
 from aanbench.contracts import AanbenchError, Dataset
 
-from aanbench.output import make_console
+from rich.markup import escape
+
+from aanbench.output import DEBUG_ENV, debug_enabled, describe, make_console, print_traceback
 
 console = make_console()  # wraps for a terminal only: a pipe or file gets whole lines (aanbench/output.py)
 err_console = make_console(stderr=True)
@@ -164,17 +167,36 @@ class CliGroups:
         return command(target, name, **kw)
 
 
+_running_command: contextvars.ContextVar[str] = contextvars.ContextVar("aanbench_command", default="")
+
+
 def command(target: typer.Typer, name: str | None = None, **kw: Any) -> Callable:
     """Register a command whose expected errors become a message and exit 2."""
 
     def deco(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = _running_command.set(name or fn.__name__)
             try:
                 return fn(*args, **kwargs)
             except AanbenchError as exc:
-                err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+                if debug_enabled():
+                    print_traceback(exc, err_console)
+                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
                 raise typer.Exit(exc.exit_code) from None
+            except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # a bug, often in a plugin: say where; --debug for the traceback
+                if debug_enabled():
+                    print_traceback(exc, err_console)
+                    hint = ""
+                else:
+                    hint = " (rerun with `aanbench --debug ...` for the full traceback)"
+                err_console.print(f"[bold red]error:[/] {escape(describe(exc))}{hint}", highlight=False, markup=True,
+                                  soft_wrap=True)
+                raise typer.Exit(1) from None
+            finally:
+                _running_command.reset(token)
 
         target.command(name, **kw)(wrapper)
         return wrapper
@@ -212,7 +234,12 @@ def _parse_options(options: list[str] | None) -> dict[str, str]:
 DATASET_HELP = "Dataset name, as `aanbench datasets` lists it."
 
 
+TRAINING_COMMANDS = ("run", "train")
+
+
 def _dataset(name: str, options: list[str] | None = None) -> Dataset:
+    """The dataset plugin ``name``, configured with ``--option KEY=VALUE``s;
+    one a command that trains (run, train) cannot use is refused here."""
     ds = _plugins().dataset(name)
     opts = _parse_options(options)
     if opts:
@@ -220,6 +247,10 @@ def _dataset(name: str, options: list[str] | None = None) -> Dataset:
         if configure is None:
             raise AanbenchError(f"dataset {name!r} takes no options (got {', '.join(opts)})")
         ds = configure(**opts)
+    if _running_command.get() in TRAINING_COMMANDS:
+        from aanbench.registry import require_labelled
+
+        require_labelled(ds)
     return ds
 
 
@@ -299,8 +330,9 @@ def do_extract(
     **options: Any,
 ):
     """:func:`aanbench.extraction.extract_dataset` with a progress bar; returns
-    (report, failures in store, plan)."""
-    from aanbench.extraction import extract_dataset
+    (report, failures in store, plan). An interrupt (Ctrl-C) prints how many
+    chunks were saved and exits with status 130."""
+    from aanbench.extraction import ExtractionInterrupted, extract_dataset
 
     names = [n.strip() for n in extractors.split(",") if n.strip()] if extractors else None
     with Progress(TextColumn("[bold]extract[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("items"),
@@ -328,8 +360,14 @@ def do_extract(
             done = prog.tasks[0].completed
             prog.update(task, rate=f"{done / el:.1f} items/s" if el > 0 else "")
 
-        out = extract_dataset(dataset, root, store_path, names, on_planned=on_planned, on_progress=on_progress,
-                              **options)
+        try:
+            out = extract_dataset(dataset, root, store_path, names, on_planned=on_planned, on_progress=on_progress,
+                                  **options)
+        except KeyboardInterrupt as exc:  # ExtractionInterrupted, or Ctrl-C before the run's handler is set
+            prog.stop()
+            err_console.print(str(exc) if isinstance(exc, ExtractionInterrupted) else str(ExtractionInterrupted(0)),
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
     return out.report, out.failed, out.plan
 
 
@@ -350,13 +388,16 @@ def extract_cmd(
     address: Optional[str] = typer.Option(None, "--address", help="Ray: join this cluster ('auto' or host:port) instead of starting a local one."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="Ray: GPU share each GPU extractor worker asks for."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE (see the dataset's card)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout (no progress bar)."),
 ) -> None:
     """Extract features for every item of a dataset into the feature store.
 
     Work is done in chunks; a chunk is written whole, then marked done, so an
-    interrupted run resumes where it stopped. Items that fail (corrupt file,
-    no audio stream, ...) are recorded with their reason and the batch goes
-    on; the exit status is 1 when any item failed.
+    interrupted run resumes where it stopped. Ctrl-C stops at the next item,
+    discards the chunk in progress and exits with status 130; run the same
+    command to resume. Items that fail (corrupt or truncated file, broken
+    link, permission denied, no audio stream, ...) are recorded with their
+    reason and the batch goes on; the exit status is 1 when any item failed.
 
     \b
     Examples:
@@ -371,23 +412,36 @@ def extract_cmd(
         opts = {"address": address, "gpus_per_worker": gpus_per_worker}
     elif address or gpus_per_worker:
         raise AanbenchError("--address and --gpus-per-worker are options of --backend ray")
-    report, failed, plan = do_extract(ds, root, store, extractors, backend=backend, workers=workers,
+    report, failed, plan = do_extract(ds, root, store, extractors, quiet=as_json, backend=backend, workers=workers,
                                       chunk_rows=chunk_rows, batch_size=batch_size, device=device,
                                       weights_dir=weights_dir, retry_failed=retry_failed, backend_options=opts)
-    _print_extract_summary(report, failed, plan)
+    _print_extract_summary(report, failed, plan, as_json=as_json)
     if failed or report.unit_errors:
         raise typer.Exit(1)
 
 
-def _print_extract_summary(report, failed, plan) -> None:
-    t = Table(title=f"{plan.group.path}: extraction summary ({report.seconds:.1f} s)")
-    for c in ("extractor", "array", "ok", "failed", "chunks computed", "chunks already done"):
-        t.add_column(c)
+def _print_extract_summary(report, failed, plan, as_json: bool = False) -> None:
+    """The summary table and failures, or (``as_json``) one JSON document on stdout."""
     n = plan.group.n_items
     computed: dict[str, int] = {}
     for u in plan.units:
         for e in u.extractors:
             computed[e] = computed.get(e, 0) + 1
+    if as_json:
+        arrays = []
+        for name in report.extractors:
+            nf = sum(1 for f in failed if f[1] == name)
+            arrays.append({"extractor": name, "key": plan.job.keys[name], "items": n, "ok": n - nf, "failed": nf,
+                           "chunks_computed": computed.get(name, 0),
+                           "chunks_already_done": report.skipped_chunks.get(name, 0)})
+        doc = {"store": str(plan.job.store_root), "group": plan.group.path, "dataset": report.dataset,
+               "seconds": round(report.seconds, 3), "arrays": arrays, "chunks_failed": list(report.unit_errors),
+               "failures": [{"item_id": i, "extractor": e, "reason": r} for i, e, r in failed]}
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    t = Table(title=f"{plan.group.path}: extraction summary ({report.seconds:.1f} s)")
+    for c in ("extractor", "array", "ok", "failed", "chunks computed", "chunks already done"):
+        t.add_column(c)
     for name in report.extractors:
         nf = sum(1 for f in failed if f[1] == name)
         t.add_row(name, plan.job.keys[name], str(n - nf), str(nf), str(computed.get(name, 0)),
@@ -515,11 +569,12 @@ def store_export(
     fmt: Optional[str] = typer.Option(None, "--format", help="parquet, csv or hdf5, when the suffix does not say.",
                                       metavar="FORMAT"),
     valid_only: bool = typer.Option(False, "--valid-only", help="Only the rows valid for every extractor."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON, for scripts."),
 ) -> None:
     """Export a store group's features, item table and labels for other tools.
 
     Parquet and CSV: one row per item (id, group, split, path, start, end,
-    labels, then NAME_0 ... NAME_{dim-1} per extractor; NaN where an item
+    labels, then NAME_0, NAME_1, ... per extractor; NaN where an item
     failed). HDF5: items/, labels/, features/NAME@VERSION and ok/NAME@VERSION
     datasets (re-importable with `aanbench store import-h5 --key`).
     The same from Python: `aanbench.api.open_features`.
@@ -529,6 +584,10 @@ def store_export(
     export_format(out, fmt)  # a wrong suffix fails before any reading
     feats = open_features(store, dataset, extractors, segmentation=segmentation)
     path, kind, rows = export_features(feats, out, fmt, valid_only=valid_only)
+    if as_json:
+        typer.echo(json.dumps({"path": str(path), "format": kind, "group": feats.group, "rows": rows,
+                               "arrays": {feats.keys[n]: int(a.shape[1]) for n, a in feats.arrays.items()}}, indent=1))
+        return
     dims = ", ".join(f"{feats.keys[n]} ({a.shape[1]})" for n, a in feats.arrays.items())
     console.print(f"wrote {rows} rows of {feats.group} to {path} ({kind}): {dims}", highlight=False)
 
@@ -610,13 +669,13 @@ def _print_results(doc: dict[str, Any], path: Path) -> None:
 
 @command(app, "run")
 def run_cmd(
-    experiment: str = typer.Argument(..., help="Experiment name from registry.toml (see `aanbench experiments`)."),
-    dataset: str = typer.Argument(..., help="Dataset name."),
+    experiment: str = typer.Argument(..., help="Experiment name: built-in or from your --registry file (see `aanbench experiments`)."),
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
     store: Path = typer.Option(..., "--store", help="Feature store holding the dataset's features."),
     out: Path = typer.Option(..., "--out", help="Results directory (each run goes to DATASET/EXPERIMENT/seedN.json) or a .json file."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset copy: extract the experiment's missing features first."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the experiment's seed."),
-    registry: Optional[Path] = typer.Option(None, "--registry", help="registry.toml to use."),
+    registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
     save_models: Optional[Path] = typer.Option(None, "--save-models", help="Also save each trained model (one aanbench model file per target and fold) here."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (results file, metrics) on stdout."),
@@ -651,12 +710,12 @@ def run_cmd(
 
 @command(app, "train")
 def train_cmd(
-    experiment: str = typer.Argument(..., help="Experiment name from registry.toml (see `aanbench experiments`)."),
-    dataset: str = typer.Argument(..., help="Dataset name."),
+    experiment: str = typer.Argument(..., help="Experiment name: built-in or from your --registry file (see `aanbench experiments`)."),
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
     store: Path = typer.Option(..., "--store", help="Feature store holding the dataset's features."),
     out: Path = typer.Option(..., "--out", help="Model bundle to write (e.g. model.pt)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the experiment's seed."),
-    registry: Optional[Path] = typer.Option(None, "--registry", help="registry.toml to use."),
+    registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
@@ -702,7 +761,7 @@ def train_cmd(
 
 @command(app, "leaderboard")
 def leaderboard_cmd(
-    dataset: str = typer.Argument(..., help="Dataset name."),
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
     results: list[Path] = typer.Option(..., "--results", help="Results directory or files (repeatable)."),
     out: Path = typer.Option(..., "--out", help="Markdown file to write; the figure goes beside it (.png)."),
     group: Optional[str] = typer.Option(None, "--group", help="Group (movie) to plot; default: every test movie (the first 12)."),
@@ -1083,9 +1142,15 @@ def _version_cb(value: bool) -> None:
 
 
 @app.callback()
-def root(version: bool = typer.Option(False, "--version", callback=_version_cb, is_eager=True,
-                                      help="Print the version and exit.")) -> None:
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version_cb, is_eager=True,
+                                 help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug",
+                               help=f"On an error, print the full traceback (file and line; also ${DEBUG_ENV}=1)."),
+) -> None:
     """aanbench"""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # worker processes inherit it
 
 
 def _mount_optional() -> None:
@@ -1109,5 +1174,7 @@ def main() -> None:
     try:
         app(prog_name="aanbench")  # the same name (and completion variable) for `python -m aanbench`
     except AanbenchError as exc:  # raised outside a command (e.g. while loading)
-        err_console.print(f"[bold red]error:[/] {exc}")
+        if debug_enabled():
+            print_traceback(exc, err_console)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -342,7 +342,9 @@ class Model:
     ``float32 (n, dim_k)`` for a row model, ``float32 (n, T, dim_k)`` (T rows
     per window, oldest first) for a sequence model (see
     :attr:`ModelSpec.input`).  ``fit`` may use ``val`` (carved from the
-    training data only) for early stopping; it never sees test data.
+    training data only) for early stopping; it never sees test data. A
+    sequence model whose spec sets :attr:`ModelSpec.wants_row_labels` also
+    gets ``train_y_rows`` / ``val_y_rows`` keywords (see there).
     """
 
     name: str = ""
@@ -393,6 +395,14 @@ class ModelSpec:
     ``input``: ``"rows"`` (one ``(n, dim_k)`` array per feature) or
     ``"sequences"`` (``(n, T, dim_k)`` windows built by the engine from the
     dataset's declared windows or the experiment's ``sequence_*`` settings).
+
+    ``wants_row_labels`` (sequence models only): ``fit`` also receives the
+    labels of each window's member rows, oldest first, as the keywords
+    ``train_y_rows`` and ``val_y_rows`` (``float32 (n, T)``; NaN where a
+    member row is unlabelled; with ``start = "pad"`` the padded positions
+    carry the repeated first row's label), e.g. for teacher forcing. Only
+    for the fitting and validation samples, both carved from training data;
+    ``predict`` never receives labels.
     """
 
     name: str
@@ -402,7 +412,10 @@ class ModelSpec:
     version: str = "1"
     params: Mapping[str, Any] = field(default_factory=dict)  # accepted parameters and defaults
     input: str = "rows"
+    wants_row_labels: bool = False
 
     def __post_init__(self) -> None:
         if self.input not in MODEL_INPUTS:
             raise TypeError(f"model {self.name!r}: input must be one of {MODEL_INPUTS}, not {self.input!r}")
+        if self.wants_row_labels and self.input != "sequences":
+            raise TypeError(f"model {self.name!r}: wants_row_labels needs input='sequences'")

@@ -80,7 +80,11 @@ def carve_validation(train: np.ndarray, groups: np.ndarray, fraction: float, see
     ``train``: sample indices; ``groups``: one group per sample. When the
     training samples span at least 3 groups, whole groups go to validation
     (so one movie's samples never sit on both sides); otherwise single
-    samples. About ``fraction`` of the samples, at least one group / sample.
+    samples. About ``fraction`` of the samples, at least one group / sample:
+    groups are added (in a seeded random order) while the next one brings
+    the validation size nearer to ``fraction`` of the samples, i.e. the
+    fraction rounds to the nearest whole movie (10% of 11 equal movies is
+    one movie, not two).
     """
     train = np.asarray(train)
     if fraction <= 0 or len(train) < 4:
@@ -94,10 +98,13 @@ def carve_validation(train: np.ndarray, groups: np.ndarray, fraction: float, see
         count = 0
         target = fraction * len(train)
         for i in order:
-            if count >= target or len(chosen) >= len(names) - 1:
+            size = int((tg == names[i]).sum())
+            if len(chosen) >= len(names) - 1:
+                break
+            if chosen and abs(count + size - target) >= abs(count - target):
                 break
             chosen.append(names[i])
-            count += int((tg == names[i]).sum())
+            count += size
         is_val = np.isin(tg, chosen)
     else:
         k = max(1, int(round(fraction * len(train))))

@@ -303,6 +303,16 @@ def validate(raw: dict[str, Any], path: Path, base: Registry | None = None) -> R
     return reg
 
 
+def require_labelled(dataset: Any, action: str = "train") -> None:
+    """Refuse to train or evaluate on a dataset without labels (``files``):
+    the one thing to do with it is apply a trained model."""
+    targets = tuple(getattr(dataset, "targets", ()) or ())
+    if not targets or getattr(dataset, "protocol", None) in (None, "", "none"):
+        name = getattr(dataset, "name", "?")
+        raise RegistryError(f"dataset {name!r} is unlabelled: nothing to {action}; "
+                            f"use `aanbench predict MODEL --dataset {name}` with a trained model")
+
+
 def check_params(exp: ExperimentConfig, allowed: Mapping[str, Any], path: Path | None = None) -> None:
     """Refuse parameters the model does not know (a typo must not pass silently)."""
     where = path or exp.source or "registry"

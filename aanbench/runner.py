@@ -35,6 +35,9 @@ RESULTS_FORMAT = "aanbench.results/1"
 # the dataset's declared windows; see aanbench.contracts.SequenceSpec).
 RUNNER_SETTINGS: dict[str, Any] = {
     "val_fraction": 0.1,
+    # False: the model sees the stored (raw) features, as the AttendAffectNet
+    # authors fed theirs; True: standardised with training statistics.
+    "standardize": True,
     "sequence_length": None,
     "sequence_stride": None,
     "sequence_scope": None,
@@ -56,6 +59,11 @@ class Standardizer:
         stds = [x.std(0) for x in xs]
         stds = [np.where(s > 1e-8, s, 1.0) for s in stds]
         return cls([m.astype(np.float32) for m in means], [s.astype(np.float32) for s in stds])
+
+    @classmethod
+    def identity(cls, dims: list[int] | tuple[int, ...]) -> "Standardizer":
+        """Mean 0, std 1: leaves the features as stored (``standardize = false``)."""
+        return cls([np.zeros(int(d), np.float32) for d in dims], [np.ones(int(d), np.float32) for d in dims])
 
     def apply(self, xs: list[np.ndarray]) -> list[np.ndarray]:
         return [((x - m) / s).astype(np.float32) for x, m, s in zip(xs, self.mean, self.std)]
@@ -190,15 +198,23 @@ def fit_target(plan: RunPlan, target: str, train: np.ndarray, seed: int) -> Fitt
     train = train[plan.usable(target)[train]]
     frac = float(plan.settings[target]["val_fraction"])
     fit_idx, val_idx = carve_validation(train, plan.samples.group, frac, seed)
-    scaler = Standardizer.fit([x[plan.samples.rows(fit_idx)] for x in plan.feats.values])
+    if plan.settings[target].get("standardize", True):
+        scaler = Standardizer.fit([x[plan.samples.rows(fit_idx)] for x in plan.feats.values])
+    else:
+        scaler = Standardizer.identity(list(plan.feats.dims))
     values = scaler.apply(plan.feats.values)
 
     def xs(idx: np.ndarray) -> list[np.ndarray]:
         return plan.samples.take(values, idx, sequences=plan.sequences)
 
     model = plan.spec.build(plan.model_params[target], list(plan.feats.dims))
+    extra: dict[str, Any] = {}
+    if getattr(plan.spec, "wants_row_labels", False):  # member rows' labels: fitting and validation samples only
+        rows_y = np.asarray(plan.group.labels(target), dtype=np.float32)
+        extra = {"train_y_rows": rows_y[plan.samples.members[fit_idx]],
+                 "val_y_rows": rows_y[plan.samples.members[val_idx]] if len(val_idx) else None}
     report = model.fit(xs(fit_idx), y[fit_idx], xs(val_idx) if len(val_idx) else None,
-                       y[val_idx] if len(val_idx) else None, seed=plan.seed)
+                       y[val_idx] if len(val_idx) else None, seed=plan.seed, **extra)
     return Fitted(model, scaler, report, fit_idx, val_idx)
 
 

@@ -49,8 +49,14 @@ def train_torch(
     val_y: np.ndarray | None,
     cfg: TrainConfig,
     seed: int,
+    train_extra: np.ndarray | None = None,
 ) -> FitReport:
     """Train ``net`` (whose ``forward(*xs)`` gives ``(batch,)``) in place.
+
+    ``train_extra`` (``(n, ...)``, one row per training sample, e.g. the
+    labels of a window's rows for teacher forcing) is passed as an extra last
+    input in the training batches only, ``net(*xs, extra)``; the validation
+    loss (and prediction) is computed from ``net(*xs)`` in evaluation mode.
 
     Runs on one CPU thread: these models are tiny, and torch's thread pool
     costs far more than it saves on them (measured 0.03 s against 1.4 s per
@@ -59,15 +65,19 @@ def train_torch(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(net, train_x, train_y, val_x, val_y, cfg, seed)
+        return _train(net, train_x, train_y, val_x, val_y, cfg, seed, train_extra)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(net, train_x, train_y, val_x, val_y, cfg: TrainConfig, seed: int) -> FitReport:
+def _train(net, train_x, train_y, val_x, val_y, cfg: TrainConfig, seed: int, train_extra=None) -> FitReport:
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     xs = _tensors(train_x)
+    if train_extra is not None:
+        if len(train_extra) != len(train_y):
+            raise ValueError(f"train_extra has {len(train_extra)} rows for {len(train_y)} training samples")
+        xs = xs + _tensors([train_extra])
     y = torch.as_tensor(np.asarray(train_y, dtype=np.float32))
     have_val = val_x is not None and val_y is not None and len(val_y) >= 2
     if have_val:

@@ -95,8 +95,10 @@ def test_store_export_tables(store, tmp_path: Path, cli, suffix: str) -> None:
 def test_store_export_hdf5_round_trips_through_import_h5(store, tmp_path: Path, cli) -> None:
     root, values = store
     out = tmp_path / "x.h5"
-    r = cli("store", "export", root, "--dataset", "demo", "--out", out, "-e", "affect")
+    r = cli("store", "export", root, "--dataset", "demo", "--out", out, "-e", "affect", "--json")
     assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == {"path": str(out), "format": "hdf5", "group": "demo/default", "rows": N,
+                                    "arrays": {"affect@1": 3}}
     with h5py.File(out, "r") as f:
         assert [s.decode() if isinstance(s, bytes) else s for s in f["items/id"][:]] == [f"clip{i}" for i in range(N)]
         assert json.loads(f["features/affect@1"].attrs["provenance"])["extractor"] == "affect"

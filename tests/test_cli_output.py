@@ -107,3 +107,57 @@ def test_shell_completion_of_commands_datasets_and_experiments() -> None:
     assert complete("aanbench run feature-aan ei", 3) == ["eimt16", "eimt16-temporal"]
     assert "feature-aan-video" in complete("aanbench run feature-aan-", 2)
     assert complete("aanbench extract demo -e affect,emo", 4) == ["affect,emobase2010"]
+
+
+# ---------------------------------------------------------------- errors a user hit
+
+
+def _plugin_code() -> None:
+    raise ValueError("bad shape from my extractor")  # the line the error must name
+
+
+def test_unexpected_exception_names_file_and_line(monkeypatch) -> None:
+    import inspect
+
+    import typer
+    from typer.testing import CliRunner
+
+    from aanbench.cli import command
+    from aanbench.output import DEBUG_ENV
+
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    app = typer.Typer()
+
+    @command(app, "boom")
+    def boom() -> None:
+        _plugin_code()
+
+    @command(app, "fine")
+    def fine() -> None:
+        pass
+
+    line = inspect.getsourcelines(_plugin_code)[1] + 1
+    r = CliRunner().invoke(app, ["boom"])
+    assert r.exit_code == 1
+    assert f"ValueError: bad shape from my extractor (at {__file__}:{line} in _plugin_code)" in r.output, r.output
+    assert "--debug" in r.output and "Traceback" not in r.output
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    r = CliRunner().invoke(app, ["boom"])
+    assert r.exit_code == 1 and "Traceback (most recent call last)" in r.output and f'line {line}, in _plugin_code' in r.output
+
+
+def test_debug_flag_prints_the_traceback_of_an_error(tmp_path) -> None:
+    args = ("run", "ridge", "files", "--store", tmp_path / "s", "--out", tmp_path / "r")
+    r = run_aanbench(*args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "dataset 'files' is unlabelled: nothing to train; use `aanbench predict" in r.stderr, r.stderr
+    r = run_aanbench("--debug", *args)
+    assert r.returncode == 2 and "Traceback (most recent call last)" in r.stderr and "require_labelled" in r.stderr
+
+
+def test_a_root_that_does_not_exist_is_called_so(tmp_path) -> None:
+    gone = tmp_path / "nonexistent"
+    for dataset in ("files", "eimt16", "cognimuse"):
+        r = run_aanbench("extract", dataset, "--root", gone, "--store", tmp_path / "s")
+        assert r.returncode == 2 and f"dataset root does not exist: {gone}" in r.stderr, (dataset, r.stderr)
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())

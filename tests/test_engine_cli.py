@@ -113,7 +113,7 @@ def test_train_writes_one_bundle_and_predict_applies_it(demo, tmp_path):
     assert json.loads(r.stdout)["bundle"] == str(bundle)
     payload = torch.load(bundle, weights_only=True)
     assert payload["format"] == "aanbench.bundle/1" and set(payload["targets"]) == {"valence", "arousal"}
-    assert payload["features"] == ["logmel", "affect"] and payload["feature_keys"] == ["logmel@1", "affect@1"]
+    assert payload["features"] == ["logmel", "affect"] and payload["feature_keys"] == ["logmel@1", "affect@2"]
     assert payload["samples"]["length"] == 1 and payload["seed"] == 0
     assert payload["experiment"]["name"] == "engine-aan" and payload["dataset"]["name"] == "demo"
     t = items(demo)
@@ -143,7 +143,7 @@ def test_train_writes_one_bundle_and_predict_applies_it(demo, tmp_path):
     info = aanbench(demo, "models", "info", bundle, "--json")
     assert info.returncode == 0, info.stderr
     meta = json.loads(info.stdout)
-    assert meta["targets"] == ["valence", "arousal"] and meta["feature_keys"] == ["logmel@1", "affect@1"]
+    assert meta["targets"] == ["valence", "arousal"] and meta["feature_keys"] == ["logmel@1", "affect@2"]
     assert meta["experiment"]["name"] == "engine-aan" and meta["windows"]["length"] == 1
     text = aanbench(demo, "models", "info", bundle)
     assert text.returncode == 0 and "logmel@1" in text.stdout and "engine-aan" in text.stdout
@@ -173,14 +173,14 @@ def test_left_out_items_get_a_reason_and_exit_1_and_single_target_files_work(dem
     store = tmp_path / "store"
     shutil.copytree(demo["store"], store)
     g = FeatureStore(store).open_group("demo")
-    g.feature("affect@1").mark_chunk_failed(slice(0, 3), "decode error: a test reason")
+    g.feature("affect@2").mark_chunk_failed(slice(0, 3), "decode error: a test reason")
     out = tmp_path / "p.csv"
     r = aanbench(demo, "predict", single, "--store", store, "--dataset", "demo", "--out", out)
     assert r.returncode == 1, r.stdout + r.stderr
     header, rows = read_csv(out)
     assert header == ["item_id", "start", "end", "valence", "reason"]
     assert [row["valence"] == "" for row in rows] == [True] * 3 + [False] * (CLIPS - 3)
-    assert "affect@1" in rows[0]["reason"] and "a test reason" in rows[0]["reason"]
+    assert "affect@2" in rows[0]["reason"] and "a test reason" in rows[0]["reason"]
     info = json.loads(aanbench(demo, "models", "info", single, "--json").stdout)
     assert info["format"] == "aanbench.model/1" and info["targets"] == ["valence"]
 

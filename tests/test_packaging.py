@@ -121,3 +121,21 @@ def test_demo_checks_prerequisites_before_any_work(installed: Path, tmp_path: Pa
     assert "demo cannot start" in out and "extractor 'logmel' is not installed" in out
     assert "model plugin 'ridge' is not installed" in out and "model plugin 'mean' is not installed" in out
     assert not (work / "data").exists()  # no clip was made
+
+
+def test_every_source_and_data_file_is_in_the_wheel(installed: Path) -> None:
+    """Each file under aanbench/ and plugins/ (modules, registry, data such as
+    the reported-results CSVs) is installed: a package or data file missing
+    from pyproject.toml shows up here, not on a user's machine."""
+    r = subprocess.run([str(installed / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                       capture_output=True, text=True, check=True)
+    site = Path(r.stdout.strip())
+    missing = []
+    for src, dst in (("aanbench", "aanbench"), ("plugins", "aanbench_plugins")):
+        for p in sorted((REPO / src).rglob("*")):
+            if not p.is_file() or "__pycache__" in p.parts or p.suffix == ".pyc":
+                continue
+            rel = p.relative_to(REPO / src)
+            if not (site / dst / rel).is_file():
+                missing.append(f"{src}/{rel}")
+    assert not missing, f"not in the wheel: {missing}"

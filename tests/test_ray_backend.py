@@ -55,7 +55,7 @@ def _arrays(store: Path) -> dict[str, dict[str, object]]:
 
 def _assert_same_store(got: Path, want: Path) -> None:
     a, b = _arrays(got), _arrays(want)
-    assert sorted(a) == sorted(b) == ["affect@1", "logmel@1"]
+    assert sorted(a) == sorted(b) == ["affect@2", "logmel@1"]
     for key in b:
         assert a[key]["data"].shape == b[key]["data"].shape
         assert np.isfinite(a[key]["data"]).all(), key
@@ -197,7 +197,7 @@ def test_chunk_failing_past_retries_is_recorded_and_a_rerun_completes(demo, ray_
     assert res.exit_code == 1, res.output
     assert "chunks that failed" in res.output
     arrays = _arrays(store)
-    for key in ("affect@1", "logmel@1"):
+    for key in ("affect@2", "logmel@1"):
         done = arrays[key]["done"]
         assert done.sum() == len(done) - 1, f"{key}: exactly the killed chunk must be not done ({done})"
         bad = int(np.flatnonzero(~done)[0])
@@ -238,7 +238,7 @@ def test_joins_a_running_cluster_by_address_and_leaves_it_running(demo, ray_sess
 def _mixed_job(tmp_path: Path, device: str) -> ExtractionJob:
     return ExtractionJob(store_root=str(tmp_path / "s"), group_path="demo/default",
                          items=[Item(str(i), None) for i in range(8)], extractors=["resnet50", "affect", "logmel"],
-                         keys={"resnet50": "resnet50@1", "affect": "affect@1", "logmel": "logmel@1"},
+                         keys={"resnet50": "resnet50@1", "affect": "affect@2", "logmel": "logmel@1"},
                          weights_dir=str(tmp_path), device=device)
 
 
@@ -294,7 +294,7 @@ def test_unreachable_cluster_address_is_refused_before_ray_init() -> None:
 def test_workers_that_cannot_see_the_store_fail_the_run_clearly(ray_session, tmp_path) -> None:
     # what a node without the shared filesystem sees: no store at the path
     job = ExtractionJob(store_root=str(tmp_path / "not-mounted"), group_path="demo/default",
-                        items=[Item("a", None)], extractors=["affect"], keys={"affect": "affect@1"},
+                        items=[Item("a", None)], extractors=["affect"], keys={"affect": "affect@2"},
                         weights_dir=str(tmp_path))
     results: list[UnitResult] = []
     with pytest.raises(AanbenchError, match="failed to start: on node .*not an aanbench feature store.*every Ray node mounts"):
@@ -306,7 +306,7 @@ def test_workers_that_cannot_see_the_store_fail_the_run_clearly(ray_session, tmp
 
 def test_workers_the_cluster_cannot_place_fail_after_the_start_timeout(ray_session, tmp_path) -> None:
     job = ExtractionJob(store_root=str(tmp_path / "s"), group_path="demo/default", items=[Item("a", None)],
-                        extractors=["affect"], keys={"affect": "affect@1"}, weights_dir=str(tmp_path))
+                        extractors=["affect"], keys={"affect": "affect@2"}, weights_dir=str(tmp_path))
     backend = RayBackend(workers=1, cpus_per_worker=64, start_timeout=2.0)  # the instance has 2 CPUs
     with pytest.raises(AanbenchError, match=r"could start within 2 s \(each asks for 64 CPU"):
         backend.run(job, [WorkUnit(0, 0, 1, ("affect",))], lambda res: None)

@@ -158,3 +158,56 @@ def test_experiments_lists_both_with_their_origin(tmp_path: Path, cli) -> None:
     r = cli("experiments", "--registry", mine)
     line = next(ln for ln in r.output.splitlines() if "ridge-audio" in ln)
     assert str(mine) in line  # the origin, whole, on the experiment's row
+
+
+def test_readme_model_plugin_runs_from_a_user_experiments_file(tmp_path: Path) -> None:
+    """The README's "Running a new model" example, as written: its plugin
+    module and its experiments file, run through `aanbench run` on a demo
+    store group (written through the store API, random features)."""
+    import re
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from aanbench.contracts import Item
+    from aanbench.plugin_manager import get_plugins
+    from aanbench.store import FeatureStore
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### Running a new model"):]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    toml = re.findall(r"```toml\n(.*?)```", section, re.S)[0]
+    (tmp_path / "median_plugin.py").write_text(code)
+    (tmp_path / "mine.toml").write_text(toml)
+
+    demo = get_plugins().dataset("demo")
+    items = [Item(id=f"c{i}", path=None, labels={"valence": 0.1 * i, "arousal": 0.05 * (i % 4)},
+                  group=f"m{i // 3}", split="test" if i >= 9 else "train") for i in range(12)]
+    g = FeatureStore(tmp_path / "store").ensure_group("demo", items, segmentation=demo.segmentation, chunk_rows=12,
+                                                      dataset_version=demo.version, dataset_config=demo.config())
+    rng = np.random.default_rng(0)
+    for name in load_registry().feature_sets["weightfree-both"]:
+        ex = get_plugins().extractor(name)
+        arr = g.create_feature(f"{name}@{ex.version}", 4, {"extractor": name, "version": ex.version, "dim": 4})
+        arr.write_chunk(0, slice(0, 12), rng.normal(size=(12, 4)).astype(np.float32), np.ones(12, bool), [""] * 12)
+
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import median_plugin\n"
+              "from aanbench.plugin_manager import get_plugins; get_plugins().register(median_plugin)\n"
+              "from aanbench.cli import app; app(sys.argv[2:], prog_name='aanbench')\n")
+    args = re.findall(r"^aanbench run median demo (.*)$", section, re.M)[0].split()
+    assert args[:2] == ["--registry", "mine.toml"]  # the command the README shows, with this test's paths
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path), "run", "median", "demo", "--registry", "mine.toml",
+                        "--store", str(tmp_path / "store"), "--out", str(tmp_path / "results"), "--json"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    [result] = (tmp_path / "results").rglob("*.json")
+    import json
+
+    doc = json.loads(result.read_text())
+    assert doc["model"] == "median" and doc["experiment"] == "median"
+    preds = [p for p in doc["predictions"] if p["target"] == "valence"]
+    # the training median, after the runner carved one of the 3 training movies off for validation
+    assert len(preds) == 3 and len({p["y_pred"] for p in preds}) == 1
+    assert min(abs(preds[0]["y_pred"] - m) for m in (0.25, 0.4, 0.55)) < 1e-6

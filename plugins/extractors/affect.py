@@ -266,7 +266,7 @@ class AffectDescriptors(Extractor):
     """Weight-free affective video descriptors (Hanjalic & Xu 2005 style), ``float32 (23,)``."""
 
     name = "affect"
-    version = "1"
+    version = "2"  # 2: frames resized as torchvision does (PIL antialiased bilinear)
     modality = "video"
     dim = len(FEATURES)
     needs = MediaRequest(fps=FPS, short_side=SHORT_SIDE)

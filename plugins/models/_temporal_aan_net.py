@@ -25,8 +25,9 @@ Choices the paper leaves open (each a constructor parameter):
 - the previous-outputs stream is the decoder's self-attention input (as the
   shifted outputs in the original Transformer) and the segment features its
   memory (the cross-attention keys and values);
-- the "previous output" of the first position is ``start_value`` (0.0, the
-  neutral point of both scales);
+- the "previous output" of the first position is ``start_value`` (0.0 here;
+  the model plugin, :mod:`aanbench_plugins.models.temporal_aan`, passes the
+  mean label of the fitting samples, inside any dataset's label range);
 - ``layers`` decoder layers (default 1); post-norm residual blocks as in
   the original Transformer (a pre-norm block would erase the previous
   outputs, see :class:`DecoderLayer`), with the authors' layer norm;

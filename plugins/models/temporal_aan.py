@@ -1,0 +1,196 @@
+"""Temporal AttendAffectNet and Feature+Temporal (Mixed) AttendAffectNet
+(Thao et al. 2020, sections III-C-c and III-C-d): sequence models.
+
+Both take windows of ``T`` consecutive segments, ``(n, T, dim_k)`` per
+feature (the engine builds them: :mod:`aanbench.samples`), and predict the
+value of each window's last segment. The networks and the choices the
+paper leaves open (decoder layers, which stream is self-attention input
+and which memory, post-norm, feed-forward width, causality) are in
+:mod:`aanbench_plugins.models._temporal_aan_net`; this module trains them
+with aanbench's shared trainer (Adam, ``MSE + (1 - r)``, early stopping on
+validation samples carved from the training samples).
+
+Training uses teacher forcing: the spec sets ``wants_row_labels``, so the
+runner hands ``fit`` the labels of each fitting window's member rows
+(``train_y_rows``, ``(n, T)``); the trainer passes them as the network's
+extra last input in training batches only. The validation loss, like every
+prediction, is computed in evaluation mode, where the network is re-run for
+each position and fed its own earlier outputs: no label (validation or
+test) reaches a prediction.
+
+Every choice the paper leaves open, and why (the network's are also in
+:mod:`aanbench_plugins.models._temporal_aan_net`):
+
+1. Decoder layers: ``layers = 1``. The paper describes one decoder block
+   (two heads, a one-linear feed-forward) and gives no count; with
+   ``d = 40`` and a few thousand windows a deeper stack only adds
+   parameters. A parameter.
+2. Which stream is which: the previous outputs are the decoder's
+   self-attention input and the segment features its memory (the cross-
+   attention keys and values), as the shifted outputs and the encoded
+   source in the original Transformer decoder, whose output embedding the
+   paper says the repeated previous outputs replace.
+3. The first position's "previous output": ``start_value = "train-mean"``,
+   the mean label of the fitting samples, so it lies inside the label range
+   of any dataset (EIMT16 1-5, COGNIMUSE -1..1, where 0 would be outside the
+   EIMT16 range); a number fixes it. The value used is stored in the model
+   file.
+4. Feed-forward width at ``d = 40``: one linear map ``d -> d`` (the paper's
+   "one linear transformation"; the residual needs ``d`` out).
+5. The first segments of a movie, which have fewer than 4 predecessors: the
+   registry's cognimuse and demo experiments pad the window with copies of
+   the movie's first segment (``sequence_start = "pad"``; their teacher-
+   forced previous outputs are that segment's label), so every segment is
+   predicted and the temporal models are scored on exactly the samples
+   Feature AAN and the baselines are. ``sequence_start = "drop"`` (the
+   dataset's declared default) scores only segments with 4 predecessors.
+6. Causality: every attention (self and cross) is masked to positions
+   ``<= t``, so a later segment never changes an earlier position's output;
+   the engine's windows end at the predicted segment, so a run is causal
+   too (no future segment is ever in a window).
+7. Post-norm residual blocks (a pre-norm block's layer norm removes the
+   repeated scalar entirely), with the authors' layer norm (eps 1e-6);
+   ``inner_dropout = 0.1`` inside the blocks (the original Transformer's
+   rate); the paper's dropout (0.5) is ``dropout``, on the decoder's outputs
+   before the one-neuron layer.
+8. Validation loss (early stopping) is computed as test predictions are:
+   evaluation mode, autoregressive on the model's own outputs, no labels.
+9. Labels are fed as previous outputs as given (not standardised), as
+   Feature AAN's targets; a member row without a label (NaN) is fed as
+   ``start_value``.
+10. EIMT16: the 4 sub-segments of an excerpt all carry the excerpt's label,
+    so the teacher-forced previous outputs are that label; the window is
+    labelled by their mean (the same value).
+11. Feature+Temporal: the per-segment encoder is Feature AttendAffectNet's
+    (6 layers, 2 heads, tokens of 8, ReLU feed-forward, dropout 0.1, a final
+    layer norm), as the authors' published Feature AAN; its ``K`` encoded
+    tokens are concatenated (``d = 8 K``) for the same decoder. The
+    training values (lr, batch, epochs, patience, dropout) are Temporal
+    AAN's (the paper's section IV-B values for the temporal models).
+12. EIMT16: the paper gives the window length (4), lr (0.01) and batch
+    sizes; the maximum epochs (1000), dropout (0.5) and patience (30) are
+    COGNIMUSE's. The demo (whose clips carry no times and are independent
+    draws within a movie) takes windows of 5 clips of one movie in store
+    order, padded as COGNIMUSE; there the temporal context carries no
+    signal: the demo shows the pipeline, not a temporal gain.
+
+Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from aanbench import hookimpl
+from aanbench.contracts import FitReport, Model, ModelSpec
+
+NET_KEYS = ("width", "heads", "layers", "dropout", "inner_dropout", "eps")
+FEATURE_NET_KEYS = NET_KEYS + ("feature_layers", "feature_heads", "feature_dropout")
+
+DEFAULTS: dict[str, Any] = {
+    "width": 8, "heads": 2, "layers": 1, "dropout": 0.5, "inner_dropout": 0.1, "eps": 1e-6,
+    "start_value": "train-mean",
+    "lr": 1e-3, "max_epochs": 1000, "patience": 30, "batch_size": 30, "weight_decay": 0.0,
+}
+FEATURE_DEFAULTS: dict[str, Any] = {**DEFAULTS, "feature_layers": 6, "feature_heads": 2, "feature_dropout": 0.1}
+
+KINDS = {"temporal-aan": NET_KEYS, "feature-temporal-aan": FEATURE_NET_KEYS}
+
+
+def _net_class(kind: str):
+    from aanbench_plugins.models._temporal_aan_net import FeatureTemporalAANNet, TemporalAANNet
+
+    return {"temporal-aan": TemporalAANNet, "feature-temporal-aan": FeatureTemporalAANNet}[kind]
+
+
+def _start_value(given: Any, train_y: np.ndarray) -> float:
+    if isinstance(given, str):
+        if given != "train-mean":
+            raise ValueError(f"start_value must be a number or 'train-mean', not {given!r}")
+        y = np.asarray(train_y, dtype=np.float64)
+        y = y[np.isfinite(y)]
+        return float(y.mean()) if len(y) else 0.0
+    return float(given)
+
+
+class TemporalAAN(Model):
+    """One model per target; ``kind`` is ``temporal-aan`` or ``feature-temporal-aan``."""
+
+    def __init__(self, kind: str, params: Mapping[str, Any], dims: Sequence[int]) -> None:
+        self.name = kind
+        self.kind = kind
+        defaults = FEATURE_DEFAULTS if kind == "feature-temporal-aan" else DEFAULTS
+        self.params = {**defaults, **dict(params)}
+        self.dims = [int(d) for d in dims]
+        self.start = None if isinstance(self.params["start_value"], str) else float(self.params["start_value"])
+        self.net = None
+
+    def _net_config(self) -> dict[str, Any]:
+        return {"dims": self.dims, "start_value": self.start, **{k: self.params[k] for k in KINDS[self.kind]}}
+
+    def fit(self, train_x, train_y, val_x, val_y, *, seed: int, train_y_rows=None, val_y_rows=None) -> FitReport:
+        import torch
+
+        from aanbench.training import TrainConfig, train_torch
+
+        self.start = _start_value(self.params["start_value"], train_y)
+        torch.manual_seed(seed)
+        cfg = self._net_config()
+        self.net = _net_class(self.kind)(**cfg)
+        teacher = None
+        if train_y_rows is not None:
+            teacher = np.asarray(train_y_rows, dtype=np.float32).copy()
+            if teacher.shape != (len(train_y), np.asarray(train_x[0]).shape[1]):
+                raise ValueError(f"train_y_rows of shape {teacher.shape} does not match windows "
+                                 f"{np.asarray(train_x[0]).shape[:2]}")
+            teacher[~np.isfinite(teacher)] = self.start
+        # val_y_rows is not used: the validation loss is computed autoregressively, as at test time.
+        tc = TrainConfig(lr=float(self.params["lr"]), max_epochs=int(self.params["max_epochs"]),
+                         patience=int(self.params["patience"]), batch_size=int(self.params["batch_size"]),
+                         weight_decay=float(self.params["weight_decay"]))
+        return train_torch(self.net, train_x, train_y, val_x, val_y, tc, seed, train_extra=teacher)
+
+    def predict(self, x) -> np.ndarray:
+        if self.net is None:
+            raise RuntimeError("model is not trained")
+        from aanbench.training import predict_torch
+
+        return predict_torch(self.net, x)
+
+    def state(self) -> dict[str, Any]:
+        if self.net is None:
+            raise RuntimeError("model is not trained")
+        return {"kind": self.kind, "config": self._net_config(),
+                "state_dict": {k: v.detach().clone() for k, v in self.net.state_dict().items()}}
+
+
+def restore(state: Mapping[str, Any]) -> TemporalAAN:
+    kind = str(state["kind"])
+    cfg = dict(state["config"])
+    dims = cfg.pop("dims")
+    model = TemporalAAN(kind, {k: v for k, v in cfg.items()}, dims)
+    model.net = _net_class(kind)(dims, **cfg)
+    model.net.load_state_dict(state["state_dict"], strict=True)
+    model.net.eval()
+    return model
+
+
+@hookimpl
+def aanbench_models():
+    return [
+        ModelSpec(
+            name="temporal-aan",
+            description="Temporal AttendAffectNet: Transformer decoder over consecutive segments (paper III-C-c)",
+            build=lambda params, dims: TemporalAAN("temporal-aan", params, dims),
+            restore=restore, params=DEFAULTS, input="sequences", wants_row_labels=True,
+        ),
+        ModelSpec(
+            name="feature-temporal-aan",
+            description="Feature+Temporal (Mixed) AttendAffectNet: feature self-attention per segment, "
+                        "then the temporal decoder (paper III-C-d)",
+            build=lambda params, dims: TemporalAAN("feature-temporal-aan", params, dims),
+            restore=restore, params=FEATURE_DEFAULTS, input="sequences", wants_row_labels=True,
+        ),
+    ]
