@@ -910,7 +910,7 @@ def benchmark_cmd(
     experiments: Optional[str] = typer.Option(None, "--experiments", help="Only these experiments (comma-separated)."),
     protocol: Optional[str] = typer.Option(None, "--protocol", help="Override every experiment's protocol (fixed, leave-one-group-out)."),
     group: Optional[str] = typer.Option(None, "--group", help="Group (movie) to plot; default: every test movie (the first 12)."),
-    registry: Optional[Path] = typer.Option(None, "--registry", help="Your own experiments file (TOML), added to the built-in registry."),
+    registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
 ) -> None:
     """Run every registry experiment whose features are in the store (each resolved
