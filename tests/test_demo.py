@@ -20,7 +20,7 @@ from conftest import run_aanbench
 def demo_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("demo")
     lb = work / "leaderboards" / "demo.md"
-    first = run_aanbench("demo", "--workdir", work / "w", "--leaderboard", lb)
+    first = run_aanbench("demo", "--workdir", work / "w", "--leaderboard", lb, timeout=1800)
     return work, lb, first
 
 
@@ -59,7 +59,7 @@ def test_demo_second_run_gives_the_same_numbers(demo_run) -> None:
     work, lb, first = demo_run
     before = _metrics(work / "w" / "results")
     md_before = lb.read_text()
-    again = run_aanbench("demo", "--workdir", work / "w", "--leaderboard", lb)
+    again = run_aanbench("demo", "--workdir", work / "w", "--leaderboard", lb, timeout=1800)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 chunks to compute" in again.stdout  # features reused, not recomputed
     assert _metrics(work / "w" / "results") == before
