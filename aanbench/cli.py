@@ -1178,13 +1178,16 @@ def demo_cmd(
     leaderboard: Path = typer.Option(Path("leaderboards/demo.md"), "--leaderboard", help="Leaderboard markdown to write."),
     clips: int = typer.Option(120, "--clips", help="Number of demo clips to generate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated dataset."),
-    workers: int = typer.Option(1, "--workers", "-j", help="Extraction workers."),
+    workers: int = typer.Option(min(4, os.cpu_count() or 1), "--workers", "-j",
+                                help="Extraction workers (default: the machine's cores, at most 4).", metavar="N"),
 ) -> None:
     """Everything on the generated demo dataset: make the clips, extract the
     weight-free features, then `aanbench benchmark demo` with leave-one-movie-out
     (every registry experiment with demo settings: Feature AttendAffectNet and the
-    baselines), which writes the leaderboard. Idempotent: a second run reuses data
-    and features."""
+    baselines), which writes the leaderboard; last, the emotion curve of the
+    test movies joined into one film, from a model trained on the other movies
+    (WORKDIR/curve/*.curve.png, .csv, .html). Idempotent: a second run reuses
+    data and features."""
     ds = _plugins().dataset("demo")
     generate = getattr(ds, "generate", None)
     try:
@@ -1211,7 +1214,16 @@ def demo_cmd(
     console.rule("[bold]4. leaderboard")
     console.print(md.read_text(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {md} and {fig}")
-    if failed or any(why.startswith("failed:") for _, why in problems):
+    console.rule("[bold]5. emotion curve of the test movies, joined into one film")
+    from aanbench.curve import demo_curve
+
+    with Progress(TextColumn("[bold]curve[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
+                  TimeElapsedColumn(), console=console) as prog:
+        task = prog.add_task("curve", total=None)
+        fc = demo_curve(workdir, store, data=data, on_progress=lambda r: prog.advance(task, r.unit.n_items))
+    for path in (fc.png, fc.html, fc.csv):
+        console.print(f"wrote {path}")
+    if failed or fc.failed or any(why.startswith("failed:") for _, why in problems):
         raise typer.Exit(1)
 
 
