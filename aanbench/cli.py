@@ -574,6 +574,9 @@ def store_export(
 
 REGISTRY_HELP = ("Your own experiments file (TOML), added to the built-in registry; "
                  "default $AANBENCH_REGISTRY.")
+SEQUENTIAL_HELP = ("Train one model at a time. By default the models that support it (feature-aan, temporal-aan, "
+                   "...) train all their folds and targets together in one batched stack: same seed, same "
+                   "numbers for each path; the two paths agree within the bootstrap interval, not bit for bit.")
 
 
 @command(app, "experiments")
@@ -603,7 +606,8 @@ def experiments_cmd(
 
 
 def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: Optional[int] = None,
-           registry: Optional[Path] = None, save_models: Optional[Path] = None, quiet: bool = False):
+           registry: Optional[Path] = None, save_models: Optional[Path] = None, quiet: bool = False,
+           sequential: bool = False):
     """Run ``experiment`` on the stored features of ``dataset`` and write its
     results file (``out/<dataset>/<experiment>/seed<N>.json``); returns (doc, path)."""
     from aanbench.runner import run_experiment, write_results
@@ -620,7 +624,8 @@ def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: O
         def on_fit(target: str, fold: str, done: int, total: int) -> None:
             prog.update(task, completed=done, total=total, what=f"{target} / {fold}")
 
-        doc = run_experiment(exp, dataset, group, _plugins(), seed=seed, save_models=save_models, on_fit=on_fit)
+        doc = run_experiment(exp, dataset, group, _plugins(), seed=seed, save_models=save_models, on_fit=on_fit,
+                             sequential=sequential)
     doc["command"] = _invocation()
     path = write_results(doc, out)
     return doc, path
@@ -655,6 +660,7 @@ def run_cmd(
     save_models: Optional[Path] = typer.Option(None, "--save-models", help="Also save each trained model (one aanbench model file per target and fold) here."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (results file, metrics) on stdout."),
+    sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
 ) -> None:
     """Train and evaluate an experiment with the dataset's protocol; write a results
     file (config, provenance, per-sample predictions with start/end, metrics) and
@@ -674,7 +680,7 @@ def run_cmd(
         if failed and not as_json:
             console.print(f"[yellow]{len(failed)} item failures during extraction; those items are left out[/]")
     doc, path = do_run(experiment, ds, store, out, seed=seed, registry=registry, save_models=save_models,
-                       quiet=as_json)
+                       quiet=as_json, sequential=sequential)
     if as_json:
         typer.echo(json.dumps(_results_summary(doc, path), indent=1))
         return
@@ -694,6 +700,7 @@ def train_cmd(
     registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
 ) -> None:
     """Fit an experiment on all of a dataset's training samples (validation carved
     from them as in `run`), for every target, and write one model bundle: the
@@ -717,7 +724,7 @@ def train_cmd(
                   MofNCompleteColumn(), TimeElapsedColumn(), console=err_console if as_json else console,
                   disable=as_json) as prog:
         task = prog.add_task("fit", total=None, what="")
-        payload = train_bundle(exp, ds, group, _plugins(), seed=seed,
+        payload = train_bundle(exp, ds, group, _plugins(), seed=seed, sequential=sequential,
                                on_fit=lambda t, done, total: prog.update(task, completed=done, total=total, what=t))
     payload["command"] = _invocation()
     path = save_bundle(out, payload)
