@@ -218,11 +218,20 @@ class _Stack:
 
 
 def _gather(rows: list[torch.Tensor], mean: list[torch.Tensor], std: list[torch.Tensor],
-            members: torch.Tensor) -> list[torch.Tensor]:
+            members: torch.Tensor, out: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """Standardised inputs of the samples ``members`` (``(K, B)`` or ``(K, B, T)``
-    row indices): one ``(K, B[, T], dim_k)`` tensor per feature."""
+    row indices): one ``(K, B[, T], dim_k)`` tensor per feature, written into
+    ``out`` (reused buffers of that shape) when given."""
     shape = (members.shape[0],) + (1,) * (members.dim() - 1) + (-1,)
-    return [(r[members] - m.view(shape)) / s.view(shape) for r, m, s in zip(rows, mean, std)]
+    flat = members.reshape(-1)
+    xs = []
+    for f, (r, m, s) in enumerate(zip(rows, mean, std)):
+        if out is None:
+            x = torch.index_select(r, 0, flat)
+        else:
+            x = torch.index_select(r, 0, flat, out=out[f].view(-1, r.shape[1]))
+        xs.append(x.view(*members.shape, r.shape[1]).sub_(m.view(shape)).div_(s.view(shape)))
+    return xs
 
 
 def train_batched(jobs: Sequence[BatchJob]) -> list[FitReport]:
@@ -288,6 +297,7 @@ def _train_batched(jobs: list[BatchJob]) -> list[FitReport]:
     epochs = np.zeros(n_jobs, dtype=int)
     best_flat = st.flat.clone()
     epoch = 0
+    buffers: list[torch.Tensor] | None = None  # the gathered inputs of a step (overwritten after its backward)
     for epoch in range(1, int(cfg.max_epochs) + 1):
         # each live copy's batches this epoch: (K, S, bs) positions into its fitting samples
         k = len(st.ids)
@@ -313,13 +323,19 @@ def _train_batched(jobs: list[BatchJob]) -> list[FitReport]:
             idx = pos[:, s]
             w = torch.where(active[:, None], wt[:, s], torch.ones_like(wt[:, s]))
             members = st.fit[kk, idx]
-            xs = _gather(rows, st.mean, st.std, members)
+            if buffers is None or buffers[0].shape[:-1] != members.shape:  # (re)allocated when the stack shrinks
+                buffers = [torch.empty(*members.shape, r.shape[1]) for r in rows]
+            xs = _gather(rows, st.mean, st.std, members, buffers)
             if st.extra is not None:
                 xs.append(st.extra[kk, idx])
-            flat = st.flat.detach().requires_grad_(True)
-            pred = vforward(st.params(flat), st.buffers, *xs)
+            # each parameter a leaf of its own (a view of the flat row block): the gradient of one
+            # flat leaf would cost a full (K, P) zero tensor per parameter in the slicing's backward
+            leaves = {name: v.detach().requires_grad_(True) for name, v in st.params(st.flat).items()}
+            pred = vforward(leaves, st.buffers, *xs)
             loss = (_weighted_loss(pred, st.fit_y[kk, idx], w) * active.to(pred.dtype)).sum()
-            (grad,) = torch.autograd.grad(loss, flat)
+            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+            grad = torch.cat([torch.zeros_like(v).reshape(k, -1) if g is None else g.reshape(k, -1)
+                              for g, v in zip(grads, leaves.values())], 1)
             with torch.no_grad():
                 a = active[:, None]
                 g = torch.where(a, grad, torch.zeros((), dtype=grad.dtype))
