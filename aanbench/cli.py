@@ -330,8 +330,9 @@ def do_extract(
     **options: Any,
 ):
     """:func:`aanbench.extraction.extract_dataset` with a progress bar; returns
-    (report, failures in store, plan)."""
-    from aanbench.extraction import extract_dataset
+    (report, failures in store, plan). An interrupt (Ctrl-C) prints how many
+    chunks were saved and exits with status 130."""
+    from aanbench.extraction import ExtractionInterrupted, extract_dataset
 
     names = [n.strip() for n in extractors.split(",") if n.strip()] if extractors else None
     with Progress(TextColumn("[bold]extract[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("items"),
@@ -359,8 +360,14 @@ def do_extract(
             done = prog.tasks[0].completed
             prog.update(task, rate=f"{done / el:.1f} items/s" if el > 0 else "")
 
-        out = extract_dataset(dataset, root, store_path, names, on_planned=on_planned, on_progress=on_progress,
-                              **options)
+        try:
+            out = extract_dataset(dataset, root, store_path, names, on_planned=on_planned, on_progress=on_progress,
+                                  **options)
+        except KeyboardInterrupt as exc:  # ExtractionInterrupted, or Ctrl-C before the run's handler is set
+            prog.stop()
+            err_console.print(str(exc) if isinstance(exc, ExtractionInterrupted) else str(ExtractionInterrupted(0)),
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
     return out.report, out.failed, out.plan
 
 
@@ -381,13 +388,16 @@ def extract_cmd(
     address: Optional[str] = typer.Option(None, "--address", help="Ray: join this cluster ('auto' or host:port) instead of starting a local one."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="Ray: GPU share each GPU extractor worker asks for."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE (see the dataset's card)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout (no progress bar)."),
 ) -> None:
     """Extract features for every item of a dataset into the feature store.
 
     Work is done in chunks; a chunk is written whole, then marked done, so an
-    interrupted run resumes where it stopped. Items that fail (corrupt file,
-    no audio stream, ...) are recorded with their reason and the batch goes
-    on; the exit status is 1 when any item failed.
+    interrupted run resumes where it stopped. Ctrl-C stops at the next item,
+    discards the chunk in progress and exits with status 130; run the same
+    command to resume. Items that fail (corrupt or truncated file, broken
+    link, permission denied, no audio stream, ...) are recorded with their
+    reason and the batch goes on; the exit status is 1 when any item failed.
 
     \b
     Examples:
@@ -402,23 +412,36 @@ def extract_cmd(
         opts = {"address": address, "gpus_per_worker": gpus_per_worker}
     elif address or gpus_per_worker:
         raise AanbenchError("--address and --gpus-per-worker are options of --backend ray")
-    report, failed, plan = do_extract(ds, root, store, extractors, backend=backend, workers=workers,
+    report, failed, plan = do_extract(ds, root, store, extractors, quiet=as_json, backend=backend, workers=workers,
                                       chunk_rows=chunk_rows, batch_size=batch_size, device=device,
                                       weights_dir=weights_dir, retry_failed=retry_failed, backend_options=opts)
-    _print_extract_summary(report, failed, plan)
+    _print_extract_summary(report, failed, plan, as_json=as_json)
     if failed or report.unit_errors:
         raise typer.Exit(1)
 
 
-def _print_extract_summary(report, failed, plan) -> None:
-    t = Table(title=f"{plan.group.path}: extraction summary ({report.seconds:.1f} s)")
-    for c in ("extractor", "array", "ok", "failed", "chunks computed", "chunks already done"):
-        t.add_column(c)
+def _print_extract_summary(report, failed, plan, as_json: bool = False) -> None:
+    """The summary table and failures, or (``as_json``) one JSON document on stdout."""
     n = plan.group.n_items
     computed: dict[str, int] = {}
     for u in plan.units:
         for e in u.extractors:
             computed[e] = computed.get(e, 0) + 1
+    if as_json:
+        arrays = []
+        for name in report.extractors:
+            nf = sum(1 for f in failed if f[1] == name)
+            arrays.append({"extractor": name, "key": plan.job.keys[name], "items": n, "ok": n - nf, "failed": nf,
+                           "chunks_computed": computed.get(name, 0),
+                           "chunks_already_done": report.skipped_chunks.get(name, 0)})
+        doc = {"store": str(plan.job.store_root), "group": plan.group.path, "dataset": report.dataset,
+               "seconds": round(report.seconds, 3), "arrays": arrays, "chunks_failed": list(report.unit_errors),
+               "failures": [{"item_id": i, "extractor": e, "reason": r} for i, e, r in failed]}
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    t = Table(title=f"{plan.group.path}: extraction summary ({report.seconds:.1f} s)")
+    for c in ("extractor", "array", "ok", "failed", "chunks computed", "chunks already done"):
+        t.add_column(c)
     for name in report.extractors:
         nf = sum(1 for f in failed if f[1] == name)
         t.add_row(name, plan.job.keys[name], str(n - nf), str(nf), str(computed.get(name, 0)),

@@ -6,15 +6,39 @@ The planner knows nothing of where work runs. A backend receives an
 likes (this process, a process pool, Ray actors) and reports each
 :class:`UnitResult` back through a callback. Each unit is written to the
 store by the worker that computed it, whole, then marked done.
+
+Interrupts (Ctrl-C, SIGINT) and errors Python could not raise
+    While :func:`extract_dataset` or :func:`run_plan` runs in the main
+    thread with a backend that declares ``handles_interrupts``, SIGINT only
+    sets a flag (:func:`interrupt_guard`). :func:`execute_unit` checks it
+    before each item, after each extractor batch and before writing each
+    array's chunk; when set, the chunk in flight is discarded (nothing of it
+    is written) and :class:`ExtractionInterrupted` is raised at that chunk
+    boundary. Chunks written before stay done, so the same command resumes.
+    A second SIGINT raises ``KeyboardInterrupt`` at once (the flag is
+    already set, so nothing computed after the first is written as done).
+
+    An exception raised where Python cannot propagate it (inside a C
+    library's callback into Python, such as openSMILE's ctypes sink; Python
+    prints "Exception ignored on calling ctypes callback function") is
+    caught by a ``sys.unraisablehook`` installed while a unit runs: the
+    extractor call that saw it does not count as a result (the batch is
+    retried item by item, and an item that sees one again fails with the
+    error as its reason); a ``KeyboardInterrupt`` seen there is an interrupt.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
+import signal
+import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -27,7 +51,11 @@ LIBRARIES = ("numpy", "torch", "torchvision", "av", "opensmile", "scipy")
 
 
 def library_versions() -> dict[str, str]:
-    out = {"aanbench": __version__}
+    """Versions of what computes features: aanbench, its decoder's revision
+    (:data:`aanbench.media.DECODER_VERSION`) and the libraries."""
+    from aanbench.media import DECODER_VERSION
+
+    out = {"aanbench": __version__, "aanbench-decoder": DECODER_VERSION}
     for lib in LIBRARIES:
         try:
             out[lib] = md.version(lib)
@@ -114,6 +142,7 @@ class UnitResult:
     seconds: float = 0.0
     decode_seconds: float = 0.0
     error: str | None = None  # the whole unit failed (not written as done)
+    interrupted: bool = False  # discarded because of an interrupt (not written as done)
 
 
 @dataclass
@@ -186,6 +215,128 @@ def plan_extraction(
 
 
 # --------------------------------------------------------------------------
+# Interrupts
+
+
+class ExtractionInterrupted(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C, SIGINT). Chunks written before it are
+    kept and marked done; the chunk in flight was discarded. ``saved``: the
+    chunks this run wrote whole. A subclass of ``KeyboardInterrupt``, so no
+    ``except Exception`` takes it for an item's failure."""
+
+    def __init__(self, saved: int = 0) -> None:
+        super().__init__(f"interrupted: {saved} chunks saved; run the same command to resume")
+        self.saved = saved
+
+
+class _InterruptState:
+    requested = False  # an interrupt is pending in this process
+    owner: str | None = None  # "guard" (a driver's handler) or "worker" (a pool worker's handler)
+    shared: Any = None  # a multiprocessing Event the driver sets (pool workers)
+
+
+_INTERRUPT = _InterruptState()
+INTERRUPT_NOTICE = (b"\ninterrupt: stopping before the next item; the chunk in progress is discarded "
+                    b"(Ctrl-C again to stop at once)\n")
+
+
+def interrupt_requested() -> bool:
+    """Whether an interrupt is pending in this process (or its driver)."""
+    if _INTERRUPT.requested:
+        return True
+    ev = _INTERRUPT.shared
+    if ev is not None and ev.is_set():
+        _INTERRUPT.requested = True
+    return _INTERRUPT.requested
+
+
+def request_interrupt() -> None:
+    """Ask the run in this process to stop at the next chunk boundary."""
+    _INTERRUPT.requested = True
+
+
+def check_interrupt() -> None:
+    """Raise :class:`ExtractionInterrupted` if an interrupt is pending."""
+    if interrupt_requested():
+        raise ExtractionInterrupted()
+
+
+@contextmanager
+def interrupt_guard(announce: bool = True) -> Iterator[None]:
+    """For the duration, SIGINT sets the interrupt flag instead of raising
+    ``KeyboardInterrupt`` wherever the main thread happens to be (possibly
+    inside a C library's callback, where Python ignores it); a second SIGINT
+    raises ``KeyboardInterrupt``. The previous handler is restored and the
+    flag cleared on exit. Nested guards, and guards outside the main thread
+    (where Python cannot set signal handlers), change nothing."""
+    if _INTERRUPT.owner is not None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if _INTERRUPT.requested:
+            raise KeyboardInterrupt
+        _INTERRUPT.requested = True
+        if announce:
+            try:
+                os.write(2, INTERRUPT_NOTICE)  # not sys.stderr: the handler may run inside its write
+            except OSError:
+                pass
+
+    _INTERRUPT.requested = False
+    _INTERRUPT.owner = "guard"
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        _INTERRUPT.owner = None
+        _INTERRUPT.requested = False
+
+
+def install_worker_interrupts(shared: Any = None) -> None:
+    """In a pool worker process: SIGINT (the terminal sends it to the whole
+    process group) only sets the flag, and ``shared`` (a multiprocessing
+    Event the driver sets) is checked with it. Lasts for the process."""
+    _INTERRUPT.owner = "worker"
+    _INTERRUPT.shared = shared
+    _INTERRUPT.requested = False
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda signum, frame: request_interrupt())
+
+
+class _Unraisable:
+    """Exceptions Python reported through ``sys.unraisablehook`` while a unit ran."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.errors)
+
+
+@contextmanager
+def _catch_unraisable() -> Iterator[_Unraisable]:
+    seen = _Unraisable()
+    previous = sys.unraisablehook
+
+    def hook(u: Any) -> None:
+        exc_type = u.exc_type or type(u.exc_value)
+        seen.errors.append(f"{exc_type.__name__}: {u.exc_value}".strip().rstrip(":"))
+        if issubclass(exc_type, KeyboardInterrupt):
+            request_interrupt()  # an interrupt Python could not raise where it landed
+        else:
+            previous(u)
+
+    sys.unraisablehook = hook
+    try:
+        yield seen
+    finally:
+        sys.unraisablehook = previous
+
+
+# --------------------------------------------------------------------------
 # Workers
 
 
@@ -213,9 +364,14 @@ class LoadedExtractors:
 
 
 def _reason(exc: BaseException) -> str:
+    """An item's failure reason: an :class:`ItemError`'s message as is; any
+    other exception (a plugin bug) with its type and the file:line it came
+    from, so the report points at the code to fix."""
     if isinstance(exc, ItemError):
         return str(exc)
-    return f"{type(exc).__name__}: {exc}"[:500]
+    from aanbench.output import describe
+
+    return describe(exc)[:500]
 
 
 def _decode_for(item: Item, extractors: dict[str, Extractor]) -> tuple[dict[str, Media], dict[str, str]]:
@@ -238,28 +394,40 @@ def _decode_for(item: Item, extractors: dict[str, Extractor]) -> tuple[dict[str,
     return out, errs
 
 
-def _run_extractor(ex: Extractor, medias: list[Media], batch_size: int) -> tuple[np.ndarray, list[str]]:
+def _run_extractor(ex: Extractor, medias: list[Media], batch_size: int,
+                   unraisable: _Unraisable | None = None) -> tuple[np.ndarray, list[str]]:
     """Rows for ``medias`` (NaN where failed) and a reason per row ('' if ok).
-    A failing batch is retried item by item so one bad clip fails alone."""
+    A failing batch is retried item by item so one bad clip fails alone. A
+    call during which Python reported an exception it could not raise (see
+    the module's docstring) counts as failed; an interrupt raises
+    :class:`ExtractionInterrupted`."""
     n = len(medias)
     out = np.full((n, ex.dim), np.nan, dtype=np.float32)
     reasons = [""] * n
+    seen = unraisable if unraisable is not None else _Unraisable()
 
-    def check(values: Any, count: int) -> np.ndarray:
+    def call(batch: list[Media]) -> np.ndarray:
+        check_interrupt()
+        before = len(seen)
+        values = ex.extract(batch)
+        check_interrupt()  # also set by a KeyboardInterrupt that landed in a callback
+        if len(seen) > before:
+            raise RuntimeError(f"error inside {ex.name} that Python could not raise: {seen.errors[before]}")
         arr = np.asarray(values, dtype=np.float32)
-        if arr.shape != (count, ex.dim):
-            raise RuntimeError(f"extractor {ex.name} returned shape {arr.shape}, expected {(count, ex.dim)}")
+        if arr.shape != (len(batch), ex.dim):
+            raise RuntimeError(f"extractor {ex.name} returned shape {arr.shape}, expected {(len(batch), ex.dim)}")
         return arr
 
     for b0 in range(0, n, max(1, batch_size)):
         batch = medias[b0 : b0 + batch_size]
         try:
-            out[b0 : b0 + len(batch)] = check(ex.extract(batch), len(batch))
+            out[b0 : b0 + len(batch)] = call(batch)
         except Exception:
             for i, m in enumerate(batch):
                 try:
-                    out[b0 + i] = check(ex.extract([m]), 1)[0]
+                    out[b0 + i] = call([m])[0]
                 except Exception as exc:
+                    out[b0 + i] = np.nan
                     reasons[b0 + i] = _reason(exc)
     for i in range(n):
         if not reasons[i] and not np.isfinite(out[i]).all():
@@ -269,8 +437,20 @@ def _run_extractor(ex: Extractor, medias: list[Media], batch_size: int) -> tuple
 
 
 def execute_unit(job: ExtractionJob, unit: WorkUnit, loaded: LoadedExtractors) -> UnitResult:
-    """Compute one chunk for its extractors and write it (data, then done)."""
+    """Compute one chunk for its extractors and write it (data, then done).
+
+    Raises :class:`ExtractionInterrupted` when an interrupt is pending before
+    an array's chunk is written; that array's chunk is then not written at
+    all (arrays written before it keep their done chunk)."""
+    if _INTERRUPT.owner is None:
+        _INTERRUPT.requested = False  # no handler here (e.g. a Ray actor): a unit's own interrupt ends with it
+    with _catch_unraisable() as unraisable:
+        return _execute_unit(job, unit, loaded, unraisable)
+
+
+def _execute_unit(job: ExtractionJob, unit: WorkUnit, loaded: LoadedExtractors, unraisable: _Unraisable) -> UnitResult:
     t0 = time.perf_counter()
+    check_interrupt()
     res = UnitResult(unit=unit)
     exs = {n: loaded.extractors[n] for n in unit.extractors}
     items = job.items[unit.start : unit.stop]
@@ -278,6 +458,7 @@ def execute_unit(job: ExtractionJob, unit: WorkUnit, loaded: LoadedExtractors) -
     reasons: dict[str, list[str]] = {n: [""] * len(items) for n in exs}
     td = time.perf_counter()
     for i, item in enumerate(items):
+        check_interrupt()
         medias, errs = _decode_for(item, exs)
         for n in exs:
             if n in medias:
@@ -291,11 +472,12 @@ def execute_unit(job: ExtractionJob, unit: WorkUnit, loaded: LoadedExtractors) -
         values = np.full((len(items), ex.dim), np.nan, dtype=np.float32)
         idx = [i for i, _ in per_ex_media[n]]
         if idx:
-            got, why = _run_extractor(ex, [m for _, m in per_ex_media[n]], job.batch_size)
+            got, why = _run_extractor(ex, [m for _, m in per_ex_media[n]], job.batch_size, unraisable)
             values[idx] = got
             for j, i in enumerate(idx):
                 reasons[n][i] = why[j]
         ok = np.array([r == "" for r in reasons[n]], dtype=bool)
+        check_interrupt()  # the commit point: nothing computed while an interrupt was pending is written
         group.feature(job.keys[n]).write_chunk(unit.chunk, rows, values, ok, reasons[n])
         res.ok[n] = int(ok.sum())
         for i, r in enumerate(reasons[n]):
@@ -347,7 +529,11 @@ class ExtractionReport:
 
 
 def run_plan(plan: Plan, backend: Backend, on_progress: Callable[[UnitResult], None] | None = None) -> ExtractionReport:
-    """Run a plan on a backend under the group's writer lock."""
+    """Run a plan on a backend under the group's writer lock.
+
+    Raises :class:`ExtractionInterrupted` (with the number of chunks this run
+    saved) on an interrupt; with a backend whose ``handles_interrupts`` is
+    true, SIGINT is handled as :func:`interrupt_guard` says."""
     t0 = time.perf_counter()
     rep = ExtractionReport(dataset=plan.group.attrs.get("dataset", ""), group_path=plan.group.path,
                            extractors=list(plan.job.extractors), skipped_chunks=dict(plan.skipped_chunks))
@@ -365,10 +551,24 @@ def run_plan(plan: Plan, backend: Backend, on_progress: Callable[[UnitResult], N
         if on_progress:
             on_progress(res)
 
-    with plan.group.writer_lock():
-        backend.run(plan.job, plan.units, on_result)
+    def saved() -> int:
+        return rep.units_run - rep.units_failed
+
+    guard = interrupt_guard() if getattr(backend, "handles_interrupts", False) else _no_guard()
+    with guard, plan.group.writer_lock():
+        try:
+            check_interrupt()
+            backend.run(plan.job, plan.units, on_result)
+            check_interrupt()
+        except KeyboardInterrupt:  # ours, or a second Ctrl-C, or a backend without the guard
+            raise ExtractionInterrupted(saved()) from None
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+@contextmanager
+def _no_guard() -> Iterator[None]:
+    yield
 
 
 # --------------------------------------------------------------------------
@@ -444,15 +644,35 @@ def extract_dataset(
     ``extractors``: names, or ``None`` for every extractor whose weights are
     present. Resumes: chunks already done are not recomputed.
     ``on_planned(plan, skipped_extractors, backend_name)`` is called once the
-    work is known, ``on_progress(unit_result)`` once per finished chunk."""
+    work is known, ``on_progress(unit_result)`` once per finished chunk.
+
+    Ctrl-C (SIGINT) stops the run at the next item: the chunk in flight is
+    discarded and :class:`ExtractionInterrupted` says how many chunks this
+    run saved; the same call resumes (see :func:`interrupt_guard`)."""
     from aanbench.backends import get_backend
+
+    be = get_backend(backend, workers=workers, **(backend_options or {}))
+    with interrupt_guard() if getattr(be, "handles_interrupts", False) else _no_guard():
+        try:
+            return _extract_dataset(dataset, root, store_path, extractors, be, chunk_rows=chunk_rows, batch_size=batch_size, device=device,
+                                    weights_dir=weights_dir, retry_failed=retry_failed,
+                                    on_planned=on_planned, on_progress=on_progress)
+        except ExtractionInterrupted:
+            raise
+        except KeyboardInterrupt:  # before the work started (loading, planning)
+            raise ExtractionInterrupted(0) from None
+
+
+def _extract_dataset(dataset: Any, root: Path, store_path: Path, extractors: Sequence[str] | None, be: Any, *,
+                     chunk_rows: int, batch_size: int, device: str, weights_dir: Path | None,
+                     retry_failed: bool, on_planned: Callable[[Plan, list[str], str], None] | None,
+                     on_progress: Callable[[UnitResult], None] | None) -> ExtractionOutcome:
     from aanbench.plugin_manager import get_plugins
     from aanbench.weights import weights_dir as wdir
 
     folder = wdir(weights_dir)
     exs, paths, skipped = select_extractors(extractors, folder)
     items = dataset.items(Path(root))
-    be = get_backend(backend, workers=workers, **(backend_options or {}))
     store = FeatureStore(store_path)
     plugins = get_plugins()
     plan = plan_extraction(
@@ -464,6 +684,7 @@ def extract_dataset(
     )
     if on_planned:
         on_planned(plan, skipped, be.name)
+    check_interrupt()
     report = run_plan(plan, be, on_progress)
     group = store.open_group(dataset.name, dataset.segmentation)
     ids = group.item_ids()

@@ -4,16 +4,40 @@ of a run.
 ``decode_media(item, requests)`` reads the item's ``[start, end)`` window
 and serves every request at once: frames sampled at the requested times
 (``uint8 (T, H, W, 3)`` RGB, resized with PIL's antialiased bilinear and
-centre-cropped as torchvision does) and audio
-as mono ``float32`` at each requested rate. Problems that belong to the
-item (missing file, zero bytes, corrupt data, no audio stream, window
-outside the file) raise :class:`aanbench.contracts.ItemError` with a
-readable reason.
+centre-cropped as torchvision does) and audio as mono ``float32`` at each
+requested rate. Problems that belong to the item raise
+:class:`aanbench.contracts.ItemError` with a readable reason and the path
+once: missing file, broken symbolic link, permission denied, not a regular
+file, zero bytes, not a media file, truncated file, corrupt data, no audio
+or video stream, window outside the file.
+
+Audio channels
+    Mono is the mean of the full-range channels, as the official VGGish
+    input code averages channels (``np.mean`` over channels). Low-frequency
+    effects channels (LFE) are left out of the mean: encoders band-limit
+    them (FFmpeg's AAC encoder keeps about 1% of a 440 Hz tone's level), so
+    with them a 5.1 film's dialogue would be scaled by 5/6. (Not
+    libswresample's mono downmix: it sums, giving sqrt(2) x the channel mean
+    for stereo and about 3.4 x for 5.1, which clips loud films.)
+
+Where a stream ends early
+    A container may say it lasts longer than a stream's data does (streams
+    of one file end a few milliseconds apart; a truncated file's index still
+    claims the full duration). Within ``PAD_TOLERANCE_S`` (0.25 s) of the
+    window's end the gap is filled (audio with zeros, video by the last frame,
+    still on screen); a larger gap fails the item: "media ends at 1.60 s of a
+    5.00 s window (truncated?)". Data FFmpeg cannot decode at the end of a
+    stream (the partial last packet of a truncated file) counts as its end.
+    Audio that starts after the window's start is aligned with zeros before
+    it (what a player gives).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import stat
+import struct
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +49,14 @@ from aanbench.contracts import Item, ItemError, Media, MediaRequest
 # How far a window may run past the end of the file (containers round
 # their durations) before the item is refused.
 END_TOLERANCE_S = 0.5
+# The largest gap between where a stream's data ends and the window's end
+# that is filled (audio zeros, video's last frame); beyond it the item fails.
+PAD_TOLERANCE_S = 0.25
+# Revision of what this module returns for the same file; part of every
+# array's provenance ("libraries"), so a store is never filled by two.
+# 2: channel mean instead of libswresample's downmix; truncation limits.
+DECODER_VERSION = "2"
+LFE_CHANNELS = frozenset({"LFE", "LFE2", "LFE3"})
 
 
 def sample_times(request: MediaRequest, start: float, duration: float) -> np.ndarray:
@@ -46,21 +78,92 @@ def _open(path: Path | None):
     if path is None:
         raise ItemError("item has no media file")
     p = Path(path)
-    if not p.exists():
-        raise ItemError(f"file not found: {p}")
-    if p.is_dir():
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        if p.is_symlink():
+            raise ItemError(f"broken symbolic link (its target {os.readlink(p)} does not exist): {p}") from None
+        raise ItemError(f"file not found: {p}") from None
+    except PermissionError:
+        raise ItemError(f"permission denied (a folder on the path cannot be searched): {p}") from None
+    except OSError as exc:
+        raise ItemError(f"cannot read the file ({_os_reason(exc)}): {p}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise ItemError(f"is a directory, not a media file: {p}")
-    if p.stat().st_size == 0:
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block, a device never end
+        raise ItemError(f"not a regular file (a pipe, socket or device), not a media file: {p}")
+    if st.st_size == 0:
         raise ItemError(f"empty file (0 bytes): {p}")
     try:
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except PermissionError:
+        raise ItemError(f"permission denied (cannot read the file): {p}") from None
+    except OSError as exc:
+        raise ItemError(f"cannot read the file ({_os_reason(exc)}): {p}") from None
+    try:
         return av.open(str(p))
+    except PermissionError:
+        raise ItemError(f"permission denied (cannot read the file): {p}") from None
     except Exception as exc:  # PyAV raises several error types for bad data
-        raise ItemError(f"cannot open media ({_short(exc)}): {p}") from None
+        why = mp4_truncation(p) or (f"not a media file ({_short(exc)})" if len(head) else _short(exc))
+        raise ItemError(f"{why}: {p}") from None
+
+
+def _os_reason(exc: OSError) -> str:
+    """An OSError's words, without its errno number or the path."""
+    return (exc.strerror or type(exc).__name__).lower()
 
 
 def _short(exc: BaseException) -> str:
+    """A decoding error in words: FFmpeg's message without the errno number,
+    the path or the C function's name."""
+    if isinstance(exc, av.error.FFmpegError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:200]
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+
+
+MP4_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"uuid", b"pdin", b"moof", b"mfra",
+                       b"meta", b"styp", b"sidx", b"prft", b"emsg"})
+
+
+def mp4_truncation(path: Path) -> str | None:
+    """If ``path`` is an MP4/MOV whose top-level boxes run past the end of
+    the file, or that lacks its index box (``moov``), or (after an ``ftyp``
+    box) holds no valid box where one should start, a sentence saying so;
+    otherwise ``None``. Reads only the box headers."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            off = 0
+            seen: list[bytes] = []
+            while off + 8 <= size:
+                f.seek(off)
+                hdr = f.read(16)
+                box_size, kind = struct.unpack(">I4s", hdr[:8])
+                if kind not in MP4_BOXES:
+                    if seen and seen[0] == b"ftyp":  # FFmpeg refused it, and it starts as an MP4 does
+                        return f"corrupt MP4: no valid box at byte {off:,}"
+                    return None  # not MP4 at all: no verdict
+                if box_size == 1:
+                    if len(hdr) < 16:
+                        break
+                    box_size = struct.unpack(">Q", hdr[8:16])[0]
+                elif box_size == 0:  # extends to the end of the file
+                    box_size = size - off
+                if box_size < 8:
+                    return None
+                seen.append(kind)
+                if off + box_size > size:
+                    return (f"truncated: the file ends at byte {size:,} inside its '{kind.decode()}' box, "
+                            f"which runs to byte {off + box_size:,}")
+                off += box_size
+    except OSError:
+        return None
+    if seen and seen[0] in (b"ftyp", b"moov", b"mdat") and b"moov" not in seen and b"moof" not in seen:
+        return "truncated or incomplete MP4: its index, the 'moov' box, is missing"
+    return None
 
 
 def media_duration(container) -> float:
@@ -176,58 +279,113 @@ def _decode_video(container, media: Media, reqs: list[MediaRequest], start: floa
 
     # Always seek: another stream of this container may have been read already.
     container.seek(int(max(0.0, start - 1.0) / stream.time_base), stream=stream, backward=True, any_frame=False)
+    tb = float(stream.time_base)
+    frame_s = 1.0 / native_fps if native_fps else 0.0
     wi = 0
     prev = None
     prev_no = -1
     frame_no = 0
-    for frame in container.decode(stream):
-        if frame.pts is None:
-            continue
-        t = float(frame.pts * stream.time_base)
-        # every wanted time before this frame's time is shown by the previous frame
-        while wi < len(wanted) and wanted[wi][0] < t:
-            if prev is not None:
-                take(prev, prev_no, wanted[wi][1], wanted[wi][2])
-            else:
-                take(frame, frame_no, wanted[wi][1], wanted[wi][2])
-            wi += 1
-        prev, prev_no = frame, frame_no
-        frame_no += 1
-        if wi >= len(wanted):
-            break
+    reached = -math.inf  # the time up to which the stream has data (s)
+    broken: Exception | None = None
+    decoding = True
+    try:
+        for packet in container.demux(stream):
+            if not decoding:  # every wanted frame is served: only check that the data goes on
+                if packet.pts is not None:
+                    reached = max(reached, (packet.pts + (packet.duration or 0)) * tb)
+                if reached >= end - PAD_TOLERANCE_S:
+                    break
+                continue
+            for frame in packet.decode():
+                if frame.pts is None:
+                    continue
+                t = float(frame.pts * stream.time_base)
+                # every wanted time before this frame's time is shown by the previous frame
+                while wi < len(wanted) and wanted[wi][0] < t:
+                    if prev is not None:
+                        take(prev, prev_no, wanted[wi][1], wanted[wi][2])
+                    else:
+                        take(frame, frame_no, wanted[wi][1], wanted[wi][2])
+                    wi += 1
+                prev, prev_no = frame, frame_no
+                frame_no += 1
+                reached = max(reached, t + (frame.duration * tb if frame.duration else frame_s))
+                if wi >= len(wanted):
+                    decoding = False
+                    break
+            if not decoding and reached >= end - PAD_TOLERANCE_S:
+                break
+    except av.error.FFmpegError as exc:  # undecodable data (a truncated file's last packet): the stream ends here
+        broken = exc
     if prev is None:
-        raise ItemError(f"no decodable video frames in [{start:.2f}, {end:.2f}) s: {media.item.path}")
-    while wi < len(wanted):  # times after the last frame: the last frame is still on screen
+        why = f"cannot decode video ({_short(broken)})" if broken else "no decodable video frames"
+        raise ItemError(f"{why} in [{start:.2f}, {end:.2f}) s: {media.item.path}")
+    if end - reached > PAD_TOLERANCE_S:
+        raise ItemError(_ends_early(reached, start, end, media.item.path, broken))
+    while wi < len(wanted):  # times after the last frame, within the tolerance: the last frame is still on screen
         take(prev, prev_no, wanted[wi][1], wanted[wi][2])
         wi += 1
     for req, frames in zip(reqs, out):
         media.video[req.video_key()] = np.stack(frames).astype(np.uint8, copy=False)
 
 
+def _ends_early(reached: float, start: float, end: float, path, broken: Exception | None) -> str:
+    """The reason for an item whose stream's data ends before its window does."""
+    hint = (mp4_truncation(Path(path)) if path is not None else None) or "truncated?"
+    if broken is not None:
+        hint += f"; then undecodable data: {_short(broken)}"
+    at = f" from {start:.2f} s" if start > 0 else ""
+    return f"media ends at {max(0.0, reached - start):.2f} s of a {end - start:.2f} s window{at} ({hint}): {path}"
+
+
+def _channel_mean(frame) -> np.ndarray:
+    """Mono ``float32 (n,)`` of a planar float frame: the mean of its
+    full-range channels (see the module's docstring)."""
+    planes = frame.to_ndarray()  # (channels, n) for a planar format
+    if planes.ndim == 1 or planes.shape[0] == 1:
+        return planes.reshape(-1)
+    names = [c.name for c in frame.layout.channels]
+    keep = [i for i, n in enumerate(names) if n not in LFE_CHANNELS] if len(names) == planes.shape[0] else []
+    return planes[keep or slice(None)].mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
 def _decode_audio(container, rate: int, start: float, end: float, path) -> np.ndarray:
+    """``float32 (round((end - start) * rate),)`` mono samples of ``[start, end)``."""
     stream = container.streams.audio[0]
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+    resampler = av.AudioResampler(format="fltp", layout=None, rate=rate)  # keeps the channels; mean below
     # Always seek: decoding the video stream has consumed the packets.
     container.seek(int(max(0.0, start - 1.0) / stream.time_base), stream=stream, backward=True)
     chunks: list[np.ndarray] = []
     first_time: float | None = None
-    for frame in container.decode(stream):
-        if first_time is None:
-            first_time = float(frame.pts * stream.time_base) if frame.pts is not None else 0.0
-        for rf in resampler.resample(frame):
-            chunks.append(rf.to_ndarray().reshape(-1))
-        if frame.pts is not None and float(frame.pts * stream.time_base) >= end:
-            break
+    broken: Exception | None = None
+    try:
+        for frame in container.decode(stream):
+            if first_time is None:
+                first_time = float(frame.pts * stream.time_base) if frame.pts is not None else 0.0
+            for rf in resampler.resample(frame):
+                chunks.append(_channel_mean(rf))
+            if frame.pts is not None and float(frame.pts * stream.time_base) >= end:
+                break
+    except av.error.FFmpegError as exc:  # undecodable data (a truncated file's last packet): the stream ends here
+        broken = exc
     for rf in resampler.resample(None):
-        chunks.append(rf.to_ndarray().reshape(-1))
+        chunks.append(_channel_mean(rf))
     if not chunks:
-        raise ItemError(f"no decodable audio in [{start:.2f}, {end:.2f}) s: {path}")
+        why = f"cannot decode audio ({_short(broken)})" if broken else "no decodable audio"
+        raise ItemError(f"{why} in [{start:.2f}, {end:.2f}) s: {path}")
     signal = np.concatenate(chunks).astype(np.float32, copy=False)
     t0 = first_time or 0.0
+    reached = t0 + signal.size / rate
+    if end - reached > PAD_TOLERANCE_S:
+        raise ItemError(_ends_early(reached, start, end, path, broken))
+    lead = int(round((t0 - start) * rate))
+    if lead > 0:  # the stream starts after the window does: silence before it, as a player gives
+        signal = np.concatenate([np.zeros(lead, dtype=np.float32), signal])
+        t0 -= lead / rate
     i0 = max(0, int(round((start - t0) * rate)))
     i1 = int(round((end - t0) * rate))
     piece = signal[i0:i1]
     want = int(round((end - start) * rate))
-    if piece.size < want:  # the stream ends a little before the container says
+    if piece.size < want:  # the stream ends within PAD_TOLERANCE_S of the window's end
         piece = np.pad(piece, (0, want - piece.size))
     return np.ascontiguousarray(piece[:want])

@@ -196,7 +196,8 @@ def resolve_spec(model_input: str, dataset: Dataset, settings: dict[str, Any], *
         if "length" not in over:
             raise AanbenchError(
                 f"model {model!r} takes sequences, and dataset {dataset.name!r} declares no windows: "
-                "set sequence_length (and optionally sequence_stride, sequence_scope, sequence_label, "
+                + _windowed_variants_hint(dataset.name)
+                + "set sequence_length (and optionally sequence_stride, sequence_scope, sequence_label, "
                 "sequence_start) in the experiment")
         base = SequenceSpec(length=over["length"])
     return SequenceSpec(**{**base.to_dict(), **over})
@@ -212,3 +213,16 @@ def _whole(name: str, v: Any) -> int:
     except (TypeError, ValueError):
         raise AanbenchError(f"{name} must be an integer >= 1, not {v!r}") from None
     return iv
+
+
+def _windowed_variants_hint(name: str) -> str:
+    """'use eimt16-temporal, which declares windows, or ' when installed
+    variants of dataset ``name`` declare windows; else ''."""
+    try:
+        from aanbench.plugin_manager import get_plugins
+
+        found = sorted(n for n, ds in get_plugins().datasets.items()
+                       if n != name and n.startswith(name) and getattr(ds, "windows", None) is not None)
+    except Exception:  # a hint must never hide the real error
+        return ""
+    return f"use {', '.join(found)} (which declares windows), or " if found else ""

@@ -216,3 +216,13 @@ def test_sample_spec_is_checked_and_resolved():
     assert resolve_spec("sequences", NoWindows(), {"sequence_length": "4"}).length == 4
     with pytest.raises(AanbenchError, match="sequence_length must be an integer"):
         resolve_spec("sequences", NoWindows(), {"sequence_length": 2.5})
+
+
+def test_sequence_model_on_a_windowless_dataset_names_the_windowed_variant():
+    from aanbench.contracts import AanbenchError
+    from aanbench.plugin_manager import get_plugins
+    from aanbench.samples import resolve_spec
+
+    ds = get_plugins().dataset("eimt16")
+    with pytest.raises(AanbenchError, match="use eimt16-temporal \\(which declares windows\\), or set sequence_length"):
+        resolve_spec("sequences", ds, {}, model="temporal-aan")

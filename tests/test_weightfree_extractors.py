@@ -5,14 +5,12 @@ clip decoded with PyAV."""
 from __future__ import annotations
 
 import colorsys
-import hashlib
 
 import numpy as np
 import pytest
 
 from aanbench.contracts import Item, ItemError, Media, MediaRequest
 from aanbench_plugins.extractors import affect as affect_mod
-from aanbench_plugins.extractors import emobase2010 as emo_mod
 from aanbench_plugins.extractors import logmel as logmel_mod
 from aanbench_plugins.extractors.affect import FEATURES, AffectDescriptors, affect_descriptors, rgb_to_hsv
 from aanbench_plugins.extractors.emobase2010 import Emobase2010
@@ -90,15 +88,6 @@ def test_emobase2010_shape_loudness_and_finiteness(emobase: Emobase2010) -> None
     assert np.count_nonzero(np.abs(out[0] - out[1]) > 1e-3) > 500
 
 
-def test_emobase2010_is_windowed_320_40(emobase: Emobase2010) -> None:
-    """The derived config yields functionals per 320 ms window (40 ms hop), not one per input."""
-    windows = emobase._smile.process_signal(tone(), SR).to_numpy()
-    expected = (4.0 - 0.32) / 0.04 + 1  # 93 full windows; openSMILE's lag drops a couple
-    assert abs(windows.shape[0] - expected) <= 3, windows.shape
-    row = emobase.extract([audio_media(tone())])[0]
-    np.testing.assert_allclose(row, windows.astype(np.float64).mean(axis=0), rtol=1e-5, atol=1e-5)
-
-
 def test_emobase2010_deterministic(emobase: Emobase2010) -> None:
     x = np.random.default_rng(1).normal(0, 0.2, 2 * SR).astype(np.float32)
     a = emobase.extract([audio_media(x)])
@@ -140,34 +129,7 @@ def test_emobase2010_no_audio_and_bad_samples(emobase: Emobase2010) -> None:
         emobase.extract([audio_media(bad)])
 
 
-def test_emobase2010_config_provenance(tmp_path) -> None:
-    import opensmile
-
-    e = Emobase2010()
-    cfg = e.config()
-    assert cfg["opensmile_version"] == opensmile.__version__
-    assert cfg["needs"]["audio_rate"] == SR
-    assert (cfg["window_s"], cfg["hop_s"]) == (0.32, 0.04)
-    path = emo_mod.write_derived_config(tmp_path)
-    text = path.read_text()
-    original = (emo_mod._opensmile_config_root() / emo_mod.BASE_CONFIG).read_text()
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == cfg["config_sha256"]
-    # the three cFunctionals sections change; the cFramer already said "fixed"
-    assert text.count("frameMode = fixed") == original.count("frameMode = fixed") + 3
-    assert text.count("frameSize = 0.32") == 3 and text.count("frameStep = 0.04") == 3
-    assert "frameMode = full" not in text and "frameMode=full" not in text
-    changed = [(a, b) for a, b in zip(original.splitlines(), text.splitlines()) if a != b]
-    assert len(changed) == 9 and len(original.splitlines()) == len(text.splitlines())
-    # writing again is idempotent (content-addressed)
-    assert emo_mod.write_derived_config(tmp_path) == path
-    assert len(list(tmp_path.iterdir())) == 1
-
-
-def test_emobase2010_patch_refuses_unexpected_layout() -> None:
-    from aanbench.contracts import AanbenchError
-
-    with pytest.raises(AanbenchError, match="unexpected layout"):
-        emo_mod.patch_functionals("[a:cFunctionals]\nframeMode = full\n")
+# (windows, config and provenance of emobase2010: tests/test_emobase2010.py)
 
 
 # ---------------------------------------------------------------- affect

@@ -22,17 +22,26 @@ def write_clip(
     audio: np.ndarray | None = None,
     rate: int = 16000,
     crf: int = 23,
+    layout: str = "mono",
+    faststart: bool = False,
+    audio_bit_rate: int | None = None,
 ) -> Path:
     """Write ``frames`` (``uint8 (T, H, W, 3)`` RGB, even H and W) at ``fps``
-    and ``audio`` (``float32 (n,)`` mono in [-1, 1]) at ``rate`` Hz.
+    and ``audio`` (``float32`` in [-1, 1]: ``(n,)`` mono, or
+    ``(channels, n)`` in the channel order of ``layout``, e.g. ``"stereo"``,
+    ``"5.1"``) at ``rate`` Hz.
 
     Either may be ``None`` (a video-only or audio-only file). Single-threaded
     encoding without x264's macroblock tree, so the same arrays give the same
-    file with one FFmpeg build.
+    file with one FFmpeg build. ``audio_bit_rate``: AAC bits per second for
+    all channels together (FFmpeg's default when ``None``). ``faststart``: the index (``moov`` box)
+    before the media data, as files made for streaming have it; by default
+    it follows the data.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w", format="mp4") as out:
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), mode="w", format="mp4", options=options) as out:
         vs = as_ = None
         if frames is not None:
             t, h, w, _ = frames.shape
@@ -45,8 +54,10 @@ def write_clip(
             vs.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"}
         if audio is not None:
             as_ = out.add_stream("aac", rate=rate)
-            as_.layout = "mono"
+            as_.layout = layout
             as_.thread_count = 1
+            if audio_bit_rate:
+                as_.bit_rate = int(audio_bit_rate)
         if vs is not None:
             for i in range(frames.shape[0]):
                 vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
@@ -56,10 +67,13 @@ def write_clip(
             for pkt in vs.encode(None):
                 out.mux(pkt)
         if as_ is not None:
-            sig = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
-            for off in range(0, sig.size, AUDIO_FRAME):
-                block = sig[off : off + AUDIO_FRAME]
-                af = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="fltp", layout="mono")
+            sig = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+            sig = sig.reshape(1, -1) if sig.ndim == 1 else sig
+            if sig.shape[0] != as_.layout.nb_channels:
+                raise ValueError(f"audio has {sig.shape[0]} channels, layout {layout!r} has {as_.layout.nb_channels}")
+            for off in range(0, sig.shape[1], AUDIO_FRAME):
+                block = np.ascontiguousarray(sig[:, off : off + AUDIO_FRAME])
+                af = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
                 af.sample_rate = rate
                 af.pts = off
                 af.time_base = Fraction(1, rate)

@@ -25,7 +25,9 @@ class FilesDataset(Dataset):
         from aanbench.pluginkit.datacheck import require_root
 
         root = require_root(root)  # "does not exist" and "not a directory" told apart
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
+        # a broken symbolic link is listed too: it becomes a failed item with its reason, not a silent gap
+        files = sorted(p for p in root.rglob("*")
+                       if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in MEDIA_SUFFIXES)
         if not files:
             raise AanbenchError(f"{root}: no media files ({', '.join(sorted(MEDIA_SUFFIXES))})")
         return [Item(id=str(p.relative_to(root)), path=p) for p in files]

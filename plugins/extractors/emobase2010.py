@@ -1,34 +1,47 @@
-"""``emobase2010``: openSMILE's INTERSPEECH 2010 paralinguistic set (1,582
-functionals), on 320 ms windows with a 40 ms hop, averaged over windows.
+"""``emobase2010``: openSMILE's emobase2010 set (1,582 functionals) as the
+AttendAffectNet authors computed it: low-level descriptors framed at 320 ms
+with a 40 ms step, functionals on 320 ms windows with a 40 ms step,
+averaged over the windows of an item.
 
-AttendAffectNet (Thao et al. 2020) uses the openSMILE "emobase2010" set,
-computed on 320 ms frames with a 40 ms hop and averaged over frames to one
-vector per item. The ``opensmile`` 2.6.0 wheel has no ``emobase2010.conf``;
-its ``is09-13/IS10_paraling_compat.conf`` (``opensmile.FeatureSet.IS10``)
-gives the same 1,582 functionals: (34 + 34) LLD and delta contours x 21
-functionals + (4 + 4) x 19 + 2 (pitch onsets, turn duration).
-
-That config computes its functionals over the whole input
-(``frameMode = full``). We derive a variant from the installed wheel's file
-at load time, changing only the three ``cFunctionals`` sections to
-``frameMode = fixed``, ``frameSize = 0.32``, ``frameStep = 0.04``, and write
-it, named by its SHA-256, under the temporary directory (``aanbench-opensmile-<uid>``;
-an existing file is used only if its SHA-256 matches). The config is not
-copied into this repository: it carries audEERING's licence and stays tied
-to the installed wheel. The config has no relative includes; the source and
-sink includes are absolute paths that ``opensmile.Smile`` fills in.
+The config, ``emobase2010_320_40.conf`` beside this module (package data),
+is aanbench's own, written from the settings of the authors'
+``emobase2010_320_40.conf`` (``MariusBange/Vimotion``
+``Model/OpenSMILE/emobase2010_320_40.conf``; see
+``shared/design/AUTHORS_PIPELINE.md``). Against the stock emobase2010 set it
+frames both LLD framers at 320 ms / 40 ms (stock: 60/10 and 25/10 ms), runs
+the functionals on fixed 320 ms / 40 ms windows (stock: the whole input),
+and keeps emobase2010's ``Extremes.norm = segment``, so the 152 maxPos /
+minPos features are positions within the window, in [0, 1]. The opensmile
+wheel ships no emobase2010 config; its ``IS10_paraling_compat.conf`` has
+the same 1,582 functionals but ``Extremes.norm = frame`` (positions in frame
+units), the stock 60/10 and 25/10 ms LLD framing and several explicit
+settings the authors' file leaves at openSMILE's defaults; version 1 of
+this extractor used it with only the functionals windowed.
 
 Per item: one openSMILE call on the whole window (16 kHz mono), giving
-``(n_windows, 1582)``; the output row is the mean over windows (float64
-accumulation, stored as float32). Units are openSMILE's (see its feature
-names, ``Emobase2010.feature_names()`` after :meth:`load`).
+``(n_windows, 1582)`` (one row per 320 ms window, as the authors' CSV); the
+output row is the mean over windows (float64 accumulation, stored as
+float32), as the authors' script averages the CSV's rows. The last
+feature, the turn duration, is 0.32 s in every window. A 5.00-s segment
+gives 110 windows with the opensmile wheel (openSMILE 3): 118 LLD frames,
+less the pitch smoother's one-frame look-ahead, less 7 for the 8-frame
+window. The authors' published sample implies 105 windows per segment
+(its onset count is a multiple of 1/105), which this pipeline gives for
+4.80 s of audio: their segments' audio was 0.2 s shorter, or their
+openSMILE (2.x) dropped 0.2 s more at the end of input; which one cannot be
+told without their audio or binary.
 
-Edge cases, as measured with opensmile 2.6.0:
+Cost: openSMILE resamples each 320 ms frame's 8,192-point spectrum to
+11 kHz for the LPC / line spectral pairs with a direct transform, so an item
+takes about as long as it lasts on one core (about 5 s for 5 s; 95% of it in
+that resampling). The settings are the authors', so it stays.
+
+Edge cases, as measured with opensmile 2.6.0 (openSMILE 3):
 
 * Audio shorter than one 320 ms window raises ``ItemError("audio too short")``.
-  openSMILE's pitch and delta stages add look-ahead, so it yields its first
-  window only from about 0.38 s of audio; between 0.32 s and that, it yields
-  nothing and that is reported the same way.
+  The first complete window needs about 0.6 s (one 320 ms frame, then eight
+  40 ms steps of frames for the 320 ms functionals window, plus the pitch
+  smoother's look-ahead); shorter audio yields no window, reported the same way.
 * All-zero (silent) audio gives finite numbers (openSMILE floors its logs);
   any non-finite output would be raised as an ``ItemError``, never stored.
 * ``opensmile`` converts float audio to int16 by ``x * 32768`` without
@@ -42,10 +55,6 @@ Licence: the ``opensmile`` package carries audEERING's research licence
 from __future__ import annotations
 
 import hashlib
-import os
-import re
-import tempfile
-import threading
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -59,89 +68,17 @@ RATE = 16000
 WINDOW_S = 0.32
 HOP_S = 0.04
 DIM = 1582
-BASE_CONFIG = "is09-13/IS10_paraling_compat.conf"
-N_FUNCTIONALS_SECTIONS = 3  # functL1, functL1nz, functOnsets
-_PATCH = {"frameMode": "fixed", "frameSize": f"{WINDOW_S:g}", "frameStep": f"{HOP_S:g}"}
-_SECTION = re.compile(r"^\s*\[\s*([^\]:]+?)\s*:\s*([^\]]+?)\s*\]")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*=")
-
-_lock = threading.Lock()
-_cache: dict[str, tuple[str, str]] = {}
+CONFIG = Path(__file__).resolve().with_name("emobase2010_320_40.conf")
+AUTHORS_CONFIG = "MariusBange/Vimotion Model/OpenSMILE/emobase2010_320_40.conf"
 
 
-def _opensmile_config_root() -> Path:
-    import opensmile
-
-    return Path(opensmile.__file__).resolve().parent / "core" / "config"
-
-
-def patch_functionals(text: str) -> str:
-    """Return ``text`` (an openSMILE config) with every ``cFunctionals``
-    section set to fixed 320 ms windows with a 40 ms hop.
-
-    Raises :class:`AanbenchError` when the file does not have the layout we
-    expect (three ``cFunctionals`` sections, each with ``frameMode``,
-    ``frameSize`` and ``frameStep``), so a changed wheel fails loudly.
-    """
-    out: list[str] = []
-    section_type: str | None = None
-    seen: dict[str, set[str]] = {}
-    current: str | None = None
-    for line in text.splitlines():
-        m = _SECTION.match(line)
-        if m:
-            current, section_type = m.group(1), m.group(2)
-            if section_type == "cFunctionals":
-                seen.setdefault(current, set())
-        elif section_type == "cFunctionals" and current is not None:
-            k = _KEY.match(line)
-            if k and k.group(1) in _PATCH:
-                key = k.group(1)
-                line = f"{key} = {_PATCH[key]}"
-                seen[current].add(key)
-        out.append(line)
-    if len(seen) != N_FUNCTIONALS_SECTIONS or any(v != set(_PATCH) for v in seen.values()):
-        raise AanbenchError(
-            f"opensmile's {BASE_CONFIG} has an unexpected layout "
-            f"(cFunctionals sections and patched keys: { {k: sorted(v) for k, v in seen.items()} }); "
-            "emobase2010 cannot derive its 320 ms / 40 ms variant"
-        )
-    return "\n".join(out) + "\n"
-
-
-def derived_config() -> tuple[str, str]:
-    """``(text, sha256)`` of the 320 ms / 40 ms variant of the wheel's IS10 config."""
-    with _lock:
-        if "cfg" not in _cache:
-            src = _opensmile_config_root() / BASE_CONFIG
-            try:
-                text = patch_functionals(src.read_text(encoding="utf-8"))
-            except OSError as exc:
-                raise AanbenchError(f"cannot read openSMILE config {src}: {exc}") from None
-            _cache["cfg"] = (text, hashlib.sha256(text.encode("utf-8")).hexdigest())
-        return _cache["cfg"]
-
-
-def write_derived_config(directory: Path | None = None) -> Path:
-    """Write the derived config (content-addressed, atomically) and return its path."""
-    text, sha = derived_config()
-    if directory is None:
-        user = str(os.getuid()) if hasattr(os, "getuid") else "user"
-        directory = Path(tempfile.gettempdir()) / f"aanbench-opensmile-{user}"
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"IS10_paraling_compat_w320_h40_{sha[:16]}.conf"
-    if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == sha:
-        return path
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".emobase2010-", suffix=".conf")
+def config_sha256() -> str:
+    """SHA-256 of the packaged config (recorded in the provenance)."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        return hashlib.sha256(CONFIG.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise AanbenchError(f"emobase2010: cannot read its openSMILE config {CONFIG} ({exc.strerror}); "
+                            "reinstall aanbench") from None
 
 
 def _opensmile_version() -> str:
@@ -151,17 +88,18 @@ def _opensmile_version() -> str:
 
 
 class Emobase2010(Extractor):
-    """openSMILE IS10 / emobase2010 functionals (320 ms windows, 40 ms hop),
-    averaged to ``float32 (1582,)`` per item."""
+    """openSMILE emobase2010 functionals with the authors' settings (LLD
+    frames and functionals windows of 320 ms, 40 ms step), averaged to
+    ``float32 (1582,)`` per item."""
 
     name = "emobase2010"
-    version = "1"
+    version = "2"  # 1: the wheel's IS10 config with only the functionals windowed
     modality = "audio"
     dim = DIM
     needs = MediaRequest(audio_rate=RATE)
     description = (
-        "openSMILE INTERSPEECH 2010 paralinguistic set (emobase2010, 1582 functionals) "
-        "on 320 ms windows with 40 ms hop, averaged over windows"
+        "openSMILE emobase2010 (1582 functionals) as the AttendAffectNet authors ran it: LLD frames and "
+        "functionals windows of 320 ms with a 40 ms step, positions relative to the window, averaged over windows"
     )
     deterministic = True
 
@@ -175,15 +113,18 @@ class Emobase2010(Extractor):
 
     def config(self) -> dict[str, Any]:
         cfg = super().config()
-        _, sha = derived_config()
         cfg.update(
             {
                 "opensmile_version": _opensmile_version(),
-                "base_config": BASE_CONFIG,
-                "config_sha256": sha,
+                "config": CONFIG.name,
+                "config_sha256": config_sha256(),
+                "settings_from": AUTHORS_CONFIG,
                 "feature_level": "func",
+                "lld_frame_s": WINDOW_S,
+                "lld_step_s": HOP_S,
                 "window_s": WINDOW_S,
                 "hop_s": HOP_S,
+                "extremes_norm": "segment",
                 "pooling": "mean over windows",
                 "input_clip": [-1.0, 32767 / 32768],
             }
@@ -193,21 +134,16 @@ class Emobase2010(Extractor):
     def load(self, ctx: LoadContext | None = None) -> None:
         import opensmile
 
-        path = write_derived_config()
-        smile = opensmile.Smile(feature_set=str(path), feature_level="func", num_workers=1)
+        config_sha256()  # a missing or unreadable config fails here, clearly
+        smile = opensmile.Smile(feature_set=str(CONFIG), feature_level="func", num_workers=1)
         n = len(smile.feature_names)
         if n != DIM:
-            raise AanbenchError(f"emobase2010: openSMILE config gives {n} features, expected {DIM}")
+            raise AanbenchError(f"emobase2010: openSMILE config {CONFIG} gives {n} features, expected {DIM}")
         self._smile = smile
 
-    def feature_names(self) -> list[str]:
-        """openSMILE's names of the 1,582 features, in output order."""
-        if self._smile is None:
-            self.load()
-        return list(self._smile.feature_names)
-
-    def extract_one(self, media: Media) -> np.ndarray:
-        """``float32 (1582,)`` for one item; raises :class:`ItemError`."""
+    def windows(self, media: Media) -> np.ndarray:
+        """``float64 (n_windows, 1582)``: one row per 320 ms window (the
+        authors' CSV rows), before averaging; raises :class:`ItemError`."""
         if self._smile is None:
             self.load()
         audio = _audio_of(media, RATE)
@@ -223,11 +159,21 @@ class Emobase2010(Extractor):
         if frames.shape[0] == 0 or np.isnan(frames).all():
             raise ItemError(
                 f"audio too short: {seconds:.3f} s gives no complete {WINDOW_S * 1000:.0f} ms window in openSMILE "
-                "(its pitch and delta stages need about 0.38 s)"
+                "(it needs about 0.6 s: a 320 ms frame, then a 320 ms window of 40 ms steps)"
             )
         if not np.isfinite(frames).all():
             raise ItemError(f"openSMILE produced {int((~np.isfinite(frames)).sum())} non-finite values")
-        return frames.astype(np.float64).mean(axis=0).astype(np.float32)
+        return frames.astype(np.float64)
+
+    def feature_names(self) -> list[str]:
+        """openSMILE's names of the 1,582 features, in output order."""
+        if self._smile is None:
+            self.load()
+        return list(self._smile.feature_names)
+
+    def extract_one(self, media: Media) -> np.ndarray:
+        """``float32 (1582,)`` for one item: the mean of :meth:`windows`."""
+        return self.windows(media).mean(axis=0).astype(np.float32)
 
     def extract(self, batch: Sequence[Media]) -> np.ndarray:
         """``float32 (len(batch), 1582)``; one openSMILE call per item."""

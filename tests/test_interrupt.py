@@ -1,0 +1,169 @@
+"""Ctrl-C during `aanbench extract`, as a user presses it: SIGINT to the
+whole process group of a real extraction (real decoding, openSMILE, Zarr) at
+several points. Each run ends with exit 130 and the message, or completes;
+a rerun of the same command then gives a store equal, value for value, to an
+uninterrupted run's (a row computed while an interrupt was pending and
+stored as ok would survive the resume and differ)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import AANBENCH, run_aanbench
+from aanbench.store import FeatureStore
+
+EXTRACTORS = "emobase2010,affect"
+N_CLIPS = 6  # one chunk each: 12 done markers over the two arrays
+MESSAGE = "chunks saved; run the same command to resume"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, Path]:
+    """A 6-clip demo dataset (4-s clips; emobase2010 takes about as long as
+    the audio lasts) and an uninterrupted reference store."""
+    work = tmp_path_factory.mktemp("interrupt")
+    data = work / "data"
+    r = run_aanbench("datasets", "make-demo", data, "--clips", str(N_CLIPS))
+    assert r.returncode == 0, r.stderr
+    ref = work / "ref"
+    r = run_aanbench(*_args(data, ref))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return data, ref
+
+
+def _args(data: Path, store: Path, *extra: str) -> list[str]:
+    return ["extract", "demo", "--root", str(data), "--store", str(store), "-e", EXTRACTORS, "--chunk-rows", "1",
+            *extra]
+
+
+def _done_chunks(store: Path) -> int:
+    feats = store / "demo" / "default" / "features"
+    return sum(len(list((d / "done" / "c").iterdir())) for d in feats.glob("*@*") if (d / "done" / "c").is_dir()) \
+        if feats.is_dir() else 0
+
+
+def _interrupt(cmd: list[str], when, *, group: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Start ``cmd``, wait until ``when(stdout_lines)`` is true (or the run
+    ends), send SIGINT (to the process group, as a terminal's Ctrl-C, or to
+    the main process only) and return the finished process's output."""
+    env = dict(os.environ, COLUMNS="200")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    lines: list[str] = []
+    err: list[str] = []
+    readers = [threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True),
+               threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)]
+    for t in readers:
+        t.start()
+    deadline = time.time() + timeout
+    while not when(lines) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    if proc.poll() is None:
+        if group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signal.SIGINT)
+    proc.wait(timeout=timeout)
+    for t in readers:
+        t.join(timeout=30)
+    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(lines), "".join(err))
+
+
+def _planned(lines: list[str]) -> bool:
+    """This run has printed its plan ("demo: 16 items, ...")."""
+    return any(line.startswith("demo: ") for line in list(lines))
+
+
+pytestmark = pytest.mark.slow
+
+
+def _assert_same_store(ref: Path, store: Path) -> None:
+    a = FeatureStore(ref, mode="r").open_group("demo")
+    b = FeatureStore(store, mode="r").open_group("demo")
+    assert a.item_ids() == b.item_ids()
+    assert a.feature_keys() == b.feature_keys() and len(a.feature_keys()) == 2
+    for key in a.feature_keys():
+        fa, fb = a.feature(key), b.feature(key)
+        np.testing.assert_array_equal(fa.read(), fb.read(), err_msg=key)
+        np.testing.assert_array_equal(fa.ok(), fb.ok(), err_msg=key)
+        np.testing.assert_array_equal(fa.errors(), fb.errors(), err_msg=key)
+        assert fb.ok().all() and fb.done().all(), key
+
+
+def _check_interrupted_run(r: subprocess.CompletedProcess) -> None:
+    assert "Exception ignored" not in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    if r.returncode == 130:
+        assert "interrupted: " in r.stderr and MESSAGE in r.stderr, r.stderr
+    else:  # the signal came after the work was done
+        assert r.returncode == 0, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+
+
+@pytest.mark.parametrize("point", ["while planning", "while loading", "after 1 chunk", "after 7 chunks"])
+def test_ctrl_c_then_resume_equals_uninterrupted(demo, tmp_path: Path, point: str) -> None:
+    data, ref = demo
+    store = tmp_path / "store"
+    cmd = [*AANBENCH, *_args(data, store)]
+    if point == "while planning":
+        when = lambda lines: store.is_dir()  # noqa: E731 - the store is made before the plan
+    elif point == "while loading":
+        when = _planned  # planned; extractors loading, first chunk next
+    else:
+        k = int(point.split()[1])
+        when = lambda lines: _done_chunks(store) >= k  # noqa: E731
+    r = _interrupt(cmd, when)
+    _check_interrupted_run(r)
+    saved = _done_chunks(store)
+    if r.returncode == 130:
+        assert saved < 2 * N_CLIPS, "interrupted, yet every chunk of both arrays is done"
+    again = run_aanbench(*_args(data, store))
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    _assert_same_store(ref, store)
+
+
+def test_repeated_ctrl_c_at_many_points_never_stores_a_wrong_row(demo, tmp_path: Path) -> None:
+    """Interrupt the same store again and again, a little later into each
+    run, then finish it: the result equals the uninterrupted store."""
+    data, ref = demo
+    store = tmp_path / "store"
+    cmd = [*AANBENCH, *_args(data, store)]
+    codes = []
+    for delay in (0.1, 0.6, 1.5, 3.0):
+        t_planned: list[float] = []
+
+        def when(lines: list[str]) -> bool:
+            if not _planned(lines):
+                return False
+            if not t_planned:
+                t_planned.append(time.time())
+            return time.time() - t_planned[0] >= delay
+
+        before = _done_chunks(store)
+        r = _interrupt(cmd, when)
+        _check_interrupted_run(r)
+        codes.append(r.returncode)
+        assert _done_chunks(store) >= before  # finished chunks are kept
+    assert 130 in codes, codes
+    again = run_aanbench(*_args(data, store))
+    assert again.returncode == 0, again.stderr[-2000:]
+    _assert_same_store(ref, store)
+
+
+@pytest.mark.parametrize("group", [True, False], ids=["ctrl-c to the group", "sigint to the driver only"])
+def test_ctrl_c_with_two_workers(demo, tmp_path: Path, group: bool) -> None:
+    data, ref = demo
+    store = tmp_path / "store"
+    cmd = [*AANBENCH, *_args(data, store, "--workers", "2")]
+    r = _interrupt(cmd, lambda lines: _done_chunks(store) >= 1, group=group)
+    _check_interrupted_run(r)
+    again = run_aanbench(*_args(data, store))
+    assert again.returncode == 0, again.stderr[-2000:]
+    _assert_same_store(ref, store)
