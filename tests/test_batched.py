@@ -218,3 +218,44 @@ def test_train_bundle_batches_its_targets(tmp_path: Path) -> None:
         for k, v in seq["targets"][t]["state"]["state_dict"].items():
             # Adam's normalised steps magnify rounding where a gradient is near 0: a few 1e-3 differences
             torch.testing.assert_close(batched["targets"][t]["state"]["state_dict"][k], v, atol=5e-3, rtol=1e-2)
+
+
+# --------------------------------------------------------------------------
+# The command line, on a small generated demo (real clips, decoding, Zarr)
+
+DEMO_REGISTRY = """
+[feature_sets]
+batched-test = ["logmel", "affect"]
+
+[experiments.batched-aan]
+model = "feature-aan"
+description = "a short Feature AttendAffectNet"
+features = "batched-test"
+params = { max_epochs = 20, patience = 6, batch_size = 16, lr = 0.005, val_fraction = 0.2 }
+"""
+
+
+def test_run_and_sequential_run_on_the_demo_agree(tmp_path: Path) -> None:
+    import json
+
+    from conftest import run_aanbench
+
+    r = run_aanbench("datasets", "make-demo", tmp_path / "data", "--clips", "48")
+    assert r.returncode == 0, r.stderr
+    r = run_aanbench("extract", "demo", "--root", tmp_path / "data", "--store", tmp_path / "store", "-e",
+                     "logmel,affect")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (tmp_path / "registry.toml").write_text(DEMO_REGISTRY)
+    docs = {}
+    for name, extra in (("batched", []), ("again", []), ("sequential", ["--sequential"])):
+        r = run_aanbench("run", "batched-aan", "demo", "--store", tmp_path / "store", "--out",
+                         tmp_path / f"{name}.json", "--registry", tmp_path / "registry.toml", "--json", *extra)
+        assert r.returncode == 0, r.stdout + r.stderr
+        docs[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert _preds(docs["batched"]) == _preds(docs["again"])  # same seed, same numbers
+    assert _preds(docs["batched"]).keys() == _preds(docs["sequential"]).keys()
+    for target in docs["batched"]["targets"]:
+        b, s = docs["batched"]["targets"][target]["metrics"], docs["sequential"]["targets"][target]["metrics"]
+        for metric in ("pearson_r", "mse"):
+            assert s[f"{metric}_ci"][0] <= b[metric] <= s[f"{metric}_ci"][1], (target, metric, b, s)
+            assert b[f"{metric}_ci"][0] <= s[metric] <= b[f"{metric}_ci"][1], (target, metric, b, s)
