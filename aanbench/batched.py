@@ -238,7 +238,8 @@ def train_batched(jobs: Sequence[BatchJob]) -> list[FitReport]:
     """Train every job's network in place (its best validation epoch's weights,
     or the last epoch's without validation) and return one report per job.
     All jobs must share the training configuration and the architecture;
-    :func:`group_jobs` splits a mixed list into such stacks."""
+    :func:`group_jobs` splits a mixed list into such stacks. A report's
+    ``seconds`` is the stack's wall time divided by the number of jobs."""
     jobs = list(jobs)
     if not jobs:
         return []

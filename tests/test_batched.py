@@ -19,7 +19,8 @@ from aanbench.store import FeatureStore
 from aanbench.training import mse_pearson_loss
 
 NO_DROPOUT = {"feature-aan": {"dropout": 0.0, "head_dropout": 0.0},
-              "temporal-aan": {"dropout": 0.0, "inner_dropout": 0.0}}
+              "temporal-aan": {"dropout": 0.0, "inner_dropout": 0.0},
+              "feature-temporal-aan": {"dropout": 0.0, "inner_dropout": 0.0, "feature_dropout": 0.0}}
 
 
 def _rows(n: int = 160, seed: int = 0):
@@ -37,8 +38,9 @@ def _jobs_and_sequential(model: str, params: dict, sizes=(60, 80, 100), seeds=(3
     noise = np.random.default_rng(9).normal(size=len(y)).astype(np.float32)
     n, T = len(y), 3
     windows = np.stack([np.clip(np.arange(n) - T + 1 + t, 0, None) for t in range(T)], 1)  # (n, T) member rows
-    members = windows if model == "temporal-aan" else np.arange(n)
     spec = get_plugins().model(model)
+    sequences = spec.input == "sequences"
+    members = windows if sequences else np.arange(n)
     jobs, alone = [], []
     for k, (size, seed, has_val) in enumerate(zip(sizes, seeds, with_val)):
         order = np.random.default_rng(100 + k).permutation(n)
@@ -47,7 +49,7 @@ def _jobs_and_sequential(model: str, params: dict, sizes=(60, 80, 100), seeds=(3
         mean = [r[fit].mean(0) for r in rows]  # each job its own standardisation
         std = [r[fit].std(0) for r in rows]
         xs = [((r - m) / s).astype(np.float32) for r, m, s in zip(rows, mean, std)]
-        labels = {"train_y_rows": y[windows[fit]]} if model == "temporal-aan" else {}
+        labels = {"train_y_rows": y[windows[fit]]} if sequences else {}
         m = spec.build(params, [6, 3])
         jobs.append(BatchJob(m.torch_fit(y[fit], seed=seed, **labels), seed, rows, mean, std, members[fit], y[fit],
                              members[val] if has_val else None, yv[val] if has_val else None))
@@ -58,7 +60,7 @@ def _jobs_and_sequential(model: str, params: dict, sizes=(60, 80, 100), seeds=(3
     return jobs, alone
 
 
-@pytest.mark.parametrize("model", ["feature-aan", "temporal-aan"])
+@pytest.mark.parametrize("model", ["feature-aan", "temporal-aan", "feature-temporal-aan"])
 def test_stack_steps_each_copy_as_it_trains_alone(model: str) -> None:
     """Without dropout (the one random draw the stack shares) a stacked copy
     follows its one-at-a-time twin step for step: different numbers of
