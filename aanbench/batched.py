@@ -338,19 +338,21 @@ def _train_batched(jobs: list[BatchJob]) -> list[FitReport]:
             grad = torch.cat([torch.zeros_like(v).reshape(k, -1) if g is None else g.reshape(k, -1)
                               for g, v in zip(grads, leaves.values())], 1)
             with torch.no_grad():
+                # Adam (as torch.optim.Adam) on the live copies' rows; a masked copy's row, moments
+                # and step count stay as they are. In place: one pass over (K, P) per operation.
                 a = active[:, None]
-                g = torch.where(a, grad, torch.zeros((), dtype=grad.dtype))
+                g = grad.masked_fill_(~a, 0.0)
                 if wd:
-                    g = g + wd * st.flat
+                    g.add_(st.flat * a, alpha=wd)
                 st.steps += active.to(st.steps.dtype)
                 t = st.steps.clamp_min(1.0)
-                bias1 = (1 - b1**t).to(torch.float32)
-                bias2_sqrt = torch.sqrt(1 - b2**t).to(torch.float32)
-                st.m.lerp_(g, (1 - b1) * a.to(g.dtype))
-                st.v = torch.where(a, st.v * b2 + (1 - b2) * g * g, st.v)
-                denom = st.v.sqrt() / bias2_sqrt[:, None] + ADAM_EPS
-                step_size = (lr / bias1 * active.to(torch.float32))[:, None]
-                st.flat = st.flat - step_size * st.m / denom
+                af = a.to(g.dtype)
+                bias2_sqrt = torch.sqrt(1 - b2**t).to(torch.float32)[:, None]
+                step_size = (lr / (1 - b1**t)).to(torch.float32)[:, None]
+                st.m.lerp_(g, (1 - b1) * af)
+                st.v.mul_(torch.where(a, b2, 1.0)).addcmul_(g, g, value=1 - b2)
+                denom = st.v.sqrt().div_(bias2_sqrt).add_(ADAM_EPS)
+                st.flat.addcdiv_(st.m * (step_size * af), denom, value=-1.0)
         epochs[st.ids] = epoch
         if not st.have_val.any():
             continue
