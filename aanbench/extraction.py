@@ -44,7 +44,7 @@ import numpy as np
 
 from aanbench import __version__
 from aanbench.contracts import AanbenchError, Extractor, Item, ItemError, LoadContext, Media
-from aanbench.media import decode_media
+from aanbench.filmdecode import decode_item  # a film's windows in one pass; whole files via decode_media
 from aanbench.store import DatasetGroup, FeatureStore
 
 LIBRARIES = ("numpy", "torch", "torchvision", "av", "opensmile", "scipy")
@@ -369,9 +369,16 @@ def _reason(exc: BaseException) -> str:
     from, so the report points at the code to fix."""
     if isinstance(exc, ItemError):
         return str(exc)
-    from aanbench.output import describe
+    from aanbench.output import where
 
-    return describe(exc)[:500]
+    text = f"{type(exc).__name__}: {exc}"
+    loc = where(exc)
+    # where the engine itself raised (a wrapped error, e.g. from a C callback),
+    # its own line helps nobody; a plugin's file:line does
+    engine = str(Path(__file__).resolve().parent)
+    if loc and not loc.startswith(engine):
+        text += f" (at {loc})"
+    return text[:500]
 
 
 def _decode_for(item: Item, extractors: dict[str, Extractor]) -> tuple[dict[str, Media], dict[str, str]]:
@@ -379,7 +386,7 @@ def _decode_for(item: Item, extractors: dict[str, Extractor]) -> tuple[dict[str,
     (say) a file without audio still gets its video features."""
     requests = [ex.needs for ex in extractors.values()]
     try:
-        media = decode_media(item, requests)
+        media = decode_item(item, requests)
         return {n: media for n in extractors}, {}
     except ItemError as exc:
         if len(extractors) == 1:
@@ -388,7 +395,7 @@ def _decode_for(item: Item, extractors: dict[str, Extractor]) -> tuple[dict[str,
     errs: dict[str, str] = {}
     for name, ex in extractors.items():
         try:
-            out[name] = decode_media(item, [ex.needs])
+            out[name] = decode_item(item, [ex.needs])
         except ItemError as exc:
             errs[name] = str(exc)
     return out, errs
@@ -673,19 +680,29 @@ def _extract_dataset(dataset: Any, root: Path, store_path: Path, extractors: Seq
     folder = wdir(weights_dir)
     exs, paths, skipped = select_extractors(extractors, folder)
     items = dataset.items(Path(root))
-    store = FeatureStore(store_path)
-    plugins = get_plugins()
-    plan = plan_extraction(
-        store, dataset.name, items, exs, paths, segmentation=dataset.segmentation, chunk_rows=chunk_rows,
-        weights_dir=str(folder), device=device, batch_size=batch_size, targets=dataset.targets,
-        dataset_version=dataset.version, retry_failed=retry_failed, dataset_config=dataset.config(),
-        plugin_versions={e.name: plugins.version_of("extractor", e.name) for e in exs},
-        video_frames=getattr(dataset, "video_frames", None),
-    )
-    if on_planned:
-        on_planned(plan, skipped, be.name)
-    check_interrupt()
-    report = run_plan(plan, be, on_progress)
+    prepare = getattr(be, "prepare", None)
+    if prepare is not None:  # Ray: start the cluster and load the workers while the driver plans
+        prepare(exs, weights_dir=str(folder), device=device, batch_size=batch_size,
+                video_frames=getattr(dataset, "video_frames", None))
+    try:
+        store = FeatureStore(store_path)
+        plugins = get_plugins()
+        plan = plan_extraction(
+            store, dataset.name, items, exs, paths, segmentation=dataset.segmentation, chunk_rows=chunk_rows,
+            weights_dir=str(folder), device=device, batch_size=batch_size, targets=dataset.targets,
+            dataset_version=dataset.version, retry_failed=retry_failed, dataset_config=dataset.config(),
+            plugin_versions={e.name: plugins.version_of("extractor", e.name) for e in exs},
+            video_frames=getattr(dataset, "video_frames", None),
+        )
+        if on_planned:
+            on_planned(plan, skipped, be.name)
+        check_interrupt()
+        report = run_plan(plan, be, on_progress)
+    except BaseException:
+        close = getattr(be, "close", None)  # what prepare() started, if run() never came
+        if close is not None:
+            close()
+        raise
     group = store.open_group(dataset.name, dataset.segmentation)
     ids = group.item_ids()
     failed: list[tuple[str, str, str]] = []

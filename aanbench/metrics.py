@@ -53,6 +53,9 @@ def _metrics_from_sums(t: np.ndarray) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         my, mp = sy / n, sp / n
         vy, vp, cov = syy / n - my**2, spp / n - mp**2, syp / n - my * mp
+        # a constant side leaves only rounding error in E[x^2] - E[x]^2: call it 0 (r undefined)
+        vy = np.where(vy <= 1e-10 * np.abs(syy / n), 0.0, vy)
+        vp = np.where(vp <= 1e-10 * np.abs(spp / n), 0.0, vp)
         den = np.sqrt(np.clip(vy, 0, None) * np.clip(vp, 0, None))
         r = np.where(den > 1e-15, cov / den, np.nan)
         cden = vy + vp + (my - mp) ** 2

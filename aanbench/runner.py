@@ -20,7 +20,7 @@ import numpy as np
 
 from aanbench import __version__
 from aanbench.contracts import AanbenchError, Dataset, ModelSpec, SequenceSpec
-from aanbench.metrics import evaluate
+from aanbench.metrics import evaluate, group_spread
 from aanbench.plugin_manager import Plugins
 from aanbench.protocols import carve_validation, get_protocol
 from aanbench.registry import ExperimentConfig, check_params
@@ -281,6 +281,22 @@ def _none_if_nan(v: float) -> float | None:
     return None if not math.isfinite(float(v)) else float(v)
 
 
+def resampling_units(groups: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The bootstrap's unit of each test prediction: its group (movie); an
+    item without a group is a unit of its own."""
+    g = np.asarray(groups).astype(str)
+    return np.where(g == "", np.char.add("item:", np.asarray(ids).astype(str)), g)
+
+
+def _jsonable(v: Any) -> Any:
+    """NaN -> None, recursively (results files stay strict JSON there)."""
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, float):
+        return _none_if_nan(v)
+    return v
+
+
 def run_experiment(
     exp: ExperimentConfig,
     dataset: Dataset,
@@ -375,10 +391,14 @@ def run_experiment(
             if on_fit:
                 on_fit(target, fold.name, done, total)
         scored = np.isfinite(pred_all) & usable
-        pooled = evaluate(y[scored], pred_all[scored], seed=seed)
+        units = resampling_units(samples.group[scored], np.asarray(samples.ids)[scored])
+        # whole groups (movies) are resampled when the test predictions come from >= 3 (else items)
+        pooled = evaluate(y[scored], pred_all[scored], groups=units, seed=seed)
         doc["targets"][target] = {"metrics": pooled, "folds": fold_docs, "fits": fits,
                                   "n_items": int(group.n_items), "n_samples": int(len(samples)),
                                   "n_unusable": int((~usable).sum())}
+        if pooled["resampled"] == "groups":  # per-movie spread: mean and sd over the test groups
+            doc["targets"][target]["per_group"] = _jsonable(group_spread(y[scored], pred_all[scored], units))
         for i in np.flatnonzero(scored):
             doc["predictions"].append({"item_id": samples.ids[i], "start": _none_if_nan(samples.start[i]),
                                        "end": _none_if_nan(samples.end[i]), "group": str(samples.group[i]),

@@ -45,9 +45,12 @@ def _args(data: Path, store: Path, *extra: str) -> list[str]:
 
 
 def _done_chunks(store: Path) -> int:
-    feats = store / "demo" / "default" / "features"
-    return sum(len(list((d / "done" / "c").iterdir())) for d in feats.glob("*@*") if (d / "done" / "c").is_dir()) \
-        if feats.is_dir() else 0
+    """Chunks marked done in the store: packed, or staged by a run in progress."""
+    try:
+        g = FeatureStore(store, mode="r").open_group("demo")
+        return sum(int(g.feature(k).done().sum()) for k in g.feature_keys())
+    except Exception:  # not there yet, or being created
+        return 0
 
 
 def _interrupt(cmd: list[str], when, *, group: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -123,13 +123,13 @@ class _Killer(threading.Thread):
 
     def __init__(self, store: Path) -> None:
         super().__init__(daemon=True)
-        self.done_dir = store / "demo" / "default" / "features" / "logmel@1" / "done" / "c"
+        self.done_dir = store / "demo" / "default" / "features" / "logmel@1" / "staging" / "done"
         self.killed: int | None = None
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            if self.done_dir.is_dir() and any(self.done_dir.iterdir()):
+            if self.done_dir.is_dir() and any(p.name.startswith("c.") for p in self.done_dir.iterdir()):
                 time.sleep(0.05)
                 busy = _busy_workers()
                 if busy:
@@ -167,6 +167,71 @@ def test_cli_ray_starts_a_local_instance_and_matches_local_backend(demo, tmp_pat
     assert again.exit_code == 0, again.output
     assert "0 chunks to compute" in again.output
     _assert_same_store(store, demo["ref"])
+
+
+def test_a_plan_that_fails_after_prepare_leaves_no_ray_running(demo, tmp_path) -> None:
+    """extract_dataset starts Ray before planning; a plan that fails must shut it down."""
+    from aanbench.extraction import extract_dataset
+    from aanbench.plugin_manager import get_plugins
+
+    assert not ray.is_initialized()
+    not_a_store = tmp_path / "occupied"
+    not_a_store.mkdir()
+    (not_a_store / "notes.txt").write_text("not a feature store")
+    with pytest.raises(AanbenchError, match="not a feature store"):
+        extract_dataset(get_plugins().dataset("demo"), demo["root"], not_a_store, ["affect"], backend="ray",
+                        workers=1, chunk_rows=CHUNK_ROWS)
+    assert not ray.is_initialized(), "the instance prepare() started must be shut down"
+
+
+def test_prepare_refusing_gpu_extractors_leaves_no_ray_running(tmp_path) -> None:
+    from aanbench.plugin_manager import get_plugins
+
+    assert not ray.is_initialized()
+    backend = RayBackend(workers=1)
+    with pytest.raises(AanbenchError, match="run on cuda.*the Ray cluster has 0 GPU"):
+        backend.prepare([get_plugins().extractor("resnet50")], weights_dir=str(tmp_path), device="cuda")
+    assert not ray.is_initialized(), "the instance prepare() started must be shut down"
+
+
+def _plan_demo(demo, store: Path, names: list[str]):
+    from aanbench.extraction import plan_extraction
+    from aanbench.plugin_manager import get_plugins
+    from aanbench.weights import weights_dir
+
+    plugins = get_plugins()
+    ds = plugins.dataset("demo")
+    exs = [plugins.extractor(n) for n in names]
+    plan = plan_extraction(FeatureStore(store), ds.name, ds.items(demo["root"]), exs, {},
+                           segmentation=ds.segmentation, chunk_rows=CHUNK_ROWS, weights_dir=str(weights_dir(None)),
+                           targets=ds.targets, dataset_version=ds.version, dataset_config=ds.config(),
+                           plugin_versions={e.name: plugins.version_of("extractor", e.name) for e in exs},
+                           video_frames=getattr(ds, "video_frames", None))
+    return plan, exs
+
+
+@pytest.mark.parametrize("prepared_names", [EXTRACTORS.split(","), ["affect"]], ids=["same", "other"])
+def test_prepared_actors_take_the_planned_job(demo, ray_session, tmp_path, prepared_names) -> None:
+    """Actors created before the plan (loading while the driver plans) run it
+    when they loaded what it needs; otherwise fresh ones do. Same store either way."""
+    from aanbench.extraction import run_plan
+    from aanbench.plugin_manager import get_plugins
+    from aanbench.weights import weights_dir
+
+    store = tmp_path / "prepared"
+    backend = RayBackend(workers=2)
+    plugins = get_plugins()
+    backend.prepare([plugins.extractor(n) for n in prepared_names], weights_dir=str(weights_dir(None)))
+    plan, _ = _plan_demo(demo, store, EXTRACTORS.split(","))
+    report = run_plan(plan, backend)
+    assert report.units_failed == 0 and not report.failures
+    assert backend.stats["prepared"] is True and backend.stats["actors_lost"] == 0
+    # same: the two prepared actors were attached; other: they were dropped and two new ones started
+    assert backend.stats["actors_started"] == 2
+    assert backend.stats["actors_attached"] == (2 if prepared_names == EXTRACTORS.split(",") else 0)
+    assert len(backend.stats["actor_init_s"]) == 2
+    _assert_same_store(store, demo["ref"])
+    assert ray.is_initialized()  # joined, not owned: left running
 
 
 def test_killed_worker_has_its_chunk_retried(demo, ray_session, tmp_path, caplog) -> None:

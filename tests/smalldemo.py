@@ -1,0 +1,35 @@
+"""A small generated demo (real clips, real decoding, openSMILE, Zarr) with
+the weight-free features the registry's demo experiments use; built once per
+test session and shared by tests/test_recurrent.py and
+tests/test_benchmark.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import run_aanbench
+
+CLIPS = 36  # 3 movies of 12 clips (fixed split: m01, m02 train, m03 test)
+
+
+def build(base: Path) -> dict:
+    work = base / "small-demo"
+    store = work / "store"
+    if not (work / "done").is_file():
+        r = run_aanbench("datasets", "make-demo", work / "data", "--clips", CLIPS)
+        assert r.returncode == 0, r.stderr
+        r = run_aanbench("extract", "demo", "--root", work / "data", "--store", store,
+                         "-e", "affect,emobase2010,logmel")
+        assert r.returncode == 0, r.stdout + r.stderr
+        (work / "done").write_text("")
+    labels = (work / "data" / "labels.csv").read_text().splitlines()[1:]
+    n_test = sum(1 for line in labels if line.split(",")[3] == "test")
+    movies = sorted({line.split(",")[2] for line in labels})
+    return {"work": work, "store": store, "data": work / "data", "n_test": n_test, "movies": movies}
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory) -> dict:
+    return build(tmp_path_factory.getbasetemp())
