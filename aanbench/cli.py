@@ -597,6 +597,9 @@ def store_export(
 
 REGISTRY_HELP = ("Your own experiments file (TOML), added to the built-in registry; "
                  "default $AANBENCH_REGISTRY.")
+SEQUENTIAL_HELP = ("Train one model at a time. By default the models that support it (feature-aan, temporal-aan, "
+                   "...) train all their folds and targets together in one batched stack: same seed, same "
+                   "numbers for each path; the two paths agree within the bootstrap interval, not bit for bit.")
 
 
 @command(app, "experiments")
@@ -626,7 +629,8 @@ def experiments_cmd(
 
 
 def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: Optional[int] = None,
-           registry: Optional[Path] = None, save_models: Optional[Path] = None, quiet: bool = False):
+           registry: Optional[Path] = None, save_models: Optional[Path] = None, quiet: bool = False,
+           sequential: bool = False):
     """Run ``experiment`` on the stored features of ``dataset`` and write its
     results file (``out/<dataset>/<experiment>/seed<N>.json``); returns (doc, path)."""
     from aanbench.runner import run_experiment, write_results
@@ -643,7 +647,8 @@ def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: O
         def on_fit(target: str, fold: str, done: int, total: int) -> None:
             prog.update(task, completed=done, total=total, what=f"{target} / {fold}")
 
-        doc = run_experiment(exp, dataset, group, _plugins(), seed=seed, save_models=save_models, on_fit=on_fit)
+        doc = run_experiment(exp, dataset, group, _plugins(), seed=seed, save_models=save_models, on_fit=on_fit,
+                             sequential=sequential)
     doc["command"] = _invocation()
     path = write_results(doc, out)
     return doc, path
@@ -679,6 +684,7 @@ def run_cmd(
     save_models: Optional[Path] = typer.Option(None, "--save-models", help="Also save each trained model (one aanbench model file per target and fold) here."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (results file, metrics) on stdout."),
+    sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
 ) -> None:
     """Train and evaluate an experiment with the dataset's protocol; write a results
     file (config, provenance, per-sample predictions with start/end, metrics) and
@@ -698,7 +704,7 @@ def run_cmd(
         if failed and not as_json:
             console.print(f"[yellow]{len(failed)} item failures during extraction; those items are left out[/]")
     doc, path = do_run(experiment, ds, store, out, seed=seed, registry=registry, save_models=save_models,
-                       quiet=as_json)
+                       quiet=as_json, sequential=sequential)
     if as_json:
         typer.echo(json.dumps(_results_summary(doc, path), indent=1))
         return
@@ -718,6 +724,7 @@ def train_cmd(
     registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
 ) -> None:
     """Fit an experiment on all of a dataset's training samples (validation carved
     from them as in `run`), for every target, and write one model bundle: the
@@ -741,7 +748,7 @@ def train_cmd(
                   MofNCompleteColumn(), TimeElapsedColumn(), console=err_console if as_json else console,
                   disable=as_json) as prog:
         task = prog.add_task("fit", total=None, what="")
-        payload = train_bundle(exp, ds, group, _plugins(), seed=seed,
+        payload = train_bundle(exp, ds, group, _plugins(), seed=seed, sequential=sequential,
                                on_fit=lambda t, done, total: prog.update(task, completed=done, total=total, what=t))
     payload["command"] = _invocation()
     path = save_bundle(out, payload)
@@ -848,7 +855,8 @@ def benchmark_experiments(ds: Dataset, store: Path, *, registry: Optional[Path] 
 
 def do_benchmark(ds: Dataset, store: Path, out: Path, leaderboard: Path, *, seeds: Optional[list[int]] = None,
                  registry: Optional[Path] = None, only: Optional[list[str]] = None, protocol: Optional[str] = None,
-                 group: Optional[str] = None, command: str = "") -> tuple[Path, Path, list[dict[str, Any]], list]:
+                 group: Optional[str] = None, command: str = "",
+                 sequential: bool = False) -> tuple[Path, Path, list[dict[str, Any]], list]:
     """Run every experiment :func:`benchmark_experiments` finds, for each seed
     (default: the experiment's own), write the results files and the
     leaderboard of these runs. ``protocol`` overrides every experiment's.
@@ -883,7 +891,7 @@ def do_benchmark(ds: Dataset, store: Path, out: Path, leaderboard: Path, *, seed
 
                 try:
                     with _one_blas_thread():
-                        doc = run_experiment(exp, ds, grp, plugins, seed=seed, on_fit=on_fit)
+                        doc = run_experiment(exp, ds, grp, plugins, seed=seed, on_fit=on_fit, sequential=sequential)
                 except AanbenchError as exc:
                     failed.append((exp.name, f"failed: {exc}"))
                     console.print(f"[red]failed[/] {exp.name} (seed {seed}): {exc}", highlight=False, soft_wrap=True)
@@ -912,6 +920,7 @@ def benchmark_cmd(
     group: Optional[str] = typer.Option(None, "--group", help="Group (movie) to plot; default: every test movie (the first 12)."),
     registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
+    sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
 ) -> None:
     """Run every registry experiment whose features are in the store (each resolved
     for DATASET: its datasets.DATASET settings applied), skipping with the reason
@@ -940,7 +949,8 @@ def benchmark_cmd(
                 console.print(f"[yellow]{len(failed_items)} item failures for {name}; those items are left out[/]")
     lb = leaderboard or Path("leaderboards") / f"{ds.name}.md"
     md, fig, docs, problems = do_benchmark(ds, store, out, lb, seeds=seed_list, registry=registry, only=only,
-                                           protocol=protocol, group=group, command=_invocation())
+                                           protocol=protocol, group=group, command=_invocation(),
+                                           sequential=sequential)
     console.print(md.read_text(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {md} and {fig}: {len(docs)} runs, {len(problems)} skipped or failed")
     if any(why.startswith("failed:") for _, why in problems):

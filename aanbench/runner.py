@@ -190,10 +190,17 @@ class Fitted:
     val_idx: np.ndarray
 
 
-def fit_target(plan: RunPlan, target: str, train: np.ndarray, seed: int) -> Fitted:
-    """Fit one model for ``target`` on the usable samples among ``train``:
-    validation carved from them, the standardiser fit on the unique rows of
-    the fitting samples only."""
+@dataclass
+class _Prepared:
+    model: Any
+    scaler: Standardizer
+    fit_idx: np.ndarray
+    val_idx: np.ndarray
+    y: np.ndarray
+    extra: dict[str, Any]
+
+
+def _prepare_fit(plan: RunPlan, target: str, train: np.ndarray, seed: int) -> _Prepared:
     y = plan.labels(target)
     train = train[plan.usable(target)[train]]
     frac = float(plan.settings[target]["val_fraction"])
@@ -202,20 +209,59 @@ def fit_target(plan: RunPlan, target: str, train: np.ndarray, seed: int) -> Fitt
         scaler = Standardizer.fit([x[plan.samples.rows(fit_idx)] for x in plan.feats.values])
     else:
         scaler = Standardizer.identity(list(plan.feats.dims))
-    values = scaler.apply(plan.feats.values)
-
-    def xs(idx: np.ndarray) -> list[np.ndarray]:
-        return plan.samples.take(values, idx, sequences=plan.sequences)
-
     model = plan.spec.build(plan.model_params[target], list(plan.feats.dims))
     extra: dict[str, Any] = {}
     if getattr(plan.spec, "wants_row_labels", False):  # member rows' labels: fitting and validation samples only
         rows_y = np.asarray(plan.group.labels(target), dtype=np.float32)
         extra = {"train_y_rows": rows_y[plan.samples.members[fit_idx]],
                  "val_y_rows": rows_y[plan.samples.members[val_idx]] if len(val_idx) else None}
-    report = model.fit(xs(fit_idx), y[fit_idx], xs(val_idx) if len(val_idx) else None,
-                       y[val_idx] if len(val_idx) else None, seed=plan.seed, **extra)
-    return Fitted(model, scaler, report, fit_idx, val_idx)
+    return _Prepared(model, scaler, fit_idx, val_idx, y, extra)
+
+
+def fit_target(plan: RunPlan, target: str, train: np.ndarray, seed: int) -> Fitted:
+    """Fit one model for ``target`` on the usable samples among ``train``:
+    validation carved from them, the standardiser fit on the unique rows of
+    the fitting samples only."""
+    p = _prepare_fit(plan, target, train, seed)
+    values = p.scaler.apply(plan.feats.values)
+
+    def xs(idx: np.ndarray) -> list[np.ndarray]:
+        return plan.samples.take(values, idx, sequences=plan.sequences)
+
+    fit_idx, val_idx, y = p.fit_idx, p.val_idx, p.y
+    report = p.model.fit(xs(fit_idx), y[fit_idx], xs(val_idx) if len(val_idx) else None,
+                         y[val_idx] if len(val_idx) else None, seed=plan.seed, **p.extra)
+    return Fitted(p.model, p.scaler, report, fit_idx, val_idx)
+
+
+def fit_targets(plan: RunPlan, requests: list[tuple[str, np.ndarray, int]], *,
+                sequential: bool = False) -> list[Fitted]:
+    """:func:`fit_target` for each ``(target, train, seed)``. Models that opt in
+    to batched training (:class:`aanbench.batched.BatchableModel`) are trained
+    together, stacked by identical training settings (:func:`aanbench.batched.train_batched`);
+    ``sequential`` (or any other model) fits one at a time."""
+    if sequential or not batchable(plan):
+        return [fit_target(plan, t, train, seed) for t, train, seed in requests]
+    from aanbench.batched import BatchJob, group_jobs, train_batched
+
+    preps = [_prepare_fit(plan, t, train, seed) for t, train, seed in requests]
+    members = plan.samples.members if plan.sequences else plan.samples.members[:, 0]
+    jobs = []
+    for p in preps:
+        tf = p.model.torch_fit(p.y[p.fit_idx], seed=plan.seed, **p.extra)
+        has_val = len(p.val_idx) > 0
+        jobs.append(BatchJob(tf, plan.seed, plan.feats.values, p.scaler.mean, p.scaler.std,
+                             members[p.fit_idx], p.y[p.fit_idx], members[p.val_idx] if has_val else None,
+                             p.y[p.val_idx] if has_val else None))
+    for group in group_jobs(jobs):
+        train_batched([jobs[i] for i in group])
+    return [Fitted(p.model, p.scaler, j.report, p.fit_idx, p.val_idx) for p, j in zip(preps, jobs)]
+
+
+def batchable(plan: RunPlan) -> bool:
+    """Whether the plan's model opts in to batched training (has ``torch_fit``)."""
+    probe = plan.spec.build(plan.model_params[plan.targets[0]], list(plan.feats.dims))
+    return callable(getattr(probe, "torch_fit", None))
 
 
 def predict_samples(model: Any, scaler: Standardizer, samples: Samples, values: list[np.ndarray],
@@ -260,8 +306,11 @@ def run_experiment(
     seed: int | None = None,
     save_models: Path | None = None,
     on_fit: Callable[[str, str, int, int], None] | None = None,
+    sequential: bool = False,
 ) -> dict[str, Any]:
-    """Train and evaluate ``exp`` on ``group``; returns the results document."""
+    """Train and evaluate ``exp`` on ``group``; returns the results document.
+    A model that opts in to batched training has all its fits (fold x
+    target) trained together (:func:`fit_targets`) unless ``sequential``."""
     from aanbench.modelfile import FORMAT as MODEL_FORMAT
     from aanbench.modelfile import save_model
 
@@ -294,6 +343,17 @@ def run_experiment(
     }
     total = len(plan.targets) * len(folds)
     done = 0
+    fitted: dict[tuple[str, int], Fitted] | None = None
+    if not sequential and batchable(plan):  # every fit of the run at once
+        requests, keys = [], []
+        for target in plan.targets:
+            usable = plan.usable(target)
+            for fi, fold in enumerate(folds):
+                train = fold.train[usable[fold.train]]
+                if len(train) >= 2 and len(fold.test[usable[fold.test]]):
+                    requests.append((target, train, seed + fi))
+                    keys.append((target, fi))
+        fitted = dict(zip(keys, fit_targets(plan, requests)))
     for target in plan.targets:
         y = plan.labels(target)
         usable = plan.usable(target)
@@ -305,7 +365,7 @@ def run_experiment(
             test = fold.test[usable[fold.test]]
             if len(train) < 2 or len(test) == 0:
                 continue
-            f = fit_target(plan, target, train, seed + fi)
+            f = fitted[(target, fi)] if fitted is not None else fit_target(plan, target, train, seed + fi)
             assert not np.intersect1d(f.val_idx, fold.test).size and not np.intersect1d(f.fit_idx, fold.test).size
             p = predict_samples(f.model, f.scaler, samples, feats.values, test, plan.sequences)
             pred_all[test] = p
@@ -360,6 +420,7 @@ def train_bundle(
     *,
     seed: int | None = None,
     on_fit: Callable[[str, int, int], None] | None = None,
+    sequential: bool = False,
 ) -> dict[str, Any]:
     """Fit ``exp`` on all of the dataset's training samples (the protocol's
     training pool; validation carved from it as in a run), one model per
@@ -369,8 +430,8 @@ def train_bundle(
     plan = plan_run(exp, dataset, group, plugins, seed)
     pool = plan.protocol.training_pool(plan.samples.split, plan.samples.group)
     targets: dict[str, Any] = {}
-    for i, target in enumerate(plan.targets):
-        f = fit_target(plan, target, pool, plan.seed)
+    fits = fit_targets(plan, [(t, pool, plan.seed) for t in plan.targets], sequential=sequential)
+    for i, (target, f) in enumerate(zip(plan.targets, fits)):
         if len(f.fit_idx) < 2:
             raise AanbenchError(f"{group.path}: fewer than 2 usable training samples for {target}")
         r = f.report

@@ -137,6 +137,9 @@ class TemporalDecoder(nn.Module):
         super().__init__()
         self.d = d
         self.start_value = float(start_value)
+        # the same value as a (non-persistent) buffer: what the computation reads, so that
+        # aanbench.batched can stack copies whose start values differ
+        self.register_buffer("start", torch.tensor(self.start_value, dtype=torch.float32), persistent=False)
         self.layers = nn.ModuleList(DecoderLayer(d, heads, inner_dropout, eps) for _ in range(layers))
         self.out_dropout = nn.Dropout(dropout)
         self.head = nn.Linear(d, 1)
@@ -144,7 +147,7 @@ class TemporalDecoder(nn.Module):
     def shifted(self, labels: torch.Tensor) -> torch.Tensor:
         """``(n, T)`` labels of the window's segments -> the previous outputs
         each position sees: ``start_value``, then labels ``0 .. T-2``."""
-        start = torch.full_like(labels[:, :1], self.start_value)
+        start = self.start.to(labels.dtype).expand_as(labels[:, :1])
         return torch.cat([start, labels[:, :-1]], dim=1)
 
     def run(self, segments: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
@@ -164,7 +167,7 @@ class TemporalDecoder(nn.Module):
         if self.training and labels is not None:
             return self.run(segments, self.shifted(labels))
         n, t, _ = segments.shape
-        previous = torch.full((n, t), self.start_value, dtype=segments.dtype, device=segments.device)
+        previous = self.start.to(device=segments.device, dtype=segments.dtype).expand(n, t).clone()
         out = previous
         for pos in range(t):
             out = self.run(segments, previous)

@@ -57,19 +57,27 @@ class FeatureAAN(Model):
     def _net_config(self) -> dict[str, Any]:
         return {"dims": self.dims, **{k: self.params[k] for k in NET_KEYS}}
 
-    def fit(self, train_x, train_y, val_x, val_y, *, seed: int) -> FitReport:
+    def torch_fit(self, train_y, *, seed: int, **_labels):
+        """Build the (seeded) network and say how to train it: the opt-in of
+        :mod:`aanbench.batched` (also what :meth:`fit` trains)."""
         import torch
 
-        from aanbench.training import TrainConfig, train_torch
+        from aanbench.batched import TorchFit
+        from aanbench.training import TrainConfig
         from aanbench_plugins.models._feature_aan_net import FeatureAANNet
 
         torch.manual_seed(seed)
-        cfg = self._net_config()
-        self.net = FeatureAANNet(**cfg)
+        self.net = FeatureAANNet(**self._net_config())
         tc = TrainConfig(lr=float(self.params["lr"]), max_epochs=int(self.params["max_epochs"]),
                          patience=int(self.params["patience"]), batch_size=int(self.params["batch_size"]),
                          weight_decay=float(self.params["weight_decay"]))
-        return train_torch(self.net, train_x, train_y, val_x, val_y, tc, seed)
+        return TorchFit(self.net, tc)
+
+    def fit(self, train_x, train_y, val_x, val_y, *, seed: int) -> FitReport:
+        from aanbench.training import train_torch
+
+        tf = self.torch_fit(train_y, seed=seed)
+        return train_torch(tf.net, train_x, train_y, val_x, val_y, tf.config, seed)
 
     def predict(self, x) -> np.ndarray:
         if self.net is None:

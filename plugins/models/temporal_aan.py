@@ -130,27 +130,38 @@ class TemporalAAN(Model):
     def _net_config(self) -> dict[str, Any]:
         return {"dims": self.dims, "start_value": self.start, **{k: self.params[k] for k in KINDS[self.kind]}}
 
-    def fit(self, train_x, train_y, val_x, val_y, *, seed: int, train_y_rows=None, val_y_rows=None) -> FitReport:
+    def torch_fit(self, train_y, *, seed: int, train_y_rows=None, val_y_rows=None):
+        """Build the (seeded) network and say how to train it (teacher-forcing
+        labels as the training extra): the opt-in of :mod:`aanbench.batched`
+        (also what :meth:`fit` trains)."""
         import torch
 
-        from aanbench.training import TrainConfig, train_torch
+        from aanbench.batched import TorchFit
+        from aanbench.training import TrainConfig
 
         self.start = _start_value(self.params["start_value"], train_y)
         torch.manual_seed(seed)
-        cfg = self._net_config()
-        self.net = _net_class(self.kind)(**cfg)
+        self.net = _net_class(self.kind)(**self._net_config())
         teacher = None
         if train_y_rows is not None:
             teacher = np.asarray(train_y_rows, dtype=np.float32).copy()
-            if teacher.shape != (len(train_y), np.asarray(train_x[0]).shape[1]):
-                raise ValueError(f"train_y_rows of shape {teacher.shape} does not match windows "
-                                 f"{np.asarray(train_x[0]).shape[:2]}")
+            if teacher.ndim != 2 or len(teacher) != len(train_y):
+                raise ValueError(f"train_y_rows of shape {teacher.shape} does not match {len(train_y)} windows")
             teacher[~np.isfinite(teacher)] = self.start
         # val_y_rows is not used: the validation loss is computed autoregressively, as at test time.
         tc = TrainConfig(lr=float(self.params["lr"]), max_epochs=int(self.params["max_epochs"]),
                          patience=int(self.params["patience"]), batch_size=int(self.params["batch_size"]),
                          weight_decay=float(self.params["weight_decay"]))
-        return train_torch(self.net, train_x, train_y, val_x, val_y, tc, seed, train_extra=teacher)
+        return TorchFit(self.net, tc, teacher)
+
+    def fit(self, train_x, train_y, val_x, val_y, *, seed: int, train_y_rows=None, val_y_rows=None) -> FitReport:
+        from aanbench.training import train_torch
+
+        tf = self.torch_fit(train_y, seed=seed, train_y_rows=train_y_rows, val_y_rows=val_y_rows)
+        if tf.extra is not None and tf.extra.shape != (len(train_y), np.asarray(train_x[0]).shape[1]):
+            raise ValueError(f"train_y_rows of shape {tf.extra.shape} does not match windows "
+                             f"{np.asarray(train_x[0]).shape[:2]}")
+        return train_torch(tf.net, train_x, train_y, val_x, val_y, tf.config, seed, train_extra=tf.extra)
 
     def predict(self, x) -> np.ndarray:
         if self.net is None:

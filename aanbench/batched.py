@@ -1,0 +1,416 @@
+"""Batched training: many independent fits of one torch network, stepped together.
+
+The AttendAffectNet models are tiny; one mini-batch step costs far more in
+Python and dispatcher overhead than in arithmetic. :func:`train_batched`
+stacks ``K`` copies of a network (same architecture, different weights,
+data, targets or folds) and steps them as one: ``torch.func.vmap`` over
+``torch.func.functional_call`` runs the ``K`` forward passes as batched
+operations, and one Adam step updates every copy's parameters.
+
+Each copy keeps everything the shared trainer (:func:`aanbench.training.train_torch`)
+gives a single fit:
+
+- its own initial weights (the network its model built, seeded), its own
+  fitting and validation samples, its own standardisation;
+- its own data order: a generator seeded with its seed draws a permutation of
+  its fitting samples each epoch, exactly as ``train_torch`` does, and the
+  batches are cut the same way (a last batch of one sample is skipped);
+- its own Adam state and step count (Adam is elementwise, so Adam on the
+  stacked parameters is Adam on each copy; lr, betas and weight decay are
+  the same for the whole stack, as :class:`~aanbench.training.TrainConfig`
+  must be);
+- its own early stopping and best-epoch weights. A copy that stops is taken
+  out of the stack at the end of that epoch: it is never updated again.
+
+Copies whose fitting sets differ in size have different numbers of batches
+per epoch; a shorter copy's missing steps, and the padding of a short last
+batch, are masked (weight 0 in the loss, no Adam update, its step count
+unchanged), so each copy takes exactly the steps it would take alone.
+
+What differs from the one-at-a-time trainer: dropout masks are drawn for the
+whole stack from torch's global generator (seeded with the first job's seed),
+not in each fit's sequence, and batched kernels sum in another order. The
+same jobs and seeds give the same numbers; they are not bit-identical to
+sequential fits (see ``tests/test_batched.py``: pooled metrics agree within
+the bootstrap interval).
+
+Requirements on the network: ``forward(*xs)`` (and ``forward(*xs, extra)``
+in training when a job has ``fit_extra``) gives ``(batch,)``, each sample's
+output depends on that sample only (no batch norm), and whatever differs
+between copies is a parameter or a buffer (a plain Python attribute is taken
+from the first copy). Buffers are constants of each copy (not trained).
+
+Inputs never exist as ``K`` standardised copies of the data: a job holds row
+indices into shared feature arrays and its own mean and std; each step
+gathers the rows of its batch and standardises them (``(x - mean) / std``,
+float32, as :class:`aanbench.runner.Standardizer`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from aanbench.contracts import FitReport
+from aanbench.training import TrainConfig
+
+# Largest gathered input of one forward pass, in float32 values (validation
+# runs in chunks of samples below it): 16 M values = 64 MB.
+MAX_GATHER = 16_000_000
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+@dataclass
+class TorchFit:
+    """What a model hands the batched trainer: its built (seeded, untrained)
+    network, the training configuration, and the extra training input (e.g.
+    teacher-forcing labels, ``(n_fit, ...)``) or None."""
+
+    net: nn.Module
+    config: TrainConfig
+    extra: np.ndarray | None = None
+
+
+@runtime_checkable
+class BatchableModel(Protocol):
+    """A model that can be trained in a stack (opt-in): ``torch_fit`` builds
+    its network for the given fitting labels and returns a :class:`TorchFit`
+    (the model keeps the network, which the trainer trains in place: after
+    training, ``predict`` and ``state`` work as after ``fit``). Keywords are
+    the ones the runner passes ``fit`` (``train_y_rows`` / ``val_y_rows``
+    for models whose spec wants row labels)."""
+
+    def torch_fit(self, train_y: np.ndarray, *, seed: int, **labels: Any) -> TorchFit: ...
+
+
+@dataclass
+class BatchJob:
+    """One fit in a stack.
+
+    ``rows``: the shared feature arrays, ``float32 (n_rows, dim_k)`` (the same
+    objects for every job of a stack); ``mean`` / ``std``: this job's
+    standardisation, ``(dim_k,)`` each. ``fit`` / ``val``: the row of each
+    fitting / validation sample, ``(n,)`` for row models or ``(n, T)`` (a
+    window's member rows, oldest first) for sequence models; ``fit_y`` /
+    ``val_y``: their labels ``(n,)``. ``fit_extra``: the extra training input
+    of each fitting sample, or None."""
+
+    torch_fit: TorchFit
+    seed: int
+    rows: Sequence[np.ndarray]
+    mean: Sequence[np.ndarray]
+    std: Sequence[np.ndarray]
+    fit: np.ndarray
+    fit_y: np.ndarray
+    val: np.ndarray | None = None
+    val_y: np.ndarray | None = None
+    report: FitReport | None = field(default=None, init=False)
+
+
+def _weighted_loss(pred: torch.Tensor, y: torch.Tensor, w: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per copy ``MSE + (1 - r)`` over the samples of weight 1: ``(K, B)`` -> ``(K,)``.
+    With all weights 1 it is :func:`aanbench.training.mse_pearson_loss` of each row."""
+    n = w.sum(1).clamp_min(1.0)
+    mse = (w * (pred - y) ** 2).sum(1) / n
+    pc = pred - ((w * pred).sum(1) / n)[:, None]
+    yc = y - ((w * y).sum(1) / n)[:, None]
+    r = (w * pc * yc).sum(1) / (torch.sqrt((w * pc**2).sum(1) * (w * yc**2).sum(1)) + eps)
+    return mse + (1.0 - r)
+
+
+def _pad(arrays: list[np.ndarray], fill: float = 0) -> np.ndarray:
+    """Stack arrays of different lengths (first axis), padding with ``fill``."""
+    n = max(len(a) for a in arrays)
+    out = np.full((len(arrays), n) + arrays[0].shape[1:], fill, dtype=arrays[0].dtype)
+    for k, a in enumerate(arrays):
+        out[k, : len(a)] = a
+    return out
+
+
+class _Stack:
+    """The live copies: flat parameters ``(K, P)``, Adam state, data indices."""
+
+    def __init__(self, jobs: list[BatchJob], template: nn.Module) -> None:
+        names = [n for n, _ in template.named_parameters()]
+        self.names = names
+        self.shapes = [p.shape for _, p in template.named_parameters()]
+        self.sizes = [int(p.numel()) for _, p in template.named_parameters()]
+        self.buffer_names = [n for n, _ in template.named_buffers()]
+        flats, bufs = [], {n: [] for n in self.buffer_names}
+        for j in jobs:
+            params = dict(j.torch_fit.net.named_parameters())
+            if [n for n in params] != names or any(params[n].shape != s for n, s in zip(names, self.shapes)):
+                raise ValueError("batched training needs one architecture for the whole stack; "
+                                 f"job with seed {j.seed} has other parameters")
+            flats.append(torch.cat([params[n].detach().reshape(-1) for n in names]))
+            jb = dict(j.torch_fit.net.named_buffers())
+            for n in self.buffer_names:
+                bufs[n].append(jb[n].detach())
+        self.flat = torch.stack(flats)  # (K, P)
+        self.buffers = {n: torch.stack(v) for n, v in bufs.items()}
+        self.m = torch.zeros_like(self.flat)
+        self.v = torch.zeros_like(self.flat)
+        self.steps = torch.zeros(len(jobs), dtype=torch.float64)
+        self.ids = np.arange(len(jobs))  # job index of each live copy
+        self.mean = [torch.from_numpy(np.stack([np.asarray(j.mean[f], np.float32) for j in jobs]))
+                     for f in range(len(jobs[0].rows))]
+        self.std = [torch.from_numpy(np.stack([np.asarray(j.std[f], np.float32) for j in jobs]))
+                    for f in range(len(jobs[0].rows))]
+        self.n_fit = np.array([len(j.fit_y) for j in jobs])
+        self.fit = torch.from_numpy(_pad([np.asarray(j.fit, np.int64) for j in jobs]))
+        self.fit_y = torch.from_numpy(_pad([np.asarray(j.fit_y, np.float32) for j in jobs]))
+        extras = [j.torch_fit.extra for j in jobs]
+        self.extra = None
+        if any(e is not None for e in extras):
+            if any(e is None for e in extras):
+                raise ValueError("batched training: either every job of a stack has a training extra or none")
+            for e, j in zip(extras, jobs):
+                if len(e) != len(j.fit_y):
+                    raise ValueError(f"train_extra has {len(e)} rows for {len(j.fit_y)} training samples")
+            self.extra = torch.from_numpy(_pad([np.asarray(e, np.float32) for e in extras]))
+        have_val = [j.val is not None and j.val_y is not None and len(j.val_y) >= 2 for j in jobs]
+        self.have_val = np.array(have_val)
+        if any(have_val):
+            vals = [np.asarray(j.val if h else j.fit[:2], np.int64) for j, h in zip(jobs, have_val)]
+            vys = [np.asarray(j.val_y if h else j.fit_y[:2], np.float32) for j, h in zip(jobs, have_val)]
+            self.n_val = np.array([len(v) for v in vals])
+            self.val = torch.from_numpy(_pad(vals))
+            self.val_y = torch.from_numpy(_pad(vys))
+
+    def select(self, keep: np.ndarray) -> None:
+        """Keep only the live copies at positions ``keep``."""
+        kt = torch.from_numpy(keep)
+        self.flat, self.m, self.v, self.steps = self.flat[kt], self.m[kt], self.v[kt], self.steps[kt]
+        self.buffers = {n: b[kt] for n, b in self.buffers.items()}
+        self.ids = self.ids[keep]
+        self.have_val = self.have_val[keep]
+        self.mean = [m[kt] for m in self.mean]
+        self.std = [s[kt] for s in self.std]
+        self.n_fit = self.n_fit[keep]
+        self.fit, self.fit_y = self.fit[kt], self.fit_y[kt]
+        if self.extra is not None:
+            self.extra = self.extra[kt]
+        if self.have_val.any():
+            self.n_val, self.val, self.val_y = self.n_val[keep], self.val[kt], self.val_y[kt]
+
+    def params(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, off = {}, 0
+        k = flat.shape[0]
+        for n, s, size in zip(self.names, self.shapes, self.sizes):
+            out[n] = flat[:, off : off + size].reshape(k, *s)
+            off += size
+        return out
+
+    def state_of(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, off = {}, 0
+        for n, s, size in zip(self.names, self.shapes, self.sizes):
+            out[n] = row[off : off + size].reshape(s).clone()
+            off += size
+        return out
+
+
+def _gather(rows: list[torch.Tensor], mean: list[torch.Tensor], std: list[torch.Tensor],
+            members: torch.Tensor, out: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Standardised inputs of the samples ``members`` (``(K, B)`` or ``(K, B, T)``
+    row indices): one ``(K, B[, T], dim_k)`` tensor per feature, written into
+    ``out`` (reused buffers of that shape) when given."""
+    shape = (members.shape[0],) + (1,) * (members.dim() - 1) + (-1,)
+    flat = members.reshape(-1)
+    xs = []
+    for f, (r, m, s) in enumerate(zip(rows, mean, std)):
+        if out is None:
+            x = torch.index_select(r, 0, flat)
+        else:
+            x = torch.index_select(r, 0, flat, out=out[f].view(-1, r.shape[1]))
+        xs.append(x.view(*members.shape, r.shape[1]).sub_(m.view(shape)).div_(s.view(shape)))
+    return xs
+
+
+def train_batched(jobs: Sequence[BatchJob]) -> list[FitReport]:
+    """Train every job's network in place (its best validation epoch's weights,
+    or the last epoch's without validation) and return one report per job.
+    All jobs must share the training configuration and the architecture;
+    :func:`group_jobs` splits a mixed list into such stacks. A report's
+    ``seconds`` is the stack's wall time divided by the number of jobs."""
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as train_torch: these models are far too small for a thread pool
+    try:
+        return _train_batched(jobs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def group_jobs(jobs: Sequence[BatchJob]) -> list[list[int]]:
+    """Indices of ``jobs`` grouped into stacks: same training configuration,
+    network class, parameter shapes and feature arrays."""
+    groups: dict[Any, list[int]] = {}
+    for i, j in enumerate(jobs):
+        net = j.torch_fit.net
+        key = (j.torch_fit.config, type(net), tuple((n, tuple(p.shape)) for n, p in net.named_parameters()),
+               tuple(id(r) for r in j.rows), np.asarray(j.fit).ndim, j.torch_fit.extra is None)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def _train_batched(jobs: list[BatchJob]) -> list[FitReport]:
+    t0 = time.perf_counter()
+    cfg = jobs[0].torch_fit.config
+    for j in jobs:
+        if j.torch_fit.config != cfg:
+            raise ValueError(f"batched training needs one training configuration per stack: {j.torch_fit.config} "
+                             f"differs from {cfg}")
+        if any(a is not b for a, b in zip(j.rows, jobs[0].rows)) or len(j.rows) != len(jobs[0].rows):
+            raise ValueError("batched training needs the same feature arrays for every job of a stack")
+    for j in jobs:
+        for mod in j.torch_fit.net.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                raise ValueError("batched training: batch norm makes samples depend on each other; "
+                                 "train this model sequentially")
+    from torch.func import functional_call, vmap
+
+    template = copy.deepcopy(jobs[0].torch_fit.net)
+    st = _Stack(jobs, template)
+    rows = [torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32)) for r in jobs[0].rows]
+    torch.manual_seed(jobs[0].seed)
+    gens = [torch.Generator().manual_seed(int(j.seed)) for j in jobs]
+
+    def forward(params, buffers, *xs):
+        return functional_call(template, (params, buffers), xs)
+
+    vforward = vmap(forward, randomness="different")
+    b1, b2 = ADAM_BETAS
+    lr, wd = float(cfg.lr), float(cfg.weight_decay)
+    bs = max(2, int(cfg.batch_size))
+    n_jobs = len(jobs)
+    best = np.full(n_jobs, np.inf)
+    best_epoch = np.zeros(n_jobs, dtype=int)
+    epochs = np.zeros(n_jobs, dtype=int)
+    best_flat = st.flat.clone()
+    epoch = 0
+    buffers: list[torch.Tensor] | None = None  # the gathered inputs of a step (overwritten after its backward)
+    for epoch in range(1, int(cfg.max_epochs) + 1):
+        # each live copy's batches this epoch: (K, S, bs) positions into its fitting samples
+        k = len(st.ids)
+        perms = [torch.randperm(int(n), generator=gens[j]) for n, j in zip(st.n_fit, st.ids)]
+        n_batches = [math.ceil(int(n) / bs) for n in st.n_fit]
+        steps = max(n_batches)
+        pos = torch.zeros(k, steps * bs, dtype=torch.long)
+        wt = torch.zeros(k, steps * bs)
+        for i, p in enumerate(perms):
+            pos[i, : len(p)] = p
+            wt[i, : len(p)] = 1.0
+        pos, wt = pos.view(k, steps, bs), wt.view(k, steps, bs)
+        live = wt.sum(2) >= 2  # (K, S): a step with fewer than 2 samples is skipped, as train_torch does
+        # a masked step still runs through the network: give it real samples so its (unused) loss is finite
+        dummy = ~live
+        if dummy.any():
+            first = pos[:, 0, :]
+            pos = torch.where(dummy[:, :, None], first[:, None, :], pos)
+        kk = torch.arange(k)[:, None]
+        template.train()
+        for s in range(steps):
+            active = live[:, s]
+            idx = pos[:, s]
+            w = torch.where(active[:, None], wt[:, s], torch.ones_like(wt[:, s]))
+            members = st.fit[kk, idx]
+            if buffers is None or buffers[0].shape[:-1] != members.shape:  # (re)allocated when the stack shrinks
+                buffers = [torch.empty(*members.shape, r.shape[1]) for r in rows]
+            xs = _gather(rows, st.mean, st.std, members, buffers)
+            if st.extra is not None:
+                xs.append(st.extra[kk, idx])
+            # each parameter a leaf of its own (a view of the flat row block): the gradient of one
+            # flat leaf would cost a full (K, P) zero tensor per parameter in the slicing's backward
+            leaves = {name: v.detach().requires_grad_(True) for name, v in st.params(st.flat).items()}
+            pred = vforward(leaves, st.buffers, *xs)
+            loss = (_weighted_loss(pred, st.fit_y[kk, idx], w) * active.to(pred.dtype)).sum()
+            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+            grad = torch.cat([torch.zeros_like(v).reshape(k, -1) if g is None else g.reshape(k, -1)
+                              for g, v in zip(grads, leaves.values())], 1)
+            with torch.no_grad():
+                # Adam (as torch.optim.Adam) on the live copies' rows; a masked copy's row, moments
+                # and step count stay as they are. In place: one pass over (K, P) per operation.
+                a = active[:, None]
+                g = grad.masked_fill_(~a, 0.0)
+                if wd:
+                    g.add_(st.flat * a, alpha=wd)
+                st.steps += active.to(st.steps.dtype)
+                t = st.steps.clamp_min(1.0)
+                af = a.to(g.dtype)
+                bias2_sqrt = torch.sqrt(1 - b2**t).to(torch.float32)[:, None]
+                step_size = (lr / (1 - b1**t)).to(torch.float32)[:, None]
+                st.m.lerp_(g, (1 - b1) * af)
+                st.v.mul_(torch.where(a, b2, 1.0)).addcmul_(g, g, value=1 - b2)
+                denom = st.v.sqrt().div_(bias2_sqrt).add_(ADAM_EPS)
+                st.flat.addcdiv_(st.m * (step_size * af), denom, value=-1.0)
+        epochs[st.ids] = epoch
+        if not st.have_val.any():
+            continue
+        vloss = _validation_loss(st, rows, template, vforward)
+        stop = np.zeros(k, dtype=bool)
+        for i, j in enumerate(st.ids):
+            if not st.have_val[i]:
+                continue
+            if vloss[i] < best[j] - 1e-9:
+                best[j], best_epoch[j] = vloss[i], epoch
+                best_flat[j] = st.flat[i]
+            elif epoch - best_epoch[j] >= cfg.patience:
+                stop[i] = True
+        if stop.all():
+            break
+        if stop.any():
+            st.select(np.flatnonzero(~stop))
+    final = st.flat
+    seconds = (time.perf_counter() - t0) / n_jobs
+    reports = []
+    for j, job in enumerate(jobs):
+        has_val = bool(_has_val(job))
+        if has_val:
+            row = best_flat[j]
+        else:
+            i = int(np.flatnonzero(st.ids == j)[0])
+            row = final[i]
+            best_epoch[j] = epochs[j]
+        state = st.state_of(row)
+        net = job.torch_fit.net
+        with torch.no_grad():
+            for n, p in net.named_parameters():
+                p.copy_(state[n])
+        net.eval()
+        job.report = FitReport(epochs=int(epochs[j]), best_epoch=int(best_epoch[j]),
+                               best_val_loss=float(best[j]) if has_val else None, seconds=seconds)
+        reports.append(job.report)
+    return reports
+
+
+def _has_val(job: BatchJob) -> bool:
+    return job.val is not None and job.val_y is not None and len(job.val_y) >= 2
+
+
+def _validation_loss(st: _Stack, rows: list[torch.Tensor], template: nn.Module, vforward) -> np.ndarray:
+    """Each live copy's loss on its whole validation set (evaluation mode), ``(K,)``."""
+    k = len(st.ids)
+    n = st.val.shape[1]
+    per_sample = sum(int(r.shape[1]) for r in rows) * (int(np.prod(st.val.shape[2:])) if st.val.dim() > 2 else 1)
+    chunk = max(1, MAX_GATHER // max(1, k * per_sample))
+    template.eval()
+    preds = []
+    params = st.params(st.flat)
+    with torch.no_grad():
+        for c0 in range(0, n, chunk):
+            xs = _gather(rows, st.mean, st.std, st.val[:, c0 : c0 + chunk])
+            preds.append(vforward(params, st.buffers, *xs))
+        pred = torch.cat(preds, 1)
+        w = (torch.arange(n)[None, :] < torch.from_numpy(st.n_val)[:, None]).to(pred.dtype)
+        loss = _weighted_loss(pred, st.val_y, w)
+    return loss.numpy().astype(np.float64)

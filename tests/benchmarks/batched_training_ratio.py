@@ -1,0 +1,119 @@
+"""Batched against one-at-a-time training of all folds and both targets of a
+run, at COGNIMUSE size, for Feature and Temporal AttendAffectNet.
+
+Random features of the paper's size: 12 movies x 360 5-s segments, the five
+paper features (ResNet-50 2048, FlowNetS 1024, I3D 1024, VGGish 128,
+emobase2010 1582). Leave-one-movie-out: 12 folds x 2 targets (valence,
+arousal) = 24 fits; in each fold one training movie is the validation split
+(the runner's 10 %, whole movies) and 10 movies (3,600 samples) are fitted,
+each fit with its own standardisation. Feature AAN takes single rows, the
+temporal model windows of 5 segments (padded at a movie's start), with the
+teacher-forcing labels. Paper hyper-parameters (batch 30, lr from the
+registry), ``--epochs`` epochs (no early stopping).
+
+Sequential: each fit through the model's ``fit`` (today's shared trainer,
+``aanbench.training.train_torch``) on its standardised inputs; ``--seq-fits
+N`` times only N of the 24 fits and scales the time by 24/N (the fits have
+the same size; said in the output). Batched: the 24 fits as one stack
+(``aanbench.batched.train_batched``). Data preparation is not timed on either
+side (the batched path's per-step gathering and standardising is).
+
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python tests/benchmarks/batched_training_ratio.py [--epochs 2] [--seq-fits 24]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from aanbench.batched import BatchJob, train_batched
+from aanbench.contracts import SequenceSpec
+from aanbench.plugin_manager import get_plugins
+from aanbench.samples import build_samples
+
+DIMS = [2048, 1024, 1024, 128, 1582]
+MOVIES, SEGMENTS = 12, 360
+TARGETS = ("valence", "arousal")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per fit (default 2)")
+    ap.add_argument("--seq-fits", type=int, default=24, help="sequential fits timed (of 24; default all)")
+    ap.add_argument("--models", default="feature-aan,temporal-aan")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    rng = np.random.default_rng(args.seed)
+    n = MOVIES * SEGMENTS
+    rows = [rng.normal(size=(n, d)).astype(np.float32) for d in DIMS]
+    labels = {t: np.tanh(rng.normal(size=n)).astype(np.float32) for t in TARGETS}
+    groups = [f"m{i // SEGMENTS:02d}" for i in range(n)]
+    starts = np.array([5.0 * (i % SEGMENTS) for i in range(n)])
+    ids = [f"{g}_{i % SEGMENTS:04d}" for i, g in enumerate(groups)]
+    windows = build_samples(ids, groups, [""] * n, [""] * n, starts, starts + 5,
+                            SequenceSpec(length=5, stride=1, scope="group", label="last", start="pad"))
+    movie = np.array([int(g[1:]) for g in windows.group])
+    fits = []  # (target, fit samples, validation samples, mean, std)
+    for t in TARGETS:
+        for f in range(MOVIES):
+            val_movie = (f + 1) % MOVIES
+            fit = np.flatnonzero((movie != f) & (movie != val_movie))
+            val = np.flatnonzero(movie == val_movie)
+            used = windows.rows(fit)
+            mean = [r[used].mean(0) for r in rows]
+            std = [np.where(s > 1e-8, s, 1.0).astype(np.float32) for s in (r[used].std(0) for r in rows)]
+            fits.append((t, fit, val, mean, std))
+    load = os.getloadavg()
+    print(f"{MOVIES} movies x {SEGMENTS} segments, dims {DIMS}; {len(fits)} fits (12 folds x 2 targets) of "
+          f"{len(fits[0][1])} fitting + {len(fits[0][2])} validation samples; {args.epochs} epochs each; "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+
+    plugins = get_plugins()
+    params = {"feature-aan": {"lr": 5e-4, "batch_size": 30}, "temporal-aan": {"lr": 1e-3, "batch_size": 30}}
+    for name in args.models.split(","):
+        spec = plugins.model(name)
+        sequences = spec.input == "sequences"
+        p = {**params[name], "max_epochs": args.epochs, "patience": args.epochs + 1}
+        members = windows.members if sequences else windows.members[:, -1]
+
+        def extra(t, idx):
+            return {"train_y_rows": labels[t][windows.members[idx]]} if sequences else {}
+
+        # sequential: today's trainer, one fit at a time
+        n_seq = max(1, min(args.seq_fits, len(fits)))
+        seq_s = 0.0
+        for t, fit, val, mean, std in fits[:n_seq]:
+            y = windows.labels(labels[t])
+            xs = [((r - m) / s).astype(np.float32) for r, m, s in zip(rows, mean, std)]
+            xf = [x[members[fit]] for x in xs]
+            xv = [x[members[val]] for x in xs]
+            del xs
+            model = spec.build(p, DIMS)
+            t0 = time.perf_counter()
+            model.fit(xf, y[fit], xv, y[val], seed=args.seed, **extra(t, fit))
+            seq_s += time.perf_counter() - t0
+            del xf, xv
+        seq_total = seq_s * len(fits) / n_seq
+
+        # batched: all 24 fits in one stack
+        t0 = time.perf_counter()
+        jobs = []
+        for t, fit, val, mean, std in fits:
+            y = windows.labels(labels[t])
+            tf = spec.build(p, DIMS).torch_fit(y[fit], seed=args.seed, **extra(t, fit))
+            jobs.append(BatchJob(tf, args.seed, rows, mean, std, members[fit], y[fit], members[val], y[val]))
+        train_batched(jobs)
+        batched_s = time.perf_counter() - t0
+        how = "measured" if n_seq == len(fits) else f"{n_seq} fits measured, x {len(fits) / n_seq:g}"
+        print(f"{name:14s} sequential {seq_total:8.1f} s ({how}; {seq_total / len(fits) / args.epochs:.2f} "
+              f"s/epoch/fit)  batched {batched_s:8.1f} s  ratio {seq_total / batched_s:.2f}x")
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

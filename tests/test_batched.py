@@ -1,0 +1,267 @@
+"""Batched training (aanbench.batched): many fits stepped together, each as
+faithful as when trained alone; the runner's default for models that opt in,
+``sequential=True`` (``--sequential``) the one-at-a-time path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aanbench.batched import BatchJob, group_jobs, train_batched
+from aanbench.contracts import Item
+from aanbench.plugin_manager import get_plugins
+from aanbench.registry import ExperimentConfig
+from aanbench.runner import run_experiment, train_bundle
+from aanbench.store import FeatureStore
+from aanbench.training import mse_pearson_loss
+
+NO_DROPOUT = {"feature-aan": {"dropout": 0.0, "head_dropout": 0.0},
+              "temporal-aan": {"dropout": 0.0, "inner_dropout": 0.0},
+              "feature-temporal-aan": {"dropout": 0.0, "inner_dropout": 0.0, "feature_dropout": 0.0}}
+
+
+def _rows(n: int = 160, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    rows = [rng.normal(size=(n, 6)).astype(np.float32), (rng.normal(size=(n, 3)) * 20 + 5).astype(np.float32)]
+    y = np.tanh(rows[0][:, 0] + 0.03 * rows[1][:, 1]).astype(np.float32)
+    return rows, y
+
+
+def _jobs_and_sequential(model: str, params: dict, sizes=(60, 80, 100), seeds=(3, 4, 5), with_val=(True,) * 3):
+    """Jobs for the batched trainer and, for each, the same fit by the model's own
+    (one-at-a-time) ``fit`` on the same standardised inputs. The second job's
+    validation labels are noise (it stops early)."""
+    rows, y = _rows()
+    noise = np.random.default_rng(9).normal(size=len(y)).astype(np.float32)
+    n, T = len(y), 3
+    windows = np.stack([np.clip(np.arange(n) - T + 1 + t, 0, None) for t in range(T)], 1)  # (n, T) member rows
+    spec = get_plugins().model(model)
+    sequences = spec.input == "sequences"
+    members = windows if sequences else np.arange(n)
+    jobs, alone = [], []
+    for k, (size, seed, has_val) in enumerate(zip(sizes, seeds, with_val)):
+        order = np.random.default_rng(100 + k).permutation(n)
+        fit, val = np.sort(order[:size]), np.sort(order[-40:])
+        yv = noise if k == 1 else y
+        mean = [r[fit].mean(0) for r in rows]  # each job its own standardisation
+        std = [r[fit].std(0) for r in rows]
+        xs = [((r - m) / s).astype(np.float32) for r, m, s in zip(rows, mean, std)]
+        labels = {"train_y_rows": y[windows[fit]]} if sequences else {}
+        m = spec.build(params, [6, 3])
+        jobs.append(BatchJob(m.torch_fit(y[fit], seed=seed, **labels), seed, rows, mean, std, members[fit], y[fit],
+                             members[val] if has_val else None, yv[val] if has_val else None))
+        one = spec.build(params, [6, 3])
+        rep = one.fit([x[members[fit]] for x in xs], y[fit], [x[members[val]] for x in xs] if has_val else None,
+                      yv[val] if has_val else None, seed=seed, **labels)
+        alone.append((one, rep, [x[members] for x in xs]))
+    return jobs, alone
+
+
+@pytest.mark.parametrize("model, epochs, lr", [("feature-aan", 25, 0.01), ("temporal-aan", 25, 0.01),
+                                               # 7 attention layers amplify rounding at lr 0.01 (0.4 %
+                                               # apart after 12 epochs): a calmer rate
+                                               ("feature-temporal-aan", 12, 0.002)])
+def test_stack_steps_each_copy_as_it_trains_alone(model: str, epochs: int, lr: float) -> None:
+    """Without dropout (the one random draw the stack shares) a stacked copy
+    follows its one-at-a-time twin step for step: different numbers of
+    fitting samples (and of batches per epoch, last batches of other sizes),
+    own standardisation, own seed and data order, own early stopping."""
+    params = {"max_epochs": epochs, "patience": 3, "batch_size": 16, "lr": lr, **NO_DROPOUT[model]}
+    jobs, alone = _jobs_and_sequential(model, params, sizes=(61, 80, 97))
+    reports = train_batched(jobs)
+    # the copy with noise for validation labels stopped early, and the stack went on without it
+    assert reports[1].epochs < max(r.epochs for r in reports)
+    for job, rep, (one, one_rep, xs) in zip(jobs, reports, alone):
+        assert (rep.epochs, rep.best_epoch) == (one_rep.epochs, one_rep.best_epoch)
+        assert rep.best_val_loss == pytest.approx(one_rep.best_val_loss, abs=1e-4)
+        with torch.no_grad():
+            got = job.torch_fit.net(*map(torch.from_numpy, xs)).numpy()
+            want = one.net(*map(torch.from_numpy, xs)).numpy()
+        np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+def test_early_stopped_copy_keeps_its_best_epoch_weights() -> None:
+    """A copy whose validation labels are noise stops early while a copy
+    without validation trains on: the stopped one ends with the weights of
+    its best epoch (its validation loss is the recorded best), the other
+    with its last epoch's."""
+    rows, y = _rows()
+    noise = np.random.default_rng(7).normal(size=len(y)).astype(np.float32)
+    spec = get_plugins().model("feature-aan")
+    params = {"max_epochs": 60, "patience": 3, "batch_size": 16, "lr": 0.02}
+    mean, std = [r.mean(0) for r in rows], [r.std(0) for r in rows]
+    fit, val = np.arange(120), np.arange(120, 160)
+    stopper = BatchJob(spec.build(params, [6, 3]).torch_fit(y[fit], seed=1), 1, rows, mean, std, fit, y[fit],
+                       val, noise[val])
+    runner = BatchJob(spec.build(params, [6, 3]).torch_fit(y[fit], seed=2), 2, rows, mean, std, fit, y[fit])
+    a, b = train_batched([stopper, runner])
+    assert a.epochs < 60 and b.epochs == b.best_epoch == 60
+    assert a.best_epoch == a.epochs - 3 and a.best_val_loss is not None and b.best_val_loss is None
+    net = stopper.torch_fit.net
+    assert not net.training
+    xs = [torch.from_numpy(((r[val] - m) / s).astype(np.float32)) for r, m, s in zip(rows, mean, std)]
+    with torch.no_grad():
+        loss = float(mse_pearson_loss(net(*xs), torch.from_numpy(noise[val])))
+    assert loss == pytest.approx(a.best_val_loss, rel=1e-5)
+
+
+def test_jobs_with_other_training_settings_go_to_other_stacks() -> None:
+    rows, y = _rows()
+    spec = get_plugins().model("feature-aan")
+    mean, std = [r.mean(0) for r in rows], [r.std(0) for r in rows]
+    fit = np.arange(100)
+
+    def job(batch: int) -> BatchJob:
+        tf = spec.build({"batch_size": batch, "max_epochs": 2}, [6, 3]).torch_fit(y[fit], seed=0)
+        return BatchJob(tf, 0, rows, mean, std, fit, y[fit])
+
+    jobs = [job(20), job(40), job(20)]
+    assert group_jobs(jobs) == [[0, 2], [1]]
+    with pytest.raises(ValueError, match="one training configuration"):
+        train_batched(jobs)
+
+
+# --------------------------------------------------------------------------
+# Through the runner: all folds and targets of a run at once
+
+
+class _Movies:
+    name = "synthetic-movies"
+    targets = ("valence", "arousal")
+    protocol = "leave-one-group-out"
+    segmentation = "default"
+
+    def config(self) -> dict:
+        return {}
+
+
+def _movie_store(tmp_path: Path, movies: int = 6, per_movie: int = 30):
+    """Movies of different lengths (so folds differ in training-set size)."""
+    rng = np.random.default_rng(11)
+    lengths = [per_movie + 3 * j for j in range(movies)]
+    n = sum(lengths)
+    a = rng.normal(size=(n, 6)).astype(np.float32)
+    b = (rng.normal(size=(n, 4)) * 30 + 10).astype(np.float32)
+    # noisy labels, as emotion ratings are (r about 0.7 at best)
+    val = np.tanh(a[:, 0] + 0.5 * a[:, 1] + 0.8 * rng.normal(size=n))
+    aro = np.tanh(0.03 * (b[:, 0] - 10) - 0.5 * a[:, 2] + 0.8 * rng.normal(size=n))
+    group = np.repeat([f"m{j}" for j in range(movies)], lengths)
+    pos = np.concatenate([np.arange(k) for k in lengths])
+    items = [Item(f"{group[i]}_{pos[i]:03d}", None, start=5.0 * pos[i], end=5.0 * pos[i] + 5,
+                  labels={"valence": float(val[i]), "arousal": float(aro[i])}, group=str(group[i]), split="")
+             for i in range(n)]
+    g = FeatureStore(tmp_path / "store").ensure_group("synthetic-movies", items, chunk_rows=16)
+    prov = lambda name: {"extractor": name, "version": "imported", "dim": 0, "config": {}, "weights": {},  # noqa: E731
+                         "libraries": {}, "source": "test"}
+    g.import_rows("fa@imported", a, prov("fa"))
+    g.import_rows("fb@imported", b, prov("fb"))
+    return g
+
+
+def _exp(model: str, **params) -> ExperimentConfig:
+    return ExperimentConfig(name=f"b-{model}", model=model, description="", feature_set="ab", features=("fa", "fb"),
+                            params=params, protocol=None, seed=5)
+
+
+def _preds(doc: dict) -> dict:
+    return {(p["item_id"], p["target"]): p["y_pred"] for p in doc["predictions"]}
+
+
+def test_batched_run_is_seeded_and_agrees_with_the_sequential_run(tmp_path: Path) -> None:
+    plugins = get_plugins()
+    g = _movie_store(tmp_path, movies=5, per_movie=24)
+    exp = _exp("feature-aan", max_epochs=25, patience=6, batch_size=16, lr=0.01)
+    first = run_experiment(exp, _Movies(), g, plugins)
+    again = run_experiment(exp, _Movies(), g, plugins)
+    assert _preds(first) == _preds(again) and len(_preds(first)) == 2 * g.n_items
+    fits = first["targets"]["valence"]["fits"]
+    assert [f["fold"] for f in fits] == [f"m{j}" for j in range(5)]
+    assert len({f["n_fit"] + f["n_val"] for f in fits}) == 5  # folds of different sizes, one stack
+    seq = run_experiment(exp, _Movies(), g, plugins, sequential=True)
+    assert _preds(seq) != _preds(first)  # dropout draws differ: two paths, not one
+    for target in ("valence", "arousal"):
+        b, s = first["targets"][target]["metrics"], seq["targets"][target]["metrics"]
+        assert s["pearson_r"] > 0.4, f"sequential run did not learn {target}"
+        for metric in ("pearson_r", "mse", "ccc"):
+            assert s[f"{metric}_ci"][0] <= b[metric] <= s[f"{metric}_ci"][1], (target, metric, b, s)
+            assert b[f"{metric}_ci"][0] <= s[metric] <= b[f"{metric}_ci"][1], (target, metric, b, s)
+
+
+@pytest.mark.parametrize("model, params", [
+    ("feature-aan", {"max_epochs": 15, "patience": 4, "batch_size": 16, "lr": 0.01, **NO_DROPOUT["feature-aan"]}),
+    ("temporal-aan", {"max_epochs": 10, "patience": 4, "batch_size": 16, "lr": 0.01, "sequence_length": 3,
+                      "sequence_start": "pad", **NO_DROPOUT["temporal-aan"]}),
+])
+def test_runner_hands_the_stack_what_a_sequential_fit_gets(tmp_path: Path, model: str, params: dict) -> None:
+    """Without dropout the batched and sequential runs give the same
+    predictions (to float rounding): same validation carving, standardiser,
+    windows, teacher-forcing labels, seeds and early stopping."""
+    plugins = get_plugins()
+    g = _movie_store(tmp_path, movies=4, per_movie=20)
+    exp = _exp(model, **params)
+    batched = run_experiment(exp, _Movies(), g, plugins)
+    seq = run_experiment(exp, _Movies(), g, plugins, sequential=True)
+    pb, ps = _preds(batched), _preds(seq)
+    assert pb.keys() == ps.keys()
+    np.testing.assert_allclose([pb[k] for k in ps], [ps[k] for k in ps], atol=5e-4)
+    for t in ("valence", "arousal"):
+        assert [(f["epochs"], f["best_epoch"]) for f in batched["targets"][t]["fits"]] == \
+               [(f["epochs"], f["best_epoch"]) for f in seq["targets"][t]["fits"]]
+
+
+def test_train_bundle_batches_its_targets(tmp_path: Path) -> None:
+    plugins = get_plugins()
+    g = _movie_store(tmp_path, movies=4, per_movie=20)
+    exp = _exp("feature-aan", max_epochs=8, patience=4, batch_size=16, **NO_DROPOUT["feature-aan"])
+    batched = train_bundle(exp, _Movies(), g, plugins)
+    seq = train_bundle(exp, _Movies(), g, plugins, sequential=True)
+    for t in ("valence", "arousal"):
+        assert batched["targets"][t]["fit"] == seq["targets"][t]["fit"] | {
+            "best_val_loss": batched["targets"][t]["fit"]["best_val_loss"]}
+        for k, v in seq["targets"][t]["state"]["state_dict"].items():
+            # Adam's normalised steps magnify rounding where a gradient is near 0: a few 1e-3 differences
+            torch.testing.assert_close(batched["targets"][t]["state"]["state_dict"][k], v, atol=5e-3, rtol=1e-2)
+
+
+# --------------------------------------------------------------------------
+# The command line, on a small generated demo (real clips, decoding, Zarr)
+
+DEMO_REGISTRY = """
+[feature_sets]
+batched-test = ["logmel", "affect"]
+
+[experiments.batched-aan]
+model = "feature-aan"
+description = "a short Feature AttendAffectNet"
+features = "batched-test"
+params = { max_epochs = 20, patience = 6, batch_size = 16, lr = 0.005, val_fraction = 0.2 }
+"""
+
+
+def test_run_and_sequential_run_on_the_demo_agree(tmp_path: Path) -> None:
+    import json
+
+    from conftest import run_aanbench
+
+    r = run_aanbench("datasets", "make-demo", tmp_path / "data", "--clips", "48")
+    assert r.returncode == 0, r.stderr
+    r = run_aanbench("extract", "demo", "--root", tmp_path / "data", "--store", tmp_path / "store", "-e",
+                     "logmel,affect")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (tmp_path / "registry.toml").write_text(DEMO_REGISTRY)
+    docs = {}
+    for name, extra in (("batched", []), ("again", []), ("sequential", ["--sequential"])):
+        r = run_aanbench("run", "batched-aan", "demo", "--store", tmp_path / "store", "--out",
+                         tmp_path / f"{name}.json", "--registry", tmp_path / "registry.toml", "--json", *extra)
+        assert r.returncode == 0, r.stdout + r.stderr
+        docs[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert _preds(docs["batched"]) == _preds(docs["again"])  # same seed, same numbers
+    assert _preds(docs["batched"]).keys() == _preds(docs["sequential"]).keys()
+    for target in docs["batched"]["targets"]:
+        b, s = docs["batched"]["targets"][target]["metrics"], docs["sequential"]["targets"][target]["metrics"]
+        for metric in ("pearson_r", "mse"):
+            assert s[f"{metric}_ci"][0] <= b[metric] <= s[f"{metric}_ci"][1], (target, metric, b, s)
+            assert b[f"{metric}_ci"][0] <= s[metric] <= b[f"{metric}_ci"][1], (target, metric, b, s)
