@@ -319,8 +319,10 @@ class FeatureArray:
             sdone, sfailed, _ = self._staged(st)
             rowchunk = self._chunk_of_rows()
             take = sdone[rowchunk]
-            ok[take] = np.asarray(st["ok"][:], dtype=bool)[take]
-            ok[sfailed[rowchunk]] = False
+            sok = np.asarray(st["ok"][:], dtype=bool)
+            ok[take] = sok[take]
+            failed = sfailed[rowchunk]
+            ok[failed] = sok[failed]  # False for every row of a chunk that failed whole
         return ok
 
     def errors(self) -> np.ndarray:
@@ -417,10 +419,21 @@ class FeatureArray:
 
     def mark_chunk_failed(self, rows: slice, reason: str) -> None:
         """Record a chunk that could not be computed (done stays False, so a rerun retries it)."""
-        target = self._ensure_staging() if self.packed else self.group
         n = rows.stop - rows.start
-        target["ok"][rows] = np.zeros(n, dtype=bool)
-        target["error"][rows] = np.array([reason or "chunk failed"] * n, dtype=object).astype(str)
+        if not self.packed:
+            self.group["ok"][rows] = np.zeros(n, dtype=bool)
+            self.group["error"][rows] = np.array([reason or "chunk failed"] * n, dtype=object).astype(str)
+            return
+        # staged failures are per chunk: stage the whole chunk(s) the rows fall
+        # in, the other rows keeping their current flags and errors
+        cr = self.chunk_rows
+        lo, hi = (rows.start // cr) * cr, min(self.n_items, -(-rows.stop // cr) * cr)
+        ok, err = self.ok()[lo:hi].copy(), self.errors()[lo:hi].copy()
+        ok[rows.start - lo : rows.stop - lo] = False
+        err[rows.start - lo : rows.stop - lo] = reason or "chunk failed"
+        st = self._ensure_staging()
+        st["ok"][lo:hi] = ok
+        st["error"][lo:hi] = np.array([str(e) if e else "" for e in err], dtype=object).astype(str)
 
     def pack(self) -> int:
         """Move staged chunks into the packed arrays and remove ``staging``;
@@ -455,9 +468,10 @@ class FeatureArray:
                     self.data[s0:s1] = block
             ok = np.asarray(self.group["ok"][:], dtype=bool)
             err = np.asarray(self.group["error"][:]).astype(object)
-            ok[take] = np.asarray(st["ok"][:], dtype=bool)[take]
+            sok = np.asarray(st["ok"][:], dtype=bool)
+            ok[take] = sok[take]
             failed_rows = sfailed[rowchunk]
-            ok[failed_rows] = False
+            ok[failed_rows] = sok[failed_rows]  # False for every row of a chunk that failed whole
             err[take | failed_rows] = serr[take | failed_rows]
             self.group["ok"][:] = ok
             self.group["error"][:] = np.array([str(e) for e in err], dtype=object).astype(str)
