@@ -48,7 +48,8 @@ import numpy as np
 
 from aanbench.contracts import AanbenchError, Item, ItemError, Media, MediaRequest
 from aanbench.media import (END_TOLERANCE_S, PAD_TOLERANCE_S, _centre_crop, _channel_mean, _ends_early, _open,
-                            _resized_rgb, _short, _target_size, decode_media, media_duration, sample_times)
+                            _resized_rgb, _short, _target_size, decode_media, media_duration,
+                            wanted_frames)
 
 # --------------------------------------------------------------------------
 # Windows
@@ -293,11 +294,7 @@ class FilmReader:
 
     def _video(self, media: Media, reqs: list[MediaRequest], start: float, end: float) -> None:
         duration = end - start
-        wanted: list[tuple[float, int, int]] = []
-        for ri, req in enumerate(reqs):
-            for slot, t in enumerate(sample_times(req, start, duration)):
-                wanted.append((float(t), ri, slot))
-        wanted.sort()
+        wanted = wanted_frames(reqs, start, duration)
         out: list[list[np.ndarray | None]] = [[None] * req.frame_count(duration) for req in reqs]
         cache: dict[tuple[int, tuple[int, int]], np.ndarray] = {}
         for t, ri, slot in wanted:

@@ -251,6 +251,15 @@ def _centre_crop(img: np.ndarray, crop: int | None) -> np.ndarray:
     return img[top : top + crop, left : left + crop]
 
 
+def wanted_frames(reqs: Sequence[MediaRequest], start: float, duration: float) -> list[tuple[float, int, int]]:
+    """``(time, request index, slot)`` for every frame any request wants from
+    ``[start, start + duration)``, in time order."""
+    wanted = [(float(t), ri, slot) for ri, req in enumerate(reqs)
+              for slot, t in enumerate(sample_times(req, start, duration))]
+    wanted.sort()
+    return wanted
+
+
 def _decode_video(container, media: Media, reqs: list[MediaRequest], start: float, end: float) -> None:
     stream = container.streams.video[0]
     stream.thread_type = "SLICE"
@@ -258,12 +267,7 @@ def _decode_video(container, media: Media, reqs: list[MediaRequest], start: floa
     media.native_fps = native_fps
     duration = end - start
 
-    # (time, request index, slot) for every frame any request wants, in time order.
-    wanted: list[tuple[float, int, int]] = []
-    for ri, req in enumerate(reqs):
-        for slot, t in enumerate(sample_times(req, start, duration)):
-            wanted.append((float(t), ri, slot))
-    wanted.sort()
+    wanted = wanted_frames(reqs, start, duration)
     out: list[list[np.ndarray | None]] = [[None] * req.frame_count(duration) for req in reqs]
     cache: dict[tuple[int, tuple[int, int]], np.ndarray] = {}
 
