@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import numpy as np
 
 from aanbench import hookimpl
-from aanbench.contracts import FitReport, Model, ModelSpec
+from aanbench.contracts import FitReport, ModelSpec
+from aanbench.pluginkit.torchmodel import TorchModel
 
 if TYPE_CHECKING:
     from aanbench_plugins.models._feature_aan_net import FeatureAANNet
@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class FeatureAAN(Model):
+class FeatureAAN(TorchModel):
     name = "feature-aan"
 
     def __init__(self, params: Mapping[str, Any], dims: Sequence[int]) -> None:
@@ -79,17 +79,8 @@ class FeatureAAN(Model):
         tf = self.torch_fit(train_y, seed=seed)
         return train_torch(tf.net, train_x, train_y, val_x, val_y, tf.config, seed)
 
-    def predict(self, x) -> np.ndarray:
-        if self.net is None:
-            raise RuntimeError("model is not trained")
-        from aanbench.training import predict_torch
-
-        return predict_torch(self.net, x)
-
     def state(self) -> dict[str, Any]:
-        if self.net is None:
-            raise RuntimeError("model is not trained")
-        return {"config": self._net_config(), "state_dict": {k: v.detach().clone() for k, v in self.net.state_dict().items()}}
+        return {"config": self._net_config(), "state_dict": self.weights()}
 
 
 def restore(state: Mapping[str, Any]) -> FeatureAAN:

@@ -33,7 +33,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from aanbench import hookimpl
-from aanbench.contracts import FitReport, Model, ModelSpec
+from aanbench.contracts import FitReport, ModelSpec
+from aanbench.pluginkit.torchmodel import TorchModel
 
 TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "max_epochs": 200, "patience": 20, "batch_size": 32,
                                   "weight_decay": 0.0}
@@ -92,7 +93,7 @@ def _networks():
     return {"lstm": LSTMNet, "bilstm": BiLSTMFusionNet}
 
 
-class RecurrentModel(Model):
+class RecurrentModel(TorchModel):
     """``lstm`` or ``bilstm`` on windows ``(n, T, dim_k)``, one array per feature."""
 
     def __init__(self, kind: str, params: Mapping[str, Any], dims: Sequence[int]) -> None:
@@ -136,17 +137,11 @@ class RecurrentModel(Model):
                            None if val_x is None else self._check(val_x), val_y, tc, seed)
 
     def predict(self, x) -> np.ndarray:
-        if self.net is None:
-            raise RuntimeError("model is not trained")
-        from aanbench.training import predict_torch
-
-        return predict_torch(self.net, self._check(x))
+        self.trained_net()
+        return super().predict(self._check(x))
 
     def state(self) -> dict[str, Any]:
-        if self.net is None:
-            raise RuntimeError("model is not trained")
-        return {"kind": self.name, "config": self._net_config(),
-                "state_dict": {k: v.detach().clone() for k, v in self.net.state_dict().items()}}
+        return {"kind": self.name, "config": self._net_config(), "state_dict": self.weights()}
 
 
 def restore(state: Mapping[str, Any]) -> RecurrentModel:

@@ -84,7 +84,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from aanbench import hookimpl
-from aanbench.contracts import FitReport, Model, ModelSpec
+from aanbench.contracts import FitReport, ModelSpec
+from aanbench.pluginkit.torchmodel import TorchModel
 
 NET_KEYS = ("width", "heads", "layers", "dropout", "inner_dropout", "eps")
 FEATURE_NET_KEYS = NET_KEYS + ("feature_layers", "feature_heads", "feature_dropout")
@@ -115,7 +116,7 @@ def _start_value(given: Any, train_y: np.ndarray) -> float:
     return float(given)
 
 
-class TemporalAAN(Model):
+class TemporalAAN(TorchModel):
     """One model per target; ``kind`` is ``temporal-aan`` or ``feature-temporal-aan``."""
 
     def __init__(self, kind: str, params: Mapping[str, Any], dims: Sequence[int]) -> None:
@@ -163,18 +164,8 @@ class TemporalAAN(Model):
                              f"{np.asarray(train_x[0]).shape[:2]}")
         return train_torch(tf.net, train_x, train_y, val_x, val_y, tf.config, seed, train_extra=tf.extra)
 
-    def predict(self, x) -> np.ndarray:
-        if self.net is None:
-            raise RuntimeError("model is not trained")
-        from aanbench.training import predict_torch
-
-        return predict_torch(self.net, x)
-
     def state(self) -> dict[str, Any]:
-        if self.net is None:
-            raise RuntimeError("model is not trained")
-        return {"kind": self.kind, "config": self._net_config(),
-                "state_dict": {k: v.detach().clone() for k, v in self.net.state_dict().items()}}
+        return {"kind": self.kind, "config": self._net_config(), "state_dict": self.weights()}
 
 
 def restore(state: Mapping[str, Any]) -> TemporalAAN:
