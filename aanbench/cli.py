@@ -184,8 +184,11 @@ def command(target: typer.Typer, name: str | None = None, **kw: Any) -> Callable
                     print_traceback(exc, err_console)
                 err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
                 raise typer.Exit(exc.exit_code) from None
-            except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+            except (typer.Exit, typer.Abort, SystemExit):
                 raise
+            except KeyboardInterrupt:  # Ctrl-C where a command has no handler of its own: files already written stay
+                err_console.print("interrupted", highlight=False)
+                raise typer.Exit(130) from None
             except Exception as exc:  # a bug, often in a plugin: say where; --debug for the traceback
                 if debug_enabled():
                     print_traceback(exc, err_console)
