@@ -44,6 +44,14 @@ Inputs never exist as ``K`` standardised copies of the data: a job holds row
 indices into shared feature arrays and its own mean and std; each step
 gathers the rows of its batch and standardises them (``(x - mean) / std``,
 float32, as :class:`aanbench.runner.Standardizer`).
+
+Devices: ``train_batched(jobs, device="cuda")`` runs the stack on that torch
+device (see :func:`aanbench.training.resolve_device`): the shared feature
+arrays, the stack's parameters, Adam state, standardisations and sample
+indices go there once; each epoch's data order is drawn on the CPU (the same
+generators as on the CPU) and moved once per epoch; each step gathers its
+batch on the device. The jobs' networks stay on the CPU and receive their
+final weights there.
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ import torch
 from torch import nn
 
 from aanbench.contracts import FitReport
-from aanbench.training import TrainConfig
+from aanbench.training import TrainConfig, device_scope
 
 # Largest gathered input of one forward pass, in float32 values (validation
 # runs in chunks of samples below it): 16 M values = 64 MB.
@@ -138,7 +146,8 @@ def _pad(arrays: list[np.ndarray], fill: float = 0) -> np.ndarray:
 class _Stack:
     """The live copies: flat parameters ``(K, P)``, Adam state, data indices."""
 
-    def __init__(self, jobs: list[BatchJob], template: nn.Module) -> None:
+    def __init__(self, jobs: list[BatchJob], template: nn.Module, device: torch.device) -> None:
+        self.device = device
         names = [n for n, _ in template.named_parameters()]
         self.names = names
         self.shapes = [p.shape for _, p in template.named_parameters()]
@@ -184,10 +193,16 @@ class _Stack:
             self.n_val = np.array([len(v) for v in vals])
             self.val = torch.from_numpy(_pad(vals))
             self.val_y = torch.from_numpy(_pad(vys))
+        for name in ("flat", "m", "v", "steps", "fit", "fit_y", "extra", "val", "val_y"):
+            if getattr(self, name, None) is not None:
+                setattr(self, name, getattr(self, name).to(device))
+        self.buffers = {n: b.to(device) for n, b in self.buffers.items()}
+        self.mean = [m.to(device) for m in self.mean]
+        self.std = [s.to(device) for s in self.std]
 
     def select(self, keep: np.ndarray) -> None:
         """Keep only the live copies at positions ``keep``."""
-        kt = torch.from_numpy(keep)
+        kt = torch.from_numpy(keep).to(self.device)
         self.flat, self.m, self.v, self.steps = self.flat[kt], self.m[kt], self.v[kt], self.steps[kt]
         self.buffers = {n: b[kt] for n, b in self.buffers.items()}
         self.ids = self.ids[keep]
@@ -234,19 +249,21 @@ def _gather(rows: list[torch.Tensor], mean: list[torch.Tensor], std: list[torch.
     return xs
 
 
-def train_batched(jobs: Sequence[BatchJob]) -> list[FitReport]:
+def train_batched(jobs: Sequence[BatchJob], device: Any = None) -> list[FitReport]:
     """Train every job's network in place (its best validation epoch's weights,
     or the last epoch's without validation) and return one report per job.
     All jobs must share the training configuration and the architecture;
     :func:`group_jobs` splits a mixed list into such stacks. A report's
-    ``seconds`` is the stack's wall time divided by the number of jobs."""
+    ``seconds`` is the stack's wall time divided by the number of jobs.
+    ``device``: the torch device to train on (default the CPU, on one thread)."""
     jobs = list(jobs)
     if not jobs:
         return []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as train_torch: these models are far too small for a thread pool
     try:
-        return _train_batched(jobs)
+        with device_scope(device) as dev:
+            return _train_batched(jobs, dev)
     finally:
         torch.set_num_threads(threads)
 
@@ -263,7 +280,7 @@ def group_jobs(jobs: Sequence[BatchJob]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _train_batched(jobs: list[BatchJob]) -> list[FitReport]:
+def _train_batched(jobs: list[BatchJob], device: torch.device) -> list[FitReport]:
     t0 = time.perf_counter()
     cfg = jobs[0].torch_fit.config
     for j in jobs:
@@ -279,9 +296,9 @@ def _train_batched(jobs: list[BatchJob]) -> list[FitReport]:
                                  "train this model sequentially")
     from torch.func import functional_call, vmap
 
-    template = copy.deepcopy(jobs[0].torch_fit.net)
-    st = _Stack(jobs, template)
-    rows = [torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32)) for r in jobs[0].rows]
+    template = copy.deepcopy(jobs[0].torch_fit.net).to(device)
+    st = _Stack(jobs, template, device)
+    rows = [torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32)).to(device) for r in jobs[0].rows]
     torch.manual_seed(jobs[0].seed)
     gens = [torch.Generator().manual_seed(int(j.seed)) for j in jobs]
 
@@ -317,7 +334,8 @@ def _train_batched(jobs: list[BatchJob]) -> list[FitReport]:
         if dummy.any():
             first = pos[:, 0, :]
             pos = torch.where(dummy[:, :, None], first[:, None, :], pos)
-        kk = torch.arange(k)[:, None]
+        pos, wt, live = pos.to(device), wt.to(device), live.to(device)
+        kk = torch.arange(k, device=device)[:, None]
         template.train()
         for s in range(steps):
             active = live[:, s]
@@ -325,7 +343,7 @@ def _train_batched(jobs: list[BatchJob]) -> list[FitReport]:
             w = torch.where(active[:, None], wt[:, s], torch.ones_like(wt[:, s]))
             members = st.fit[kk, idx]
             if buffers is None or buffers[0].shape[:-1] != members.shape:  # (re)allocated when the stack shrinks
-                buffers = [torch.empty(*members.shape, r.shape[1]) for r in rows]
+                buffers = [torch.empty(*members.shape, r.shape[1], device=device) for r in rows]
             xs = _gather(rows, st.mean, st.std, members, buffers)
             if st.extra is not None:
                 xs.append(st.extra[kk, idx])
@@ -411,6 +429,7 @@ def _validation_loss(st: _Stack, rows: list[torch.Tensor], template: nn.Module, 
             xs = _gather(rows, st.mean, st.std, st.val[:, c0 : c0 + chunk])
             preds.append(vforward(params, st.buffers, *xs))
         pred = torch.cat(preds, 1)
-        w = (torch.arange(n)[None, :] < torch.from_numpy(st.n_val)[:, None]).to(pred.dtype)
+        n_val = torch.from_numpy(st.n_val).to(pred.device)
+        w = (torch.arange(n, device=pred.device)[None, :] < n_val[:, None]).to(pred.dtype)
         loss = _weighted_loss(pred, st.val_y, w)
-    return loss.numpy().astype(np.float64)
+    return loss.cpu().numpy().astype(np.float64)
