@@ -603,6 +603,16 @@ REGISTRY_HELP = ("Your own experiments file (TOML), added to the built-in regist
 SEQUENTIAL_HELP = ("Train one model at a time. By default the models that support it (feature-aan, temporal-aan, "
                    "...) train all their folds and targets together in one batched stack: same seed, same "
                    "numbers for each path; the two paths agree within the bootstrap interval, not bit for bit.")
+DEVICE_HELP = ("Torch device for training and predicting with torch models (feature-aan, temporal-aan, ...): cpu "
+               "(default), cuda or cuda:N; other models run on the CPU. GPU numbers differ from CPU numbers in "
+               "the last bits; the same seed on the same GPU gives the same numbers.")
+
+
+def _check_device(device: str) -> str:
+    """``--device`` checked before any work (e.g. cuda where torch has none)."""
+    from aanbench.runner import check_device
+
+    return check_device(device)
 
 
 @command(app, "experiments")
@@ -633,7 +643,7 @@ def experiments_cmd(
 
 def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: Optional[int] = None,
            registry: Optional[Path] = None, save_models: Optional[Path] = None, quiet: bool = False,
-           sequential: bool = False):
+           sequential: bool = False, device: str = "cpu"):
     """Run ``experiment`` on the stored features of ``dataset`` and write its
     results file (``out/<dataset>/<experiment>/seed<N>.json``); returns (doc, path)."""
     from aanbench.runner import run_experiment, write_results
@@ -651,7 +661,7 @@ def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: O
             prog.update(task, completed=done, total=total, what=f"{target} / {fold}")
 
         doc = run_experiment(exp, dataset, group, _plugins(), seed=seed, save_models=save_models, on_fit=on_fit,
-                             sequential=sequential)
+                             sequential=sequential, device=device)
     doc["command"] = _invocation()
     path = write_results(doc, out)
     return doc, path
@@ -688,6 +698,7 @@ def run_cmd(
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (results file, metrics) on stdout."),
     sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
 ) -> None:
     """Train and evaluate an experiment with the dataset's protocol; write a results
     file (config, provenance, per-sample predictions with start/end, metrics) and
@@ -700,6 +711,7 @@ def run_cmd(
       aanbench run ridge cognimuse --store feats --out results      # leave-one-movie-out
       aanbench run feature-aan demo --store feats --out results --root .aanbench-demo/data --save-models models
     """
+    device = _check_device(device)
     ds = _dataset(dataset, option)
     if root is not None:
         exp = _registry(registry).experiment(experiment, ds.name)
@@ -707,7 +719,7 @@ def run_cmd(
         if failed and not as_json:
             console.print(f"[yellow]{len(failed)} item failures during extraction; those items are left out[/]")
     doc, path = do_run(experiment, ds, store, out, seed=seed, registry=registry, save_models=save_models,
-                       quiet=as_json, sequential=sequential)
+                       quiet=as_json, sequential=sequential, device=device)
     if as_json:
         typer.echo(json.dumps(_results_summary(doc, path), indent=1))
         return
@@ -728,6 +740,7 @@ def train_cmd(
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
 ) -> None:
     """Fit an experiment on all of a dataset's training samples (validation carved
     from them as in `run`), for every target, and write one model bundle: the
@@ -743,6 +756,7 @@ def train_cmd(
     from aanbench.runner import train_bundle
     from aanbench.store import FeatureStore
 
+    device = _check_device(device)
     ds = _dataset(dataset, option)
     exp = _registry(registry).experiment(experiment, ds.name)
     group = FeatureStore(store, mode="r").open_group(ds.name, ds.segmentation)
@@ -751,7 +765,7 @@ def train_cmd(
                   MofNCompleteColumn(), TimeElapsedColumn(), console=err_console if as_json else console,
                   disable=as_json) as prog:
         task = prog.add_task("fit", total=None, what="")
-        payload = train_bundle(exp, ds, group, _plugins(), seed=seed, sequential=sequential,
+        payload = train_bundle(exp, ds, group, _plugins(), seed=seed, sequential=sequential, device=device,
                                on_fit=lambda t, done, total: prog.update(task, completed=done, total=total, what=t))
     payload["command"] = _invocation()
     path = save_bundle(out, payload)
@@ -859,7 +873,7 @@ def benchmark_experiments(ds: Dataset, store: Path, *, registry: Optional[Path] 
 def do_benchmark(ds: Dataset, store: Path, out: Path, leaderboard: Path, *, seeds: Optional[list[int]] = None,
                  registry: Optional[Path] = None, only: Optional[list[str]] = None, protocol: Optional[str] = None,
                  group: Optional[str] = None, command: str = "",
-                 sequential: bool = False) -> tuple[Path, Path, list[dict[str, Any]], list]:
+                 sequential: bool = False, device: str = "cpu") -> tuple[Path, Path, list[dict[str, Any]], list]:
     """Run every experiment :func:`benchmark_experiments` finds, for each seed
     (default: the experiment's own), write the results files and the
     leaderboard of these runs. ``protocol`` overrides every experiment's.
@@ -894,7 +908,8 @@ def do_benchmark(ds: Dataset, store: Path, out: Path, leaderboard: Path, *, seed
 
                 try:
                     with _one_blas_thread():
-                        doc = run_experiment(exp, ds, grp, plugins, seed=seed, on_fit=on_fit, sequential=sequential)
+                        doc = run_experiment(exp, ds, grp, plugins, seed=seed, on_fit=on_fit, sequential=sequential,
+                                             device=device)
                 except AanbenchError as exc:
                     failed.append((exp.name, f"failed: {exc}"))
                     console.print(f"[red]failed[/] {exp.name} (seed {seed}): {exc}", highlight=False, soft_wrap=True)
@@ -924,6 +939,7 @@ def benchmark_cmd(
     registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
 ) -> None:
     """Run every registry experiment whose features are in the store (each resolved
     for DATASET: its datasets.DATASET settings applied), skipping with the reason
@@ -935,6 +951,7 @@ def benchmark_cmd(
       aanbench benchmark eimt16 --store feats --out results --seeds 0,1,2
       aanbench benchmark demo --store .aanbench-demo/store --out results --protocol leave-one-group-out
     """
+    device = _check_device(device)
     ds = _dataset(dataset, option)
     only = [e.strip() for e in experiments.split(",") if e.strip()] if experiments else None
     seed_list = _parse_seeds(seeds)
@@ -953,7 +970,7 @@ def benchmark_cmd(
     lb = leaderboard or Path("leaderboards") / f"{ds.name}.md"
     md, fig, docs, problems = do_benchmark(ds, store, out, lb, seeds=seed_list, registry=registry, only=only,
                                            protocol=protocol, group=group, command=_invocation(),
-                                           sequential=sequential)
+                                           sequential=sequential, device=device)
     console.print(md.read_text(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {md} and {fig}: {len(docs)} runs, {len(problems)} skipped or failed")
     if any(why.startswith("failed:") for _, why in problems):

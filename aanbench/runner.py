@@ -22,6 +22,7 @@ from aanbench import __version__
 from aanbench.contracts import AanbenchError, Dataset, ModelSpec, SequenceSpec
 from aanbench.metrics import evaluate, group_spread
 from aanbench.plugin_manager import Plugins
+from aanbench.pluginkit.torchmodel import TorchModel
 from aanbench.protocols import carve_validation, get_protocol
 from aanbench.registry import ExperimentConfig, check_params
 from aanbench.samples import SEQUENCE_SETTINGS, Samples, resolve_spec, samples_of
@@ -141,6 +142,7 @@ class RunPlan:
     feats: FeatureMatrix
     protocol: Any
     seed: int
+    device: str = "cpu"  # where torch models (TorchModel) train and predict; see check_device
 
     @property
     def sequences(self) -> bool:
@@ -153,8 +155,18 @@ class RunPlan:
         return self.samples.usable(self.feats.valid) & np.isfinite(self.labels(target))
 
 
+def check_device(device: Any) -> str:
+    """The torch device of a run as a string (``"cpu"``, ``"cuda:0"``, ...),
+    or a clear :class:`AanbenchError` (e.g. ``cuda`` without CUDA) before any work."""
+    if device is None or str(device) == "cpu":
+        return "cpu"
+    from aanbench.training import resolve_device
+
+    return str(resolve_device(device))
+
+
 def plan_run(exp: ExperimentConfig, dataset: Dataset, group: DatasetGroup, plugins: Plugins,
-             seed: int | None = None) -> RunPlan:
+             seed: int | None = None, device: Any = "cpu") -> RunPlan:
     spec = plugins.model(exp.model)
     check_params(exp, {**spec.params, **RUNNER_SETTINGS})
     protocol = get_protocol(exp.protocol or dataset.protocol)
@@ -178,7 +190,7 @@ def plan_run(exp: ExperimentConfig, dataset: Dataset, group: DatasetGroup, plugi
         raise AanbenchError(f"store group {group.path}: no samples of {sample_spec.length} rows "
                             f"({sample_spec.scope} scope) in {group.n_items} items")
     return RunPlan(exp, spec, dataset, group, targets, model_params, settings, sample_spec, samples, feats,
-                   protocol, exp.seed if seed is None else int(seed))
+                   protocol, exp.seed if seed is None else int(seed), check_device(device))
 
 
 @dataclass
@@ -210,6 +222,8 @@ def _prepare_fit(plan: RunPlan, target: str, train: np.ndarray, seed: int) -> _P
     else:
         scaler = Standardizer.identity(list(plan.feats.dims))
     model = plan.spec.build(plan.model_params[target], list(plan.feats.dims))
+    if isinstance(model, TorchModel):
+        model.device = plan.device
     extra: dict[str, Any] = {}
     if getattr(plan.spec, "wants_row_labels", False):  # member rows' labels: fitting and validation samples only
         rows_y = np.asarray(plan.group.labels(target), dtype=np.float32)
@@ -254,7 +268,7 @@ def fit_targets(plan: RunPlan, requests: list[tuple[str, np.ndarray, int]], *,
                              members[p.fit_idx], p.y[p.fit_idx], members[p.val_idx] if has_val else None,
                              p.y[p.val_idx] if has_val else None))
     for group in group_jobs(jobs):
-        train_batched([jobs[i] for i in group])
+        train_batched([jobs[i] for i in group], device=plan.device)
     return [Fitted(p.model, p.scaler, j.report, p.fit_idx, p.val_idx) for p, j in zip(preps, jobs)]
 
 
@@ -307,6 +321,7 @@ def run_experiment(
     save_models: Path | None = None,
     on_fit: Callable[[str, str, int, int], None] | None = None,
     sequential: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train and evaluate ``exp`` on ``group``; returns the results document.
     A model that opts in to batched training has all its fits (fold x
@@ -315,7 +330,8 @@ def run_experiment(
     from aanbench.modelfile import save_model
 
     t0 = time.perf_counter()
-    plan = plan_run(exp, dataset, group, plugins, seed)
+    device = check_device(device)
+    plan = plan_run(exp, dataset, group, plugins, seed, device=device)
     spec, feats, samples, seed = plan.spec, plan.feats, plan.samples, plan.seed
     folds = list(plan.protocol.folds(samples.split, samples.group))
     doc: dict[str, Any] = {
@@ -335,6 +351,7 @@ def run_experiment(
                      for n, k, d, p in zip(feats.names, feats.keys, feats.dims, feats.provenance)],
         "protocol": plan.protocol.name,
         "seed": seed,
+        "device": device,  # where torch models trained: changes rounding, not the experiment (not in CONFIG_KEYS)
         "samples": {**plan.sample_spec.to_dict(), "n": len(samples)},
         "params": {t: plan.model_params[t] for t in plan.targets},
         "settings": {t: plan.settings[t] for t in plan.targets},
@@ -421,13 +438,14 @@ def train_bundle(
     seed: int | None = None,
     on_fit: Callable[[str, int, int], None] | None = None,
     sequential: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Fit ``exp`` on all of the dataset's training samples (the protocol's
     training pool; validation carved from it as in a run), one model per
     target; returns the bundle payload (see :mod:`aanbench.modelfile`)."""
     from aanbench.modelfile import BUNDLE_FORMAT
 
-    plan = plan_run(exp, dataset, group, plugins, seed)
+    plan = plan_run(exp, dataset, group, plugins, seed, device=check_device(device))
     pool = plan.protocol.training_pool(plan.samples.split, plan.samples.group)
     targets: dict[str, Any] = {}
     fits = fit_targets(plan, [(t, pool, plan.seed) for t in plan.targets], sequential=sequential)
@@ -464,7 +482,7 @@ def train_bundle(
                            "n_items": group.n_items, "n_samples": len(plan.samples)}),
         "provenance": _plain({"features": [{"name": n, "key": k, "provenance": p} for n, k, p in
                                            zip(plan.feats.names, plan.feats.keys, plan.feats.provenance)],
-                              "aanbench_version": __version__}),
+                              "aanbench_version": __version__, "device": plan.device}),
         "seed": int(plan.seed),
     }
 

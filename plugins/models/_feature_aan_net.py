@@ -111,7 +111,13 @@ class FeatureAANNet(nn.Module):
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
         if len(features) != len(self.projections):
             raise ValueError(f"expected {len(self.projections)} feature tensors, got {len(features)}")
-        tokens = torch.stack([proj(f) for proj, f in zip(self.projections, features)], dim=1)
+        return self.from_projections(*[proj(f) for proj, f in zip(self.projections, features)])
+
+    def from_projections(self, *projected: torch.Tensor) -> torch.Tensor:
+        """``forward`` after the first layer: each feature already through its
+        projection, ``(batch, d_model)`` (:mod:`aanbench.batched` computes the
+        projections itself)."""
+        tokens = torch.stack(list(projected), dim=1)
         for layer in self.layers:
             tokens = layer(tokens)
         pooled = self.norm(tokens).mean(dim=1)
