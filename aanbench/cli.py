@@ -615,6 +615,14 @@ def _check_device(device: str) -> str:
     return check_device(device)
 
 
+def _no_device_on_ray(device: str, ray: Optional[dict[str, Any]]) -> None:
+    """Ray fits run on the cluster's CPU workers: a GPU ``--device`` with
+    ``--backend ray`` is refused before any work rather than ignored."""
+    if ray is not None and device != "cpu":
+        raise AanbenchError(f"--device {device} is not available with --backend ray (Ray fits run on CPU workers); "
+                            "train on the GPU with the local backend")
+
+
 @command(app, "experiments")
 def experiments_cmd(
     registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
@@ -641,11 +649,19 @@ def experiments_cmd(
     console.print(t, highlight=False)
 
 
+RAY_FIT_BACKEND_HELP = ("Where the fits run: local (this process) or ray (Ray tasks, one per batched stack or per "
+                        "fit, on a local Ray instance or the cluster at --address; same numbers as local).")
+RAY_FIT_ADDRESS_HELP = "Ray: join this cluster ('auto' or host:port) instead of starting a local one."
+RAY_FIT_WORKERS_HELP = "Ray: most fits running at once (default: as many as the cluster's CPUs take)."
+
+
 def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: Optional[int] = None,
            registry: Optional[Path] = None, save_models: Optional[Path] = None, quiet: bool = False,
-           sequential: bool = False, device: str = "cpu"):
+           sequential: bool = False, device: str = "cpu", ray: Optional[dict[str, Any]] = None):
     """Run ``experiment`` on the stored features of ``dataset`` and write its
-    results file (``out/<dataset>/<experiment>/seed<N>.json``); returns (doc, path)."""
+    results file (``out/<dataset>/<experiment>/seed<N>.json``); returns (doc, path).
+    ``ray``: the fits run on Ray (:func:`aanbench.fitray.fit_runs_on_ray`
+    with these options: ``address``, ``workers``)."""
     from aanbench.runner import run_experiment, write_results
     from aanbench.store import FeatureStore
 
@@ -660,8 +676,17 @@ def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: O
         def on_fit(target: str, fold: str, done: int, total: int) -> None:
             prog.update(task, completed=done, total=total, what=f"{target} / {fold}")
 
-        doc = run_experiment(exp, dataset, group, _plugins(), seed=seed, save_models=save_models, on_fit=on_fit,
-                             sequential=sequential, device=device)
+        if ray is not None:
+            from aanbench.fitray import fit_runs_on_ray
+
+            [doc] = fit_runs_on_ray([(exp, seed)], dataset, group, _plugins(), sequential=sequential,
+                                    save_models=save_models, on_progress=lambda done, total, what: prog.update(
+                                        task, completed=done, total=total, what=what.split(": ", 1)[-1]), **ray)
+            if isinstance(doc, BaseException):
+                raise doc
+        else:
+            doc = run_experiment(exp, dataset, group, _plugins(), seed=seed, save_models=save_models, on_fit=on_fit,
+                                 sequential=sequential, device=device)
     doc["command"] = _invocation()
     path = write_results(doc, out)
     return doc, path
@@ -699,6 +724,9 @@ def run_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (results file, metrics) on stdout."),
     sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
+    backend: str = typer.Option("local", "--backend", help=RAY_FIT_BACKEND_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help=RAY_FIT_ADDRESS_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help=RAY_FIT_WORKERS_HELP),
 ) -> None:
     """Train and evaluate an experiment with the dataset's protocol; write a results
     file (config, provenance, per-sample predictions with start/end, metrics) and
@@ -710,8 +738,13 @@ def run_cmd(
       aanbench run feature-aan eimt16 --store feats --out results
       aanbench run ridge cognimuse --store feats --out results      # leave-one-movie-out
       aanbench run feature-aan demo --store feats --out results --root .aanbench-demo/data --save-models models
+      aanbench run feature-aan cognimuse --store feats --out results --backend ray --workers 4
     """
     device = _check_device(device)
+    from aanbench.fitray import ray_runs_setting
+
+    ray = ray_runs_setting(backend, address, workers)
+    _no_device_on_ray(device, ray)
     ds = _dataset(dataset, option)
     if root is not None:
         exp = _registry(registry).experiment(experiment, ds.name)
@@ -719,7 +752,7 @@ def run_cmd(
         if failed and not as_json:
             console.print(f"[yellow]{len(failed)} item failures during extraction; those items are left out[/]")
     doc, path = do_run(experiment, ds, store, out, seed=seed, registry=registry, save_models=save_models,
-                       quiet=as_json, sequential=sequential, device=device)
+                       quiet=as_json, sequential=sequential, device=device, ray=ray)
     if as_json:
         typer.echo(json.dumps(_results_summary(doc, path), indent=1))
         return
@@ -873,12 +906,14 @@ def benchmark_experiments(ds: Dataset, store: Path, *, registry: Optional[Path] 
 def do_benchmark(ds: Dataset, store: Path, out: Path, leaderboard: Path, *, seeds: Optional[list[int]] = None,
                  registry: Optional[Path] = None, only: Optional[list[str]] = None, protocol: Optional[str] = None,
                  group: Optional[str] = None, command: str = "",
-                 sequential: bool = False, device: str = "cpu") -> tuple[Path, Path, list[dict[str, Any]], list]:
+                 sequential: bool = False, device: str = "cpu",
+                 ray: Optional[dict[str, Any]] = None) -> tuple[Path, Path, list[dict[str, Any]], list]:
     """Run every experiment :func:`benchmark_experiments` finds, for each seed
     (default: the experiment's own), write the results files and the
     leaderboard of these runs. ``protocol`` overrides every experiment's.
-    Returns (markdown, figure, results documents, [(experiment, reason)]
-    skipped or failed)."""
+    ``ray``: every run's fits are submitted to Ray at once
+    (:func:`_benchmark_on_ray`). Returns (markdown, figure, results
+    documents, [(experiment, reason)] skipped or failed)."""
     from dataclasses import replace
 
     from aanbench.leaderboard import write_leaderboard
@@ -895,6 +930,12 @@ def do_benchmark(ds: Dataset, store: Path, out: Path, leaderboard: Path, *, seed
     grp.check_dataset_config(ds.config())
     plugins = _plugins()
     docs, failed = [], []
+    if ray is not None:
+        runs = [(e, seed) for e in (replace(e, protocol=protocol) if protocol is not None else e for e in exps)
+                for seed in seeds or [e.seed]]
+        docs, failed = _benchmark_on_ray(runs, ds, grp, plugins, out, command=command, sequential=sequential,
+                                         **ray)
+        exps = []  # done on Ray
     for exp in exps:
         if protocol is not None:
             exp = replace(exp, protocol=protocol)
@@ -925,6 +966,39 @@ def do_benchmark(ds: Dataset, store: Path, out: Path, leaderboard: Path, *, seed
     return md, fig, docs, skipped + failed
 
 
+def _benchmark_on_ray(runs: list[tuple[Any, int]], ds: Dataset, grp: Any, plugins: Any, out: Path, *, command: str,
+                      sequential: bool, address: Optional[str], workers: Optional[int]) -> tuple[list, list]:
+    """:func:`do_benchmark`'s runs with every fit submitted to Ray at once: one
+    progress bar over all fits; each run's results file written (and its
+    table printed) as soon as its fits are back; a failed run is reported and
+    the others go on. Returns (documents in the order of ``runs``, failures)."""
+    from aanbench.fitray import fit_runs_on_ray
+    from aanbench.runner import write_results
+
+    failed: list[tuple[str, str]] = []
+    with Progress(TextColumn("[bold]benchmark[/] on ray {task.fields[what]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("fits"), TimeElapsedColumn(), console=console) as prog:
+        task = prog.add_task("fit", total=None, what="")
+
+        def on_result(i: int, got: Any) -> None:
+            exp, seed = runs[i]
+            if isinstance(got, BaseException):
+                why = str(got) if isinstance(got, AanbenchError) else describe(got)
+                failed.append((exp.name, f"failed: {why}"))
+                console.print(f"[red]failed[/] {exp.name} (seed {seed}): {escape(why)}", highlight=False,
+                              soft_wrap=True)
+                return
+            got["command"] = command
+            _print_results(got, write_results(got, out))
+
+        with _one_blas_thread():
+            outcomes = fit_runs_on_ray(runs, ds, grp, plugins, address=address, workers=workers,
+                                       sequential=sequential, on_result=on_result,
+                                       on_progress=lambda done, total, what: prog.update(
+                                           task, completed=done, total=total, what=what))
+    return [d for d in outcomes if not isinstance(d, BaseException)], failed
+
+
 @command(app, "benchmark")
 def benchmark_cmd(
     dataset: str = typer.Argument(..., help=DATASET_HELP),
@@ -940,6 +1014,10 @@ def benchmark_cmd(
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
+    backend: str = typer.Option("local", "--backend", help=RAY_FIT_BACKEND_HELP + " With ray, every experiment x "
+                                "seed is submitted at once."),
+    address: Optional[str] = typer.Option(None, "--address", help=RAY_FIT_ADDRESS_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help=RAY_FIT_WORKERS_HELP),
 ) -> None:
     """Run every registry experiment whose features are in the store (each resolved
     for DATASET: its datasets.DATASET settings applied), skipping with the reason
@@ -950,8 +1028,13 @@ def benchmark_cmd(
     Examples:
       aanbench benchmark eimt16 --store feats --out results --seeds 0,1,2
       aanbench benchmark demo --store .aanbench-demo/store --out results --protocol leave-one-group-out
+      aanbench benchmark cognimuse --store feats --out results --seeds 0,1,2 --backend ray --workers 8
     """
     device = _check_device(device)
+    from aanbench.fitray import ray_runs_setting
+
+    ray = ray_runs_setting(backend, address, workers)
+    _no_device_on_ray(device, ray)
     ds = _dataset(dataset, option)
     only = [e.strip() for e in experiments.split(",") if e.strip()] if experiments else None
     seed_list = _parse_seeds(seeds)
@@ -970,7 +1053,7 @@ def benchmark_cmd(
     lb = leaderboard or Path("leaderboards") / f"{ds.name}.md"
     md, fig, docs, problems = do_benchmark(ds, store, out, lb, seeds=seed_list, registry=registry, only=only,
                                            protocol=protocol, group=group, command=_invocation(),
-                                           sequential=sequential, device=device)
+                                           sequential=sequential, device=device, ray=ray)
     console.print(md.read_text(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {md} and {fig}: {len(docs)} runs, {len(problems)} skipped or failed")
     if any(why.startswith("failed:") for _, why in problems):

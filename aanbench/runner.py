@@ -212,12 +212,14 @@ class _Prepared:
     extra: dict[str, Any]
 
 
-def _prepare_fit(plan: RunPlan, target: str, train: np.ndarray, seed: int) -> _Prepared:
+def _prepare_fit(plan: RunPlan, target: str, train: np.ndarray, seed: int, scale: bool = True) -> _Prepared:
+    """``scale=False``: an identity standardiser in place of the fitted one
+    (for :func:`batch_stacks`, which needs no statistics)."""
     y = plan.labels(target)
     train = train[plan.usable(target)[train]]
     frac = float(plan.settings[target]["val_fraction"])
     fit_idx, val_idx = carve_validation(train, plan.samples.group, frac, seed)
-    if plan.settings[target].get("standardize", True):
+    if scale and plan.settings[target].get("standardize", True):
         scaler = Standardizer.fit([x[plan.samples.rows(fit_idx)] for x in plan.feats.values])
     else:
         scaler = Standardizer.identity(list(plan.feats.dims))
@@ -256,9 +258,18 @@ def fit_targets(plan: RunPlan, requests: list[tuple[str, np.ndarray, int]], *,
     ``sequential`` (or any other model) fits one at a time."""
     if sequential or not batchable(plan):
         return [fit_target(plan, t, train, seed) for t, train, seed in requests]
-    from aanbench.batched import BatchJob, group_jobs, train_batched
+    from aanbench.batched import group_jobs, train_batched
 
     preps = [_prepare_fit(plan, t, train, seed) for t, train, seed in requests]
+    jobs = _batch_jobs(plan, preps)
+    for group in group_jobs(jobs):
+        train_batched([jobs[i] for i in group], device=plan.device)
+    return [Fitted(p.model, p.scaler, j.report, p.fit_idx, p.val_idx) for p, j in zip(preps, jobs)]
+
+
+def _batch_jobs(plan: RunPlan, preps: list[_Prepared]) -> list[Any]:
+    from aanbench.batched import BatchJob
+
     members = plan.samples.members if plan.sequences else plan.samples.members[:, 0]
     jobs = []
     for p in preps:
@@ -267,9 +278,18 @@ def fit_targets(plan: RunPlan, requests: list[tuple[str, np.ndarray, int]], *,
         jobs.append(BatchJob(tf, plan.seed, plan.feats.values, p.scaler.mean, p.scaler.std,
                              members[p.fit_idx], p.y[p.fit_idx], members[p.val_idx] if has_val else None,
                              p.y[p.val_idx] if has_val else None))
-    for group in group_jobs(jobs):
-        train_batched([jobs[i] for i in group], device=plan.device)
-    return [Fitted(p.model, p.scaler, j.report, p.fit_idx, p.val_idx) for p, j in zip(preps, jobs)]
+    return jobs
+
+
+def batch_stacks(plan: RunPlan, requests: list[tuple[str, np.ndarray, int]]) -> list[list[int]]:
+    """Indices of ``requests`` that :func:`fit_targets` (batched) trains as one
+    stack, each stack in request order: :func:`fit_targets` of one stack's
+    requests alone gives the same fits as within all of them. Builds each
+    request's network (no standardisation, no training)."""
+    from aanbench.batched import group_jobs
+
+    return group_jobs(_batch_jobs(plan, [_prepare_fit(plan, t, train, seed, scale=False)
+                                         for t, train, seed in requests]))
 
 
 def batchable(plan: RunPlan) -> bool:
@@ -325,15 +345,86 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train and evaluate ``exp`` on ``group``; returns the results document.
     A model that opts in to batched training has all its fits (fold x
-    target) trained together (:func:`fit_targets`) unless ``sequential``."""
+    target) trained together (:func:`fit_targets`) unless ``sequential``.
+
+    In phases, which another fitter (:mod:`aanbench.fitray`) reuses:
+    :func:`plan_run`, :func:`fit_requests`, the fits, :func:`results_doc`."""
+    t0 = time.perf_counter()
+    plan = plan_run(exp, dataset, group, plugins, seed, device=device)
+    folds = run_folds(plan)
+    fitted: dict[tuple[str, int], Fitted] | None = None
+    if not sequential and batchable(plan):  # every fit of the run at once
+        requests = fit_requests(plan, folds)
+        fitted = dict(zip([r.key for r in requests], fit_targets(plan, [r.args for r in requests])))
+    return results_doc(plan, folds, fitted, t0=t0, save_models=save_models, on_fit=on_fit)
+
+
+def run_folds(plan: RunPlan) -> list[Any]:
+    """The protocol's folds of the plan's samples."""
+    return list(plan.protocol.folds(plan.samples.split, plan.samples.group))
+
+
+@dataclass
+class FitRequest:
+    """One fit of a run: ``target`` on the usable samples ``train`` of fold
+    number ``fold``, seeded with ``seed`` (the run's seed + the fold number)."""
+
+    target: str
+    fold: int
+    train: np.ndarray
+    seed: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.target, self.fold)
+
+    @property
+    def args(self) -> tuple[str, np.ndarray, int]:
+        """``(target, train, seed)``, as :func:`fit_target` / :func:`fit_targets` take them."""
+        return (self.target, self.train, self.seed)
+
+
+def _fold_samples(plan: RunPlan, fold: Any, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """A fold's usable training and test samples, or None when it has no fit
+    (fewer than 2 training samples, or no test sample)."""
+    train = fold.train[usable[fold.train]]
+    test = fold.test[usable[fold.test]]
+    if len(train) < 2 or len(test) == 0:
+        return None
+    return train, test
+
+
+def fit_requests(plan: RunPlan, folds: list[Any]) -> list[FitRequest]:
+    """Every fit of a run (target by target, fold by fold)."""
+    out = []
+    for target in plan.targets:
+        usable = plan.usable(target)
+        for fi, fold in enumerate(folds):
+            got = _fold_samples(plan, fold, usable)
+            if got is not None:
+                out.append(FitRequest(target, fi, got[0], plan.seed + fi))
+    return out
+
+
+def results_doc(
+    plan: RunPlan,
+    folds: list[Any],
+    fitted: dict[tuple[str, int], Fitted] | None,
+    *,
+    t0: float | None = None,
+    save_models: Path | None = None,
+    on_fit: Callable[[str, str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Predict each fold's test samples with its fitted model (``fitted[(target,
+    fold number)]``; a fit missing there is made now by :func:`fit_target`),
+    evaluate, and return the results document. ``t0``: when the run began
+    (``time.perf_counter()``), for the document's ``seconds``."""
     from aanbench.modelfile import FORMAT as MODEL_FORMAT
     from aanbench.modelfile import save_model
 
-    t0 = time.perf_counter()
-    device = check_device(device)
-    plan = plan_run(exp, dataset, group, plugins, seed, device=device)
+    t0 = time.perf_counter() if t0 is None else t0
+    exp, dataset, group = plan.exp, plan.dataset, plan.group
     spec, feats, samples, seed = plan.spec, plan.feats, plan.samples, plan.seed
-    folds = list(plan.protocol.folds(samples.split, samples.group))
     doc: dict[str, Any] = {
         "format": RESULTS_FORMAT,
         "aanbench_version": __version__,
@@ -351,7 +442,7 @@ def run_experiment(
                      for n, k, d, p in zip(feats.names, feats.keys, feats.dims, feats.provenance)],
         "protocol": plan.protocol.name,
         "seed": seed,
-        "device": device,  # where torch models trained: changes rounding, not the experiment (not in CONFIG_KEYS)
+        "device": plan.device,  # where torch models trained: changes rounding, not the experiment (not in CONFIG_KEYS)
         "samples": {**plan.sample_spec.to_dict(), "n": len(samples)},
         "params": {t: plan.model_params[t] for t in plan.targets},
         "settings": {t: plan.settings[t] for t in plan.targets},
@@ -360,17 +451,6 @@ def run_experiment(
     }
     total = len(plan.targets) * len(folds)
     done = 0
-    fitted: dict[tuple[str, int], Fitted] | None = None
-    if not sequential and batchable(plan):  # every fit of the run at once
-        requests, keys = [], []
-        for target in plan.targets:
-            usable = plan.usable(target)
-            for fi, fold in enumerate(folds):
-                train = fold.train[usable[fold.train]]
-                if len(train) >= 2 and len(fold.test[usable[fold.test]]):
-                    requests.append((target, train, seed + fi))
-                    keys.append((target, fi))
-        fitted = dict(zip(keys, fit_targets(plan, requests)))
     for target in plan.targets:
         y = plan.labels(target)
         usable = plan.usable(target)
@@ -378,11 +458,13 @@ def run_experiment(
         pred_all = np.full(len(samples), np.nan, dtype=np.float32)
         fold_of = np.array([""] * len(samples), dtype=object)
         for fi, fold in enumerate(folds):
-            train = fold.train[usable[fold.train]]
-            test = fold.test[usable[fold.test]]
-            if len(train) < 2 or len(test) == 0:
+            got = _fold_samples(plan, fold, usable)
+            if got is None:
                 continue
-            f = fitted[(target, fi)] if fitted is not None else fit_target(plan, target, train, seed + fi)
+            train, test = got
+            f = fitted.get((target, fi)) if fitted is not None else None
+            if f is None:
+                f = fit_target(plan, target, train, seed + fi)
             assert not np.intersect1d(f.val_idx, fold.test).size and not np.intersect1d(f.fit_idx, fold.test).size
             p = predict_samples(f.model, f.scaler, samples, feats.values, test, plan.sequences)
             pred_all[test] = p

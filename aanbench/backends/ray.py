@@ -132,6 +132,38 @@ def _machine_cpus() -> int:
     return max(1, n)
 
 
+def connect(address: str | None = None, object_store_mb: int | None = None) -> bool:
+    """Start a local Ray instance (no ``address``; lean start, see
+    :func:`_lean_local_instance`; its object store ``object_store_mb``, default
+    ``AANBENCH_RAY_OBJECT_STORE_MB``) or join the cluster at ``address``
+    (``auto``, ``host:port``, ``ray://...``; probed first so a dead address
+    fails fast). True when the caller started Ray here and must call
+    ``ray.shutdown``; False when Ray was already initialised in this process.
+    Shared by the extraction backend and :mod:`aanbench.fitray`."""
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home (and no network here)
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+    if address:
+        RayBackend._probe(address)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            mb = int(object_store_mb or _env_number("AANBENCH_RAY_OBJECT_STORE_MB", DEFAULT_OBJECT_STORE_MB))
+            with _lean_local_instance():
+                ray.init(address="local", num_cpus=_machine_cpus(), include_dashboard=False,
+                         object_store_memory=max(80, mb) << 20, **kwargs)
+    except (ConnectionError, rex.RayError, ValueError, RuntimeError, OSError) as exc:
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+        hint = ""
+        if isinstance(exc, rex.AuthenticationError) or "auth" in str(exc).lower():
+            hint = (" (Ray token authentication: the driver needs the cluster's token in ~/.ray/auth_token, "
+                    "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN; see docs/ray.md)")
+        raise AanbenchError(f"could not start or join {where}: {exc}{hint}") from None
+    return True
+
+
 # --------------------------------------------------------------------------
 # The actor
 
@@ -374,28 +406,7 @@ class RayBackend:
     # ----------------------------------------------------------- Ray session
     def _connect(self) -> bool:
         """Start or join Ray; True when this run must call ``ray.shutdown``."""
-        if ray.is_initialized():
-            return False
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home (and no network here)
-        kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
-        if self.address:
-            self._probe(self.address)
-        try:
-            if self.address:
-                ray.init(address=self.address, **kwargs)
-            else:
-                mb = int(_env_number("AANBENCH_RAY_OBJECT_STORE_MB", DEFAULT_OBJECT_STORE_MB))
-                with _lean_local_instance():
-                    ray.init(address="local", num_cpus=_machine_cpus(), include_dashboard=False,
-                             object_store_memory=max(80, mb) << 20, **kwargs)
-        except (ConnectionError, rex.RayError, ValueError, RuntimeError, OSError) as exc:
-            where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray instance"
-            hint = ""
-            if isinstance(exc, rex.AuthenticationError) or "auth" in str(exc).lower():
-                hint = (" (Ray token authentication: the driver needs the cluster's token in ~/.ray/auth_token, "
-                        "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN; see docs/ray.md)")
-            raise AanbenchError(f"could not start or join {where}: {exc}{hint}") from None
-        return True
+        return connect(self.address)
 
     @staticmethod
     def _probe(address: str, timeout: float = 10.0) -> None:
