@@ -59,7 +59,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from aanbench_plugins.models._feature_aan_net import AuthorsLayerNorm, EncoderLayer
+from aanbench_plugins.models._feature_aan_net import AuthorsLayerNorm, EncoderLayer, softmax_last
 
 
 def positional_encoding(length: int, d: int) -> torch.Tensor:
@@ -100,7 +100,7 @@ class MultiHeadAttention(nn.Module):
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
-        attn = self.dropout(scores.softmax(dim=-1))
+        attn = self.dropout(softmax_last(scores))
         return self.out((attn @ v).transpose(1, 2).reshape(b, tq, self.heads * self.d_k))
 
 
