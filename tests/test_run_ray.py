@@ -123,7 +123,8 @@ def test_benchmark_on_ray_writes_the_local_results_and_goes_on_after_failures(sm
     got = sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*.json"))
     assert got == want and len(want) == 6  # quick-aan, ridge, mean x seeds 0, 1
     for rel in want:
-        _same_results(json.loads((tmp_path / "ray" / rel).read_text()), json.loads((tmp_path / "local" / rel).read_text()))
+        _same_results(json.loads((tmp_path / "ray" / rel).read_text()),
+                      json.loads((tmp_path / "local" / rel).read_text()))
 
     def tables(md: Path) -> list[str]:  # the leaderboard without its command line and figure name
         return [ln for ln in md.read_text().splitlines() if ln.startswith("|")]
@@ -144,7 +145,8 @@ def test_ray_options_are_checked(small_demo, registry, tmp_path):  # noqa: F811
     assert r.returncode == 2 and "unknown backend 'spark' (known: local, ray)" in r.stderr, r.stderr
     r = run_aanbench("run", *base, "--backend", "ray", "--address", "127.0.0.1:1")  # nothing listens on port 1
     assert r.returncode == 2, r.stderr
-    assert re.search(r"no Ray cluster answers at \S+:1 \(from --address 127\.0\.0\.1:1\)", re.sub(r"\s+", " ", r.stderr))
+    assert re.search(r"no Ray cluster answers at \S+:1 \(from --address 127\.0\.0\.1:1\)",
+                     re.sub(r"\s+", " ", r.stderr)), r.stderr
     assert not list(tmp_path.rglob("*.json"))
 
 
