@@ -197,18 +197,17 @@ def fit_runs_on_ray(
     arrays: dict[str, np.ndarray] = {}  # store key -> the one copy every plan shares
     for run in items:
         run.t0 = time.perf_counter()
-        try:
+        try:  # what run_experiment does before its fits; its AanbenchErrors fail this run only
             plan = plan_run(run.exp, dataset, group, plugins, run.seed)
+            values = [arrays.setdefault(k, v) for k, v in zip(plan.feats.keys, plan.feats.values)]
+            run.plan = replace(plan, feats=replace(plan.feats, values=values))
+            run.folds = run_folds(run.plan)
+            run.requests = fit_requests(run.plan, run.folds)
+            run.batched = not sequential and batchable(run.plan)
+            run.units = (batch_stacks(run.plan, [r.args for r in run.requests]) if run.batched
+                         else [[i] for i in range(len(run.requests))])
         except AanbenchError as exc:
             finish(run, exc)
-            continue
-        values = [arrays.setdefault(k, v) for k, v in zip(plan.feats.keys, plan.feats.values)]
-        run.plan = replace(plan, feats=replace(plan.feats, values=values))
-        run.folds = run_folds(run.plan)
-        run.requests = fit_requests(run.plan, run.folds)
-        run.batched = not sequential and batchable(run.plan)
-        run.units = (batch_stacks(run.plan, [r.args for r in run.requests]) if run.batched
-                     else [[i] for i in range(len(run.requests))])
 
     total = sum(len(r.requests) for r in items if not r.finished)
     done = 0
