@@ -54,11 +54,14 @@ only) and that offer ``from_projections(*projected[, extra])`` (the rest of
 ``forward``) get a faster first layer (:class:`_Stem`): each copy's
 standardisation is folded into its projection, ``((x - m) / s) W^T + b =
 (x - c) (W / s)^T + (b - ((m - c) / s) W^T)`` (exact in real arithmetic; ``c``,
-the first job's fitting mean, centres the shared rows once per stack so that
-the fold adds no cancellation), and on the CPU each copy's batch rows are
+the first job's fitting mean, centres the shared rows once per stack: the
+folded bias then stays small where the fits' means are close, instead of
+cancelling large raw values), and on the CPU each copy's batch rows are
 gathered into a small buffer that stays in cache for its product, in the
 forward pass and again in the backward pass, instead of writing, dividing
-and re-reading a ``(K, batch, window, dim)`` standardised tensor each step.
+and re-reading a ``(K, batch, window, dim)`` standardised tensor each step;
+copies whose batches hold the same rows (the valence and arousal fits of a
+fold) share one gather and one wider product.
 The stack holds one centred float32 copy of the feature arrays (the size of
 the arrays themselves). The trained weights are the network's own ``W`` and
 ``b``: the model predicts on standardised inputs as before.
