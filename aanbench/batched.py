@@ -39,6 +39,9 @@ in training when a job has ``fit_extra``) gives ``(batch,)``, each sample's
 output depends on that sample only (no batch norm), and whatever differs
 between copies is a parameter or a buffer (a plain Python attribute is taken
 from the first copy). Buffers are constants of each copy (not trained).
+A module with a ``stacked`` attribute has it set to True in the stack (it
+may choose formulas that suit the stack's larger tensors: the AAN networks'
+layer norm and softmax do).
 
 Inputs never exist as ``K`` standardised copies of the data: a job holds row
 indices into shared feature arrays and its own mean and std; each step
@@ -51,11 +54,14 @@ only) and that offer ``from_projections(*projected[, extra])`` (the rest of
 ``forward``) get a faster first layer (:class:`_Stem`): each copy's
 standardisation is folded into its projection, ``((x - m) / s) W^T + b =
 (x - c) (W / s)^T + (b - ((m - c) / s) W^T)`` (exact in real arithmetic; ``c``,
-the first job's fitting mean, centres the shared rows once per stack so that
-the fold adds no cancellation), and on the CPU each copy's batch rows are
+the first job's fitting mean, centres the shared rows once per stack: the
+folded bias then stays small where the fits' means are close, instead of
+cancelling large raw values), and on the CPU each copy's batch rows are
 gathered into a small buffer that stays in cache for its product, in the
 forward pass and again in the backward pass, instead of writing, dividing
-and re-reading a ``(K, batch, window, dim)`` standardised tensor each step.
+and re-reading a ``(K, batch, window, dim)`` standardised tensor each step;
+copies whose batches hold the same rows (the valence and arousal fits of a
+fold) share one gather and one wider product.
 The stack holds one centred float32 copy of the feature arrays (the size of
 the arrays themselves). The trained weights are the network's own ``W`` and
 ``b``: the model predicts on standardised inputs as before.
@@ -264,12 +270,25 @@ def _gather(rows: list[torch.Tensor], mean: list[torch.Tensor], std: list[torch.
     return xs
 
 
+def _same_rows(idx: torch.Tensor) -> list[torch.Tensor]:
+    """The copies of ``idx`` ``(K, M)`` grouped by identical rows (e.g. the
+    valence and arousal fits of one fold: same samples, same seed, so the
+    same batches), each group a tensor of copy positions, in first-seen order."""
+    _, inverse = torch.unique(idx, dim=0, return_inverse=True)
+    order: dict[int, list[int]] = {}
+    for c, u in enumerate(inverse.tolist()):
+        order.setdefault(u, []).append(c)
+    return [torch.tensor(g) for g in order.values()]
+
+
 class _GatheredLinear(torch.autograd.Function):
     """``out[k] = rows[idx[k]] @ weight[k].T + bias[k]``: rows ``(N, D)`` shared by
     the copies, idx ``(K, M)``, weight ``(K, O, D)``, bias ``(K, O)`` -> ``(K, M, O)``.
-    On the CPU one copy at a time through a reused ``(M, D)`` buffer (gathered
-    again in the backward pass: never a ``(K, M, D)`` tensor); elsewhere one
-    gather and a batched product. No gradient for the rows."""
+    On the CPU one group of copies with the same rows (:func:`_same_rows`) at a
+    time: their rows are gathered once into a reused ``(M, D)`` buffer and
+    multiplied by the group's weights side by side (gathered again in the
+    backward pass: never a ``(K, M, D)`` tensor); elsewhere one gather and a
+    batched product. No gradient for the rows."""
 
     @staticmethod
     def forward(ctx, rows, idx, weight, bias):  # type: ignore[override]
@@ -278,11 +297,17 @@ class _GatheredLinear(torch.autograd.Function):
             x = rows[idx]
             return torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
         k, m = idx.shape
-        out = torch.empty(k, m, weight.shape[1], dtype=rows.dtype)
+        o = weight.shape[1]
+        ctx.groups = groups = _same_rows(idx)
+        out = torch.empty(k, m, o, dtype=rows.dtype)
         buf = torch.empty(m, rows.shape[1], dtype=rows.dtype)
-        for c in range(k):
-            torch.index_select(rows, 0, idx[c], out=buf)
-            torch.addmm(bias[c], buf, weight[c].t(), out=out[c])
+        for g in groups:
+            torch.index_select(rows, 0, idx[g[0]], out=buf)
+            if len(g) == 1:
+                torch.addmm(bias[g[0]], buf, weight[g[0]].t(), out=out[g[0]])
+            else:  # (M, D) @ (D, G*O): one product for the group
+                y = torch.addmm(bias[g].reshape(-1), buf, weight[g].reshape(-1, weight.shape[2]).t())
+                out[g] = y.view(m, len(g), o).transpose(0, 1)
         return out
 
     @staticmethod
@@ -292,11 +317,15 @@ class _GatheredLinear(torch.autograd.Function):
         if rows.device.type != "cpu":
             return None, None, torch.bmm(grad.transpose(1, 2), rows[idx]), gb
         k, m = idx.shape
-        gw = torch.empty(k, grad.shape[2], rows.shape[1], dtype=rows.dtype)
+        o = grad.shape[2]
+        gw = torch.empty(k, o, rows.shape[1], dtype=rows.dtype)
         buf = torch.empty(m, rows.shape[1], dtype=rows.dtype)
-        for c in range(k):
-            torch.index_select(rows, 0, idx[c], out=buf)
-            torch.mm(grad[c].t(), buf, out=gw[c])
+        for g in ctx.groups:
+            torch.index_select(rows, 0, idx[g[0]], out=buf)
+            if len(g) == 1:
+                torch.mm(grad[g[0]].t(), buf, out=gw[g[0]])
+            else:  # (G*O, M) @ (M, D)
+                gw[g] = (grad[g].transpose(0, 1).reshape(m, -1).t() @ buf).view(len(g), o, -1)
         return None, None, gw, gb
 
 
@@ -387,6 +416,9 @@ def _train_batched(jobs: list[BatchJob], device: torch.device) -> list[FitReport
     from torch.func import functional_call, vmap
 
     template = copy.deepcopy(jobs[0].torch_fit.net).to(device)
+    for mod in template.modules():  # a module may compute otherwise for a stack's larger tensors
+        if hasattr(mod, "stacked"):
+            mod.stacked = True
     st = _Stack(jobs, template, device)
     rows = [torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32)).to(device) for r in jobs[0].rows]
     stem = _Stem(rows, [m[0].clone() for m in st.mean]) if _Stem.fits(template, jobs[0].rows) else None

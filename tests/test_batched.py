@@ -310,3 +310,26 @@ def test_stack_on_cuda_is_seeded_and_follows_the_cpu_stack(model: str) -> None:
             got = a.torch_fit.net(*map(torch.from_numpy, xs)).numpy()
             want = c.torch_fit.net(*map(torch.from_numpy, xs)).numpy()
         np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+def test_gathered_first_layer_matches_gather_then_product() -> None:
+    """The stack's first layer (per-copy gather and product, copies with the
+    same rows sharing one gather) against the plain formula, values and
+    gradients (float64, and torch's numerical gradient check)."""
+    from aanbench.batched import _GatheredLinear, _same_rows
+
+    torch.manual_seed(0)
+    rows = torch.randn(50, 7, dtype=torch.float64)
+    idx = torch.randint(0, 50, (5, 6))
+    idx[3] = idx[1]
+    idx[4] = idx[1]
+    assert [g.tolist() for g in _same_rows(idx)] == [[0], [1, 3, 4], [2]]
+    w = torch.randn(5, 3, 7, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    out = _GatheredLinear.apply(rows, idx, w, b)
+    ref = torch.einsum("kmd,kod->kmo", rows[idx], w) + b[:, None]
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(out)
+    for got, want in zip(torch.autograd.grad(out, [w, b], g), torch.autograd.grad(ref, [w, b], g)):
+        torch.testing.assert_close(got, want)
+    assert torch.autograd.gradcheck(lambda w, b: _GatheredLinear.apply(rows, idx, w, b), (w, b))

@@ -13,17 +13,28 @@ from torch import nn
 from aanbench_plugins.models.feature_aan import FEED_FORWARDS
 
 
-def softmax_last(x: torch.Tensor) -> torch.Tensor:
-    """``x.softmax(-1)`` written out (the shift by the row maximum is a
-    constant: no gradient flows through it, as through softmax's): torch's
-    softmax over a last axis of a few positions costs about 4x as much on
-    the CPU (measured), in both training paths."""
+def softmax_last(x: torch.Tensor, stacked: bool = False) -> torch.Tensor:
+    """``x.softmax(-1)``; for a stack of copies (``stacked``, see
+    :mod:`aanbench.batched`) written out (the shift by the row maximum is a
+    constant: no gradient flows through it, as through softmax's): on the
+    stack's 24x larger tensors torch's softmax over a last axis of 5
+    positions costs about 4x as much on the CPU, while on one fit's tensors
+    the written-out form's extra operations cost more than they save
+    (measured)."""
+    if not stacked:
+        return x.softmax(dim=-1)
     e = (x - x.amax(-1, keepdim=True).detach()).exp()
     return e / e.sum(-1, keepdim=True)
 
 
 class AuthorsLayerNorm(nn.Module):
-    """``a * (x - mean) / (std + eps) + b`` with the unbiased std (as the authors)."""
+    """``a * (x - mean) / (std + eps) + b`` with the unbiased std (as the authors).
+    ``stacked`` (set by :mod:`aanbench.batched` in its stack's template): the
+    std written out, which on the stack's tensors costs a fifth of torch's
+    std over 8 values (measured; on one fit's tensors the extra operations
+    cost more)."""
+
+    stacked = False
 
     def __init__(self, size: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -32,14 +43,18 @@ class AuthorsLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the unbiased std written out: torch's std over a last axis of 8 values
-        # costs about 5x as much on the CPU (measured), in both training paths
+        if not self.stacked:
+            mean = x.mean(-1, keepdim=True)
+            std = x.std(-1, keepdim=True)
+            return self.weight * (x - mean) / (std + self.eps) + self.bias
         d = x - x.mean(-1, keepdim=True)
         std = (d.square().sum(-1, keepdim=True) / (x.shape[-1] - 1)).sqrt()
         return self.weight * d / (std + self.eps) + self.bias
 
 
 class MultiHeadSelfAttention(nn.Module):
+    stacked = False  # see softmax_last
+
     def __init__(self, d_model: int, heads: int, dropout: float) -> None:
         super().__init__()
         if d_model % heads:
@@ -58,7 +73,7 @@ class MultiHeadSelfAttention(nn.Module):
         k = self.k(x).view(b, t, self.heads, self.d_k).transpose(1, 2)
         v = self.v(x).view(b, t, self.heads, self.d_k).transpose(1, 2)
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)
-        attn = self.dropout(softmax_last(scores))
+        attn = self.dropout(softmax_last(scores, self.stacked))
         y = (attn @ v).transpose(1, 2).reshape(b, t, self.heads * self.d_k)
         return self.out(y)
 

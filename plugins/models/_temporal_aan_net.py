@@ -83,6 +83,8 @@ class MultiHeadAttention(nn.Module):
     """Scaled dot-product attention with ``heads`` heads and an optional
     boolean mask (True = may attend)."""
 
+    stacked = False  # see softmax_last
+
     def __init__(self, d: int, heads: int, dropout: float) -> None:
         super().__init__()
         if d % heads:
@@ -100,7 +102,7 @@ class MultiHeadAttention(nn.Module):
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
-        attn = self.dropout(softmax_last(scores))
+        attn = self.dropout(softmax_last(scores, self.stacked))
         return self.out((attn @ v).transpose(1, 2).reshape(b, tq, self.heads * self.d_k))
 
 
