@@ -102,7 +102,9 @@ def _threads() -> dict[str, Any]:
                 limits[api] = max(limits.get(api, 1), int(lib.get("num_threads") or 1))
     except ImportError:  # scikit-learn brings threadpoolctl; without it, libraries keep their threads
         pass
-    return {"torch": int(torch.get_num_threads()), "limits": limits}
+    from aanbench import __version__
+
+    return {"torch": int(torch.get_num_threads()), "limits": limits, "aanbench": __version__}
 
 
 def _fit_unit(plan: RunPlan, value_refs: list[Any], requests: list[tuple[str, np.ndarray, int]], batched: bool,
@@ -112,6 +114,13 @@ def _fit_unit(plan: RunPlan, value_refs: list[Any], requests: list[tuple[str, np
     import ray
     import torch
 
+    from aanbench import __version__
+
+    if threads.get("aanbench") not in (None, __version__):
+        import socket
+
+        raise AanbenchError(f"on node {socket.gethostname()}: aanbench {__version__} is installed, the driver runs "
+                            f"{threads['aanbench']}; every Ray node needs the driver's aanbench (see docs/ray.md)")
     values = ray.get(list(value_refs))
     plan = replace(plan, feats=replace(plan.feats, values=list(values)))
     before = torch.get_num_threads()
