@@ -1,3 +1,3 @@
-from aanbench.cli import main
+from aanbench.entry import main
 
 main()

@@ -44,6 +44,29 @@ Inputs never exist as ``K`` standardised copies of the data: a job holds row
 indices into shared feature arrays and its own mean and std; each step
 gathers the rows of its batch and standardises them (``(x - mean) / std``,
 float32, as :class:`aanbench.runner.Standardizer`).
+
+Networks whose first layers are one linear map per feature (``projections``,
+an ``nn.ModuleList`` of ``nn.Linear``, layer ``k`` reading feature ``k``
+only) and that offer ``from_projections(*projected[, extra])`` (the rest of
+``forward``) get a faster first layer (:class:`_Stem`): each copy's
+standardisation is folded into its projection, ``((x - m) / s) W^T + b =
+(x - c) (W / s)^T + (b - ((m - c) / s) W^T)`` (exact in real arithmetic; ``c``,
+the first job's fitting mean, centres the shared rows once per stack so that
+the fold adds no cancellation), and on the CPU each copy's batch rows are
+gathered into a small buffer that stays in cache for its product, in the
+forward pass and again in the backward pass, instead of writing, dividing
+and re-reading a ``(K, batch, window, dim)`` standardised tensor each step.
+The stack holds one centred float32 copy of the feature arrays (the size of
+the arrays themselves). The trained weights are the network's own ``W`` and
+``b``: the model predicts on standardised inputs as before.
+
+Devices: ``train_batched(jobs, device="cuda")`` runs the stack on that torch
+device (see :func:`aanbench.training.resolve_device`): the shared feature
+arrays, the stack's parameters, Adam state, standardisations and sample
+indices go there once; each epoch's data order is drawn on the CPU (the same
+generators as on the CPU) and moved once per epoch; each step gathers its
+batch on the device. The jobs' networks stay on the CPU and receive their
+final weights there.
 """
 
 from __future__ import annotations
@@ -59,7 +82,7 @@ import torch
 from torch import nn
 
 from aanbench.contracts import FitReport
-from aanbench.training import TrainConfig
+from aanbench.training import TrainConfig, device_scope
 
 # Largest gathered input of one forward pass, in float32 values (validation
 # runs in chunks of samples below it): 16 M values = 64 MB.
@@ -138,7 +161,8 @@ def _pad(arrays: list[np.ndarray], fill: float = 0) -> np.ndarray:
 class _Stack:
     """The live copies: flat parameters ``(K, P)``, Adam state, data indices."""
 
-    def __init__(self, jobs: list[BatchJob], template: nn.Module) -> None:
+    def __init__(self, jobs: list[BatchJob], template: nn.Module, device: torch.device) -> None:
+        self.device = device
         names = [n for n, _ in template.named_parameters()]
         self.names = names
         self.shapes = [p.shape for _, p in template.named_parameters()]
@@ -184,10 +208,16 @@ class _Stack:
             self.n_val = np.array([len(v) for v in vals])
             self.val = torch.from_numpy(_pad(vals))
             self.val_y = torch.from_numpy(_pad(vys))
+        for name in ("flat", "m", "v", "steps", "fit", "fit_y", "extra", "val", "val_y"):
+            if getattr(self, name, None) is not None:
+                setattr(self, name, getattr(self, name).to(device))
+        self.buffers = {n: b.to(device) for n, b in self.buffers.items()}
+        self.mean = [m.to(device) for m in self.mean]
+        self.std = [s.to(device) for s in self.std]
 
     def select(self, keep: np.ndarray) -> None:
         """Keep only the live copies at positions ``keep``."""
-        kt = torch.from_numpy(keep)
+        kt = torch.from_numpy(keep).to(self.device)
         self.flat, self.m, self.v, self.steps = self.flat[kt], self.m[kt], self.v[kt], self.steps[kt]
         self.buffers = {n: b[kt] for n, b in self.buffers.items()}
         self.ids = self.ids[keep]
@@ -234,21 +264,98 @@ def _gather(rows: list[torch.Tensor], mean: list[torch.Tensor], std: list[torch.
     return xs
 
 
-def train_batched(jobs: Sequence[BatchJob]) -> list[FitReport]:
+class _GatheredLinear(torch.autograd.Function):
+    """``out[k] = rows[idx[k]] @ weight[k].T + bias[k]``: rows ``(N, D)`` shared by
+    the copies, idx ``(K, M)``, weight ``(K, O, D)``, bias ``(K, O)`` -> ``(K, M, O)``.
+    On the CPU one copy at a time through a reused ``(M, D)`` buffer (gathered
+    again in the backward pass: never a ``(K, M, D)`` tensor); elsewhere one
+    gather and a batched product. No gradient for the rows."""
+
+    @staticmethod
+    def forward(ctx, rows, idx, weight, bias):  # type: ignore[override]
+        ctx.save_for_backward(rows, idx)
+        if rows.device.type != "cpu":
+            x = rows[idx]
+            return torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
+        k, m = idx.shape
+        out = torch.empty(k, m, weight.shape[1], dtype=rows.dtype)
+        buf = torch.empty(m, rows.shape[1], dtype=rows.dtype)
+        for c in range(k):
+            torch.index_select(rows, 0, idx[c], out=buf)
+            torch.addmm(bias[c], buf, weight[c].t(), out=out[c])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        rows, idx = ctx.saved_tensors
+        gb = grad.sum(1)
+        if rows.device.type != "cpu":
+            return None, None, torch.bmm(grad.transpose(1, 2), rows[idx]), gb
+        k, m = idx.shape
+        gw = torch.empty(k, grad.shape[2], rows.shape[1], dtype=rows.dtype)
+        buf = torch.empty(m, rows.shape[1], dtype=rows.dtype)
+        for c in range(k):
+            torch.index_select(rows, 0, idx[c], out=buf)
+            torch.mm(grad[c].t(), buf, out=gw[c])
+        return None, None, gw, gb
+
+
+class _Stem:
+    """The stack's first layer for networks with per-feature ``projections``
+    and ``from_projections`` (see the module's docstring)."""
+
+    @staticmethod
+    def fits(net: nn.Module, rows: Sequence[np.ndarray]) -> bool:
+        proj = getattr(net, "projections", None)
+        return (callable(getattr(net, "from_projections", None)) and isinstance(proj, nn.ModuleList)
+                and len(proj) == len(rows) and all(isinstance(p, nn.Linear) and p.bias is not None
+                                                   and p.in_features == r.shape[1] for p, r in zip(proj, rows)))
+
+    def __init__(self, rows: list[torch.Tensor], center: list[torch.Tensor]) -> None:
+        self.center = center
+        self.rows = [r - c for r, c in zip(rows, center)]
+
+    def project(self, st: "_Stack", params: dict[str, torch.Tensor], members: torch.Tensor) -> list[torch.Tensor]:
+        """Each copy's projected, standardised inputs of ``members`` ((K, B[, T]) rows):
+        ``(K, B[, T], out_k)`` per feature."""
+        idx = members.reshape(members.shape[0], -1)
+        out = []
+        for f, (r, c) in enumerate(zip(self.rows, self.center)):
+            w = params[f"projections.{f}.weight"] / st.std[f][:, None, :]
+            b = params[f"projections.{f}.bias"] - torch.bmm(w, (st.mean[f] - c)[:, :, None]).squeeze(-1)
+            out.append(_GatheredLinear.apply(r, idx, w, b).view(*members.shape, w.shape[1]))
+        return out
+
+
+class _Rest(nn.Module):
+    """``forward`` = the wrapped network's ``from_projections`` (for ``functional_call``)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self.net.from_projections(*xs)
+
+
+def train_batched(jobs: Sequence[BatchJob], device: Any = None, threads: int = 1) -> list[FitReport]:
     """Train every job's network in place (its best validation epoch's weights,
     or the last epoch's without validation) and return one report per job.
     All jobs must share the training configuration and the architecture;
     :func:`group_jobs` splits a mixed list into such stacks. A report's
-    ``seconds`` is the stack's wall time divided by the number of jobs."""
+    ``seconds`` is the stack's wall time divided by the number of jobs.
+    ``device``: the torch device to train on (default the CPU); ``threads``:
+    torch's CPU threads while the stack trains (default 1; restored after)."""
     jobs = list(jobs)
     if not jobs:
         return []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as train_torch: these models are far too small for a thread pool
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
     try:
-        return _train_batched(jobs)
+        with device_scope(device) as dev:
+            return _train_batched(jobs, dev)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def group_jobs(jobs: Sequence[BatchJob]) -> list[list[int]]:
@@ -263,7 +370,7 @@ def group_jobs(jobs: Sequence[BatchJob]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _train_batched(jobs: list[BatchJob]) -> list[FitReport]:
+def _train_batched(jobs: list[BatchJob], device: torch.device) -> list[FitReport]:
     t0 = time.perf_counter()
     cfg = jobs[0].torch_fit.config
     for j in jobs:
@@ -279,14 +386,27 @@ def _train_batched(jobs: list[BatchJob]) -> list[FitReport]:
                                  "train this model sequentially")
     from torch.func import functional_call, vmap
 
-    template = copy.deepcopy(jobs[0].torch_fit.net)
-    st = _Stack(jobs, template)
-    rows = [torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32)) for r in jobs[0].rows]
+    template = copy.deepcopy(jobs[0].torch_fit.net).to(device)
+    st = _Stack(jobs, template, device)
+    rows = [torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32)).to(device) for r in jobs[0].rows]
+    stem = _Stem(rows, [m[0].clone() for m in st.mean]) if _Stem.fits(template, jobs[0].rows) else None
+    if stem is not None:
+        rows = stem.rows  # the centred copy; the raw arrays are not used again
     torch.manual_seed(jobs[0].seed)
     gens = [torch.Generator().manual_seed(int(j.seed)) for j in jobs]
+    rest = _Rest(template)
 
     def forward(params, buffers, *xs):
+        if stem is not None:
+            return functional_call(rest, ({f"net.{n}": v for n, v in params.items()},
+                                          {f"net.{n}": v for n, v in buffers.items()}), xs)
         return functional_call(template, (params, buffers), xs)
+
+    def inputs(params: dict[str, torch.Tensor], members: torch.Tensor,
+               out: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        if stem is not None:
+            return stem.project(st, params, members)
+        return _gather(rows, st.mean, st.std, members, out)
 
     vforward = vmap(forward, randomness="different")
     b1, b2 = ADAM_BETAS
@@ -317,21 +437,23 @@ def _train_batched(jobs: list[BatchJob]) -> list[FitReport]:
         if dummy.any():
             first = pos[:, 0, :]
             pos = torch.where(dummy[:, :, None], first[:, None, :], pos)
-        kk = torch.arange(k)[:, None]
+        pos, wt, live = pos.to(device), wt.to(device), live.to(device)
+        kk = torch.arange(k, device=device)[:, None]
         template.train()
         for s in range(steps):
             active = live[:, s]
             idx = pos[:, s]
             w = torch.where(active[:, None], wt[:, s], torch.ones_like(wt[:, s]))
             members = st.fit[kk, idx]
-            if buffers is None or buffers[0].shape[:-1] != members.shape:  # (re)allocated when the stack shrinks
-                buffers = [torch.empty(*members.shape, r.shape[1]) for r in rows]
-            xs = _gather(rows, st.mean, st.std, members, buffers)
-            if st.extra is not None:
-                xs.append(st.extra[kk, idx])
+            if stem is None and (buffers is None or buffers[0].shape[:-1] != members.shape):
+                # (re)allocated when the stack shrinks
+                buffers = [torch.empty(*members.shape, r.shape[1], device=device) for r in rows]
             # each parameter a leaf of its own (a view of the flat row block): the gradient of one
             # flat leaf would cost a full (K, P) zero tensor per parameter in the slicing's backward
             leaves = {name: v.detach().requires_grad_(True) for name, v in st.params(st.flat).items()}
+            xs = inputs(leaves, members, buffers)
+            if st.extra is not None:
+                xs.append(st.extra[kk, idx])
             pred = vforward(leaves, st.buffers, *xs)
             loss = (_weighted_loss(pred, st.fit_y[kk, idx], w) * active.to(pred.dtype)).sum()
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
@@ -356,7 +478,7 @@ def _train_batched(jobs: list[BatchJob]) -> list[FitReport]:
         epochs[st.ids] = epoch
         if not st.have_val.any():
             continue
-        vloss = _validation_loss(st, rows, template, vforward)
+        vloss = _validation_loss(st, rows, template, vforward, inputs)
         stop = np.zeros(k, dtype=bool)
         for i, j in enumerate(st.ids):
             if not st.have_val[i]:
@@ -397,7 +519,7 @@ def _has_val(job: BatchJob) -> bool:
     return job.val is not None and job.val_y is not None and len(job.val_y) >= 2
 
 
-def _validation_loss(st: _Stack, rows: list[torch.Tensor], template: nn.Module, vforward) -> np.ndarray:
+def _validation_loss(st: _Stack, rows: list[torch.Tensor], template: nn.Module, vforward, inputs) -> np.ndarray:
     """Each live copy's loss on its whole validation set (evaluation mode), ``(K,)``."""
     k = len(st.ids)
     n = st.val.shape[1]
@@ -408,9 +530,10 @@ def _validation_loss(st: _Stack, rows: list[torch.Tensor], template: nn.Module, 
     params = st.params(st.flat)
     with torch.no_grad():
         for c0 in range(0, n, chunk):
-            xs = _gather(rows, st.mean, st.std, st.val[:, c0 : c0 + chunk])
+            xs = inputs(params, st.val[:, c0 : c0 + chunk])
             preds.append(vforward(params, st.buffers, *xs))
         pred = torch.cat(preds, 1)
-        w = (torch.arange(n)[None, :] < torch.from_numpy(st.n_val)[:, None]).to(pred.dtype)
+        n_val = torch.from_numpy(st.n_val).to(pred.device)
+        w = (torch.arange(n, device=pred.device)[None, :] < n_val[:, None]).to(pred.dtype)
         loss = _weighted_loss(pred, st.val_y, w)
-    return loss.numpy().astype(np.float64)
+    return loss.cpu().numpy().astype(np.float64)

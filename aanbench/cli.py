@@ -184,8 +184,11 @@ def command(target: typer.Typer, name: str | None = None, **kw: Any) -> Callable
                     print_traceback(exc, err_console)
                 err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
                 raise typer.Exit(exc.exit_code) from None
-            except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+            except (typer.Exit, typer.Abort, SystemExit):
                 raise
+            except KeyboardInterrupt:  # Ctrl-C where a command has no handler of its own: files already written stay
+                err_console.print("interrupted", highlight=False)
+                raise typer.Exit(130) from None
             except Exception as exc:  # a bug, often in a plugin: say where; --debug for the traceback
                 if debug_enabled():
                     print_traceback(exc, err_console)
@@ -600,6 +603,24 @@ REGISTRY_HELP = ("Your own experiments file (TOML), added to the built-in regist
 SEQUENTIAL_HELP = ("Train one model at a time. By default the models that support it (feature-aan, temporal-aan, "
                    "...) train all their folds and targets together in one batched stack: same seed, same "
                    "numbers for each path; the two paths agree within the bootstrap interval, not bit for bit.")
+DEVICE_HELP = ("Torch device for training and predicting with torch models (feature-aan, temporal-aan, ...): cpu "
+               "(default), cuda or cuda:N; other models run on the CPU. GPU numbers differ from CPU numbers in "
+               "the last bits; the same seed on the same GPU gives the same numbers.")
+
+
+def _check_device(device: str) -> str:
+    """``--device`` checked before any work (e.g. cuda where torch has none)."""
+    from aanbench.runner import check_device
+
+    return check_device(device)
+
+
+def _no_device_on_ray(device: str, ray: Optional[dict[str, Any]]) -> None:
+    """Ray fits run on the cluster's CPU workers: a GPU ``--device`` with
+    ``--backend ray`` is refused before any work rather than ignored."""
+    if ray is not None and device != "cpu":
+        raise AanbenchError(f"--device {device} is not available with --backend ray (Ray fits run on CPU workers); "
+                            "train on the GPU with the local backend")
 
 
 @command(app, "experiments")
@@ -636,7 +657,7 @@ RAY_FIT_WORKERS_HELP = "Ray: most fits running at once (default: as many as the 
 
 def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: Optional[int] = None,
            registry: Optional[Path] = None, save_models: Optional[Path] = None, quiet: bool = False,
-           sequential: bool = False, ray: Optional[dict[str, Any]] = None):
+           sequential: bool = False, device: str = "cpu", ray: Optional[dict[str, Any]] = None):
     """Run ``experiment`` on the stored features of ``dataset`` and write its
     results file (``out/<dataset>/<experiment>/seed<N>.json``); returns (doc, path).
     ``ray``: the fits run on Ray (:func:`aanbench.fitray.fit_runs_on_ray`
@@ -665,7 +686,7 @@ def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: O
                 raise doc
         else:
             doc = run_experiment(exp, dataset, group, _plugins(), seed=seed, save_models=save_models, on_fit=on_fit,
-                                 sequential=sequential)
+                                 sequential=sequential, device=device)
     doc["command"] = _invocation()
     path = write_results(doc, out)
     return doc, path
@@ -702,6 +723,7 @@ def run_cmd(
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (results file, metrics) on stdout."),
     sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
     backend: str = typer.Option("local", "--backend", help=RAY_FIT_BACKEND_HELP),
     address: Optional[str] = typer.Option(None, "--address", help=RAY_FIT_ADDRESS_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help=RAY_FIT_WORKERS_HELP),
@@ -718,9 +740,11 @@ def run_cmd(
       aanbench run feature-aan demo --store feats --out results --root .aanbench-demo/data --save-models models
       aanbench run feature-aan cognimuse --store feats --out results --backend ray --workers 4
     """
+    device = _check_device(device)
     from aanbench.fitray import ray_runs_setting
 
     ray = ray_runs_setting(backend, address, workers)
+    _no_device_on_ray(device, ray)
     ds = _dataset(dataset, option)
     if root is not None:
         exp = _registry(registry).experiment(experiment, ds.name)
@@ -728,7 +752,7 @@ def run_cmd(
         if failed and not as_json:
             console.print(f"[yellow]{len(failed)} item failures during extraction; those items are left out[/]")
     doc, path = do_run(experiment, ds, store, out, seed=seed, registry=registry, save_models=save_models,
-                       quiet=as_json, sequential=sequential, ray=ray)
+                       quiet=as_json, sequential=sequential, device=device, ray=ray)
     if as_json:
         typer.echo(json.dumps(_results_summary(doc, path), indent=1))
         return
@@ -749,6 +773,7 @@ def train_cmd(
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
 ) -> None:
     """Fit an experiment on all of a dataset's training samples (validation carved
     from them as in `run`), for every target, and write one model bundle: the
@@ -764,6 +789,7 @@ def train_cmd(
     from aanbench.runner import train_bundle
     from aanbench.store import FeatureStore
 
+    device = _check_device(device)
     ds = _dataset(dataset, option)
     exp = _registry(registry).experiment(experiment, ds.name)
     group = FeatureStore(store, mode="r").open_group(ds.name, ds.segmentation)
@@ -772,7 +798,7 @@ def train_cmd(
                   MofNCompleteColumn(), TimeElapsedColumn(), console=err_console if as_json else console,
                   disable=as_json) as prog:
         task = prog.add_task("fit", total=None, what="")
-        payload = train_bundle(exp, ds, group, _plugins(), seed=seed, sequential=sequential,
+        payload = train_bundle(exp, ds, group, _plugins(), seed=seed, sequential=sequential, device=device,
                                on_fit=lambda t, done, total: prog.update(task, completed=done, total=total, what=t))
     payload["command"] = _invocation()
     path = save_bundle(out, payload)
@@ -880,7 +906,7 @@ def benchmark_experiments(ds: Dataset, store: Path, *, registry: Optional[Path] 
 def do_benchmark(ds: Dataset, store: Path, out: Path, leaderboard: Path, *, seeds: Optional[list[int]] = None,
                  registry: Optional[Path] = None, only: Optional[list[str]] = None, protocol: Optional[str] = None,
                  group: Optional[str] = None, command: str = "",
-                 sequential: bool = False,
+                 sequential: bool = False, device: str = "cpu",
                  ray: Optional[dict[str, Any]] = None) -> tuple[Path, Path, list[dict[str, Any]], list]:
     """Run every experiment :func:`benchmark_experiments` finds, for each seed
     (default: the experiment's own), write the results files and the
@@ -923,7 +949,8 @@ def do_benchmark(ds: Dataset, store: Path, out: Path, leaderboard: Path, *, seed
 
                 try:
                     with _one_blas_thread():
-                        doc = run_experiment(exp, ds, grp, plugins, seed=seed, on_fit=on_fit, sequential=sequential)
+                        doc = run_experiment(exp, ds, grp, plugins, seed=seed, on_fit=on_fit, sequential=sequential,
+                                             device=device)
                 except AanbenchError as exc:
                     failed.append((exp.name, f"failed: {exc}"))
                     console.print(f"[red]failed[/] {exp.name} (seed {seed}): {exc}", highlight=False, soft_wrap=True)
@@ -986,6 +1013,7 @@ def benchmark_cmd(
     registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
     backend: str = typer.Option("local", "--backend", help=RAY_FIT_BACKEND_HELP + " With ray, every experiment x "
                                 "seed is submitted at once."),
     address: Optional[str] = typer.Option(None, "--address", help=RAY_FIT_ADDRESS_HELP),
@@ -1002,9 +1030,11 @@ def benchmark_cmd(
       aanbench benchmark demo --store .aanbench-demo/store --out results --protocol leave-one-group-out
       aanbench benchmark cognimuse --store feats --out results --seeds 0,1,2 --backend ray --workers 8
     """
+    device = _check_device(device)
     from aanbench.fitray import ray_runs_setting
 
     ray = ray_runs_setting(backend, address, workers)
+    _no_device_on_ray(device, ray)
     ds = _dataset(dataset, option)
     only = [e.strip() for e in experiments.split(",") if e.strip()] if experiments else None
     seed_list = _parse_seeds(seeds)
@@ -1023,7 +1053,7 @@ def benchmark_cmd(
     lb = leaderboard or Path("leaderboards") / f"{ds.name}.md"
     md, fig, docs, problems = do_benchmark(ds, store, out, lb, seeds=seed_list, registry=registry, only=only,
                                            protocol=protocol, group=group, command=_invocation(),
-                                           sequential=sequential, ray=ray)
+                                           sequential=sequential, device=device, ray=ray)
     console.print(md.read_text(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {md} and {fig}: {len(docs)} runs, {len(problems)} skipped or failed")
     if any(why.startswith("failed:") for _, why in problems):

@@ -22,6 +22,7 @@ from aanbench import __version__
 from aanbench.contracts import AanbenchError, Dataset, ModelSpec, SequenceSpec
 from aanbench.metrics import evaluate, group_spread
 from aanbench.plugin_manager import Plugins
+from aanbench.pluginkit.torchmodel import TorchModel
 from aanbench.protocols import carve_validation, get_protocol
 from aanbench.registry import ExperimentConfig, check_params
 from aanbench.samples import SEQUENCE_SETTINGS, Samples, resolve_spec, samples_of
@@ -141,6 +142,7 @@ class RunPlan:
     feats: FeatureMatrix
     protocol: Any
     seed: int
+    device: str = "cpu"  # where torch models (TorchModel) train and predict; see check_device
 
     @property
     def sequences(self) -> bool:
@@ -153,8 +155,18 @@ class RunPlan:
         return self.samples.usable(self.feats.valid) & np.isfinite(self.labels(target))
 
 
+def check_device(device: Any) -> str:
+    """The torch device of a run as a string (``"cpu"``, ``"cuda:0"``, ...),
+    or a clear :class:`AanbenchError` (e.g. ``cuda`` without CUDA) before any work."""
+    if device is None or str(device) == "cpu":
+        return "cpu"
+    from aanbench.training import resolve_device
+
+    return str(resolve_device(device))
+
+
 def plan_run(exp: ExperimentConfig, dataset: Dataset, group: DatasetGroup, plugins: Plugins,
-             seed: int | None = None) -> RunPlan:
+             seed: int | None = None, device: Any = "cpu") -> RunPlan:
     spec = plugins.model(exp.model)
     check_params(exp, {**spec.params, **RUNNER_SETTINGS})
     protocol = get_protocol(exp.protocol or dataset.protocol)
@@ -178,7 +190,7 @@ def plan_run(exp: ExperimentConfig, dataset: Dataset, group: DatasetGroup, plugi
         raise AanbenchError(f"store group {group.path}: no samples of {sample_spec.length} rows "
                             f"({sample_spec.scope} scope) in {group.n_items} items")
     return RunPlan(exp, spec, dataset, group, targets, model_params, settings, sample_spec, samples, feats,
-                   protocol, exp.seed if seed is None else int(seed))
+                   protocol, exp.seed if seed is None else int(seed), check_device(device))
 
 
 @dataclass
@@ -212,6 +224,8 @@ def _prepare_fit(plan: RunPlan, target: str, train: np.ndarray, seed: int, scale
     else:
         scaler = Standardizer.identity(list(plan.feats.dims))
     model = plan.spec.build(plan.model_params[target], list(plan.feats.dims))
+    if isinstance(model, TorchModel):
+        model.device = plan.device
     extra: dict[str, Any] = {}
     if getattr(plan.spec, "wants_row_labels", False):  # member rows' labels: fitting and validation samples only
         rows_y = np.asarray(plan.group.labels(target), dtype=np.float32)
@@ -249,7 +263,7 @@ def fit_targets(plan: RunPlan, requests: list[tuple[str, np.ndarray, int]], *,
     preps = [_prepare_fit(plan, t, train, seed) for t, train, seed in requests]
     jobs = _batch_jobs(plan, preps)
     for group in group_jobs(jobs):
-        train_batched([jobs[i] for i in group])
+        train_batched([jobs[i] for i in group], device=plan.device)
     return [Fitted(p.model, p.scaler, j.report, p.fit_idx, p.val_idx) for p, j in zip(preps, jobs)]
 
 
@@ -327,6 +341,7 @@ def run_experiment(
     save_models: Path | None = None,
     on_fit: Callable[[str, str, int, int], None] | None = None,
     sequential: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train and evaluate ``exp`` on ``group``; returns the results document.
     A model that opts in to batched training has all its fits (fold x
@@ -335,7 +350,7 @@ def run_experiment(
     In phases, which another fitter (:mod:`aanbench.fitray`) reuses:
     :func:`plan_run`, :func:`fit_requests`, the fits, :func:`results_doc`."""
     t0 = time.perf_counter()
-    plan = plan_run(exp, dataset, group, plugins, seed)
+    plan = plan_run(exp, dataset, group, plugins, seed, device=device)
     folds = run_folds(plan)
     fitted: dict[tuple[str, int], Fitted] | None = None
     if not sequential and batchable(plan):  # every fit of the run at once
@@ -427,6 +442,7 @@ def results_doc(
                      for n, k, d, p in zip(feats.names, feats.keys, feats.dims, feats.provenance)],
         "protocol": plan.protocol.name,
         "seed": seed,
+        "device": plan.device,  # where torch models trained: changes rounding, not the experiment (not in CONFIG_KEYS)
         "samples": {**plan.sample_spec.to_dict(), "n": len(samples)},
         "params": {t: plan.model_params[t] for t in plan.targets},
         "settings": {t: plan.settings[t] for t in plan.targets},
@@ -504,13 +520,14 @@ def train_bundle(
     seed: int | None = None,
     on_fit: Callable[[str, int, int], None] | None = None,
     sequential: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Fit ``exp`` on all of the dataset's training samples (the protocol's
     training pool; validation carved from it as in a run), one model per
     target; returns the bundle payload (see :mod:`aanbench.modelfile`)."""
     from aanbench.modelfile import BUNDLE_FORMAT
 
-    plan = plan_run(exp, dataset, group, plugins, seed)
+    plan = plan_run(exp, dataset, group, plugins, seed, device=check_device(device))
     pool = plan.protocol.training_pool(plan.samples.split, plan.samples.group)
     targets: dict[str, Any] = {}
     fits = fit_targets(plan, [(t, pool, plan.seed) for t in plan.targets], sequential=sequential)
@@ -547,7 +564,7 @@ def train_bundle(
                            "n_items": group.n_items, "n_samples": len(plan.samples)}),
         "provenance": _plain({"features": [{"name": n, "key": k, "provenance": p} for n, k, p in
                                            zip(plan.feats.names, plan.feats.keys, plan.feats.provenance)],
-                              "aanbench_version": __version__}),
+                              "aanbench_version": __version__, "device": plan.device}),
         "seed": int(plan.seed),
     }
 

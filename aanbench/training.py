@@ -4,20 +4,77 @@ Adam; loss ``MSE + (1 - Pearson r)`` per mini-batch; early stopping on a
 validation split carved from training data (never the test set); the
 weights of the best validation epoch are kept. Seeded: the same seed gives
 the same numbers.
+
+Devices: training and prediction run on a torch device (``"cpu"``, the
+default, or ``"cuda"`` / ``"cuda:N"``; :func:`resolve_device` checks it
+before any work). Inputs are moved to the device once per fit (each step
+gathers its batch there); the network is back on the CPU when training ends,
+so saved states load anywhere. On CUDA, :func:`device_scope` asks torch for
+deterministic algorithms (``torch.use_deterministic_algorithms`` with
+``warn_only``, ``CUBLAS_WORKSPACE_CONFIG=:4096:8``), so the same seed gives
+the same numbers on one GPU model and software stack; CUDA kernels sum in
+another order than the CPU's, so GPU numbers differ from CPU numbers in the
+last bits (and, through training, a little more).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from aanbench.contracts import FitReport
+from aanbench.contracts import AanbenchError, FitReport
+
+def resolve_device(device: Any = None) -> torch.device:
+    """``"cpu"`` (or None), ``"cuda"``, ``"cuda:N"`` or a :class:`torch.device`
+    -> :class:`torch.device`; a clear :class:`AanbenchError` for anything else,
+    or for CUDA where torch has none (called before any work)."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(str(device))
+    except (RuntimeError, ValueError) as exc:
+        raise AanbenchError(f"--device {device!r}: not a torch device (use cpu, cuda or cuda:N)") from exc
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type != "cuda":
+        raise AanbenchError(f"--device {device!r}: aanbench trains on cpu or cuda, not {dev.type}")
+    if not torch.cuda.is_available():
+        raise AanbenchError(f"--device {device!r}: torch reports no usable CUDA device here "
+                            f"(torch {torch.__version__}, built with CUDA {torch.version.cuda or 'none'}); "
+                            "use --device cpu")
+    index = 0 if dev.index is None else dev.index
+    if index >= torch.cuda.device_count():
+        raise AanbenchError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                            f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    return torch.device("cuda", index)
+
+
+@contextlib.contextmanager
+def device_scope(device: Any = None) -> Iterator[torch.device]:
+    """The resolved device; on CUDA, deterministic algorithms for the scope
+    (torch's setting restored after it). ``CUBLAS_WORKSPACE_CONFIG`` must be
+    set before cuBLAS starts, so it is set (unless already set) here, before
+    the first CUDA computation of the process."""
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        yield dev
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    was, was_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with torch.cuda.device(dev):
+            yield dev
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=was_warn)
 
 
 @dataclass(frozen=True)
@@ -37,8 +94,8 @@ def mse_pearson_loss(pred: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> 
     return mse + (1.0 - r)
 
 
-def _tensors(xs: Sequence[np.ndarray]) -> list[torch.Tensor]:
-    return [torch.as_tensor(np.asarray(x, dtype=np.float32)) for x in xs]
+def _tensors(xs: Sequence[np.ndarray], device: torch.device | None = None) -> list[torch.Tensor]:
+    return [torch.as_tensor(np.asarray(x, dtype=np.float32), device=device) for x in xs]
 
 
 def train_torch(
@@ -50,6 +107,7 @@ def train_torch(
     cfg: TrainConfig,
     seed: int,
     train_extra: np.ndarray | None = None,
+    device: Any = None,
 ) -> FitReport:
     """Train ``net`` (whose ``forward(*xs)`` gives ``(batch,)``) in place.
 
@@ -58,31 +116,39 @@ def train_torch(
     input in the training batches only, ``net(*xs, extra)``; the validation
     loss (and prediction) is computed from ``net(*xs)`` in evaluation mode.
 
-    Runs on one CPU thread: these models are tiny, and torch's thread pool
-    costs far more than it saves on them (measured 0.03 s against 1.4 s per
-    epoch on a busy 2-core machine).
+    On the CPU it runs on one thread: these models are tiny, and torch's
+    thread pool costs far more than it saves on them (measured 0.03 s against
+    1.4 s per epoch on a busy 2-core machine). On ``device`` (see
+    :func:`resolve_device`) the inputs go to the device once, the data order
+    is drawn on the CPU (the same batches as on the CPU), and ``net`` is back
+    on the CPU at the end.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(net, train_x, train_y, val_x, val_y, cfg, seed, train_extra)
+        with device_scope(device) as dev:
+            try:
+                return _train(net.to(dev), train_x, train_y, val_x, val_y, cfg, seed, train_extra, dev)
+            finally:
+                net.to("cpu")
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(net, train_x, train_y, val_x, val_y, cfg: TrainConfig, seed: int, train_extra=None) -> FitReport:
+def _train(net, train_x, train_y, val_x, val_y, cfg: TrainConfig, seed: int, train_extra=None,
+           device: torch.device | None = None) -> FitReport:
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
-    xs = _tensors(train_x)
+    xs = _tensors(train_x, device)
     if train_extra is not None:
         if len(train_extra) != len(train_y):
             raise ValueError(f"train_extra has {len(train_extra)} rows for {len(train_y)} training samples")
-        xs = xs + _tensors([train_extra])
-    y = torch.as_tensor(np.asarray(train_y, dtype=np.float32))
+        xs = xs + _tensors([train_extra], device)
+    y = torch.as_tensor(np.asarray(train_y, dtype=np.float32), device=device)
     have_val = val_x is not None and val_y is not None and len(val_y) >= 2
     if have_val:
-        vxs = _tensors(val_x)  # type: ignore[arg-type]
-        vy = torch.as_tensor(np.asarray(val_y, dtype=np.float32))
+        vxs = _tensors(val_x, device)  # type: ignore[arg-type]
+        vy = torch.as_tensor(np.asarray(val_y, dtype=np.float32), device=device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = len(y)
     bs = max(2, int(cfg.batch_size))
@@ -92,7 +158,7 @@ def _train(net, train_x, train_y, val_x, val_y, cfg: TrainConfig, seed: int, tra
     epoch = 0
     for epoch in range(1, int(cfg.max_epochs) + 1):
         net.train()
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen).to(device)
         for b0 in range(0, n, bs):
             idx = perm[b0 : b0 + bs]
             if len(idx) < 2:  # a correlation needs two points
@@ -119,12 +185,16 @@ def _train(net, train_x, train_y, val_x, val_y, cfg: TrainConfig, seed: int, tra
                      seconds=time.perf_counter() - t0)
 
 
-def predict_torch(net: nn.Module, xs: Sequence[np.ndarray], batch: int = 4096) -> np.ndarray:
-    net.eval()
-    ts = _tensors(xs)
-    n = len(ts[0])
-    out = []
-    with torch.inference_mode():
-        for b0 in range(0, n, batch):
-            out.append(net(*[t[b0 : b0 + batch] for t in ts]).reshape(-1).numpy())
+def predict_torch(net: nn.Module, xs: Sequence[np.ndarray], batch: int = 4096, device: Any = None) -> np.ndarray:
+    """``net``'s outputs for inputs ``xs`` (evaluation mode), computed on
+    ``device``; ``net`` itself stays where it is (a copy goes to the device)."""
+    with device_scope(device) as dev:
+        net.eval()
+        run = net if dev.type == "cpu" else copy.deepcopy(net).to(dev)
+        ts = _tensors(xs)
+        n = len(ts[0]) if ts else 0
+        out = []
+        with torch.inference_mode():
+            for b0 in range(0, n, batch):
+                out.append(run(*[t[b0 : b0 + batch].to(dev) for t in ts]).reshape(-1).cpu().numpy())
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)

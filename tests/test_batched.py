@@ -265,3 +265,48 @@ def test_run_and_sequential_run_on_the_demo_agree(tmp_path: Path) -> None:
         for metric in ("pearson_r", "mse"):
             assert s[f"{metric}_ci"][0] <= b[metric] <= s[f"{metric}_ci"][1], (target, metric, b, s)
             assert b[f"{metric}_ci"][0] <= s[metric] <= b[f"{metric}_ci"][1], (target, metric, b, s)
+
+
+# --------------------------------------------------------------------------
+# Devices (--device)
+
+
+def test_stack_on_an_explicit_cpu_device_matches_the_default_and_keeps_cpu_nets(tmp_path: Path) -> None:
+    params = {"max_epochs": 6, "patience": 3, "batch_size": 16, "lr": 0.01}
+    first, _ = _jobs_and_sequential("temporal-aan", params, sizes=(61, 80, 97))
+    second, alone = _jobs_and_sequential("temporal-aan", params, sizes=(61, 80, 97))
+    r1, r2 = train_batched(first), train_batched(second, device="cpu")
+    assert [(a.epochs, a.best_epoch, a.best_val_loss) for a in r1] == [(b.epochs, b.best_epoch, b.best_val_loss)
+                                                                      for b in r2]
+    for a, b in zip(first, second):
+        sa, sb = a.torch_fit.net.state_dict(), b.torch_fit.net.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) and sb[k].device.type == "cpu" for k in sa)
+    # through the runner: device recorded in the results document, and "cpu" is the default path
+    g = _movie_store(tmp_path, movies=4, per_movie=20)
+    exp = _exp("feature-aan", max_epochs=4, patience=3, batch_size=16, lr=0.01)
+    doc = run_experiment(exp, _Movies(), g, get_plugins(), device="cpu")
+    assert doc["device"] == "cpu"
+    assert _preds(doc) == _preds(run_experiment(exp, _Movies(), g, get_plugins()))
+    bundle = train_bundle(exp, _Movies(), g, get_plugins(), device="cpu")
+    assert bundle["provenance"]["device"] == "cpu"
+    assert all(v.device.type == "cpu" for t in bundle["targets"].values() for v in t["state"]["state_dict"].values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("model", ["feature-aan", "temporal-aan"])
+def test_stack_on_cuda_is_seeded_and_follows_the_cpu_stack(model: str) -> None:
+    """On a GPU: the same jobs give the same numbers twice; without dropout a
+    copy trained on the GPU follows its CPU twin (kernels sum in another order)."""
+    params = {"max_epochs": 10, "patience": 3, "batch_size": 16, "lr": 0.01, **NO_DROPOUT[model]}
+    cpu, alone = _jobs_and_sequential(model, params, sizes=(61, 80, 97))
+    gpu1, _ = _jobs_and_sequential(model, params, sizes=(61, 80, 97))
+    gpu2, _ = _jobs_and_sequential(model, params, sizes=(61, 80, 97))
+    rc, r1, r2 = train_batched(cpu), train_batched(gpu1, device="cuda"), train_batched(gpu2, device="cuda")
+    assert [(r.epochs, r.best_epoch) for r in r1] == [(r.epochs, r.best_epoch) for r in rc]
+    for a, b, c, (_, _, xs) in zip(gpu1, gpu2, cpu, alone):
+        sa, sb = a.torch_fit.net.state_dict(), b.torch_fit.net.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) and sa[k].device.type == "cpu" for k in sa)
+        with torch.no_grad():
+            got = a.torch_fit.net(*map(torch.from_numpy, xs)).numpy()
+            want = c.torch_fit.net(*map(torch.from_numpy, xs)).numpy()
+        np.testing.assert_allclose(got, want, atol=2e-4)

@@ -18,6 +18,7 @@ import pytest
 
 from aanbench.curve import demo_film, film_dataset, read_curve_csv
 from aanbench.filmdecode import film_windows, probe_duration
+from aanbench.pluginkit.mediawrite import remux_faststart
 from aanbench.store import FeatureStore
 
 from conftest import REPO, run_aanbench
@@ -145,19 +146,8 @@ def test_rerun_reuses_the_store(demo, tmp_path):
     assert np.array_equal(a.values["valence"], b.values["valence"])
 
 
-def _faststart_copy(src: Path, dst: Path) -> Path:
-    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4", options={"movflags": "faststart"}) as out:
-        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
-        for pkt in inp.demux():
-            if pkt.dts is None:
-                continue
-            pkt.stream = streams[pkt.stream.index]
-            out.mux(pkt)
-    return dst
-
-
 def test_truncated_film_reports_the_lost_windows_and_keeps_the_others(demo, tmp_path):
-    fast = _faststart_copy(demo["film"], tmp_path / "fast.mp4")
+    fast = remux_faststart(demo["film"], tmp_path / "fast.mp4")
     cut = tmp_path / "cut.mp4"
     data = fast.read_bytes()
     cut.write_bytes(data[: int(len(data) * 0.6)])

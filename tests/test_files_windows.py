@@ -11,7 +11,7 @@ import pytest
 from aanbench.contracts import AanbenchError, ItemError, MediaRequest
 from aanbench.filmdecode import close_reader, decode_item, film_windows, probe_duration
 from aanbench.media import decode_media
-from aanbench.pluginkit.mediawrite import write_clip
+from aanbench.pluginkit.mediawrite import remux_faststart, write_clip
 from aanbench.plugin_manager import get_plugins
 
 FPS = 25
@@ -127,14 +127,7 @@ def test_sequential_reader_reads_forward_without_reopening(film, monkeypatch):
 def test_truncated_film_fails_only_the_windows_after_its_data(tmp_path):
     # a film written with its index first (faststart), then cut: readable, data ends early
     src = _film(tmp_path / "whole.mp4", 20.0)
-    fast = tmp_path / "fast.mp4"
-    with av.open(str(src)) as inp, av.open(str(fast), "w", format="mp4", options={"movflags": "faststart"}) as out:
-        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
-        for pkt in inp.demux():
-            if pkt.dts is None:
-                continue
-            pkt.stream = streams[pkt.stream.index]
-            out.mux(pkt)
+    fast = remux_faststart(src, tmp_path / "fast.mp4")
     cut = tmp_path / "cut.mp4"
     data = fast.read_bytes()
     cut.write_bytes(data[: int(len(data) * 0.55)])

@@ -8,6 +8,7 @@ stored as ok would survive the resume and differ)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -53,13 +54,16 @@ def _done_chunks(store: Path) -> int:
         return 0
 
 
-def _interrupt(cmd: list[str], when, *, group: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+def _interrupt(cmd: list[str], when, *, group: bool = True, timeout: float = 300,
+               started: list | None = None) -> subprocess.CompletedProcess:
     """Start ``cmd``, wait until ``when(stdout_lines)`` is true (or the run
     ends), send SIGINT (to the process group, as a terminal's Ctrl-C, or to
     the main process only) and return the finished process's output."""
     env = dict(os.environ, COLUMNS="200")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
+    if started is not None:
+        started.append(proc)
     lines: list[str] = []
     err: list[str] = []
     readers = [threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True),
@@ -170,3 +174,44 @@ def test_ctrl_c_with_two_workers(demo, tmp_path: Path, group: bool) -> None:
     again = run_aanbench(*_args(data, store))
     assert again.returncode == 0, again.stderr[-2000:]
     _assert_same_store(ref, store)
+
+
+def test_ctrl_c_with_ray_backend(demo, tmp_path: Path) -> None:
+    """Ctrl-C to the whole process group of `extract --backend ray` (a real
+    local Ray instance, whose processes get the SIGINT too): exit 130 with
+    the message, no Ray process left behind, and the same command resumes to
+    the uninterrupted store."""
+    data, ref = demo
+    store = tmp_path / "store"
+    cmd = [*AANBENCH, *_args(data, store, "--backend", "ray", "--workers", "2")]
+    started: list[subprocess.Popen] = []
+    running: list[str] = []  # the instance's processes just before the Ctrl-C
+
+    def when(lines: list[str]) -> bool:
+        if _done_chunks(store) < 1:
+            return False
+        running.extend(_ray_processes(started[0].pid))
+        return True
+
+    r = _interrupt(cmd, when, started=started)
+    _check_interrupted_run(r)
+    assert r.returncode == 130, (r.returncode, r.stderr[-2000:])  # 12 chunks of >= 1 s each: still running
+    assert any("raylet" in p for p in running), running  # the run's own Ray instance was found by its session
+    deadline = time.time() + 20  # processes that got the SIGINT may take a moment to exit
+    while (left := _ray_processes(started[0].pid)) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not left, f"Ray processes left behind: {left}"
+    again = run_aanbench(*_args(data, store))
+    assert again.returncode == 0, again.stderr[-2000:]
+    _assert_same_store(ref, store)
+
+
+def _ray_processes(driver_pid: int) -> list[str]:
+    """The command lines of the processes of the Ray instance a driver
+    process started (raylet, GCS, monitors: their ``--session-dir`` is
+    Ray's ``session_<date>_<driver pid>``; its workers are the raylet's
+    children and go with it). Other Ray instances on the machine (other
+    tests, other users) are not counted."""
+    out = subprocess.run(["ps", "-eww", "-o", "args="], capture_output=True, text=True).stdout
+    tag = re.compile(rf"/session_[0-9_-]+_{driver_pid}(\b|/)")
+    return [line[:160] for line in out.splitlines() if tag.search(line)]

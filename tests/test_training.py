@@ -234,3 +234,78 @@ def test_sequence_runs_use_engine_windows_without_leaks(tmp_path: Path) -> None:
     gone = set(preds) - {p["item_id"] for p in doc4["predictions"]}
     assert gone == {"m6_04", "m6_05", "m6_06", "m6_07"}
     assert doc4["targets"]["valence"]["n_unusable"] == 4
+
+
+# --------------------------------------------------------------------------
+# Devices (--device): the CPU explicitly, and the clear error for CUDA where torch has none
+
+
+def _tiny_fit(device=None):
+    import torch
+
+    from aanbench.training import TrainConfig, train_torch
+
+    rng = np.random.default_rng(3)
+    x = [rng.normal(size=(80, 6)).astype(np.float32), rng.normal(size=(80, 3)).astype(np.float32)]
+    y = np.tanh(x[0][:, 0]).astype(np.float32)
+    model = get_plugins().model("feature-aan").build({"dropout": 0.0, "head_dropout": 0.0}, [6, 3])
+    tf = model.torch_fit(y[:60], seed=4)
+    rep = train_torch(tf.net, [a[:60] for a in x], y[:60], [a[60:] for a in x], y[60:],
+                      TrainConfig(lr=0.01, max_epochs=6, patience=3, batch_size=16), 4, device=device)
+    return model, rep, x, {k: v.clone() for k, v in tf.net.state_dict().items()}, torch
+
+
+def test_training_and_prediction_on_an_explicit_cpu_device_match_the_default() -> None:
+    from aanbench.training import predict_torch, resolve_device
+
+    assert resolve_device(None).type == resolve_device("cpu").type == "cpu"
+    m0, r0, x, s0, torch = _tiny_fit()
+    m1, r1, _, s1, _ = _tiny_fit("cpu")
+    assert (r0.epochs, r0.best_epoch, r0.best_val_loss) == (r1.epochs, r1.best_epoch, r1.best_val_loss)
+    assert s0.keys() == s1.keys() and all(torch.equal(s0[k], s1[k]) for k in s0)
+    assert all(v.device.type == "cpu" for v in s1.values())  # the trained net is a CPU net
+    m1.device = "cpu"
+    np.testing.assert_array_equal(m0.predict(x), m1.predict(x))
+    np.testing.assert_array_equal(predict_torch(m1.net, x, device="cpu"), m0.predict(x))
+    assert m1.state()["state_dict"]["head.weight"].device.type == "cpu"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_clear_error_before_any_work(tmp_path: Path) -> None:
+    import torch
+    from typer.testing import CliRunner
+
+    from aanbench.cli import app
+    from aanbench.contracts import AanbenchError
+    from aanbench.runner import check_device
+    from aanbench.training import predict_torch, resolve_device
+
+    for dev in ("cuda", "cuda:1"):
+        with pytest.raises(AanbenchError, match=f"--device '{dev}': torch reports no usable CUDA device"):
+            resolve_device(dev)
+        with pytest.raises(AanbenchError, match="no usable CUDA device"):
+            check_device(dev)
+    with pytest.raises(AanbenchError, match="not a torch device"):
+        resolve_device("gpu0")
+    with pytest.raises(AanbenchError, match="cpu or cuda, not meta"):
+        resolve_device("meta")
+    assert check_device("cpu") == "cpu"
+    # the trainer refuses before touching the network
+    model = get_plugins().model("feature-aan").build({}, [6, 3])
+    net = model.torch_fit(np.zeros(4, np.float32), seed=0).net
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    from aanbench.training import TrainConfig, train_torch
+
+    x = [np.zeros((4, 6), np.float32), np.zeros((4, 3), np.float32)]
+    with pytest.raises(AanbenchError, match="no usable CUDA device"):
+        train_torch(net, x, np.arange(4, dtype=np.float32), None, None, TrainConfig(max_epochs=1), 0, device="cuda")
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    with pytest.raises(AanbenchError, match="no usable CUDA device"):
+        predict_torch(net, x, device="cuda")
+    # the commands refuse before opening the store (which does not exist: that would be another error)
+    for args in (["run", "feature-aan", "demo"], ["train", "feature-aan", "demo"], ["benchmark", "demo"]):
+        res = CliRunner().invoke(app, [*args, "--store", str(tmp_path / "none"), "--out", str(tmp_path / "o"),
+                                       "--device", "cuda"])
+        assert res.exit_code == 2, res.output
+        assert "--device 'cuda': torch reports no usable CUDA device" in res.output
+        assert not (tmp_path / "none").exists() and not (tmp_path / "o").exists()

@@ -82,3 +82,17 @@ def write_clip(
             for pkt in as_.encode(None):
                 out.mux(pkt)
     return path
+
+
+def remux_faststart(src: str | Path, dst: str | Path) -> Path:
+    """Copy ``src`` (MP4) to ``dst`` with its index (``moov``) before the
+    data, packets unchanged: a file that stays readable when cut short, as a
+    truncated download or copy is."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4", options={"movflags": "faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for pkt in inp.demux():
+            if pkt.dts is None:  # the demuxer's flush packets
+                continue
+            pkt.stream = streams[pkt.stream.index]
+            out.mux(pkt)
+    return Path(dst)

@@ -16,9 +16,13 @@ from aanbench.contracts import Model
 
 class TorchModel(Model):
     """A :class:`Model` whose trained network is ``self.net`` (``None``
-    until fitted or restored)."""
+    until fitted or restored). ``device`` (``"cpu"`` unless the runner sets
+    another, e.g. ``aanbench run --device cuda``) is where ``fit`` trains
+    and ``predict`` computes; ``self.net`` is kept on the CPU between
+    calls, so its state loads anywhere."""
 
     net: Any = None
+    device: str = "cpu"
 
     def trained_net(self) -> Any:
         if self.net is None:
@@ -28,7 +32,7 @@ class TorchModel(Model):
     def predict(self, x) -> np.ndarray:
         from aanbench.training import predict_torch
 
-        return predict_torch(self.trained_net(), x)
+        return predict_torch(self.trained_net(), x, device=self.device)
 
     def weights(self) -> dict[str, Any]:
         """A detached copy of the network's state dict (for :meth:`Model.state`)."""

@@ -59,7 +59,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from aanbench_plugins.models._feature_aan_net import AuthorsLayerNorm, EncoderLayer
+from aanbench_plugins.models._feature_aan_net import AuthorsLayerNorm, EncoderLayer, softmax_last
 
 
 def positional_encoding(length: int, d: int) -> torch.Tensor:
@@ -100,7 +100,7 @@ class MultiHeadAttention(nn.Module):
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
-        attn = self.dropout(scores.softmax(dim=-1))
+        attn = self.dropout(softmax_last(scores))
         return self.out((attn @ v).transpose(1, 2).reshape(b, tq, self.heads * self.d_k))
 
 
@@ -200,7 +200,11 @@ class TemporalAANNet(nn.Module):
                                        start_value)
 
     def segments(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
-        return torch.cat([p(x) for p, x in zip(self.projections, xs)], dim=-1)
+        return self.join([p(x) for p, x in zip(self.projections, xs)])
+
+    def join(self, projected: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The ``K`` projected features ``(n, T, width)`` -> segment representations ``(n, T, d)``."""
+        return torch.cat(list(projected), dim=-1)
 
     def sequence_outputs(self, *features: torch.Tensor) -> torch.Tensor:
         xs, labels = _split(features, len(self.dims))
@@ -208,6 +212,13 @@ class TemporalAANNet(nn.Module):
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
         return self.sequence_outputs(*features)[:, -1]
+
+    def from_projections(self, *projected: torch.Tensor) -> torch.Tensor:
+        """``forward`` after the first layer: the ``K`` features already through
+        ``projections`` (``(n, T, width)`` each), then the optional labels
+        (:mod:`aanbench.batched` computes the projections itself)."""
+        xs, labels = _split(projected, len(self.dims))
+        return self.decoder(self.join(xs), labels)[:, -1]
 
 
 class FeatureTemporalAANNet(TemporalAANNet):
@@ -224,9 +235,9 @@ class FeatureTemporalAANNet(TemporalAANNet):
                                      for _ in range(feature_layers))
         self.encoder_norm = AuthorsLayerNorm(width, eps)
 
-    def segments(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
-        n, t = xs[0].shape[:2]
-        tokens = torch.stack([p(x) for p, x in zip(self.projections, xs)], dim=2)  # (n, T, K, width)
+    def join(self, projected: Sequence[torch.Tensor]) -> torch.Tensor:
+        n, t = projected[0].shape[:2]
+        tokens = torch.stack(list(projected), dim=2)  # (n, T, K, width)
         tokens = tokens.reshape(n * t, len(self.dims), -1)
         for layer in self.encoder:
             tokens = layer(tokens)

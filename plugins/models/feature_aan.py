@@ -77,7 +77,7 @@ class FeatureAAN(TorchModel):
         from aanbench.training import train_torch
 
         tf = self.torch_fit(train_y, seed=seed)
-        return train_torch(tf.net, train_x, train_y, val_x, val_y, tf.config, seed)
+        return train_torch(tf.net, train_x, train_y, val_x, val_y, tf.config, seed, device=self.device)
 
     def state(self) -> dict[str, Any]:
         return {"config": self._net_config(), "state_dict": self.weights()}

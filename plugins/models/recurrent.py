@@ -134,7 +134,7 @@ class RecurrentModel(TorchModel):
         tc = TrainConfig(lr=float(p["lr"]), max_epochs=int(p["max_epochs"]), patience=int(p["patience"]),
                          batch_size=int(p["batch_size"]), weight_decay=float(p["weight_decay"]))
         return train_torch(self.net, self._check(train_x), train_y,
-                           None if val_x is None else self._check(val_x), val_y, tc, seed)
+                           None if val_x is None else self._check(val_x), val_y, tc, seed, device=self.device)
 
     def predict(self, x) -> np.ndarray:
         self.trained_net()

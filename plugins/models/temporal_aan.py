@@ -162,7 +162,8 @@ class TemporalAAN(TorchModel):
         if tf.extra is not None and tf.extra.shape != (len(train_y), np.asarray(train_x[0]).shape[1]):
             raise ValueError(f"train_y_rows of shape {tf.extra.shape} does not match windows "
                              f"{np.asarray(train_x[0]).shape[:2]}")
-        return train_torch(tf.net, train_x, train_y, val_x, val_y, tf.config, seed, train_extra=tf.extra)
+        return train_torch(tf.net, train_x, train_y, val_x, val_y, tf.config, seed, train_extra=tf.extra,
+                           device=self.device)
 
     def state(self) -> dict[str, Any]:
         return {"kind": self.kind, "config": self._net_config(), "state_dict": self.weights()}

@@ -18,7 +18,18 @@ the same size; said in the output). Batched: the 24 fits as one stack
 (``aanbench.batched.train_batched``). Data preparation is not timed on either
 side (the batched path's per-step gathering and standardising is).
 
-Run: ``OMP_NUM_THREADS=1 .venv/bin/python tests/benchmarks/batched_training_ratio.py [--epochs 2] [--seq-fits 24]``
+``--device cuda`` runs both paths on a GPU (each fit's inputs, or the
+stack's feature arrays, moved there once; timed with
+``torch.cuda.synchronize``); ``--threads N`` gives the batched stack N torch
+CPU threads (the sequential baseline stays today's trainer, one thread).
+``--check-repeat`` trains the stack a second time and says whether every
+copy's weights came out bit for bit the same (seeded determinism on the
+device). Needs only numpy, torch, pluggy and aanbench (the two model plugins
+are the only plugins loaded), so it runs on a machine without zarr, Ray,
+PyAV or openSMILE.
+
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python tests/benchmarks/batched_training_ratio.py [--epochs 2] [--seq-fits 24]
+[--device cpu|cuda] [--threads 1] [--check-repeat]``
 """
 
 from __future__ import annotations
@@ -27,7 +38,11 @@ import argparse
 import os
 import time
 
-import numpy as np
+# only the two model plugins: the others import PyAV, Zarr, ... (absent on a bare GPU machine)
+os.environ.setdefault("AANBENCH_PLUGINS", "feature_aan,temporal_aan")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from aanbench.batched import BatchJob, train_batched
 from aanbench.contracts import SequenceSpec
@@ -45,7 +60,18 @@ def main() -> None:
     ap.add_argument("--seq-fits", type=int, default=24, help="sequential fits timed (of 24; default all)")
     ap.add_argument("--models", default="feature-aan,temporal-aan")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="torch device of both paths: cpu (default), cuda, cuda:N")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads of the batched stack (default 1)")
+    ap.add_argument("--check-repeat", action="store_true",
+                    help="train the stack twice and say whether the weights are bit for bit the same")
     args = ap.parse_args()
+    from aanbench.training import resolve_device
+
+    device = resolve_device(args.device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     rng = np.random.default_rng(args.seed)
     n = MOVIES * SEGMENTS
@@ -71,6 +97,9 @@ def main() -> None:
     print(f"{MOVIES} movies x {SEGMENTS} segments, dims {DIMS}; {len(fits)} fits (12 folds x 2 targets) of "
           f"{len(fits[0][1])} fitting + {len(fits[0][2])} validation samples; {args.epochs} epochs each; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device {device} ({where}); torch {torch.__version__}; sequential: today's trainer (train_torch, "
+          f"1 CPU thread on the CPU); batched stack: {args.threads} CPU thread(s)")
 
     plugins = get_plugins()
     params = {"feature-aan": {"lr": 5e-4, "batch_size": 30}, "temporal-aan": {"lr": 1e-3, "batch_size": 30}}
@@ -93,24 +122,38 @@ def main() -> None:
             xv = [x[members[val]] for x in xs]
             del xs
             model = spec.build(p, DIMS)
+            model.device = str(device)
+            sync()
             t0 = time.perf_counter()
             model.fit(xf, y[fit], xv, y[val], seed=args.seed, **extra(t, fit))
+            sync()
             seq_s += time.perf_counter() - t0
             del xf, xv
         seq_total = seq_s * len(fits) / n_seq
 
         # batched: all 24 fits in one stack
-        t0 = time.perf_counter()
-        jobs = []
-        for t, fit, val, mean, std in fits:
-            y = windows.labels(labels[t])
-            tf = spec.build(p, DIMS).torch_fit(y[fit], seed=args.seed, **extra(t, fit))
-            jobs.append(BatchJob(tf, args.seed, rows, mean, std, members[fit], y[fit], members[val], y[val]))
-        train_batched(jobs)
-        batched_s = time.perf_counter() - t0
+        def stack() -> tuple[float, list[BatchJob]]:
+            sync()
+            t0 = time.perf_counter()
+            jobs = []
+            for t, fit, val, mean, std in fits:
+                y = windows.labels(labels[t])
+                tf = spec.build(p, DIMS).torch_fit(y[fit], seed=args.seed, **extra(t, fit))
+                jobs.append(BatchJob(tf, args.seed, rows, mean, std, members[fit], y[fit], members[val], y[val]))
+            train_batched(jobs, device=device, threads=args.threads)
+            sync()
+            return time.perf_counter() - t0, jobs
+
+        batched_s, jobs = stack()
         how = "measured" if n_seq == len(fits) else f"{n_seq} fits measured, x {len(fits) / n_seq:g}"
         print(f"{name:14s} sequential {seq_total:8.1f} s ({how}; {seq_total / len(fits) / args.epochs:.2f} "
-              f"s/epoch/fit)  batched {batched_s:8.1f} s  ratio {seq_total / batched_s:.2f}x")
+              f"s/epoch/fit)  batched {batched_s:8.1f} s  ratio {seq_total / batched_s:.2f}x", flush=True)
+        if args.check_repeat:
+            again_s, again = stack()
+            same = all(torch.equal(a, b) for j1, j2 in zip(jobs, again)
+                       for a, b in zip(j1.torch_fit.net.state_dict().values(), j2.torch_fit.net.state_dict().values()))
+            print(f"{name:14s} batched again {again_s:8.1f} s: weights of all {len(jobs)} copies "
+                  f"{'bit for bit the same' if same else 'DIFFER'}", flush=True)
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
