@@ -32,8 +32,10 @@ Torch training itself always runs on one thread (:mod:`aanbench.training`,
 
 Where Ray runs is :func:`aanbench.backends.ray.connect`'s choice, as for
 extraction: a local instance sized to this machine (its object store large
-enough for the features), or the cluster at ``address``. ``workers`` caps
-how many tasks are in flight at once. Whatever happens (Ctrl-C included),
+enough for the features, sized from the store's metadata), or the cluster
+at ``address``. Ray is started first; each run's tasks are submitted as soon
+as it is planned, so that Ray's workers start and fit while the driver
+plans the next runs. ``workers`` caps how many tasks are in flight at once. Whatever happens (Ctrl-C included),
 the tasks still running are cancelled and a local instance started here is
 shut down.
 """
@@ -49,7 +51,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from aanbench.contracts import AanbenchError, Dataset, FitReport
+from aanbench.contracts import AanbenchError, Dataset
 from aanbench.plugin_manager import Plugins
 from aanbench.registry import ExperimentConfig
 from aanbench.runner import (
@@ -100,7 +102,9 @@ def _threads() -> dict[str, Any]:
                 limits[api] = max(limits.get(api, 1), int(lib.get("num_threads") or 1))
     except ImportError:  # scikit-learn brings threadpoolctl; without it, libraries keep their threads
         pass
-    return {"torch": int(torch.get_num_threads()), "limits": limits}
+    from aanbench import __version__
+
+    return {"torch": int(torch.get_num_threads()), "limits": limits, "aanbench": __version__}
 
 
 def _fit_unit(plan: RunPlan, value_refs: list[Any], requests: list[tuple[str, np.ndarray, int]], batched: bool,
@@ -110,6 +114,13 @@ def _fit_unit(plan: RunPlan, value_refs: list[Any], requests: list[tuple[str, np
     import ray
     import torch
 
+    from aanbench import __version__
+
+    if threads.get("aanbench") not in (None, __version__):
+        import socket
+
+        raise AanbenchError(f"on node {socket.gethostname()}: aanbench {__version__} is installed, the driver runs "
+                            f"{threads['aanbench']}; every Ray node needs the driver's aanbench (see docs/ray.md)")
     values = ray.get(list(value_refs))
     plan = replace(plan, feats=replace(plan.feats, values=list(values)))
     before = torch.get_num_threads()
@@ -194,95 +205,101 @@ def fit_runs_on_ray(
         if on_result:
             on_result(run.index, outcome)
 
-    arrays: dict[str, np.ndarray] = {}  # store key -> the one copy every plan shares
-    for run in items:
-        run.t0 = time.perf_counter()
-        try:  # what run_experiment does before its fits; its AanbenchErrors fail this run only
-            plan = plan_run(run.exp, dataset, group, plugins, run.seed)
-            values = [arrays.setdefault(k, v) for k, v in zip(plan.feats.keys, plan.feats.values)]
-            run.plan = replace(plan, feats=replace(plan.feats, values=values))
-            run.folds = run_folds(run.plan)
-            run.requests = fit_requests(run.plan, run.folds)
-            run.batched = not sequential and batchable(run.plan)
-            run.units = (batch_stacks(run.plan, [r.args for r in run.requests]) if run.batched
-                         else [[i] for i in range(len(run.requests))])
-        except AanbenchError as exc:
-            finish(run, exc)
-
-    total = sum(len(r.requests) for r in items if not r.finished)
-    done = 0
-    for run in items:  # a run without fits (none usable) is evaluated as the local path evaluates it
-        if not run.finished and not run.requests:
-            _finish_run(run, finish, save_models)
-    if all(r.finished for r in items):
-        return results  # type: ignore[return-value]
-
     import ray
 
     from aanbench.backends.ray import DEFAULT_OBJECT_STORE_MB, _env_number, connect
 
-    need_mb = sum(a.nbytes for a in arrays.values()) / 2**20 + OBJECT_STORE_MARGIN_MB
+    # Ray first (its start-up, then the workers' imports, overlap the planning of
+    # the runs): a local object store sized for the features the runs name
+    need_mb = _feature_bytes([exp for exp, _ in runs], group, plugins) / 2**20 + OBJECT_STORE_MARGIN_MB
     owned = connect(address, object_store_mb=int(max(need_mb, _env_number("AANBENCH_RAY_OBJECT_STORE_MB",
                                                                             DEFAULT_OBJECT_STORE_MB))))
     pending: dict[Any, tuple[_Run, list[int]]] = {}
     try:
         remote = ray.remote(num_cpus=1)(_fit_unit)
-        refs = {k: ray.put(a) for k, a in arrays.items()}
         threads = _threads()
+        arrays: dict[str, np.ndarray] = {}  # store key -> the one copy every plan shares
+        refs: dict[str, Any] = {}  # store key -> that copy in the object store
         queue: list[tuple[_Run, list[int], Any, list[Any]]] = []
-        for run in items:
-            if run.finished:
-                continue
-            assert run.plan is not None
-            labels = StoredLabels(run.plan.group.path, {t: run.plan.group.labels(t) for t in run.plan.targets})
-            light = replace(run.plan, dataset=None, group=labels, protocol=None,
-                            feats=replace(run.plan.feats, values=[], oks=[], errors=[], provenance=[]))
-            plan_ref = ray.put(light)
-            value_refs = [refs[k] for k in run.plan.feats.keys]
-            for unit in run.units:
-                queue.append((run, unit, plan_ref, value_refs))
-            run.waiting = len(run.units)
-        cap = len(queue) if workers is None else int(workers)
+        cap = None if workers is None else int(workers)
+        progress = {"done": 0, "total": 0}
 
         def submit() -> None:
-            while queue and len(pending) < cap:
+            while queue and (cap is None or len(pending) < cap):
                 run, unit, plan_ref, value_refs = queue.pop(0)
                 if run.finished:  # a failed run's remaining fits are not started
                     continue
                 reqs = [run.requests[i].args for i in unit]
                 pending[remote.remote(plan_ref, value_refs, reqs, run.batched, threads)] = (run, unit)
 
-        submit()
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+        def collect(timeout: float | None) -> None:
+            """Take in the tasks that are done (waiting up to ``timeout`` for one)."""
+            if not pending:
+                return
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
+            if ready:  # and whatever else is done by now
+                ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
             for ref in ready:
                 run, unit = pending.pop(ref)
                 try:
                     got = ray.get(ref)
                 except (ray.exceptions.RayError, AanbenchError) as exc:
-                    done += len(unit)
+                    progress["done"] += len(unit)
                     if not run.finished:
                         finish(run, _cause(exc))
                     if on_progress:
-                        on_progress(done, total, f"{run.label}: failed")
+                        on_progress(progress["done"], progress["total"], f"{run.label}: failed")
                     continue
                 if run.finished:
-                    done += len(unit)
+                    progress["done"] += len(unit)
                     continue
                 assert run.plan is not None
                 for i, fit in zip(unit, got):
                     req = run.requests[i]
-                    done += 1
+                    progress["done"] += 1
                     run.fitted[req.key] = Fitted(run.plan.spec.restore(fit["state"]),
                                                  Standardizer(list(fit["mean"]), list(fit["std"])),
-                                                 fit["report"] if isinstance(fit["report"], FitReport)
-                                                 else FitReport(**fit["report"]), fit["fit_idx"], fit["val_idx"])
+                                                 fit["report"], fit["fit_idx"], fit["val_idx"])
                     if on_progress:
-                        on_progress(done, total, f"{run.label}: {req.target} / {run.folds[req.fold].name}")
+                        on_progress(progress["done"], progress["total"],
+                                    f"{run.label}: {req.target} / {run.folds[req.fold].name}")
                 run.waiting -= 1
                 if run.waiting == 0:
                     _finish_run(run, finish, save_models)
             submit()
+
+        for run in items:
+            run.t0 = time.perf_counter()
+            try:  # what run_experiment does before its fits; its AanbenchErrors fail this run only
+                plan = plan_run(run.exp, dataset, group, plugins, run.seed)
+                values = [arrays.setdefault(k, v) for k, v in zip(plan.feats.keys, plan.feats.values)]
+                run.plan = replace(plan, feats=replace(plan.feats, values=values))
+                run.folds = run_folds(run.plan)
+                run.requests = fit_requests(run.plan, run.folds)
+                run.batched = not sequential and batchable(run.plan)
+                run.units = (batch_stacks(run.plan, [r.args for r in run.requests]) if run.batched
+                             else [[i] for i in range(len(run.requests))])
+            except AanbenchError as exc:
+                finish(run, exc)
+                continue
+            if not run.requests:  # no usable fit: evaluated as the local path evaluates it
+                _finish_run(run, finish, save_models)
+                continue
+            for k, a in zip(run.plan.feats.keys, run.plan.feats.values):
+                if k not in refs:
+                    refs[k] = ray.put(a)
+            labels = StoredLabels(run.plan.group.path, {t: run.plan.group.labels(t) for t in run.plan.targets})
+            light = replace(run.plan, dataset=None, group=labels, protocol=None,
+                            feats=replace(run.plan.feats, values=[], oks=[], errors=[], provenance=[]))
+            plan_ref = ray.put(light)
+            value_refs = [refs[k] for k in run.plan.feats.keys]
+            queue.extend((run, unit, plan_ref, value_refs) for unit in run.units)
+            run.waiting = len(run.units)
+            progress["total"] += len(run.requests)
+            submit()
+            collect(timeout=0)
+        while pending:
+            collect(timeout=None)
     finally:
         for ref in pending:
             with contextlib.suppress(Exception):
@@ -293,6 +310,20 @@ def fit_runs_on_ray(
         if not run.finished:
             finish(run, AanbenchError(f"{run.label}: fits did not come back from Ray"))
     return results  # type: ignore[return-value]
+
+
+def _feature_bytes(exps: Sequence[ExperimentConfig], group: DatasetGroup, plugins: Plugins) -> int:
+    """Bytes of the distinct stored arrays the experiments read (``float32
+    (n_items, dim)`` each), from the store's metadata; a feature that does not
+    resolve counts nothing (its run fails when planned)."""
+    dims: dict[str, int] = {}
+    for exp in exps:
+        for name in exp.features:
+            installed = plugins.extractors.get(name)
+            with contextlib.suppress(AanbenchError):
+                arr = group.resolve_feature(name, installed.version if installed else None)
+                dims[arr.key] = int(arr.dim)
+    return sum(dims.values()) * int(group.n_items) * 4
 
 
 def _finish_run(run: _Run, finish: Callable[[_Run, Any], None], save_models: Path | None) -> None:
