@@ -951,9 +951,13 @@ def do_benchmark(ds: Dataset, store: Path, out: Path, leaderboard: Path, *, seed
                     with _one_blas_thread():
                         doc = run_experiment(exp, ds, grp, plugins, seed=seed, on_fit=on_fit, sequential=sequential,
                                              device=device)
-                except AanbenchError as exc:
-                    failed.append((exp.name, f"failed: {exc}"))
-                    console.print(f"[red]failed[/] {exp.name} (seed {seed}): {exc}", highlight=False, soft_wrap=True)
+                except Exception as exc:  # a clear error, or a bug in a model plugin: this run fails, the others go on
+                    why = str(exc) if isinstance(exc, AanbenchError) else describe(exc)
+                    if debug_enabled():
+                        print_traceback(exc, err_console)
+                    failed.append((exp.name, f"failed: {why}"))
+                    console.print(f"[red]failed[/] {exp.name} (seed {seed}): {escape(why)}", highlight=False,
+                                  soft_wrap=True)
                     continue
             doc["command"] = command
             path = write_results(doc, out)

@@ -106,10 +106,14 @@ def test_benchmark_on_ray_writes_the_local_results_and_goes_on_after_failures(sm
                                                                              tmp_path):
     common = ["benchmark", "demo", "--store", small_demo["store"], "--registry", registry, "--seeds", "0,1",
               "--protocol", "leave-one-group-out"]
-    # locally, bad-forest's scikit-learn error would stop the whole benchmark (a bug, not a refusal)
-    local = run_aanbench(*common, "--experiments", "quick-aan,ridge,mean,bad-param", "--out", tmp_path / "local",
-                         "--leaderboard", tmp_path / "lb-local" / "demo.md")
+    # bad-param is refused when planned; bad-forest fails inside its fits (scikit-learn refuses a parameter):
+    # both fail their runs only, locally as on Ray
+    local = run_aanbench(*common, "--experiments", "quick-aan,ridge,mean,bad-param,bad-forest",
+                         "--out", tmp_path / "local", "--leaderboard", tmp_path / "lb-local" / "demo.md")
     assert local.returncode == 1, local.stdout[-3000:] + local.stderr[-3000:]
+    local_out = re.sub(r"\s+", " ", local.stdout)
+    assert re.search(r"failed bad-forest \(seed 1\): .*min_samples_leaf", local_out), local_out[-3000:]
+    assert "6 runs, 4 skipped or failed" in local_out
     on_ray = run_aanbench(*common, "--experiments", "quick-aan,ridge,mean,bad-param,bad-forest",
                           "--out", tmp_path / "ray", "--leaderboard", tmp_path / "lb-ray" / "demo.md",
                           "--backend", "ray", "--workers", "2")
