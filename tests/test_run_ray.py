@@ -3,7 +3,8 @@ mocks): the fits run as Ray tasks and the results files hold the local run's
 numbers, value for value (predictions, pooled and per-fold metrics, each
 fit's epochs, best epoch and validation loss); a benchmark writes the local
 benchmark's results and leaderboard and reports a failed experiment while
-the others go on; clear errors for the options; Ctrl-C leaves no Ray
+the others go on; `--address` joins a running cluster (and leaves it
+running) with the same numbers; clear errors for the options; Ctrl-C leaves no Ray
 process behind.
 
 The demo is tests/smalldemo.py's (36 real clips, 3 movies); the experiments
@@ -100,6 +101,37 @@ def test_run_on_ray_gives_the_local_results(small_demo, registry, tmp_path, expe
     assert sum(len(t["fits"]) for t in want["targets"].values()) == 6  # 3 folds x 2 targets
     _same_results(got, want)
     assert got["command"].endswith("--backend ray --workers 2")
+
+
+def test_run_joins_a_running_cluster_by_address_and_leaves_it_running(small_demo, registry, tmp_path):  # noqa: F811
+    """``--address``: the fits go to a cluster that is already running (here
+    one this test process starts, whose workers run this checkout's code),
+    which the command leaves running; the numbers are the local run's."""
+    common = ["quick-aan", "demo", "--store", small_demo["store"], "--registry", registry, "--json"]
+    local = run_aanbench("run", *common, "--out", tmp_path / "local")
+    assert local.returncode == 0, local.stderr[-3000:]
+    assert not ray.is_initialized()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 << 20)
+    try:
+        address = ray.get_runtime_context().gcs_address
+        joined = run_aanbench("run", *common, "--out", tmp_path / "ray", "--backend", "ray", "--address", address)
+        assert joined.returncode == 0, joined.stderr[-3000:]
+
+        @ray.remote
+        def ping() -> int:
+            return 7
+
+        assert ray.get(ping.remote(), timeout=60) == 7  # the cluster still serves after the driver left
+        from ray._private.state import jobs  # the cluster's record of its drivers (Ray 2.60, pinned)
+
+        drivers = [j for j in jobs() if j.get("DriverPid") != os.getpid()]
+        assert len(drivers) == 1 and drivers[0]["IsDead"], drivers  # aanbench's driver joined, then left
+    finally:
+        ray.shutdown()
+    want = json.loads(Path(json.loads(local.stdout)["results"]).read_text())
+    got = json.loads(Path(json.loads(joined.stdout)["results"]).read_text())
+    _same_results(got, want)
 
 
 def test_benchmark_on_ray_writes_the_local_results_and_goes_on_after_failures(small_demo, registry,  # noqa: F811
