@@ -225,7 +225,12 @@ class SequenceSpec:
     ``"file"`` (one media file) or ``"group"`` (one group, i.e. movie); a
     window never crosses a scope, a group or a split. Inside a scope the rows
     are ordered by start time (an open start counts as 0 s; ties keep the
-    store order), and a window starts every ``stride`` rows.
+    store order), and a window starts every ``stride`` rows. Nor does a
+    window span a gap in time: where a scope's row starts later after the
+    previous row's end than the scope's usual distance (0 for contiguous
+    segments) plus half a row's length (at least 0.5 s), say where a
+    segment is missing, the rows after it begin a new run, with its own
+    ``start`` rule.
 
     ``label``: a window carries the labels of its ``"last"`` row, or the
     ``"mean"`` of its rows' labels (for windows whose rows share one label,

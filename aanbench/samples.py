@@ -116,15 +116,35 @@ def build_samples(
         rows_a = np.asarray(rows, dtype=np.int64)
         t = np.where(np.isnan(starts[rows_a]), 0.0, starts[rows_a])
         ordered = rows_a[np.lexsort((rows_a, t))]  # by start, then store order
-        if spec.start == "pad":
-            ordered = np.concatenate([np.repeat(ordered[:1], L - 1), ordered])
-        for e in range(L - 1, len(ordered), s):
-            windows.append([int(x) for x in ordered[e - L + 1 : e + 1]])
+        for run in _runs(ordered, starts, ends):
+            if spec.start == "pad":
+                run = np.concatenate([np.repeat(run[:1], L - 1), run])
+            for e in range(L - 1, len(run), s):
+                windows.append([int(x) for x in run[e - L + 1 : e + 1]])
     members = np.asarray(windows, dtype=np.int64).reshape(len(windows), L)
     first, last = members[:, 0], members[:, -1]
     names = _window_names(ids, members)
     return Samples(spec, names, members, groups_a[last].astype(str), splits_a[last].astype(str),
                    starts[first].copy(), ends[last].copy())
+
+
+GAP_MIN_SECONDS = 0.5  # uncovered time below this never splits a scope (rounding of segment times)
+
+
+def _runs(ordered: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[np.ndarray]:
+    """``ordered`` (one scope's rows, by start time) split where time is
+    missing: a row that starts later after the previous row's end than the
+    scope's usual distance (the median of ``start[i+1] - end[i]``: 0 for
+    contiguous segments, the hop minus the length for sparse ones) plus
+    ``max(GAP_MIN_SECONDS, half the median row length)``. A window never
+    spans such a gap. Scopes with an unknown start or end are not split."""
+    st, en = starts[ordered], ends[ordered]
+    if len(ordered) < 2 or not (np.isfinite(st).all() and np.isfinite(en).all()):
+        return [ordered]
+    uncovered = st[1:] - en[:-1]
+    limit = max(float(np.median(uncovered)), 0.0) + max(GAP_MIN_SECONDS, 0.5 * float(np.median(en - st)))
+    cuts = np.flatnonzero(uncovered > limit) + 1
+    return np.split(ordered, cuts) if len(cuts) else [ordered]
 
 
 def _window_names(ids: list[str], members: np.ndarray) -> list[str]:

@@ -173,6 +173,32 @@ def test_windows_follow_start_time_and_stay_in_their_scope():
     assert s.ids == ["b0", "b1", "a0", "a1", "a2", "a3"]  # one sample per row, named by its last row
 
 
+def test_windows_do_not_span_a_gap_in_time():
+    # 5-s segments of one movie, the one at 15-20 s missing
+    rows = [(f"m_{k}", "M", "", "m.mp4", 5.0 * k, 5.0 * k + 5) for k in (0, 1, 2, 4, 5, 6)]
+    ids = [r[0] for r in rows]
+    s = build_samples(*table(rows), SequenceSpec(length=2))
+    assert members(s, ids) == [["m_0", "m_1"], ["m_1", "m_2"], ["m_4", "m_5"], ["m_5", "m_6"]]
+    s = build_samples(*table(rows), SequenceSpec(length=3, start="pad"))
+    assert [m[-1] for m in members(s, ids)] == ids  # still one sample per row
+    assert members(s, ids)[3] == ["m_4", "m_4", "m_4"]  # the run after the gap is padded from its own first row
+    # sparse windows (2 s every 5 s) are regular, not gaps; a missing one is
+    sparse = [(f"s_{k}", "S", "", "s.mp4", 5.0 * k, 5.0 * k + 2) for k in (0, 1, 2, 3, 5, 6)]
+    sid = [r[0] for r in sparse]
+    s = build_samples(*table(sparse), SequenceSpec(length=2))
+    assert members(s, sid) == [["s_0", "s_1"], ["s_1", "s_2"], ["s_2", "s_3"], ["s_5", "s_6"]]
+    # overlapping windows (5 s every 2.5 s), shots of uneven length and rounding slack are not gaps
+    overlap = [(f"o_{k}", "O", "", "o.mp4", 2.5 * k, 2.5 * k + 5) for k in range(5)]
+    shots = [(f"h_{k}", "H", "", "h.mp4", a, b) for k, (a, b) in enumerate([(0, 1), (1, 9), (9, 9.5), (9.54, 20)])]
+    for table_rows in (overlap, shots):
+        n = len(table_rows)
+        s = build_samples(*table(table_rows), SequenceSpec(length=2))
+        assert len(s) == n - 1, table_rows
+    # unknown times: the scope is not split
+    unknown = [(f"u_{k}", "U", "", "u.mp4", float("nan"), float("nan")) for k in range(3)]
+    assert len(build_samples(*table(unknown), SequenceSpec(length=2))) == 2
+
+
 def test_stride_labels_validity_and_rows():
     rows = [(f"m_{k}", "M", "", "m.mp4", 2.0 * k, 2.0 * k + 2) for k in range(7)]
     ids = [r[0] for r in rows]
