@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import signal
 import sys
 from pathlib import Path
 
@@ -51,6 +52,15 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a child that is to get Ctrl-C as a program run in a
+    terminal does: SIGINT back to its default action. A test run started in
+    the background (``nohup make test &``, some CI runners) has SIGINT
+    ignored, and an ignored signal stays ignored in every child, so Python
+    there would never raise KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_aanbench(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import AANBENCH
+from conftest import AANBENCH, default_sigint
 
 
 def _loaded(pid: int, lib: str) -> bool:
@@ -25,7 +25,7 @@ def test_ctrl_c_while_starting_exits_130_without_traceback() -> None:
     # imported before aanbench.entry's handler is in place): the SIGINT lands
     # in the start-up imports, or at the latest in the command that follows
     proc = subprocess.Popen([*AANBENCH, "plugins"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_sigint)
     deadline = time.time() + 60
     while not _loaded(proc.pid, "_multiarray_umath") and proc.poll() is None and time.time() < deadline:
         time.sleep(0.002)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import AANBENCH, run_aanbench
+from conftest import AANBENCH, default_sigint, run_aanbench
 from aanbench.store import FeatureStore
 
 EXTRACTORS = "emobase2010,affect"
@@ -61,7 +61,7 @@ def _interrupt(cmd: list[str], when, *, group: bool = True, timeout: float = 300
     the main process only) and return the finished process's output."""
     env = dict(os.environ, COLUMNS="200")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_sigint)
     if started is not None:
         started.append(proc)
     lines: list[str] = []

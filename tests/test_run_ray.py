@@ -25,7 +25,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from conftest import AANBENCH, run_aanbench  # noqa: E402
+from conftest import AANBENCH, default_sigint, run_aanbench  # noqa: E402
 from smalldemo import small_demo  # noqa: E402,F401  (fixture)
 
 pytestmark = pytest.mark.ray
@@ -210,7 +210,8 @@ def test_ctrl_c_leaves_no_ray_process_behind(small_demo, registry, tmp_path):  #
     env = dict(os.environ, COLUMNS="200", AANBENCH_TEST_RUN_RAY=mark.split("=", 1)[1])
     proc = subprocess.Popen([*AANBENCH, "run", "long-aan", "demo", "--store", str(small_demo["store"]),
                              "--registry", str(registry), "--out", str(tmp_path), "--backend", "ray"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 180
         while not any("_fit_unit" in cmd for _, cmd in _marked(mark)):  # a Ray worker is fitting
