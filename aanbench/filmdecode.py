@@ -47,9 +47,8 @@ import av
 import numpy as np
 
 from aanbench.contracts import AanbenchError, Item, ItemError, Media, MediaRequest
-from aanbench.media import (END_TOLERANCE_S, PAD_TOLERANCE_S, _centre_crop, _channel_mean, _ends_early, _open,
-                            _resized_rgb, _short, _target_size, decode_media, media_duration,
-                            wanted_frames)
+from aanbench.media import (END_TOLERANCE_S, PAD_TOLERANCE_S, _channel_mean, _ends_early, _open, _short,
+                            cached_crop, decode_media, media_duration, wanted_frames)
 
 # --------------------------------------------------------------------------
 # Windows
@@ -313,14 +312,7 @@ class FilmReader:
                 self._data_ends(self.video_reached, start, end, media.item.path)
                 raise ItemError(f"no decodable video frames in [{start:.2f}, {end:.2f}) s: {media.item.path}")
             _, no, frame = chosen
-            req = reqs[ri]
-            size = _target_size(frame.width, frame.height, req.short_side)
-            key = (no, size)
-            if key not in cache:
-                if len(cache) > 8:
-                    cache.clear()
-                cache[key] = _resized_rgb(frame, size)
-            out[ri][slot] = _centre_crop(cache[key], req.crop)
+            out[ri][slot] = cached_crop(cache, frame, no, reqs[ri])
         if self.eof:
             self._data_ends(self.video_reached, start, end, media.item.path)
         for req, frames in zip(reqs, out):

@@ -39,7 +39,7 @@ import os
 import stat
 import struct
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import av
 import numpy as np
@@ -251,6 +251,21 @@ def _centre_crop(img: np.ndarray, crop: int | None) -> np.ndarray:
     return img[top : top + crop, left : left + crop]
 
 
+def cached_crop(cache: dict[tuple[int, tuple[int, int]], np.ndarray], frame: Any, frame_no: int,
+                req: MediaRequest) -> np.ndarray:
+    """Decoded ``frame`` (number ``frame_no``) as ``req`` wants it: resized to
+    its short side, then centre-cropped. The resized RGB is kept in ``cache``
+    by (frame number, size), so requests sharing a size resize once; the
+    cache is emptied when it holds more than 8."""
+    size = _target_size(frame.width, frame.height, req.short_side)
+    key = (frame_no, size)
+    if key not in cache:
+        if len(cache) > 8:
+            cache.clear()
+        cache[key] = _resized_rgb(frame, size)
+    return _centre_crop(cache[key], req.crop)
+
+
 def wanted_frames(reqs: Sequence[MediaRequest], start: float, duration: float) -> list[tuple[float, int, int]]:
     """``(time, request index, slot)`` for every frame any request wants from
     ``[start, start + duration)``, in time order."""
@@ -272,14 +287,7 @@ def _decode_video(container, media: Media, reqs: list[MediaRequest], start: floa
     cache: dict[tuple[int, tuple[int, int]], np.ndarray] = {}
 
     def take(frame, frame_no: int, ri: int, slot: int) -> None:
-        req = reqs[ri]
-        size = _target_size(frame.width, frame.height, req.short_side)
-        key = (frame_no, size)
-        if key not in cache:
-            if len(cache) > 8:
-                cache.clear()
-            cache[key] = _resized_rgb(frame, size)
-        out[ri][slot] = _centre_crop(cache[key], req.crop)
+        out[ri][slot] = cached_crop(cache, frame, frame_no, reqs[ri])
 
     # Always seek: another stream of this container may have been read already.
     container.seek(int(max(0.0, start - 1.0) / stream.time_base), stream=stream, backward=True, any_frame=False)
