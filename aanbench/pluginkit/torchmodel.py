@@ -7,7 +7,7 @@ with the first prediction.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -23,6 +23,15 @@ class TorchModel(Model):
 
     net: Any = None
     device: str = "cpu"
+
+    def restored(self, net: Any, state_dict: Mapping[str, Any]) -> "TorchModel":
+        """This model with ``net`` as its trained network, its weights loaded
+        from ``state_dict`` (every key, exactly), in evaluation mode: what a
+        plugin's ``restore`` ends with."""
+        net.load_state_dict(state_dict, strict=True)
+        net.eval()
+        self.net = net
+        return self
 
     def trained_net(self) -> Any:
         if self.net is None:

@@ -88,11 +88,7 @@ def restore(state: Mapping[str, Any]) -> FeatureAAN:
 
     cfg = dict(state["config"])
     dims = cfg.pop("dims")
-    model = FeatureAAN(cfg, dims)
-    model.net = FeatureAANNet(dims, **cfg)
-    model.net.load_state_dict(state["state_dict"], strict=True)
-    model.net.eval()
-    return model
+    return FeatureAAN(cfg, dims).restored(FeatureAANNet(dims, **cfg), state["state_dict"])
 
 
 @hookimpl

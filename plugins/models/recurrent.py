@@ -148,10 +148,7 @@ def restore(state: Mapping[str, Any]) -> RecurrentModel:
     cfg = dict(state["config"])
     dims = cfg.pop("dims")
     model = RecurrentModel(str(state["kind"]), cfg, dims)
-    model.net = model._build()
-    model.net.load_state_dict(state["state_dict"], strict=True)
-    model.net.eval()
-    return model
+    return model.restored(model._build(), state["state_dict"])
 
 
 @hookimpl

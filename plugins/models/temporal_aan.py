@@ -173,11 +173,7 @@ def restore(state: Mapping[str, Any]) -> TemporalAAN:
     kind = str(state["kind"])
     cfg = dict(state["config"])
     dims = cfg.pop("dims")
-    model = TemporalAAN(kind, {k: v for k, v in cfg.items()}, dims)
-    model.net = _net_class(kind)(dims, **cfg)
-    model.net.load_state_dict(state["state_dict"], strict=True)
-    model.net.eval()
-    return model
+    return TemporalAAN(kind, dict(cfg), dims).restored(_net_class(kind)(dims, **cfg), state["state_dict"])
 
 
 @hookimpl
