@@ -188,7 +188,7 @@ class _Stack:
         self.buffers = {n: torch.stack(v) for n, v in bufs.items()}
         self.m = torch.zeros_like(self.flat)
         self.v = torch.zeros_like(self.flat)
-        self.steps = torch.zeros(len(jobs), dtype=torch.float64)
+        self.steps = torch.zeros(len(jobs), dtype=torch.float32)  # as torch.optim.Adam's step
         self.ids = np.arange(len(jobs))  # job index of each live copy
         self.mean = [torch.from_numpy(np.stack([np.asarray(j.mean[f], np.float32) for j in jobs]))
                      for f in range(len(jobs[0].rows))]
@@ -441,7 +441,6 @@ def _train_batched(jobs: list[BatchJob], device: torch.device) -> list[FitReport
         return _gather(rows, st.mean, st.std, members, out)
 
     vforward = vmap(forward, randomness="different")
-    b1, b2 = ADAM_BETAS
     lr, wd = float(cfg.lr), float(cfg.weight_decay)
     bs = max(2, int(cfg.batch_size))
     n_jobs = len(jobs)
@@ -492,21 +491,7 @@ def _train_batched(jobs: list[BatchJob], device: torch.device) -> list[FitReport
             grad = torch.cat([torch.zeros_like(v).reshape(k, -1) if g is None else g.reshape(k, -1)
                               for g, v in zip(grads, leaves.values())], 1)
             with torch.no_grad():
-                # Adam (as torch.optim.Adam) on the live copies' rows; a masked copy's row, moments
-                # and step count stay as they are. In place: one pass over (K, P) per operation.
-                a = active[:, None]
-                g = grad.masked_fill_(~a, 0.0)
-                if wd:
-                    g.add_(st.flat * a, alpha=wd)
-                st.steps += active.to(st.steps.dtype)
-                t = st.steps.clamp_min(1.0)
-                af = a.to(g.dtype)
-                bias2_sqrt = torch.sqrt(1 - b2**t).to(torch.float32)[:, None]
-                step_size = (lr / (1 - b1**t)).to(torch.float32)[:, None]
-                st.m.lerp_(g, (1 - b1) * af)
-                st.v.mul_(torch.where(a, b2, 1.0)).addcmul_(g, g, value=1 - b2)
-                denom = st.v.sqrt().div_(bias2_sqrt).add_(ADAM_EPS)
-                st.flat.addcdiv_(st.m * (step_size * af), denom, value=-1.0)
+                _adam_step(st, grad, active, lr, wd)
         epochs[st.ids] = epoch
         if not st.have_val.any():
             continue
@@ -545,6 +530,46 @@ def _train_batched(jobs: list[BatchJob], device: torch.device) -> list[FitReport
                                best_val_loss=float(best[j]) if has_val else None, seconds=seconds)
         reports.append(job.report)
     return reports
+
+
+# torch's one-pass Adam kernel (what ``torch.optim.Adam(fused=True)`` calls); None on a
+# torch without it, or set to None to take the elementwise formula below
+FUSED_ADAM = getattr(torch, "_fused_adam_", None)
+
+
+def _adam_step(st: "_Stack", grad: torch.Tensor, active: torch.Tensor, lr: float, wd: float) -> None:
+    """One Adam step (as ``torch.optim.Adam``: L2 weight decay added to the
+    gradient, bias-corrected moments) on the rows of the live copies that
+    take a step (``active``, ``(K,)`` bool); a masked copy's row, moments and
+    step count stay as they are. ``grad``: ``(K, P)``, overwritten.
+
+    With torch's fused kernel (:data:`FUSED_ADAM`) each copy's row is one
+    tensor of the kernel's list with its own step count: one pass over the
+    parameters, moments and gradient (the elementwise formula takes about
+    ten passes over ``(K, P)``: 16x slower at the Temporal model's 24 x 61,529,
+    measured)."""
+    b1, b2 = ADAM_BETAS
+    st.steps += active.to(st.steps.dtype)
+    if FUSED_ADAM is not None:
+        on = range(len(active)) if bool(active.all()) else torch.nonzero(active).flatten().tolist()
+        rows = [(st.flat[i], grad[i], st.m[i], st.v[i], st.steps[i]) for i in on]
+        if rows:
+            p, g, m, v, t = (list(x) for x in zip(*rows))
+            FUSED_ADAM(p, g, m, v, [], t, lr=lr, beta1=b1, beta2=b2, weight_decay=wd, eps=ADAM_EPS,
+                       amsgrad=False, maximize=False)
+        return
+    a = active[:, None]
+    g = grad.masked_fill_(~a, 0.0)
+    if wd:
+        g.add_(st.flat * a, alpha=wd)
+    t = st.steps.double().clamp_min(1.0)
+    af = a.to(g.dtype)
+    bias2_sqrt = torch.sqrt(1 - b2**t).to(torch.float32)[:, None]
+    step_size = (lr / (1 - b1**t)).to(torch.float32)[:, None]
+    st.m.lerp_(g, (1 - b1) * af)
+    st.v.mul_(torch.where(a, b2, 1.0)).addcmul_(g, g, value=1 - b2)
+    denom = st.v.sqrt().div_(bias2_sqrt).add_(ADAM_EPS)
+    st.flat.addcdiv_(st.m * (step_size * af), denom, value=-1.0)
 
 
 def _has_val(job: BatchJob) -> bool:

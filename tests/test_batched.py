@@ -83,6 +83,33 @@ def test_stack_steps_each_copy_as_it_trains_alone(model: str, epochs: int, lr: f
         np.testing.assert_allclose(got, want, atol=2e-4)
 
 
+@pytest.mark.parametrize("model", ["feature-aan", "temporal-aan"])
+def test_elementwise_adam_follows_the_fused_kernel(model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack's Adam step takes torch's fused kernel where torch has one and
+    the elementwise formula otherwise: both are torch.optim.Adam, with masked
+    steps (fits of 61, 80 and 97 samples in batches of 16) and weight decay."""
+    import aanbench.batched as batched
+
+    assert batched.FUSED_ADAM is not None, "this torch has no fused Adam: the comparison would be void"
+    params = {"max_epochs": 6, "patience": 3, "batch_size": 16, "lr": 0.01, "weight_decay": 1e-3,
+              **NO_DROPOUT[model]}
+    fused, alone = _jobs_and_sequential(model, params, sizes=(61, 80, 97))
+    elementwise, _ = _jobs_and_sequential(model, params, sizes=(61, 80, 97))
+    before = [p.detach().clone() for p in fused[0].torch_fit.net.parameters()]
+    rep_fused = train_batched(fused)
+    assert any(not torch.equal(p, q) for p, q in zip(before, fused[0].torch_fit.net.parameters()))
+    monkeypatch.setattr(batched, "FUSED_ADAM", None)
+    rep_elementwise = train_batched(elementwise)
+    for a, b, ra, rb, (_, _, xs) in zip(fused, elementwise, rep_fused, rep_elementwise, alone):
+        assert (ra.epochs, ra.best_epoch) == (rb.epochs, rb.best_epoch)
+        # outputs, not weights: a parameter whose gradient is only rounding (an attention key's
+        # bias: softmax ignores it) takes Adam steps of random sign in either path
+        with torch.no_grad():
+            got = a.torch_fit.net(*map(torch.from_numpy, xs)).numpy()
+            want = b.torch_fit.net(*map(torch.from_numpy, xs)).numpy()
+        np.testing.assert_allclose(got, want, atol=2e-5)
+
+
 def test_early_stopped_copy_keeps_its_best_epoch_weights() -> None:
     """A copy whose validation labels are noise stops early while a copy
     without validation trains on: the stopped one ends with the weights of
