@@ -360,3 +360,46 @@ def test_gathered_first_layer_matches_gather_then_product() -> None:
     for got, want in zip(torch.autograd.grad(out, [w, b], g), torch.autograd.grad(ref, [w, b], g)):
         torch.testing.assert_close(got, want)
     assert torch.autograd.gradcheck(lambda w, b: _GatheredLinear.apply(rows, idx, w, b), (w, b))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_stack_dropout_masks_keep_each_element_with_probability_one_minus_p(p: float) -> None:
+    """The stack's dropout (masks from one draw of 16-bit values per step, see
+    ``aanbench.batched._MaskPool``): the first step counts and draws with
+    ``rand_like``, later steps slice the pool; in both, every position keeps
+    its element with probability ``1 - p`` (each of the four values an
+    ``int64`` draw gives, checked apart), masks differ between copies and
+    steps, kept elements are scaled by ``1 / (1 - p)``, and evaluation mode
+    passes the input through."""
+    from torch.func import vmap
+
+    from aanbench.batched import _MaskPool, _pool_dropouts
+
+    pool = _MaskPool()
+    net = torch.nn.Sequential(torch.nn.Dropout(p), torch.nn.Linear(4, 4), torch.nn.Dropout(0.0))
+    assert _pool_dropouts(net, pool) == 1  # p = 0 is left as it is
+    drop = net[0]
+    k, n = 4, 250_000
+    x = torch.ones(n)
+
+    def step(bits, x):
+        pool.bits, pool.offset = bits, 0
+        return drop(x)
+
+    f = vmap(step, in_dims=(0, None), randomness="different")
+    torch.manual_seed(0)
+    first = f(pool.draw(k, torch.device("cpu")), x)
+    assert pool.needed == n and pool.size == 0
+    second = f(pool.draw(k, torch.device("cpu")), x)
+    assert pool.size == n
+    for out in (first, second):
+        kept = out != 0
+        values = torch.unique(out).tolist()
+        assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / (1 - p))
+        sd = (p * (1 - p) / (k * n / 4)) ** 0.5
+        for r in range(4):
+            assert abs(kept[:, r::4].float().mean().item() - (1 - p)) < 6 * sd
+        assert not torch.equal(kept[0], kept[1])
+    assert not torch.equal(first != 0, second != 0)
+    drop.eval()
+    assert torch.equal(drop(x), x)
