@@ -59,7 +59,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from aanbench_plugins.models._feature_aan_net import AuthorsLayerNorm, EncoderLayer, softmax_last
+from aanbench_plugins.models._feature_aan_net import AuthorsLayerNorm, EncoderLayer, softmax_last, stacked_attention
 
 
 def positional_encoding(length: int, d: int) -> torch.Tensor:
@@ -84,6 +84,7 @@ class MultiHeadAttention(nn.Module):
     boolean mask (True = may attend)."""
 
     stacked = False  # see softmax_last
+    folded = False  # see stacked_attention
 
     def __init__(self, d: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -94,6 +95,9 @@ class MultiHeadAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.folded:
+            return self.out(stacked_attention(self.q(query), self.k(memory), self.v(memory), self.heads,
+                                              self.dropout, mask))
         b, tq, _ = query.shape
         tk = memory.shape[1]
         q = self.q(query).view(b, tq, self.heads, self.d_k).transpose(1, 2)
@@ -149,8 +153,16 @@ class TemporalDecoder(nn.Module):
     def shifted(self, labels: torch.Tensor) -> torch.Tensor:
         """``(n, T)`` labels of the window's segments -> the previous outputs
         each position sees: ``start_value``, then labels ``0 .. T-2``."""
-        start = self.start.to(labels.dtype).expand_as(labels[:, :1])
-        return torch.cat([start, labels[:, :-1]], dim=1)
+        return torch.cat([self._start(labels[:, :1]), labels[:, :-1]], dim=1)
+
+    def _start(self, like: torch.Tensor) -> torch.Tensor:
+        """``start_value`` in the shape, dtype and device of ``like`` ``(n, t)``. A
+        stack of ``K`` copies folded into the batch (:mod:`aanbench.batched`)
+        holds ``(K,)`` start values, one per copy, copy-major over the ``n`` rows."""
+        start = self.start.to(device=like.device, dtype=like.dtype)
+        if start.dim() == 1:
+            start = start.repeat_interleave(like.shape[0] // start.shape[0])[:, None]
+        return start.expand_as(like)
 
     def run(self, segments: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         n, t, d = segments.shape
@@ -169,7 +181,7 @@ class TemporalDecoder(nn.Module):
         if self.training and labels is not None:
             return self.run(segments, self.shifted(labels))
         n, t, _ = segments.shape
-        previous = self.start.to(device=segments.device, dtype=segments.dtype).expand(n, t).clone()
+        previous = self._start(segments[:, :, 0]).clone()
         out = previous
         for pos in range(t):
             out = self.run(segments, previous)
@@ -191,6 +203,8 @@ class TemporalAANNet(nn.Module):
     """``forward(x_1, ..., x_K[, labels])`` with ``x_k`` ``(n, T, dim_k)`` and
     optional ``labels`` ``(n, T)`` (used only in training mode) -> ``(n,)``,
     the last position's value. ``sequence_outputs`` gives all ``(n, T)``."""
+
+    stack_fold = True  # see FeatureAANNet.stack_fold (and TemporalDecoder._start)
 
     def __init__(self, dims: Sequence[int], width: int = 8, heads: int = 2, layers: int = 1,
                  dropout: float = 0.5, inner_dropout: float = 0.1, eps: float = 1e-6,
