@@ -3,9 +3,12 @@
 The AttendAffectNet models are tiny; one mini-batch step costs far more in
 Python and dispatcher overhead than in arithmetic. :func:`train_batched`
 stacks ``K`` copies of a network (same architecture, different weights,
-data, targets or folds) and steps them as one: ``torch.func.vmap`` over
-``torch.func.functional_call`` runs the ``K`` forward passes as batched
-operations, and one Adam step updates every copy's parameters.
+data, targets or folds) and steps them as one: ``torch.func.functional_call``
+with the stacked ``(K, ...)`` parameters runs the ``K`` forward passes as
+batched operations, either with the copies folded into the batch dimension
+(networks that declare ``stack_fold``, see :func:`_fold_copies`: the AAN
+networks) or under ``torch.func.vmap`` (any other network), and one fused
+Adam step (:func:`_adam_step`) updates every copy's parameters.
 
 Each copy keeps everything the shared trainer (:func:`aanbench.training.train_torch`)
 gives a single fit:
