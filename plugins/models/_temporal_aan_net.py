@@ -182,13 +182,15 @@ class TemporalDecoder(nn.Module):
             return self.run(segments, self.shifted(labels))
         n, t, _ = segments.shape
         previous = self._start(segments[:, :, 0]).clone()
-        out = previous
+        outs = []
         for pos in range(t):
-            out = self.run(segments, previous)
+            # every attention is causal: position pos's value needs the positions <= pos only
+            value = self.run(segments[:, : pos + 1], previous[:, : pos + 1])[:, pos]
+            outs.append(value)
             if pos + 1 < t:
                 previous = previous.clone()
-                previous[:, pos + 1] = out[:, pos]
-        return out
+                previous[:, pos + 1] = value
+        return torch.stack(outs, dim=1)
 
 
 def _split(features: Sequence[torch.Tensor], k: int) -> tuple[list[torch.Tensor], torch.Tensor | None]:
