@@ -86,7 +86,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -417,15 +417,22 @@ class _PoolDropout(nn.Module):
         return x * (self.pool.keep(x, self.p) * (1.0 / (1.0 - self.p)))
 
 
-def _pool_dropouts(net: nn.Module, pool: _MaskPool) -> int:
-    """Replace ``net``'s ``nn.Dropout`` modules (0 < p < 1) by :class:`_PoolDropout`; how many."""
+def _swap_modules(net: nn.Module, swap: Callable[[nn.Module], nn.Module | None]) -> int:
+    """Replace each submodule of ``net`` for which ``swap`` returns a module; how many."""
     swapped = 0
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is nn.Dropout and 0.0 < child.p < 1.0 and not child.inplace:
-                setattr(parent, name, _PoolDropout(child.p, pool))
+            new = swap(child)
+            if new is not None:
+                setattr(parent, name, new)
                 swapped += 1
     return swapped
+
+
+def _pool_dropouts(net: nn.Module, pool: _MaskPool) -> int:
+    """Replace ``net``'s ``nn.Dropout`` modules (0 < p < 1) by :class:`_PoolDropout`; how many."""
+    return _swap_modules(net, lambda m: _PoolDropout(m.p, pool) if type(m) is nn.Dropout and 0.0 < m.p < 1.0
+                         and not m.inplace else None)
 
 
 # Run a stack whose network allows it (``stack_fold = True``) with the copies folded
@@ -466,10 +473,7 @@ def _fold_copies(net: nn.Module) -> None:
     AAN encoder's forward and backward pass over 24 copies x 30 samples,
     29 ms under ``vmap``, 23 ms folded), and attention can keep the samples
     innermost (see ``stacked_attention`` in the AAN networks)."""
-    for parent in list(net.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear:
-                setattr(parent, name, _StackLinear(child))
+    _swap_modules(net, lambda m: _StackLinear(m) if type(m) is nn.Linear else None)
     for mod in net.modules():
         if hasattr(mod, "folded"):
             mod.folded = True
@@ -571,7 +575,6 @@ def _train_batched(jobs: list[BatchJob], device: torch.device) -> list[FitReport
         return _gather(rows, st.mean, st.std, members, out)
 
     vforward = fforward if folded else vmap(forward, randomness="different")
-    bit_rows = (lambda k: 1) if folded else (lambda k: k)  # noqa: E731
     lr, wd = float(cfg.lr), float(cfg.weight_decay)
     bs = max(2, int(cfg.batch_size))
     n_jobs = len(jobs)
@@ -616,7 +619,7 @@ def _train_batched(jobs: list[BatchJob], device: torch.device) -> list[FitReport
             xs = inputs(leaves, members, buffers)
             if st.extra is not None:
                 xs.append(st.extra[kk, idx])
-            pred = vforward(leaves, st.buffers, pool.draw(bit_rows(k), device), *xs)
+            pred = vforward(leaves, st.buffers, pool.draw(1 if folded else k, device), *xs)
             loss = (_weighted_loss(pred, st.fit_y[kk, idx], w) * active.to(pred.dtype)).sum()
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
             grad = torch.cat([torch.zeros_like(v).reshape(k, -1) if g is None else g.reshape(k, -1)
