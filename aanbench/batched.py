@@ -275,25 +275,29 @@ def _gather(rows: list[torch.Tensor], mean: list[torch.Tensor], std: list[torch.
     return xs
 
 
-def _same_rows(idx: torch.Tensor) -> list[torch.Tensor]:
-    """The copies of ``idx`` ``(K, M)`` grouped by identical rows (e.g. the
-    valence and arousal fits of one fold: same samples, same seed, so the
-    same batches), each group a tensor of copy positions, in first-seen order."""
-    _, inverse = torch.unique(idx, dim=0, return_inverse=True)
-    order: dict[int, list[int]] = {}
-    for c, u in enumerate(inverse.tolist()):
-        order.setdefault(u, []).append(c)
-    return [torch.tensor(g) for g in order.values()]
+def _same_rows(idx: torch.Tensor) -> list[tuple[int, int]]:
+    """Runs ``[start, stop)`` of neighbouring copies of ``idx`` ``(K, M)`` with
+    identical rows (e.g. the valence and arousal fits of one fold: same
+    samples, same seed, so the same batches; :func:`_train_batched` puts such
+    copies side by side), covering ``0 .. K`` in order."""
+    k = idx.shape[0]
+    if k == 1:
+        return [(0, 1)]
+    differs = torch.nonzero((idx[1:] != idx[:-1]).any(1)).flatten().add_(1).tolist()
+    bounds = [0, *differs, k]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 class _GatheredLinear(torch.autograd.Function):
     """``out[k] = rows[idx[k]] @ weight[k].T + bias[k]``: rows ``(N, D)`` shared by
     the copies, idx ``(K, M)``, weight ``(K, O, D)``, bias ``(K, O)`` -> ``(K, M, O)``.
-    On the CPU one group of copies with the same rows (:func:`_same_rows`) at a
-    time: their rows are gathered once into a reused ``(M, D)`` buffer and
-    multiplied by the group's weights side by side (gathered again in the
-    backward pass: never a ``(K, M, D)`` tensor); elsewhere one gather and a
-    batched product. No gradient for the rows."""
+    On the CPU one run of neighbouring copies with the same rows
+    (:func:`_same_rows`) at a time: their rows are gathered once into an
+    ``(M, D)`` buffer (small enough to stay in cache for the product) and
+    multiplied by the run's weights side by side, ``(M, D) @ (D, G*O)``, and
+    gathered again in the backward pass (never a ``(K, M, D)`` tensor: kept
+    buffers, measured, come back from memory slower than a fresh gather). Elsewhere
+    one gather and a batched product. No gradient for the rows."""
 
     @staticmethod
     def forward(ctx, rows, idx, weight, bias):  # type: ignore[override]
@@ -302,17 +306,18 @@ class _GatheredLinear(torch.autograd.Function):
             x = rows[idx]
             return torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
         k, m = idx.shape
-        o = weight.shape[1]
-        ctx.groups = groups = _same_rows(idx)
+        o, d = weight.shape[1], weight.shape[2]
+        weight, bias = weight.contiguous(), bias.contiguous()
+        ctx.runs = runs = _same_rows(idx)
         out = torch.empty(k, m, o, dtype=rows.dtype)
-        buf = torch.empty(m, rows.shape[1], dtype=rows.dtype)
-        for g in groups:
-            torch.index_select(rows, 0, idx[g[0]], out=buf)
-            if len(g) == 1:
-                torch.addmm(bias[g[0]], buf, weight[g[0]].t(), out=out[g[0]])
-            else:  # (M, D) @ (D, G*O): one product for the group
-                y = torch.addmm(bias[g].reshape(-1), buf, weight[g].reshape(-1, weight.shape[2]).t())
-                out[g] = y.view(m, len(g), o).transpose(0, 1)
+        buf = torch.empty(m, d, dtype=rows.dtype)
+        for a, b in runs:
+            torch.index_select(rows, 0, idx[a], out=buf)
+            if b - a == 1:
+                torch.addmm(bias[a], buf, weight[a].t(), out=out[a])
+            else:  # (M, D) @ (D, G*O): one product for the run
+                y = torch.addmm(bias[a:b].reshape(-1), buf, weight[a:b].reshape(-1, d).t())
+                out[a:b] = y.view(m, b - a, o).transpose(0, 1)
         return out
 
     @staticmethod
@@ -322,15 +327,15 @@ class _GatheredLinear(torch.autograd.Function):
         if rows.device.type != "cpu":
             return None, None, torch.bmm(grad.transpose(1, 2), rows[idx]), gb
         k, m = idx.shape
-        o = grad.shape[2]
-        gw = torch.empty(k, o, rows.shape[1], dtype=rows.dtype)
-        buf = torch.empty(m, rows.shape[1], dtype=rows.dtype)
-        for g in ctx.groups:
-            torch.index_select(rows, 0, idx[g[0]], out=buf)
-            if len(g) == 1:
-                torch.mm(grad[g[0]].t(), buf, out=gw[g[0]])
+        o, d = grad.shape[2], rows.shape[1]
+        gw = torch.empty(k, o, d, dtype=rows.dtype)
+        buf = torch.empty(m, d, dtype=rows.dtype)
+        for a, b in ctx.runs:
+            torch.index_select(rows, 0, idx[a], out=buf)
+            if b - a == 1:
+                torch.mm(grad[a].t(), buf, out=gw[a])
             else:  # (G*O, M) @ (M, D)
-                gw[g] = (grad[g].transpose(0, 1).reshape(m, -1).t() @ buf).view(len(g), o, -1)
+                torch.mm(grad[a:b].transpose(0, 1).reshape(m, -1).t(), buf, out=gw[a:b].view(-1, d))
         return None, None, gw, gb
 
 
@@ -522,6 +527,18 @@ def group_jobs(jobs: Sequence[BatchJob]) -> list[list[int]]:
     return list(groups.values())
 
 
+def _stack_order(jobs: Sequence[BatchJob]) -> np.ndarray:
+    """The jobs' order in the stack: jobs that draw the same batches (same
+    seed, same fitting samples, e.g. one fold's valence and arousal fits)
+    side by side, so that the first layer gathers their rows once (see
+    :func:`_same_rows`); otherwise the given order."""
+    runs: dict[Any, list[int]] = {}
+    for i, j in enumerate(jobs):
+        fit = np.ascontiguousarray(j.fit)
+        runs.setdefault((int(j.seed), fit.shape, fit.tobytes()), []).append(i)
+    return np.array([i for run in runs.values() for i in run], dtype=np.int64)
+
+
 def _train_batched(jobs: list[BatchJob], device: torch.device) -> list[FitReport]:
     t0 = time.perf_counter()
     cfg = jobs[0].torch_fit.config
@@ -542,7 +559,9 @@ def _train_batched(jobs: list[BatchJob], device: torch.device) -> list[FitReport
     for mod in template.modules():  # a module may compute otherwise for a stack's larger tensors
         if hasattr(mod, "stacked"):
             mod.stacked = True
-    st = _Stack(jobs, template, device)
+    order = _stack_order(jobs)
+    st = _Stack([jobs[j] for j in order], template, device)
+    st.ids = order  # the job of each copy
     rows = [torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32)).to(device) for r in jobs[0].rows]
     stem = _Stem(rows, [m[0].clone() for m in st.mean]) if _Stem.fits(template, jobs[0].rows) else None
     if stem is not None:
@@ -581,7 +600,8 @@ def _train_batched(jobs: list[BatchJob], device: torch.device) -> list[FitReport
     best = np.full(n_jobs, np.inf)
     best_epoch = np.zeros(n_jobs, dtype=int)
     epochs = np.zeros(n_jobs, dtype=int)
-    best_flat = st.flat.clone()
+    best_flat = torch.empty_like(st.flat)  # by job
+    best_flat[torch.from_numpy(order).to(device)] = st.flat
     epoch = 0
     buffers: list[torch.Tensor] | None = None  # the gathered inputs of a step (overwritten after its backward)
     for epoch in range(1, int(cfg.max_epochs) + 1):

@@ -365,17 +365,18 @@ def test_stack_on_cuda_is_seeded_and_follows_the_cpu_stack(model: str) -> None:
 
 
 def test_gathered_first_layer_matches_gather_then_product() -> None:
-    """The stack's first layer (per-copy gather and product, copies with the
-    same rows sharing one gather) against the plain formula, values and
+    """The stack's first layer (per-copy gather and product, neighbouring
+    copies with the same rows sharing one gather) against the plain formula, values and
     gradients (float64, and torch's numerical gradient check)."""
     from aanbench.batched import _GatheredLinear, _same_rows
 
     torch.manual_seed(0)
     rows = torch.randn(50, 7, dtype=torch.float64)
     idx = torch.randint(0, 50, (5, 6))
-    idx[3] = idx[1]
-    idx[4] = idx[1]
-    assert [g.tolist() for g in _same_rows(idx)] == [[0], [1, 3, 4], [2]]
+    idx[2] = idx[0]  # not neighbours: gathered apart
+    idx[4] = idx[3]
+    assert _same_rows(idx) == [(0, 1), (1, 2), (2, 3), (3, 5)]
+    assert _same_rows(idx[3:]) == [(0, 2)] and _same_rows(idx[:1]) == [(0, 1)]
     w = torch.randn(5, 3, 7, dtype=torch.float64, requires_grad=True)
     b = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     out = _GatheredLinear.apply(rows, idx, w, b)

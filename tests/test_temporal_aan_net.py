@@ -105,3 +105,24 @@ def test_wrong_number_of_inputs_is_refused():
     net = TemporalAANNet(DIMS)
     with pytest.raises(ValueError, match="expected 3 feature tensors"):
         net(torch.zeros(2, 5, 6))
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cls", [TemporalAANNet, FeatureTemporalAANNet])
+def test_training_forward_on_the_last_position_alone_is_the_full_pass(cls, layers):
+    """``forward`` in training mode runs the last layer for the last position
+    only: with dropout off its value and the gradients equal those of the
+    full teacher-forced pass's last position."""
+    torch.manual_seed(4)
+    kw = {"feature_dropout": 0.0} if cls is FeatureTemporalAANNet else {}
+    net = cls(DIMS, layers=layers, dropout=0.0, inner_dropout=0.0, **kw).train()
+    xs, labels = _inputs(n=6)
+    full = net.sequence_outputs(*xs, labels)[:, -1]
+    g_full = torch.autograd.grad(full.square().sum(), list(net.parameters()))
+    last = net(*xs, labels)
+    g_last = torch.autograd.grad(last.square().sum(), list(net.parameters()))
+    assert last.shape == (6,)
+    assert torch.allclose(last, full, atol=1e-6)
+    for a, b in zip(g_last, g_full):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(last, net.sequence_outputs(*xs, labels)[:, -2], atol=1e-3)  # not some other position

@@ -58,7 +58,9 @@ def stacked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
     if d_k <= 8:
         scores = (qi[:, None] * ki[None]).sum(3) / math.sqrt(d_k)  # (tq, tk, heads, n)
     else:  # one key position at a time: (tq, heads, d_k, n) products that stay in cache
-        scores = torch.stack([(qi * ki[j]).sum(2) for j in range(tk)], 1) / math.sqrt(d_k)
+        # (unbind, not indexing: the backward of each index would fill a whole zero tensor)
+        kj, vj = ki.unbind(0), vi.unbind(0)
+        scores = torch.stack([(qi * kj[j]).sum(2) for j in range(tk)], 1) / math.sqrt(d_k)
     if mask is not None:
         scores = scores.masked_fill(~mask[:, :, None, None], float("-inf"))
     e = (scores - scores.amax(1, keepdim=True).detach()).exp()
@@ -66,9 +68,10 @@ def stacked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
     if d_k <= 8:
         out = (attn[:, :, :, None] * vi[None]).sum(1)  # (tq, heads, d_k, n)
     else:
-        out = attn[:, 0, :, None] * vi[0]
+        aj = attn.unbind(1)
+        out = aj[0][:, :, None] * vj[0]
         for j in range(1, tk):
-            out = out + attn[:, j, :, None] * vi[j]
+            out = out + aj[j][:, :, None] * vj[j]
     return out.reshape(tq, d, n).permute(2, 0, 1)
 
 

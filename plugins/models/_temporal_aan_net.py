@@ -39,7 +39,8 @@ Choices the paper leaves open (each a constructor parameter):
 
 Training feeds the labels of the earlier segments of the window as previous
 outputs (teacher forcing, positions in parallel); the loss is taken on the
-last position only (the trainer's ``(batch,)`` output). In evaluation mode
+last position only (the trainer's ``(batch,)`` output), so ``forward`` runs
+the last decoder layer's queries for that position alone. In evaluation mode
 the network never reads given previous outputs: it is re-run for each
 position and feeds its own earlier predictions, so no label reaches a
 prediction.
@@ -128,8 +129,11 @@ class DecoderLayer(nn.Module):
         self.norm1, self.norm2, self.norm3 = (AuthorsLayerNorm(d, eps) for _ in range(3))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x + self.drop(self.self_attn(x, x, mask)))
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        """``context``: the self-attention's keys and values when ``x`` holds only
+        some query positions (the last one, see :meth:`TemporalDecoder.run`)."""
+        x = self.norm1(x + self.drop(self.self_attn(x, x if context is None else context, mask)))
         x = self.norm2(x + self.drop(self.cross_attn(x, memory, mask)))
         return self.norm3(x + self.drop(self.ff(x)))
 
@@ -164,22 +168,32 @@ class TemporalDecoder(nn.Module):
             start = start.repeat_interleave(like.shape[0] // start.shape[0])[:, None]
         return start.expand_as(like)
 
-    def run(self, segments: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    def run(self, segments: torch.Tensor, previous: torch.Tensor, last: bool = False) -> torch.Tensor:
+        """``(n, T)`` values, or with ``last`` ``(n, 1)``: the last position's only.
+        Every attention is causal, so the last position's value is the same
+        either way; with ``last`` the final layer runs its queries, feed-forward
+        and head for that position alone (its keys and values still cover
+        every position), a fifth of the tokens at ``T = 5``."""
         n, t, d = segments.shape
         pe = positional_encoding(t, d).to(segments.device)
         memory = segments + pe
         x = previous[..., None].expand(n, t, d) + pe
         mask = causal_mask(t, segments.device)
-        for layer in self.layers:
-            x = layer(x, memory, mask)
+        for i, layer in enumerate(self.layers):
+            if last and i == len(self.layers) - 1:
+                x = layer(x[:, -1:], memory, None, context=x)  # the last row of the mask is all True
+            else:
+                x = layer(x, memory, mask)
         return self.head(self.out_dropout(x)).squeeze(-1)
 
-    def forward(self, segments: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, segments: torch.Tensor, labels: torch.Tensor | None = None, last: bool = False) -> torch.Tensor:
         """Training mode with ``labels`` ``(n, T)``: teacher forcing, every
-        position at once. Otherwise (evaluation, or no labels): each position
-        in turn, fed the network's own earlier outputs. Returns ``(n, T)``."""
+        position at once (with ``last``: the last position only, see :meth:`run`).
+        Otherwise (evaluation, or no labels): each position in turn, fed the
+        network's own earlier outputs. Returns ``(n, T)``, or ``(n, 1)`` in
+        training mode with ``last``."""
         if self.training and labels is not None:
-            return self.run(segments, self.shifted(labels))
+            return self.run(segments, self.shifted(labels), last)
         n, t, _ = segments.shape
         previous = self._start(segments[:, :, 0]).clone()
         outs = []
@@ -229,14 +243,15 @@ class TemporalAANNet(nn.Module):
         return self.decoder(self.segments(xs), labels)
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
-        return self.sequence_outputs(*features)[:, -1]
+        xs, labels = _split(features, len(self.dims))
+        return self.decoder(self.segments(xs), labels, last=True)[:, -1]
 
     def from_projections(self, *projected: torch.Tensor) -> torch.Tensor:
         """``forward`` after the first layer: the ``K`` features already through
         ``projections`` (``(n, T, width)`` each), then the optional labels
         (:mod:`aanbench.batched` computes the projections itself)."""
         xs, labels = _split(projected, len(self.dims))
-        return self.decoder(self.join(xs), labels)[:, -1]
+        return self.decoder(self.join(xs), labels, last=True)[:, -1]
 
 
 class FeatureTemporalAANNet(TemporalAANNet):
