@@ -434,22 +434,32 @@ def test_stack_dropout_masks_keep_each_element_with_probability_one_minus_p(p: f
 @pytest.mark.parametrize("d_k, causal", [(4, False), (4, True), (20, False), (20, True)])
 def test_stacked_attention_is_scaled_dot_product_attention(d_k: int, causal: bool) -> None:
     """The folded stack's attention (samples innermost, broadcast products;
-    one key position at a time for wider heads) against torch's
-    ``scaled_dot_product_attention`` per head, values and gradients."""
+    one key position at a time for wider heads; one query position in the
+    given layout), with its inputs apart or packed side by side, against
+    torch's ``scaled_dot_product_attention`` per head, values and gradients."""
     from aanbench_plugins.models._feature_aan_net import stacked_attention
 
     torch.manual_seed(0)
-    n, tq, heads = 7, 5, 2
-    q, k, v = (torch.randn(n, tq, heads * d_k, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    mask = torch.ones(tq, tq, dtype=torch.bool).tril() if causal else None
-    got = stacked_attention(q, k, v, heads, torch.nn.Identity(), mask)
+    n, t, heads = 7, 5, 2
+    q, k, v = (torch.randn(n, t, heads * d_k, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    mask = torch.ones(t, t, dtype=torch.bool).tril() if causal else None
 
     def split(x):
-        return x.view(n, tq, heads, d_k).transpose(1, 2)
+        return x.view(n, x.shape[1], heads, d_k).transpose(1, 2)
 
-    want = torch.nn.functional.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
-    want = want.transpose(1, 2).reshape(n, tq, heads * d_k)
-    torch.testing.assert_close(got, want)
-    g = torch.randn_like(got)
-    for a, b in zip(torch.autograd.grad(got, [q, k, v], g), torch.autograd.grad(want, [q, k, v], g)):
-        torch.testing.assert_close(a, b)
+    for queries in (slice(None), slice(t - 1, t), slice(1, 2)):  # every position, the last, one early
+        m = None if mask is None else mask[queries]
+        qs = q[:, queries]
+        want = torch.nn.functional.scaled_dot_product_attention(split(qs), split(k), split(v), attn_mask=m)
+        want = want.transpose(1, 2).reshape(n, qs.shape[1], heads * d_k)
+        kv = torch.cat([k, v], -1)
+        forms = [stacked_attention(qs, k, v, heads, torch.nn.Identity(), m),
+                 stacked_attention(qs, kv, None, heads, torch.nn.Identity(), m)]
+        if queries == slice(None):
+            forms.append(stacked_attention(torch.cat([q, k, v], -1), None, None, heads, torch.nn.Identity(), m))
+        g = torch.randn_like(want)
+        wg = torch.autograd.grad(want, [q, k, v], g)
+        for got in forms:
+            torch.testing.assert_close(got, want)
+            for a, b in zip(torch.autograd.grad(got, [q, k, v], g), wg):
+                torch.testing.assert_close(a, b)

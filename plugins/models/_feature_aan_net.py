@@ -27,8 +27,21 @@ def softmax_last(x: torch.Tensor, stacked: bool = False) -> torch.Tensor:
     return e / e.sum(-1, keepdim=True)
 
 
-def stacked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, dropout: nn.Module,
-                      mask: torch.Tensor | None = None) -> torch.Tensor:
+def side_by_side(x: torch.Tensor, linears: Sequence[nn.Module]) -> torch.Tensor:
+    """``cat([lin(x) for lin in linears], -1)`` as one product: the linear maps'
+    weights stacked (``nn.Linear``'s ``(out, in)``, or a folded stack's
+    ``(K, out, in)``, see :mod:`aanbench.batched`)."""
+    w = torch.cat([lin.weight for lin in linears], -2)
+    b = torch.cat([lin.bias for lin in linears], -1)
+    if w.dim() == 2:
+        return nn.functional.linear(x, w, b)
+    shape = x.shape
+    y = torch.baddbmm(b[:, None, :], x.reshape(w.shape[0], -1, shape[-1]), w.transpose(1, 2))
+    return y.reshape(*shape[:-1], w.shape[1])
+
+
+def stacked_attention(q: torch.Tensor, k: torch.Tensor | None, v: torch.Tensor | None, heads: int,
+                      dropout: nn.Module, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Multi-head scaled dot-product attention for a stack of copies folded
     into the batch (``folded``, set by :mod:`aanbench.batched` in its
     stack's template when it runs the copies without ``vmap``): ``q``
@@ -46,15 +59,29 @@ def stacked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
     d_k = 20 with a causal mask, where the scores are summed one key
     position at a time, 1.5x faster than all at once). Under ``vmap`` the
     copies stay the outer axis and only a copy's samples are innermost:
-    slower than the matrix products there (measured)."""
-    n, tq, d = q.shape
-    tk = k.shape[1]
-    d_k = d // heads
+    slower than the matrix products there (measured).
 
-    def inner(x: torch.Tensor, t: int) -> torch.Tensor:
-        return x.permute(1, 2, 0).reshape(t, heads, d_k, n).contiguous()
+    Maps computed side by side (:func:`side_by_side`) come in packed: ``k``
+    None and ``q`` ``(n, t, 3d)`` = queries, keys and values (self-attention);
+    ``v`` None and ``k`` ``(n, tk, 2d)`` = keys and values. One layout change
+    then serves them all."""
 
-    qi, ki, vi = inner(q, tq), inner(k, tk), inner(v, tk)
+    if k is not None and q.shape[1] == 1:
+        return _one_query_attention(q, k, v, heads, dropout, mask)
+
+    def inner(x: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
+        n, t, width = x.shape
+        d_k = width // parts // heads
+        return x.permute(1, 2, 0).reshape(t, parts, heads, d_k, n).contiguous().unbind(1)
+
+    if k is None:
+        qi, ki, vi = inner(q, 3)
+    else:
+        (qi,) = inner(q, 1)
+        ki, vi = inner(k, 2) if v is None else (inner(k, 1)[0], inner(v, 1)[0])
+    tq, _, d_k, n = qi.shape
+    tk = ki.shape[0]
+    d = heads * d_k
     if d_k <= 8:
         scores = (qi[:, None] * ki[None]).sum(3) / math.sqrt(d_k)  # (tq, tk, heads, n)
     else:  # one key position at a time: (tq, heads, d_k, n) products that stay in cache
@@ -73,6 +100,29 @@ def stacked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
         for j in range(1, tk):
             out = out + aj[j][:, :, None] * vj[j]
     return out.reshape(tq, d, n).permute(2, 0, 1)
+
+
+def _one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None, heads: int, dropout: nn.Module,
+                         mask: torch.Tensor | None) -> torch.Tensor:
+    """:func:`stacked_attention` for one query position (the temporal
+    decoder's last position in training): with ``tq = 1`` the products over
+    the short axes are as cheap in the given ``(n, t, d)`` layout, and the
+    two layout changes (forward and backward) of the samples-innermost form
+    cost more than the whole attention (measured)."""
+    n, tk, width = k.shape
+    d = q.shape[2]
+    d_k = d // heads
+    if v is None:  # keys and values side by side
+        kv = k.view(n, tk, 2, heads, d_k)
+        k4, v4 = kv[:, :, 0], kv[:, :, 1]
+    else:
+        k4, v4 = k.view(n, tk, heads, d_k), v.view(n, tk, heads, d_k)
+    scores = (q.view(n, 1, heads, d_k) * k4).sum(-1) / math.sqrt(d_k)  # (n, tk, heads)
+    if mask is not None:
+        scores = scores.masked_fill(~mask[0][None, :, None], float("-inf"))
+    e = (scores - scores.amax(1, keepdim=True).detach()).exp()
+    attn = dropout(e / e.sum(1, keepdim=True))
+    return (attn[..., None] * v4).sum(1).reshape(n, 1, d)
 
 
 class AuthorsLayerNorm(nn.Module):
@@ -123,7 +173,8 @@ class MultiHeadSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.folded:
-            return self.out(stacked_attention(self.q(x), self.k(x), self.v(x), self.heads, self.dropout))
+            qkv = side_by_side(x, (self.q, self.k, self.v))
+            return self.out(stacked_attention(qkv, None, None, self.heads, self.dropout))
         b, t, _ = x.shape
         q = self.q(x).view(b, t, self.heads, self.d_k).transpose(1, 2)
         k = self.k(x).view(b, t, self.heads, self.d_k).transpose(1, 2)

@@ -60,7 +60,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from aanbench_plugins.models._feature_aan_net import AuthorsLayerNorm, EncoderLayer, softmax_last, stacked_attention
+from aanbench_plugins.models._feature_aan_net import (
+    AuthorsLayerNorm,
+    EncoderLayer,
+    side_by_side,
+    softmax_last,
+    stacked_attention,
+)
 
 
 def positional_encoding(length: int, d: int) -> torch.Tensor:
@@ -97,8 +103,8 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.folded:
-            return self.out(stacked_attention(self.q(query), self.k(memory), self.v(memory), self.heads,
-                                              self.dropout, mask))
+            kv = side_by_side(memory, (self.k, self.v))
+            return self.out(stacked_attention(self.q(query), kv, None, self.heads, self.dropout, mask))
         b, tq, _ = query.shape
         tk = memory.shape[1]
         q = self.q(query).view(b, tq, self.heads, self.d_k).transpose(1, 2)
