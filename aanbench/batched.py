@@ -85,6 +85,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
@@ -288,6 +289,30 @@ def _same_rows(idx: torch.Tensor) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+# the CPU first layer's threads while a stack trains (``train_batched(threads=N)``): the calling
+# thread and N - 1 workers
+_WORKERS: ThreadPoolExecutor | None = None
+_THREADS = 1
+
+
+def _share(work: Callable[[Sequence[tuple[int, int]]], None], runs: list[tuple[int, int]]) -> None:
+    """``work(runs)``, or with worker threads (:data:`_WORKERS`) ``work`` on
+    consecutive shares of the runs at once, one share per thread. Each run's
+    products are the same single-threaded calls either way (torch releases
+    the interpreter lock inside them), so the numbers do not depend on the
+    number of threads, only the wall time does."""
+    pool = _WORKERS
+    if pool is None or len(runs) < 2:
+        work(runs)
+        return
+    n = min(_THREADS, len(runs))
+    cut = [round(i * len(runs) / n) for i in range(n + 1)]
+    futures = [pool.submit(work, runs[cut[i]:cut[i + 1]]) for i in range(1, n)]
+    work(runs[: cut[1]])
+    for f in futures:
+        f.result()
+
+
 class _GatheredLinear(torch.autograd.Function):
     """``out[k] = rows[idx[k]] @ weight[k].T + bias[k]``: rows ``(N, D)`` shared by
     the copies, idx ``(K, M)``, weight ``(K, O, D)``, bias ``(K, O)`` -> ``(K, M, O)``.
@@ -310,14 +335,18 @@ class _GatheredLinear(torch.autograd.Function):
         weight, bias = weight.contiguous(), bias.contiguous()
         ctx.runs = runs = _same_rows(idx)
         out = torch.empty(k, m, o, dtype=rows.dtype)
-        buf = torch.empty(m, d, dtype=rows.dtype)
-        for a, b in runs:
-            torch.index_select(rows, 0, idx[a], out=buf)
-            if b - a == 1:
-                torch.addmm(bias[a], buf, weight[a].t(), out=out[a])
-            else:  # (M, D) @ (D, G*O): one product for the run
-                y = torch.addmm(bias[a:b].reshape(-1), buf, weight[a:b].reshape(-1, d).t())
-                out[a:b] = y.view(m, b - a, o).transpose(0, 1)
+
+        def work(part: Sequence[tuple[int, int]]) -> None:
+            buf = torch.empty(m, d, dtype=rows.dtype)
+            for a, b in part:
+                torch.index_select(rows, 0, idx[a], out=buf)
+                if b - a == 1:
+                    torch.addmm(bias[a], buf, weight[a].t(), out=out[a])
+                else:  # (M, D) @ (D, G*O): one product for the run
+                    y = torch.addmm(bias[a:b].reshape(-1), buf, weight[a:b].reshape(-1, d).t())
+                    out[a:b] = y.view(m, b - a, o).transpose(0, 1)
+
+        _share(work, runs)
         return out
 
     @staticmethod
@@ -329,13 +358,17 @@ class _GatheredLinear(torch.autograd.Function):
         k, m = idx.shape
         o, d = grad.shape[2], rows.shape[1]
         gw = torch.empty(k, o, d, dtype=rows.dtype)
-        buf = torch.empty(m, d, dtype=rows.dtype)
-        for a, b in ctx.runs:
-            torch.index_select(rows, 0, idx[a], out=buf)
-            if b - a == 1:
-                torch.mm(grad[a].t(), buf, out=gw[a])
-            else:  # (G*O, M) @ (M, D)
-                torch.mm(grad[a:b].transpose(0, 1).reshape(m, -1).t(), buf, out=gw[a:b].view(-1, d))
+
+        def work(part: Sequence[tuple[int, int]]) -> None:
+            buf = torch.empty(m, d, dtype=rows.dtype)
+            for a, b in part:
+                torch.index_select(rows, 0, idx[a], out=buf)
+                if b - a == 1:
+                    torch.mm(grad[a].t(), buf, out=gw[a])
+                else:  # (G*O, M) @ (M, D)
+                    torch.mm(grad[a:b].transpose(0, 1).reshape(m, -1).t(), buf, out=gw[a:b].view(-1, d))
+
+        _share(work, ctx.runs)
         return None, None, gw, gb
 
 
@@ -501,17 +534,29 @@ def train_batched(jobs: Sequence[BatchJob], device: Any = None, threads: int = 1
     All jobs must share the training configuration and the architecture;
     :func:`group_jobs` splits a mixed list into such stacks. A report's
     ``seconds`` is the stack's wall time divided by the number of jobs.
-    ``device``: the torch device to train on (default the CPU); ``threads``:
-    torch's CPU threads while the stack trains (default 1; restored after)."""
+    ``device``: the torch device to train on (default the CPU).
+
+    Torch runs on one CPU thread while the stack trains (restored after), as
+    :func:`aanbench.training.train_torch`. ``threads`` > 1 (default 1) adds
+    worker threads to the CPU first layer (:class:`_Stem`, where most of the
+    arithmetic is): its copies' products are spread over them, each product
+    still on one thread, so the same seeds give the same numbers with any
+    ``threads``; worth it where that many cores are free."""
+    global _WORKERS, _THREADS
     jobs = list(jobs)
     if not jobs:
         return []
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
+    torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(int(threads) - 1, thread_name_prefix="aanbench-stem") if int(threads) > 1 else None
+    _WORKERS, _THREADS = pool, max(1, int(threads))
     try:
         with device_scope(device) as dev:
             return _train_batched(jobs, dev)
     finally:
+        _WORKERS, _THREADS = None, 1
+        if pool is not None:
+            pool.shutdown()
         torch.set_num_threads(before)
 
 

@@ -119,6 +119,51 @@ def test_elementwise_adam_follows_the_fused_kernel(model: str, monkeypatch: pyte
         np.testing.assert_allclose(got, want, atol=2e-5)
 
 
+@pytest.mark.parametrize("model", ["feature-aan", "temporal-aan"])
+def test_jobs_sharing_batches_sit_side_by_side_and_threads_keep_the_numbers(model: str) -> None:
+    """Two folds x two targets, given fold-minor (as a runner gives targets x
+    folds): the stack puts each fold's two fits side by side (one gather for
+    both), still hands each job its own weights (each as it trains alone,
+    dropout off), and the first layer's worker threads leave every weight
+    bit for bit as on one thread."""
+    rows, y = _rows()
+    y2 = np.tanh(rows[1][:, 2] * 0.05 - rows[0][:, 3]).astype(np.float32)
+    n, T = len(y), 3
+    windows = np.stack([np.clip(np.arange(n) - T + 1 + t, 0, None) for t in range(T)], 1)
+    spec = get_plugins().model(model)
+    sequences = spec.input == "sequences"
+    members = windows if sequences else np.arange(n)
+    params = {"max_epochs": 4, "patience": 4, "batch_size": 16, "lr": 0.01, **NO_DROPOUT[model]}
+    folds = [(np.arange(0, 100), np.arange(100, 130), 3), (np.arange(40, 140), np.arange(0, 30), 4)]
+
+    def jobs() -> list[BatchJob]:
+        out = []
+        for target in (y, y2):
+            for fit, val, seed in folds:
+                mean, std = [r[fit].mean(0) for r in rows], [r[fit].std(0) for r in rows]
+                labels = {"train_y_rows": target[windows[fit]]} if sequences else {}
+                tf = spec.build(params, [6, 3]).torch_fit(target[fit], seed=seed, **labels)
+                out.append(BatchJob(tf, seed, rows, mean, std, members[fit], target[fit], members[val], target[val]))
+        return out
+
+    from aanbench.batched import _stack_order
+
+    one, three = jobs(), jobs()
+    assert _stack_order(one).tolist() == [0, 2, 1, 3]
+    train_batched(one)
+    train_batched(three, threads=3)
+    for a, b in zip(one, three):
+        sa, sb = a.torch_fit.net.state_dict(), b.torch_fit.net.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    for i, job in enumerate(one):
+        alone = jobs()[i]
+        train_batched([alone])
+        x = [torch.from_numpy(((r - m) / s).astype(np.float32)[members[:20]])
+             for r, m, s in zip(rows, job.mean, job.std)]
+        with torch.no_grad():
+            np.testing.assert_allclose(job.torch_fit.net(*x).numpy(), alone.torch_fit.net(*x).numpy(), atol=2e-4)
+
+
 def test_early_stopped_copy_keeps_its_best_epoch_weights() -> None:
     """A copy whose validation labels are noise stops early while a copy
     without validation trains on: the stopped one ends with the weights of

@@ -113,8 +113,7 @@ def _one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | Non
     d = q.shape[2]
     d_k = d // heads
     if v is None:  # keys and values side by side
-        kv = k.view(n, tk, 2, heads, d_k)
-        k4, v4 = kv[:, :, 0], kv[:, :, 1]
+        k4, v4 = k.view(n, tk, 2, heads, d_k).unbind(2)  # (not indexing: see stacked_attention)
     else:
         k4, v4 = k.view(n, tk, heads, d_k), v.view(n, tk, heads, d_k)
     scores = (q.view(n, 1, heads, d_k) * k4).sum(-1) / math.sqrt(d_k)  # (n, tk, heads)

@@ -54,6 +54,7 @@ same temporal decoder.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -84,6 +85,13 @@ def positional_encoding(length: int, d: int) -> torch.Tensor:
 def causal_mask(t: int, device: torch.device | None = None) -> torch.Tensor:
     """``(t, t)`` boolean, True where position ``i`` may attend to ``j`` (``j <= i``)."""
     return torch.ones(t, t, dtype=torch.bool, device=device).tril()
+
+
+@functools.lru_cache(maxsize=64)
+def _constants(t: int, d: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positional encoding and causal mask of a window (made once per size;
+    never written to)."""
+    return positional_encoding(t, d).to(device), causal_mask(t, device)
 
 
 class MultiHeadAttention(nn.Module):
@@ -181,10 +189,9 @@ class TemporalDecoder(nn.Module):
         and head for that position alone (its keys and values still cover
         every position), a fifth of the tokens at ``T = 5``."""
         n, t, d = segments.shape
-        pe = positional_encoding(t, d).to(segments.device)
+        pe, mask = _constants(t, d, segments.device)
         memory = segments + pe
         x = previous[..., None].expand(n, t, d) + pe
-        mask = causal_mask(t, segments.device)
         for i, layer in enumerate(self.layers):
             if last and i == len(self.layers) - 1:
                 x = layer(x[:, -1:], memory, None, context=x)  # the last row of the mask is all True
@@ -204,8 +211,9 @@ class TemporalDecoder(nn.Module):
         previous = self._start(segments[:, :, 0]).clone()
         outs = []
         for pos in range(t):
-            # every attention is causal: position pos's value needs the positions <= pos only
-            value = self.run(segments[:, : pos + 1], previous[:, : pos + 1])[:, pos]
+            # every attention is causal: position pos's value needs the positions <= pos only, and the
+            # last layer only its own query
+            value = self.run(segments[:, : pos + 1], previous[:, : pos + 1], last=True)[:, -1]
             outs.append(value)
             if pos + 1 < t:
                 previous = previous.clone()

@@ -20,8 +20,9 @@ side (the batched path's per-step gathering and standardising is).
 
 ``--device cuda`` runs both paths on a GPU (each fit's inputs, or the
 stack's feature arrays, moved there once; timed with
-``torch.cuda.synchronize``); ``--threads N`` gives the batched stack N torch
-CPU threads (the sequential baseline stays today's trainer, one thread).
+``torch.cuda.synchronize``); ``--threads N`` gives the batched stack's first
+layer N CPU threads (``train_batched(threads=N)``: the same numbers, more
+cores; the sequential baseline stays today's trainer, one thread).
 ``--check-repeat`` trains the stack a second time and says whether every
 copy's weights came out bit for bit the same (seeded determinism on the
 device). Needs only numpy, torch, pluggy and aanbench (the two model plugins
@@ -61,7 +62,7 @@ def main() -> None:
     ap.add_argument("--models", default="feature-aan,temporal-aan")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="torch device of both paths: cpu (default), cuda, cuda:N")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads of the batched stack (default 1)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads of the batched stack's first layer (default 1)")
     ap.add_argument("--check-repeat", action="store_true",
                     help="train the stack twice and say whether the weights are bit for bit the same")
     args = ap.parse_args()
@@ -99,7 +100,7 @@ def main() -> None:
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device {device} ({where}); torch {torch.__version__}; sequential: today's trainer (train_torch, "
-          f"1 CPU thread on the CPU); batched stack: {args.threads} CPU thread(s)")
+          f"1 CPU thread on the CPU); batched stack: {args.threads} CPU thread(s) in its first layer, else 1")
 
     plugins = get_plugins()
     params = {"feature-aan": {"lr": 5e-4, "batch_size": 30}, "temporal-aan": {"lr": 1e-3, "batch_size": 30}}
