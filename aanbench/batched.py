@@ -694,7 +694,8 @@ def _train_batched(jobs: list[BatchJob], device: torch.device) -> list[FitReport
         epochs[st.ids] = epoch
         if not st.have_val.any():
             continue
-        vloss = _validation_loss(st, rows, template, vforward, inputs)
+        vloss = _validation_loss(st, rows, template, vforward, inputs,
+                                 per_copy_gather=stem is None or device.type != "cpu")
         stop = np.zeros(k, dtype=bool)
         for i, j in enumerate(st.ids):
             if not st.have_val[i]:
@@ -775,12 +776,16 @@ def _has_val(job: BatchJob) -> bool:
     return job.val is not None and job.val_y is not None and len(job.val_y) >= 2
 
 
-def _validation_loss(st: _Stack, rows: list[torch.Tensor], template: nn.Module, vforward, inputs) -> np.ndarray:
-    """Each live copy's loss on its whole validation set (evaluation mode), ``(K,)``."""
+def _validation_loss(st: _Stack, rows: list[torch.Tensor], template: nn.Module, vforward, inputs,
+                     per_copy_gather: bool = True) -> np.ndarray:
+    """Each live copy's loss on its whole validation set (evaluation mode), ``(K,)``.
+    In chunks of samples whose gathered inputs stay below :data:`MAX_GATHER`
+    values: ``K`` copies' (``per_copy_gather``), or one copy's (the CPU first
+    layer, which gathers one run of copies at a time into its own buffer)."""
     k = len(st.ids)
     n = st.val.shape[1]
     per_sample = sum(int(r.shape[1]) for r in rows) * (int(np.prod(st.val.shape[2:])) if st.val.dim() > 2 else 1)
-    chunk = max(1, MAX_GATHER // max(1, k * per_sample))
+    chunk = max(1, MAX_GATHER // max(1, (k if per_copy_gather else 1) * per_sample))
     template.eval()
     preds = []
     params = st.params(st.flat)
