@@ -615,6 +615,19 @@ def _check_device(device: str) -> str:
     return check_device(device)
 
 
+THREADS_HELP = ("CPU threads for the first layer of the batched models' stack (feature-aan, temporal-aan, ...; "
+                "where most of their arithmetic is). Each product still runs on one thread, so any N gives "
+                "the same numbers; give it cores that are free.")
+
+
+def _no_threads_on_ray(threads: int, ray: Optional[dict[str, Any]]) -> None:
+    """``--threads`` is for the local backend; refused with ``--backend ray``
+    (each Ray task trains on one thread) rather than ignored."""
+    if ray is not None and threads != 1:
+        raise AanbenchError(f"--threads {threads} is not available with --backend ray (each Ray task trains on one "
+                            "CPU thread; give Ray more --workers instead)")
+
+
 def _no_device_on_ray(device: str, ray: Optional[dict[str, Any]]) -> None:
     """Ray fits run on the cluster's CPU workers: a GPU ``--device`` with
     ``--backend ray`` is refused before any work rather than ignored."""
@@ -657,7 +670,7 @@ RAY_FIT_WORKERS_HELP = "Ray: most fits running at once (default: as many as the 
 
 def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: Optional[int] = None,
            registry: Optional[Path] = None, save_models: Optional[Path] = None, quiet: bool = False,
-           sequential: bool = False, device: str = "cpu", ray: Optional[dict[str, Any]] = None):
+           sequential: bool = False, device: str = "cpu", ray: Optional[dict[str, Any]] = None, threads: int = 1):
     """Run ``experiment`` on the stored features of ``dataset`` and write its
     results file (``out/<dataset>/<experiment>/seed<N>.json``); returns (doc, path).
     ``ray``: the fits run on Ray (:func:`aanbench.fitray.fit_runs_on_ray`
@@ -686,7 +699,7 @@ def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: O
                 raise doc
         else:
             doc = run_experiment(exp, dataset, group, _plugins(), seed=seed, save_models=save_models, on_fit=on_fit,
-                                 sequential=sequential, device=device)
+                                 sequential=sequential, device=device, threads=threads)
     doc["command"] = _invocation()
     path = write_results(doc, out)
     return doc, path
@@ -724,6 +737,7 @@ def run_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (results file, metrics) on stdout."),
     sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
+    threads: int = typer.Option(1, "--threads", min=1, help=THREADS_HELP),
     backend: str = typer.Option("local", "--backend", help=RAY_FIT_BACKEND_HELP),
     address: Optional[str] = typer.Option(None, "--address", help=RAY_FIT_ADDRESS_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help=RAY_FIT_WORKERS_HELP),
@@ -745,6 +759,7 @@ def run_cmd(
 
     ray = ray_runs_setting(backend, address, workers)
     _no_device_on_ray(device, ray)
+    _no_threads_on_ray(threads, ray)
     ds = _dataset(dataset, option)
     if root is not None:
         exp = _registry(registry).experiment(experiment, ds.name)
@@ -752,7 +767,7 @@ def run_cmd(
         if failed and not as_json:
             console.print(f"[yellow]{len(failed)} item failures during extraction; those items are left out[/]")
     doc, path = do_run(experiment, ds, store, out, seed=seed, registry=registry, save_models=save_models,
-                       quiet=as_json, sequential=sequential, device=device, ray=ray)
+                       quiet=as_json, sequential=sequential, device=device, ray=ray, threads=threads)
     if as_json:
         typer.echo(json.dumps(_results_summary(doc, path), indent=1))
         return
@@ -774,6 +789,7 @@ def train_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
+    threads: int = typer.Option(1, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Fit an experiment on all of a dataset's training samples (validation carved
     from them as in `run`), for every target, and write one model bundle: the
@@ -799,6 +815,7 @@ def train_cmd(
                   disable=as_json) as prog:
         task = prog.add_task("fit", total=None, what="")
         payload = train_bundle(exp, ds, group, _plugins(), seed=seed, sequential=sequential, device=device,
+                               threads=threads,
                                on_fit=lambda t, done, total: prog.update(task, completed=done, total=total, what=t))
     payload["command"] = _invocation()
     path = save_bundle(out, payload)
@@ -907,7 +924,7 @@ def do_benchmark(ds: Dataset, store: Path, out: Path, leaderboard: Path, *, seed
                  registry: Optional[Path] = None, only: Optional[list[str]] = None, protocol: Optional[str] = None,
                  group: Optional[str] = None, command: str = "",
                  sequential: bool = False, device: str = "cpu",
-                 ray: Optional[dict[str, Any]] = None) -> tuple[Path, Path, list[dict[str, Any]], list]:
+                 ray: Optional[dict[str, Any]] = None, threads: int = 1) -> tuple[Path, Path, list[dict[str, Any]], list]:
     """Run every experiment :func:`benchmark_experiments` finds, for each seed
     (default: the experiment's own), write the results files and the
     leaderboard of these runs. ``protocol`` overrides every experiment's.
@@ -950,7 +967,7 @@ def do_benchmark(ds: Dataset, store: Path, out: Path, leaderboard: Path, *, seed
                 try:
                     with _one_blas_thread():
                         doc = run_experiment(exp, ds, grp, plugins, seed=seed, on_fit=on_fit, sequential=sequential,
-                                             device=device)
+                                             device=device, threads=threads)
                 except Exception as exc:  # a clear error, or a bug in a model plugin: this run fails, the others go on
                     why = str(exc) if isinstance(exc, AanbenchError) else describe(exc)
                     if debug_enabled():
@@ -1018,6 +1035,7 @@ def benchmark_cmd(
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
+    threads: int = typer.Option(1, "--threads", min=1, help=THREADS_HELP),
     backend: str = typer.Option("local", "--backend", help=RAY_FIT_BACKEND_HELP + " With ray, every experiment x "
                                 "seed is submitted at once."),
     address: Optional[str] = typer.Option(None, "--address", help=RAY_FIT_ADDRESS_HELP),
@@ -1039,6 +1057,7 @@ def benchmark_cmd(
 
     ray = ray_runs_setting(backend, address, workers)
     _no_device_on_ray(device, ray)
+    _no_threads_on_ray(threads, ray)
     ds = _dataset(dataset, option)
     only = [e.strip() for e in experiments.split(",") if e.strip()] if experiments else None
     seed_list = _parse_seeds(seeds)
@@ -1057,7 +1076,7 @@ def benchmark_cmd(
     lb = leaderboard or Path("leaderboards") / f"{ds.name}.md"
     md, fig, docs, problems = do_benchmark(ds, store, out, lb, seeds=seed_list, registry=registry, only=only,
                                            protocol=protocol, group=group, command=_invocation(),
-                                           sequential=sequential, device=device, ray=ray)
+                                           sequential=sequential, device=device, ray=ray, threads=threads)
     console.print(md.read_text(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {md} and {fig}: {len(docs)} runs, {len(problems)} skipped or failed")
     if any(why.startswith("failed:") for _, why in problems):

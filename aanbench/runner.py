@@ -143,6 +143,7 @@ class RunPlan:
     protocol: Any
     seed: int
     device: str = "cpu"  # where torch models (TorchModel) train and predict; see check_device
+    threads: int = 1  # CPU threads of a batched stack's first layer (aanbench.batched.train_batched); same numbers
 
     @property
     def sequences(self) -> bool:
@@ -166,7 +167,9 @@ def check_device(device: Any) -> str:
 
 
 def plan_run(exp: ExperimentConfig, dataset: Dataset, group: DatasetGroup, plugins: Plugins,
-             seed: int | None = None, device: Any = "cpu") -> RunPlan:
+             seed: int | None = None, device: Any = "cpu", threads: int = 1) -> RunPlan:
+    if int(threads) < 1:
+        raise AanbenchError(f"threads must be at least 1, not {threads}")
     spec = plugins.model(exp.model)
     check_params(exp, {**spec.params, **RUNNER_SETTINGS})
     protocol = get_protocol(exp.protocol or dataset.protocol)
@@ -190,7 +193,7 @@ def plan_run(exp: ExperimentConfig, dataset: Dataset, group: DatasetGroup, plugi
         raise AanbenchError(f"store group {group.path}: no samples of {sample_spec.length} rows "
                             f"({sample_spec.scope} scope) in {group.n_items} items")
     return RunPlan(exp, spec, dataset, group, targets, model_params, settings, sample_spec, samples, feats,
-                   protocol, exp.seed if seed is None else int(seed), check_device(device))
+                   protocol, exp.seed if seed is None else int(seed), check_device(device), int(threads))
 
 
 @dataclass
@@ -263,7 +266,7 @@ def fit_targets(plan: RunPlan, requests: list[tuple[str, np.ndarray, int]], *,
     preps = [_prepare_fit(plan, t, train, seed) for t, train, seed in requests]
     jobs = _batch_jobs(plan, preps)
     for group in group_jobs(jobs):
-        train_batched([jobs[i] for i in group], device=plan.device)
+        train_batched([jobs[i] for i in group], device=plan.device, threads=plan.threads)
     return [Fitted(p.model, p.scaler, j.report, p.fit_idx, p.val_idx) for p, j in zip(preps, jobs)]
 
 
@@ -342,15 +345,18 @@ def run_experiment(
     on_fit: Callable[[str, str, int, int], None] | None = None,
     sequential: bool = False,
     device: str = "cpu",
+    threads: int = 1,
 ) -> dict[str, Any]:
     """Train and evaluate ``exp`` on ``group``; returns the results document.
     A model that opts in to batched training has all its fits (fold x
-    target) trained together (:func:`fit_targets`) unless ``sequential``.
+    target) trained together (:func:`fit_targets`) unless ``sequential``;
+    ``threads``: CPU threads of that stack's first layer (the same numbers
+    with any number).
 
     In phases, which another fitter (:mod:`aanbench.fitray`) reuses:
     :func:`plan_run`, :func:`fit_requests`, the fits, :func:`results_doc`."""
     t0 = time.perf_counter()
-    plan = plan_run(exp, dataset, group, plugins, seed, device=device)
+    plan = plan_run(exp, dataset, group, plugins, seed, device=device, threads=threads)
     folds = run_folds(plan)
     fitted: dict[tuple[str, int], Fitted] | None = None
     if not sequential and batchable(plan):  # every fit of the run at once
@@ -521,13 +527,14 @@ def train_bundle(
     on_fit: Callable[[str, int, int], None] | None = None,
     sequential: bool = False,
     device: str = "cpu",
+    threads: int = 1,
 ) -> dict[str, Any]:
     """Fit ``exp`` on all of the dataset's training samples (the protocol's
     training pool; validation carved from it as in a run), one model per
     target; returns the bundle payload (see :mod:`aanbench.modelfile`)."""
     from aanbench.modelfile import BUNDLE_FORMAT
 
-    plan = plan_run(exp, dataset, group, plugins, seed, device=check_device(device))
+    plan = plan_run(exp, dataset, group, plugins, seed, device=check_device(device), threads=threads)
     pool = plan.protocol.training_pool(plan.samples.split, plan.samples.group)
     targets: dict[str, Any] = {}
     fits = fit_targets(plan, [(t, pool, plan.seed) for t in plan.targets], sequential=sequential)

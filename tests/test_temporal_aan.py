@@ -299,6 +299,15 @@ def test_cli_run_temporal_aan_on_cognimuse_leave_one_movie_out(tmp_path, cli):
         # every 5-s segment of every movie predicted once, by the fold that held its movie out
         assert sorted(p["item_id"] for p in preds) == sorted(f"{m}_{k:04d}" for m in fx.movies for k in range(6))
         assert all(p["fold"] == p["item_id"][:3] for p in preds)
+    # the stack's first layer on three threads: the same numbers
+    r = cli("run", "temporal-aan-quick", "cognimuse", "--store", store, "--out", tmp_path / "threads", "--registry",
+            reg, "--threads", "3", *opt)
+    assert r.exit_code == 0, r.output
+    [again] = list((tmp_path / "threads").rglob("*.json"))
+    assert json.loads(again.read_text())["predictions"] == doc["predictions"]
+    r = cli("run", "temporal-aan-quick", "cognimuse", "--store", store, "--out", tmp_path / "ray", "--registry",
+            reg, "--threads", "2", "--backend", "ray", *opt)
+    assert r.exit_code != 0 and "--threads 2 is not available with --backend ray" in r.output
 
 
 # --------------------------------------------------------------------------
