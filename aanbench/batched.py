@@ -313,6 +313,23 @@ def _share(work: Callable[[Sequence[tuple[int, int]]], None], runs: list[tuple[i
         f.result()
 
 
+def _over_runs(rows: torch.Tensor, idx: torch.Tensor, runs: list[tuple[int, int]],
+               product: Callable[[torch.Tensor, int, int], None]) -> None:
+    """For each run ``(a, b)`` of copies with the same rows (:func:`_same_rows`):
+    their rows ``rows[idx[a]]`` gathered into a reused ``(M, D)`` buffer, then
+    ``product(buffer, a, b)``; the runs shared out over the worker threads
+    (:func:`_share`), a buffer each."""
+    m, d = idx.shape[1], rows.shape[1]
+
+    def work(part: Sequence[tuple[int, int]]) -> None:
+        buf = torch.empty(m, d, dtype=rows.dtype)
+        for a, b in part:
+            torch.index_select(rows, 0, idx[a], out=buf)
+            product(buf, a, b)
+
+    _share(work, runs)
+
+
 class _GatheredLinear(torch.autograd.Function):
     """``out[k] = rows[idx[k]] @ weight[k].T + bias[k]``: rows ``(N, D)`` shared by
     the copies, idx ``(K, M)``, weight ``(K, O, D)``, bias ``(K, O)`` -> ``(K, M, O)``.
@@ -337,17 +354,14 @@ class _GatheredLinear(torch.autograd.Function):
         ctx.runs = runs = _same_rows(idx)
         out = torch.empty(k, m, o, dtype=rows.dtype)
 
-        def work(part: Sequence[tuple[int, int]]) -> None:
-            buf = torch.empty(m, d, dtype=rows.dtype)
-            for a, b in part:
-                torch.index_select(rows, 0, idx[a], out=buf)
-                if b - a == 1:
-                    torch.addmm(bias[a], buf, weight[a].t(), out=out[a])
-                else:  # (M, D) @ (D, G*O): one product for the run
-                    y = torch.addmm(bias[a:b].reshape(-1), buf, weight[a:b].reshape(-1, d).t())
-                    out[a:b] = y.view(m, b - a, o).transpose(0, 1)
+        def product(buf: torch.Tensor, a: int, b: int) -> None:
+            if b - a == 1:
+                torch.addmm(bias[a], buf, weight[a].t(), out=out[a])
+            else:  # (M, D) @ (D, G*O): one product for the run
+                y = torch.addmm(bias[a:b].reshape(-1), buf, weight[a:b].reshape(-1, d).t())
+                out[a:b] = y.view(m, b - a, o).transpose(0, 1)
 
-        _share(work, runs)
+        _over_runs(rows, idx, runs, product)
         return out
 
     @staticmethod
@@ -360,16 +374,13 @@ class _GatheredLinear(torch.autograd.Function):
         o, d = grad.shape[2], rows.shape[1]
         gw = torch.empty(k, o, d, dtype=rows.dtype)
 
-        def work(part: Sequence[tuple[int, int]]) -> None:
-            buf = torch.empty(m, d, dtype=rows.dtype)
-            for a, b in part:
-                torch.index_select(rows, 0, idx[a], out=buf)
-                if b - a == 1:
-                    torch.mm(grad[a].t(), buf, out=gw[a])
-                else:  # (G*O, M) @ (M, D)
-                    torch.mm(grad[a:b].transpose(0, 1).reshape(m, -1).t(), buf, out=gw[a:b].view(-1, d))
+        def product(buf: torch.Tensor, a: int, b: int) -> None:
+            if b - a == 1:
+                torch.mm(grad[a].t(), buf, out=gw[a])
+            else:  # (G*O, M) @ (M, D)
+                torch.mm(grad[a:b].transpose(0, 1).reshape(m, -1).t(), buf, out=gw[a:b].view(-1, d))
 
-        _share(work, ctx.runs)
+        _over_runs(rows, idx, ctx.runs, product)
         return None, None, gw, gb
 
 
