@@ -77,15 +77,18 @@ def test_evaluation_never_reads_labels(cls):
     assert torch.equal(net(*xs, labels[torch.randperm(4)] * -3), plain)
 
 
+@pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cls", [TemporalAANNet, FeatureTemporalAANNet])
-def test_training_uses_the_earlier_labels_and_evaluation_its_own_outputs(cls):
+def test_training_uses_the_earlier_labels_and_evaluation_its_own_outputs(cls, layers):
     """With dropout off, teacher forcing with the network's own evaluation
     outputs as labels reproduces the evaluation outputs exactly: the
-    evaluation loop feeds position t the output of position t-1."""
+    evaluation loop feeds position t the output of position t-1 (and, with
+    more decoder layers, its last layer's query at t sees the same earlier
+    layers as the full pass)."""
     torch.manual_seed(3)
-    net = cls(DIMS, dropout=0.0, inner_dropout=0.0)
+    net = cls(DIMS, dropout=0.0, inner_dropout=0.0, layers=layers)
     if isinstance(net, FeatureTemporalAANNet):
-        net = cls(DIMS, dropout=0.0, inner_dropout=0.0, feature_dropout=0.0)
+        net = cls(DIMS, dropout=0.0, inner_dropout=0.0, feature_dropout=0.0, layers=layers)
     xs, labels = _inputs()
     net.eval()
     own = net.sequence_outputs(*xs).detach()
