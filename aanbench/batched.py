@@ -289,45 +289,51 @@ def _same_rows(idx: torch.Tensor) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-# the CPU first layer's threads while a stack trains (``train_batched(threads=N)``): the calling
-# thread and N - 1 workers
-_WORKERS: ThreadPoolExecutor | None = None
-_THREADS = 1
+class _Threads:
+    """The CPU first layer's threads while a stack trains
+    (``train_batched(threads=n)``): the calling thread and ``n - 1`` workers."""
 
+    def __init__(self, n: int = 1) -> None:
+        self.n = max(1, int(n))
+        self.pool = ThreadPoolExecutor(self.n - 1, thread_name_prefix="aanbench-stem") if self.n > 1 else None
 
-def _share(work: Callable[[Sequence[tuple[int, int]]], None], runs: list[tuple[int, int]]) -> None:
-    """``work(runs)``, or with worker threads (:data:`_WORKERS`) ``work`` on
-    consecutive shares of the runs at once, one share per thread. Each run's
-    products are the same single-threaded calls either way (torch releases
-    the interpreter lock inside them), so the numbers do not depend on the
-    number of threads, only the wall time does."""
-    pool = _WORKERS
-    if pool is None or len(runs) < 2:
-        work(runs)
-        return
-    n = min(_THREADS, len(runs))
-    cut = [round(i * len(runs) / n) for i in range(n + 1)]
-    futures = [pool.submit(work, runs[cut[i]:cut[i + 1]]) for i in range(1, n)]
-    work(runs[: cut[1]])
-    for f in futures:
-        f.result()
+    def share(self, work: Callable[[Sequence[tuple[int, int]]], None], runs: list[tuple[int, int]]) -> None:
+        """``work(runs)``, or ``work`` on consecutive shares of the runs at once,
+        one share per thread. Each run's products are the same single-threaded
+        calls either way (torch releases the interpreter lock inside them), so
+        the numbers do not depend on the number of threads, only the wall
+        time does."""
+        n = min(self.n, len(runs))
+        if self.pool is None or n < 2:
+            work(runs)
+            return
+        cut = [round(i * len(runs) / n) for i in range(n + 1)]
+        futures = [self.pool.submit(work, runs[cut[i]:cut[i + 1]]) for i in range(1, n)]
+        work(runs[: cut[1]])
+        for f in futures:
+            f.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 def _over_runs(rows: torch.Tensor, idx: torch.Tensor, runs: list[tuple[int, int]],
-               product: Callable[[torch.Tensor, int, int], None]) -> None:
+               product: Callable[[torch.Tensor, int, int], None], threads: _Threads | None) -> None:
     """For each run ``(a, b)`` of copies with the same rows (:func:`_same_rows`):
     their rows ``rows[idx[a]]`` gathered into a reused ``(M, D)`` buffer, then
-    ``product(buffer, a, b)``; the runs shared out over the worker threads
-    (:func:`_share`), a buffer each."""
+    ``product(buffer, a, b)``; the runs shared out over ``threads``, a buffer
+    each."""
     m, d = idx.shape[1], rows.shape[1]
 
     def work(part: Sequence[tuple[int, int]]) -> None:
-        buf = torch.empty(m, d, dtype=rows.dtype)
-        for a, b in part:
-            torch.index_select(rows, 0, idx[a], out=buf)
-            product(buf, a, b)
+        with torch.no_grad():  # grad mode is per thread: a worker's is on, as inside autograd it is not
+            buf = torch.empty(m, d, dtype=rows.dtype)
+            for a, b in part:
+                torch.index_select(rows, 0, idx[a], out=buf)
+                product(buf, a, b)
 
-    _share(work, runs)
+    (threads or _Threads()).share(work, runs)
 
 
 class _GatheredLinear(torch.autograd.Function):
@@ -339,12 +345,14 @@ class _GatheredLinear(torch.autograd.Function):
     multiplied by the run's weights side by side, ``(M, D) @ (D, G*O)``, and
     gathered again in the backward pass (never a ``(K, M, D)`` tensor; buffers
     kept from the forward pass, measured, were no faster: a step's 42 MB at
-    COGNIMUSE size come back from memory). Elsewhere
-    one gather and a batched product. No gradient for the rows."""
+    COGNIMUSE size come back from memory). ``threads`` (:class:`_Threads` or
+    None) share the runs out. Elsewhere one gather and a batched product. No
+    gradient for the rows."""
 
     @staticmethod
-    def forward(ctx, rows, idx, weight, bias):  # type: ignore[override]
+    def forward(ctx, rows, idx, weight, bias, threads):  # type: ignore[override]
         ctx.save_for_backward(rows, idx)
+        ctx.threads = threads
         if rows.device.type != "cpu":
             x = rows[idx]
             return torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
@@ -361,7 +369,7 @@ class _GatheredLinear(torch.autograd.Function):
                 y = torch.addmm(bias[a:b].reshape(-1), buf, weight[a:b].reshape(-1, d).t())
                 out[a:b] = y.view(m, b - a, o).transpose(0, 1)
 
-        _over_runs(rows, idx, runs, product)
+        _over_runs(rows, idx, runs, product, threads)
         return out
 
     @staticmethod
@@ -369,7 +377,7 @@ class _GatheredLinear(torch.autograd.Function):
         rows, idx = ctx.saved_tensors
         gb = grad.sum(1)
         if rows.device.type != "cpu":
-            return None, None, torch.bmm(grad.transpose(1, 2), rows[idx]), gb
+            return None, None, torch.bmm(grad.transpose(1, 2), rows[idx]), gb, None
         k, m = idx.shape
         o, d = grad.shape[2], rows.shape[1]
         gw = torch.empty(k, o, d, dtype=rows.dtype)
@@ -380,8 +388,8 @@ class _GatheredLinear(torch.autograd.Function):
             else:  # (G*O, M) @ (M, D)
                 torch.mm(grad[a:b].transpose(0, 1).reshape(m, -1).t(), buf, out=gw[a:b].view(-1, d))
 
-        _over_runs(rows, idx, ctx.runs, product)
-        return None, None, gw, gb
+        _over_runs(rows, idx, ctx.runs, product, ctx.threads)
+        return None, None, gw, gb, None
 
 
 class _Stem:
@@ -395,9 +403,10 @@ class _Stem:
                 and len(proj) == len(rows) and all(isinstance(p, nn.Linear) and p.bias is not None
                                                    and p.in_features == r.shape[1] for p, r in zip(proj, rows)))
 
-    def __init__(self, rows: list[torch.Tensor], center: list[torch.Tensor]) -> None:
+    def __init__(self, rows: list[torch.Tensor], center: list[torch.Tensor], threads: _Threads | None = None) -> None:
         self.center = center
         self.rows = [r - c for r, c in zip(rows, center)]
+        self.threads = threads
 
     def project(self, st: "_Stack", params: dict[str, torch.Tensor], members: torch.Tensor) -> list[torch.Tensor]:
         """Each copy's projected, standardised inputs of ``members`` ((K, B[, T]) rows):
@@ -409,7 +418,7 @@ class _Stem:
             # w @ (m - c) as a broadcast product and sum: its backward is one broadcast product,
             # where a bmm's is an outer product through a batched matrix product (1.7x dearer)
             b = params[f"projections.{f}.bias"] - (w * (st.mean[f] - c)[:, None, :]).sum(-1)
-            out.append(_GatheredLinear.apply(r, idx, w, b).view(*members.shape, w.shape[1]))
+            out.append(_GatheredLinear.apply(r, idx, w, b, self.threads).view(*members.shape, w.shape[1]))
         return out
 
 
@@ -554,21 +563,17 @@ def train_batched(jobs: Sequence[BatchJob], device: Any = None, threads: int = 1
     arithmetic is): its copies' products are spread over them, each product
     still on one thread, so the same seeds give the same numbers with any
     ``threads``; worth it where that many cores are free."""
-    global _WORKERS, _THREADS
     jobs = list(jobs)
     if not jobs:
         return []
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    pool = ThreadPoolExecutor(int(threads) - 1, thread_name_prefix="aanbench-stem") if int(threads) > 1 else None
-    _WORKERS, _THREADS = pool, max(1, int(threads))
+    workers = _Threads(threads)
     try:
         with device_scope(device) as dev:
-            return _train_batched(jobs, dev)
+            return _train_batched(jobs, dev, workers)
     finally:
-        _WORKERS, _THREADS = None, 1
-        if pool is not None:
-            pool.shutdown()
+        workers.close()
         torch.set_num_threads(before)
 
 
@@ -596,7 +601,7 @@ def _stack_order(jobs: Sequence[BatchJob]) -> np.ndarray:
     return np.array([i for run in runs.values() for i in run], dtype=np.int64)
 
 
-def _train_batched(jobs: list[BatchJob], device: torch.device) -> list[FitReport]:
+def _train_batched(jobs: list[BatchJob], device: torch.device, threads: _Threads | None = None) -> list[FitReport]:
     t0 = time.perf_counter()
     cfg = jobs[0].torch_fit.config
     for j in jobs:
@@ -620,7 +625,7 @@ def _train_batched(jobs: list[BatchJob], device: torch.device) -> list[FitReport
     st = _Stack([jobs[j] for j in order], template, device)
     st.ids = order  # the job of each copy
     rows = [torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32)).to(device) for r in jobs[0].rows]
-    stem = _Stem(rows, [m[0].clone() for m in st.mean]) if _Stem.fits(template, jobs[0].rows) else None
+    stem = _Stem(rows, [m[0].clone() for m in st.mean], threads) if _Stem.fits(template, jobs[0].rows) else None
     if stem is not None:
         rows = stem.rows  # the centred copy; the raw arrays are not used again
     pool = _MaskPool()

@@ -413,7 +413,7 @@ def test_gathered_first_layer_matches_gather_then_product() -> None:
     """The stack's first layer (per-copy gather and product, neighbouring
     copies with the same rows sharing one gather) against the plain formula, values and
     gradients (float64, and torch's numerical gradient check)."""
-    from aanbench.batched import _GatheredLinear, _same_rows
+    from aanbench.batched import _GatheredLinear, _same_rows, _Threads
 
     torch.manual_seed(0)
     rows = torch.randn(50, 7, dtype=torch.float64)
@@ -424,13 +424,21 @@ def test_gathered_first_layer_matches_gather_then_product() -> None:
     assert _same_rows(idx[3:]) == [(0, 2)] and _same_rows(idx[:1]) == [(0, 1)]
     w = torch.randn(5, 3, 7, dtype=torch.float64, requires_grad=True)
     b = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    out = _GatheredLinear.apply(rows, idx, w, b)
+    out = _GatheredLinear.apply(rows, idx, w, b, None)
     ref = torch.einsum("kmd,kod->kmo", rows[idx], w) + b[:, None]
     torch.testing.assert_close(out, ref)
     g = torch.randn_like(out)
     for got, want in zip(torch.autograd.grad(out, [w, b], g), torch.autograd.grad(ref, [w, b], g)):
         torch.testing.assert_close(got, want)
-    assert torch.autograd.gradcheck(lambda w, b: _GatheredLinear.apply(rows, idx, w, b), (w, b))
+    assert torch.autograd.gradcheck(lambda w, b: _GatheredLinear.apply(rows, idx, w, b, None), (w, b))
+    threads = _Threads(3)  # the runs shared out over three threads: the same numbers, bit for bit
+    try:
+        shared, single = (_GatheredLinear.apply(rows, idx, w, b, t) for t in (threads, None))
+        assert torch.equal(shared, single)
+        for got, want in zip(torch.autograd.grad(shared, [w, b], g), torch.autograd.grad(single, [w, b], g)):
+            assert torch.equal(got, want)
+    finally:
+        threads.close()
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
