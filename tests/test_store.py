@@ -256,3 +256,21 @@ def test_planner_resumes_from_staged_chunks_of_a_killed_run(tmp_path: Path) -> N
     arr = FeatureStore(tmp_path / "store", mode="r").open_group("files").resolve_feature("affect")
     assert arr.done().all() and arr.ok().all() and not (arr.dir / "staging").exists()
     assert not (tmp_path / "store" / "files" / "default" / ".writer.lock").exists()
+
+
+def test_listing_passes_over_the_partial_files_of_interrupted_writes(tmp_path: Path) -> None:
+    """An interrupted write leaves zarr's temporary ``*.partial`` file beside a
+    group's members (e.g. after Ctrl-C): listings give the members without
+    zarr's warning about it, whatever warning filters are in force."""
+    g = _group(tmp_path)
+    g.create_feature("f@1", 3, _prov("f", 3))
+    root = tmp_path / "store"
+    for d in (root, root / "ds", root / "ds" / "default" / "features", root / "ds" / "default" / "labels"):
+        (d / "zarr.0123456789abcdef.partial").write_bytes(b"{")
+    store = FeatureStore(root, mode="r")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert store.group_paths() == ["ds/default"]
+        opened = store.open_group("ds")
+        assert opened.feature_keys() == ["f@1"] and opened.targets() == ["valence"]
+    assert [str(w.message) for w in seen if "partial" in str(w.message)] == []
