@@ -64,7 +64,8 @@ def stacked_attention(q: torch.Tensor, k: torch.Tensor | None, v: torch.Tensor |
     Maps computed side by side (:func:`side_by_side`) come in packed: ``k``
     None and ``q`` ``(n, t, 3d)`` = queries, keys and values (self-attention);
     ``v`` None and ``k`` ``(n, tk, 2d)`` = keys and values. One layout change
-    then serves them all."""
+    then serves them all. One query position (``tq = 1``) goes to
+    :func:`_one_query_attention`, in the given layout."""
 
     if k is not None and q.shape[1] == 1:
         return _one_query_attention(q, k, v, heads, dropout, mask)
@@ -109,14 +110,14 @@ def _one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | Non
     the short axes are as cheap in the given ``(n, t, d)`` layout, and the
     two layout changes (forward and backward) of the samples-innermost form
     cost more than the whole attention (measured)."""
-    n, tk, width = k.shape
+    n, tk = k.shape[:2]
     d = q.shape[2]
     d_k = d // heads
     if v is None:  # keys and values side by side
-        k4, v4 = k.view(n, tk, 2, heads, d_k).unbind(2)  # (not indexing: see stacked_attention)
+        k4, v4 = k.reshape(n, tk, 2, heads, d_k).unbind(2)  # (not indexing: see stacked_attention)
     else:
-        k4, v4 = k.view(n, tk, heads, d_k), v.view(n, tk, heads, d_k)
-    scores = (q.view(n, 1, heads, d_k) * k4).sum(-1) / math.sqrt(d_k)  # (n, tk, heads)
+        k4, v4 = k.reshape(n, tk, heads, d_k), v.reshape(n, tk, heads, d_k)
+    scores = (q.reshape(n, 1, heads, d_k) * k4).sum(-1) / math.sqrt(d_k)  # (n, tk, heads)
     if mask is not None:
         scores = scores.masked_fill(~mask[0][None, :, None], float("-inf"))
     e = (scores - scores.amax(1, keepdim=True).detach()).exp()
