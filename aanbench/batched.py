@@ -94,7 +94,7 @@ import torch
 from torch import nn
 
 from aanbench.contracts import FitReport
-from aanbench.training import TrainConfig, device_scope
+from aanbench.training import TrainConfig, device_scope, no_cycle_collection
 
 # Largest gathered input of one forward pass, in float32 values (validation
 # runs in chunks of samples below it): 16 M values = 64 MB.
@@ -337,8 +337,14 @@ def _over_runs(rows: torch.Tensor, idx: torch.Tensor, runs: list[tuple[int, int]
 
 
 class _GatheredLinear(torch.autograd.Function):
-    """``out[k] = rows[idx[k]] @ weight[k].T + bias[k]``: rows ``(N, D)`` shared by
-    the copies, idx ``(K, M)``, weight ``(K, O, D)``, bias ``(K, O)`` -> ``(K, M, O)``.
+    """One copy-folded projection of the stack's first layer:
+    ``out[k] = ((rows[idx[k]] - shift[k]) / std[k]) @ weight[k].T + bias[k]``
+    (``rows`` ``(N, D)``: the centred rows the copies share; ``shift``: each
+    copy's mean minus that centre; idx ``(K, M)``, weight ``(K, O, D)``, bias
+    ``(K, O)``, std and shift ``(K, D)`` -> ``(K, M, O)``), computed as
+    ``rows[idx[k]] @ w[k].T + (bias[k] - w[k] @ shift[k])`` with ``w = weight / std``:
+    the copy's standardisation folded into its weight.
+
     On the CPU one run of neighbouring copies with the same rows
     (:func:`_same_rows`) at a time: their rows are gathered once into an
     ``(M, D)`` buffer (small enough to stay in cache for the product) and
@@ -346,28 +352,35 @@ class _GatheredLinear(torch.autograd.Function):
     gathered again in the backward pass (never a ``(K, M, D)`` tensor; buffers
     kept from the forward pass, measured, were no faster: a step's 42 MB at
     COGNIMUSE size come back from memory). ``threads`` (:class:`_Threads` or
-    None) share the runs out. Elsewhere one gather and a batched product. No
-    gradient for the rows."""
+    None) share the runs out. Elsewhere one gather and a batched product.
+
+    The backward pass gives the weight's gradient ``(G^T x - gb shift^T) / std``
+    (``G``: the output's gradient, ``gb``: its sum over the rows) in three
+    passes over the ``(K, O, D)`` weights (the products, one in-place
+    rank-one update, the division), written into ``grad_out`` (a
+    ``(K, O, D)`` view of the caller's flat gradient) when given: no
+    temporaries of that size and no copy into the flat gradient. No gradient
+    for the rows, std or shift."""
 
     @staticmethod
-    def forward(ctx, rows, idx, weight, bias, threads):  # type: ignore[override]
+    def forward(ctx, rows, idx, weight, bias, std, shift, threads, grad_out):  # type: ignore[override]
+        w = weight / std[:, None, :]
+        b = bias - torch.bmm(w, shift[:, :, None]).squeeze(2)
         ctx.save_for_backward(rows, idx)
-        ctx.threads = threads
+        ctx.std, ctx.shift, ctx.threads, ctx.grad_out = std, shift, threads, grad_out
         if rows.device.type != "cpu":
-            x = rows[idx]
-            return torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
+            return torch.baddbmm(b[:, None, :], rows[idx], w.transpose(1, 2))
         k, m = idx.shape
-        o, d = weight.shape[1], weight.shape[2]
-        weight, bias = weight.contiguous(), bias.contiguous()
+        o, d = w.shape[1], w.shape[2]
         ctx.runs = runs = _same_rows(idx)
         out = torch.empty(k, m, o, dtype=rows.dtype)
 
-        def product(buf: torch.Tensor, a: int, b: int) -> None:
-            if b - a == 1:
-                torch.addmm(bias[a], buf, weight[a].t(), out=out[a])
+        def product(buf: torch.Tensor, a: int, c: int) -> None:
+            if c - a == 1:
+                torch.addmm(b[a], buf, w[a].t(), out=out[a])
             else:  # (M, D) @ (D, G*O): one product for the run
-                y = torch.addmm(bias[a:b].reshape(-1), buf, weight[a:b].reshape(-1, d).t())
-                out[a:b] = y.view(m, b - a, o).transpose(0, 1)
+                y = torch.addmm(b[a:c].reshape(-1), buf, w[a:c].reshape(-1, d).t())
+                out[a:c] = y.view(m, c - a, o).transpose(0, 1)
 
         _over_runs(rows, idx, runs, product, threads)
         return out
@@ -376,20 +389,24 @@ class _GatheredLinear(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[override]
         rows, idx = ctx.saved_tensors
         gb = grad.sum(1)
-        if rows.device.type != "cpu":
-            return None, None, torch.bmm(grad.transpose(1, 2), rows[idx]), gb, None
         k, m = idx.shape
         o, d = grad.shape[2], rows.shape[1]
-        gw = torch.empty(k, o, d, dtype=rows.dtype)
+        if rows.device.type != "cpu":
+            gw = torch.bmm(grad.transpose(1, 2), rows[idx])
+        else:
+            gw = torch.empty(k, o, d, dtype=rows.dtype)
 
-        def product(buf: torch.Tensor, a: int, b: int) -> None:
-            if b - a == 1:
-                torch.mm(grad[a].t(), buf, out=gw[a])
-            else:  # (G*O, M) @ (M, D)
-                torch.mm(grad[a:b].transpose(0, 1).reshape(m, -1).t(), buf, out=gw[a:b].view(-1, d))
+            def product(buf: torch.Tensor, a: int, c: int) -> None:
+                if c - a == 1:
+                    torch.mm(grad[a].t(), buf, out=gw[a])
+                else:  # (G*O, M) @ (M, D)
+                    torch.mm(grad[a:c].transpose(0, 1).reshape(m, -1).t(), buf, out=gw[a:c].view(-1, d))
 
-        _over_runs(rows, idx, ctx.runs, product, ctx.threads)
-        return None, None, gw, gb, None
+            _over_runs(rows, idx, ctx.runs, product, ctx.threads)
+        gw.baddbmm_(gb[:, :, None], ctx.shift[:, None, :], alpha=-1)
+        std = ctx.std[:, None, :]
+        wgrad = gw.div_(std) if ctx.grad_out is None else torch.div(gw, std, out=ctx.grad_out)
+        return None, None, wgrad, gb, None, None, None, None
 
 
 class _Stem:
@@ -408,17 +425,20 @@ class _Stem:
         self.rows = [r - c for r, c in zip(rows, center)]
         self.threads = threads
 
-    def project(self, st: "_Stack", params: dict[str, torch.Tensor], members: torch.Tensor) -> list[torch.Tensor]:
+    def project(self, st: "_Stack", params: dict[str, torch.Tensor], members: torch.Tensor,
+                grads: dict[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Each copy's projected, standardised inputs of ``members`` ((K, B[, T]) rows):
-        ``(K, B[, T], out_k)`` per feature."""
+        ``(K, B[, T], out_k)`` per feature. ``grads``: views of the caller's flat
+        gradient by parameter name; the projection weights' gradients are
+        written there."""
         idx = members.reshape(members.shape[0], -1)
         out = []
         for f, (r, c) in enumerate(zip(self.rows, self.center)):
-            w = params[f"projections.{f}.weight"] / st.std[f][:, None, :]
-            # w @ (m - c) as a broadcast product and sum: its backward is one broadcast product,
-            # where a bmm's is an outer product through a batched matrix product (1.7x dearer)
-            b = params[f"projections.{f}.bias"] - (w * (st.mean[f] - c)[:, None, :]).sum(-1)
-            out.append(_GatheredLinear.apply(r, idx, w, b, self.threads).view(*members.shape, w.shape[1]))
+            name = f"projections.{f}.weight"
+            w = params[name]
+            y = _GatheredLinear.apply(r, idx, w, params[f"projections.{f}.bias"], st.std[f], st.mean[f] - c,
+                                      self.threads, None if grads is None else grads[name])
+            out.append(y.view(*members.shape, w.shape[1]))
         return out
 
 
@@ -570,7 +590,7 @@ def train_batched(jobs: Sequence[BatchJob], device: Any = None, threads: int = 1
     torch.set_num_threads(1)
     workers = _Threads(threads)
     try:
-        with device_scope(device) as dev:
+        with device_scope(device) as dev, no_cycle_collection():
             return _train_batched(jobs, dev, workers)
     finally:
         workers.close()
@@ -650,9 +670,10 @@ def _train_batched(jobs: list[BatchJob], device: torch.device, threads: _Threads
         return forward(params, buffers, bits[0], *(x.reshape(-1, *x.shape[2:]) for x in xs)).view(k, -1)
 
     def inputs(params: dict[str, torch.Tensor], members: torch.Tensor,
-               out: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+               out: list[torch.Tensor] | None = None,
+               grads: dict[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
         if stem is not None:
-            return stem.project(st, params, members)
+            return stem.project(st, params, members, grads)
         return _gather(rows, st.mean, st.std, members, out)
 
     vforward = fforward if folded else vmap(forward, randomness="different")
@@ -666,6 +687,8 @@ def _train_batched(jobs: list[BatchJob], device: torch.device, threads: _Threads
     best_flat[torch.from_numpy(order).to(device)] = st.flat
     epoch = 0
     buffers: list[torch.Tensor] | None = None  # the gathered inputs of a step (overwritten after its backward)
+    grad: torch.Tensor | None = None  # the flat gradient of a step, (K, P), and its views by parameter
+    slots: dict[str, torch.Tensor] = {}
     for epoch in range(1, int(cfg.max_epochs) + 1):
         # each live copy's batches this epoch: (K, S, bs) positions into its fitting samples
         k = len(st.ids)
@@ -698,15 +721,21 @@ def _train_batched(jobs: list[BatchJob], device: torch.device, threads: _Threads
             # each parameter a leaf of its own (a view of the flat row block): the gradient of one
             # flat leaf would cost a full (K, P) zero tensor per parameter in the slicing's backward
             leaves = {name: v.detach().requires_grad_(True) for name, v in st.params(st.flat).items()}
-            xs = inputs(leaves, members, buffers)
+            if grad is None or grad.shape != st.flat.shape:
+                grad = torch.empty_like(st.flat)  # the step's flat gradient (reallocated when the stack shrinks)
+                slots = st.params(grad)
+            xs = inputs(leaves, members, buffers, slots)
             if st.extra is not None:
                 xs.append(st.extra[kk, idx])
             pred = vforward(leaves, st.buffers, pool.draw(1 if folded else k, device), *xs)
             loss = (_weighted_loss(pred, st.fit_y[kk, idx], w) * active.to(pred.dtype)).sum()
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-            grad = torch.cat([torch.zeros_like(v).reshape(k, -1) if g is None else g.reshape(k, -1)
-                              for g, v in zip(grads, leaves.values())], 1)
             with torch.no_grad():
+                for g, slot in zip(grads, slots.values()):
+                    if g is None:
+                        slot.zero_()
+                    elif g.data_ptr() != slot.data_ptr() or g.stride() != slot.stride():
+                        slot.copy_(g)  # (the first layer's weights write theirs in place)
                 _adam_step(st, grad, active, lr, wd)
         epochs[st.ids] = epoch
         if not st.have_val.any():

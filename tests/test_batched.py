@@ -411,8 +411,11 @@ def test_stack_on_cuda_is_seeded_and_follows_the_cpu_stack(model: str) -> None:
 
 def test_gathered_first_layer_matches_gather_then_product() -> None:
     """The stack's first layer (per-copy gather and product, neighbouring
-    copies with the same rows sharing one gather) against the plain formula, values and
-    gradients (float64, and torch's numerical gradient check)."""
+    copies with the same rows sharing one gather, each copy's standardisation
+    folded into its weights and its shift row riding in the product) against
+    the plain formula ``((x - shift) / std) W^T + b``, values and gradients
+    (float64, and torch's numerical gradient check); the weight gradient
+    written into a given view of a flat gradient."""
     from aanbench.batched import _GatheredLinear, _same_rows, _Threads
 
     torch.manual_seed(0)
@@ -424,19 +427,32 @@ def test_gathered_first_layer_matches_gather_then_product() -> None:
     assert _same_rows(idx[3:]) == [(0, 2)] and _same_rows(idx[:1]) == [(0, 1)]
     w = torch.randn(5, 3, 7, dtype=torch.float64, requires_grad=True)
     b = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    out = _GatheredLinear.apply(rows, idx, w, b, None)
-    ref = torch.einsum("kmd,kod->kmo", rows[idx], w) + b[:, None]
+    std = torch.rand(5, 7, dtype=torch.float64) + 0.5
+    shift = torch.randn(5, 7, dtype=torch.float64)
+
+    def layer(w, b, threads=None, grad_out=None):
+        return _GatheredLinear.apply(rows, idx, w, b, std, shift, threads, grad_out)
+
+    out = layer(w, b)
+    ref = torch.einsum("kmd,kod->kmo", (rows[idx] - shift[:, None]) / std[:, None], w) + b[:, None]
     torch.testing.assert_close(out, ref)
     g = torch.randn_like(out)
-    for got, want in zip(torch.autograd.grad(out, [w, b], g), torch.autograd.grad(ref, [w, b], g)):
-        torch.testing.assert_close(got, want)
-    assert torch.autograd.gradcheck(lambda w, b: _GatheredLinear.apply(rows, idx, w, b, None), (w, b))
+    want = torch.autograd.grad(ref, [w, b], g)
+    for got, exp in zip(torch.autograd.grad(out, [w, b], g), want):
+        torch.testing.assert_close(got, exp)
+    assert torch.autograd.gradcheck(lambda w, b: layer(w, b), (w, b))
+    flat = torch.full((5, 40), float("nan"), dtype=torch.float64)  # a flat gradient, the weights at columns 4..25
+    slot = flat[:, 4:25].view(5, 3, 7)
+    gw, _ = torch.autograd.grad(layer(w, b, grad_out=slot), [w, b], g)
+    assert gw.data_ptr() == slot.data_ptr()
+    torch.testing.assert_close(slot, want[0])
+    assert flat[:, :4].isnan().all() and flat[:, 25:].isnan().all()
     threads = _Threads(3)  # the runs shared out over three threads: the same numbers, bit for bit
     try:
-        shared, single = (_GatheredLinear.apply(rows, idx, w, b, t) for t in (threads, None))
+        shared, single = (layer(w, b, t) for t in (threads, None))
         assert torch.equal(shared, single)
-        for got, want in zip(torch.autograd.grad(shared, [w, b], g), torch.autograd.grad(single, [w, b], g)):
-            assert torch.equal(got, want)
+        for got, exp in zip(torch.autograd.grad(shared, [w, b], g), torch.autograd.grad(single, [w, b], g)):
+            assert torch.equal(got, exp)
     finally:
         threads.close()
 

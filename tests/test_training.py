@@ -309,3 +309,27 @@ def test_cuda_without_cuda_is_a_clear_error_before_any_work(tmp_path: Path) -> N
         assert res.exit_code == 2, res.output
         assert "--device 'cuda': torch reports no usable CUDA device" in res.output
         assert not (tmp_path / "none").exists() and not (tmp_path / "o").exists()
+
+
+def test_training_pauses_the_cycle_collector_and_restores_it() -> None:
+    """Training loops run with Python's cyclic collector paused and leave it
+    as they found it, also when the loop fails."""
+    import gc
+
+    from aanbench.training import no_cycle_collection
+
+    assert gc.isenabled()
+    with no_cycle_collection():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with no_cycle_collection():
+            raise RuntimeError("a failing fit")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with no_cycle_collection():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()
