@@ -319,21 +319,22 @@ class _Threads:
 
 
 def _over_runs(rows: torch.Tensor, idx: torch.Tensor, runs: list[tuple[int, int]],
-               product: Callable[[torch.Tensor, int, int], None], threads: _Threads | None) -> None:
+               product: Callable[[torch.Tensor, int], None], threads: _Threads | None) -> None:
     """For each run ``(a, b)`` of copies with the same rows (:func:`_same_rows`):
     their rows ``rows[idx[a]]`` gathered into a reused ``(M, D)`` buffer, then
-    ``product(buffer, a, b)``; the runs shared out over ``threads``, a buffer
-    each."""
+    ``product(buffer, i)`` (``i``: the run's position in ``runs``); the runs
+    shared out over ``threads``, a buffer each."""
     m, d = idx.shape[1], rows.shape[1]
+    sel = idx.unbind(0)  # one call for every copy's index row (slicing in Python costs more per run)
 
-    def work(part: Sequence[tuple[int, int]]) -> None:
+    def work(part: Sequence[int]) -> None:
         with torch.no_grad():  # grad mode is per thread: a worker's is on, as inside autograd it is not
             buf = torch.empty(m, d, dtype=rows.dtype)
-            for a, b in part:
-                torch.index_select(rows, 0, idx[a], out=buf)
-                product(buf, a, b)
+            for i in part:
+                torch.index_select(rows, 0, sel[runs[i][0]], out=buf)
+                product(buf, i)
 
-    (threads or _Threads()).share(work, runs)
+    (threads or _Threads()).share(work, list(range(len(runs))))
 
 
 class _GatheredLinear(torch.autograd.Function):
@@ -342,7 +343,7 @@ class _GatheredLinear(torch.autograd.Function):
     (``rows`` ``(N, D)``: the centred rows the copies share; ``shift``: each
     copy's mean minus that centre; idx ``(K, M)``, weight ``(K, O, D)``, bias
     ``(K, O)``, std and shift ``(K, D)`` -> ``(K, M, O)``), computed as
-    ``rows[idx[k]] @ w[k].T + (bias[k] - w[k] @ shift[k])`` with ``w = weight / std``:
+    ``rows[idx[k]] @ w[k].T + (bias[k] - w[k] . shift[k])`` with ``w = weight / std``:
     the copy's standardisation folded into its weight.
 
     On the CPU one run of neighbouring copies with the same rows
@@ -357,7 +358,7 @@ class _GatheredLinear(torch.autograd.Function):
     The backward pass gives the weight's gradient ``(G^T x - gb shift^T) / std``
     (``G``: the output's gradient, ``gb``: its sum over the rows) in three
     passes over the ``(K, O, D)`` weights (the products, one in-place
-    rank-one update, the division), written into ``grad_out`` (a
+    outer-product update, the division), written into ``grad_out`` (a
     ``(K, O, D)`` view of the caller's flat gradient) when given: no
     temporaries of that size and no copy into the flat gradient. No gradient
     for the rows, std or shift."""
@@ -365,7 +366,7 @@ class _GatheredLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows, idx, weight, bias, std, shift, threads, grad_out):  # type: ignore[override]
         w = weight / std[:, None, :]
-        b = bias - torch.bmm(w, shift[:, :, None]).squeeze(2)
+        b = bias - (w * shift[:, None, :]).sum(-1)  # (a batched matrix-vector product is 7x slower here)
         ctx.save_for_backward(rows, idx)
         ctx.std, ctx.shift, ctx.threads, ctx.grad_out = std, shift, threads, grad_out
         if rows.device.type != "cpu":
@@ -373,17 +374,17 @@ class _GatheredLinear(torch.autograd.Function):
         k, m = idx.shape
         o, d = w.shape[1], w.shape[2]
         ctx.runs = runs = _same_rows(idx)
-        out = torch.empty(k, m, o, dtype=rows.dtype)
+        out = torch.empty(m, k * o, dtype=rows.dtype)  # samples-major: a run's outputs are columns
+        # each run's weights, bias and output columns as views made in one call each
+        sizes = [(c - a) * o for a, c in runs]
+        wts, bs, outs = w.view(k * o, d).t().split(sizes, 1), b.reshape(k * o).split(sizes), out.split(sizes, 1)
 
-        def product(buf: torch.Tensor, a: int, c: int) -> None:
-            if c - a == 1:
-                torch.addmm(b[a], buf, w[a].t(), out=out[a])
-            else:  # (M, D) @ (D, G*O): one product for the run
-                y = torch.addmm(b[a:c].reshape(-1), buf, w[a:c].reshape(-1, d).t())
-                out[a:c] = y.view(m, c - a, o).transpose(0, 1)
+        def product(buf: torch.Tensor, i: int) -> None:
+            # (M, D) @ (D, G*O): one product for the run, straight into its columns
+            torch.addmm(bs[i], buf, wts[i], out=outs[i])
 
         _over_runs(rows, idx, runs, product, threads)
-        return out
+        return out.view(m, k, o).transpose(0, 1)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
@@ -395,15 +396,16 @@ class _GatheredLinear(torch.autograd.Function):
             gw = torch.bmm(grad.transpose(1, 2), rows[idx])
         else:
             gw = torch.empty(k, o, d, dtype=rows.dtype)
+            sizes = [(c - a) * o for a, c in ctx.runs]
+            # samples-major, as the forward's output; each run's rows of G^T and of the gradient
+            gts = grad.transpose(0, 1).reshape(m, k * o).t().split(sizes)
+            gws = gw.view(k * o, d).split(sizes)
 
-            def product(buf: torch.Tensor, a: int, c: int) -> None:
-                if c - a == 1:
-                    torch.mm(grad[a].t(), buf, out=gw[a])
-                else:  # (G*O, M) @ (M, D)
-                    torch.mm(grad[a:c].transpose(0, 1).reshape(m, -1).t(), buf, out=gw[a:c].view(-1, d))
+            def product(buf: torch.Tensor, i: int) -> None:
+                torch.mm(gts[i], buf, out=gws[i])  # (G*O, M) @ (M, D)
 
             _over_runs(rows, idx, ctx.runs, product, ctx.threads)
-        gw.baddbmm_(gb[:, :, None], ctx.shift[:, None, :], alpha=-1)
+        gw.addcmul_(gb[:, :, None], ctx.shift[:, None, :], value=-1)
         std = ctx.std[:, None, :]
         wgrad = gw.div_(std) if ctx.grad_out is None else torch.div(gw, std, out=ctx.grad_out)
         return None, None, wgrad, gb, None, None, None, None
