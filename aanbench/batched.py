@@ -318,97 +318,124 @@ class _Threads:
             self.pool.shutdown()
 
 
-def _over_runs(rows: torch.Tensor, idx: torch.Tensor, runs: list[tuple[int, int]],
-               product: Callable[[torch.Tensor, int], None], threads: _Threads | None) -> None:
+def _over_runs(rows: torch.Tensor, idx: torch.Tensor, bounds: list[tuple[int, int]], runs: list[tuple[int, int]],
+               product: Callable[[list[torch.Tensor], int], None], threads: _Threads | None) -> None:
     """For each run ``(a, b)`` of copies with the same rows (:func:`_same_rows`):
     their rows ``rows[idx[a]]`` gathered into a reused ``(M, D)`` buffer, then
-    ``product(buffer, i)`` (``i``: the run's position in ``runs``); the runs
-    shared out over ``threads``, a buffer each."""
+    ``product(columns, i)`` with the buffer's column blocks ``bounds`` (views)
+    and the run's position ``i`` in ``runs``; the runs shared out over
+    ``threads``, a buffer each."""
     m, d = idx.shape[1], rows.shape[1]
     sel = idx.unbind(0)  # one call for every copy's index row (slicing in Python costs more per run)
 
     def work(part: Sequence[int]) -> None:
         with torch.no_grad():  # grad mode is per thread: a worker's is on, as inside autograd it is not
             buf = torch.empty(m, d, dtype=rows.dtype)
+            cols = [buf[:, lo:hi] for lo, hi in bounds]
             for i in part:
                 torch.index_select(rows, 0, sel[runs[i][0]], out=buf)
-                product(buf, i)
+                product(cols, i)
 
     (threads or _Threads()).share(work, list(range(len(runs))))
 
 
 class _GatheredLinear(torch.autograd.Function):
-    """One copy-folded projection of the stack's first layer:
-    ``out[k] = ((rows[idx[k]] - shift[k]) / std[k]) @ weight[k].T + bias[k]``
-    (``rows`` ``(N, D)``: the centred rows the copies share; ``shift``: each
-    copy's mean minus that centre; idx ``(K, M)``, weight ``(K, O, D)``, bias
-    ``(K, O)``, std and shift ``(K, D)`` -> ``(K, M, O)``), computed as
-    ``rows[idx[k]] @ w[k].T + (bias[k] - w[k] . shift[k])`` with ``w = weight / std``:
-    the copy's standardisation folded into its weight.
+    """The stack's first layer, every feature at once: for feature ``f`` (the
+    columns ``bounds[f]`` of ``rows``) and copy ``k``,
+    ``out_f[k] = ((rows[idx[k], f] - shift_f[k]) / std_f[k]) @ weight_f[k].T + bias_f[k]``
+    (``rows`` ``(N, D)``: the features' centred rows side by side, shared by
+    the copies; ``shift_f``: each copy's mean minus that centre; idx ``(K, M)``,
+    weight_f ``(K, O_f, D_f)``, bias_f ``(K, O_f)``, std_f and shift_f
+    ``(K, D_f)`` -> a ``(K, M, O_f)`` output per feature), computed as
+    ``rows[idx[k], f] @ w_f[k].T + (bias_f[k] - w_f[k] . shift_f[k])`` with
+    ``w_f = weight_f / std_f``: the copy's standardisation folded into its weight.
 
     On the CPU one run of neighbouring copies with the same rows
-    (:func:`_same_rows`) at a time: their rows are gathered once into an
-    ``(M, D)`` buffer (small enough to stay in cache for the product) and
-    multiplied by the run's weights side by side, ``(M, D) @ (D, G*O)``, and
-    gathered again in the backward pass (never a ``(K, M, D)`` tensor; buffers
-    kept from the forward pass, measured, were no faster: a step's 42 MB at
-    COGNIMUSE size come back from memory). ``threads`` (:class:`_Threads` or
-    None) share the runs out. Elsewhere one gather and a batched product.
+    (:func:`_same_rows`) at a time: their rows (all features) are gathered
+    once into an ``(M, D)`` buffer (small enough to stay in cache for the
+    products) and each feature's columns multiplied by the run's weights side
+    by side, ``(M, D_f) @ (D_f, G*O_f)``, straight into the run's output
+    columns; gathered again in the backward pass (never a ``(K, M, D)``
+    tensor; buffers kept from the forward pass, measured, were no faster: a
+    step's 42 MB at COGNIMUSE size come back from memory). ``threads``
+    (:class:`_Threads` or None) share the runs out. Elsewhere one gather and
+    batched products.
 
-    The backward pass gives the weight's gradient ``(G^T x - gb shift^T) / std``
+    The backward pass gives each weight's gradient ``(G^T x - gb shift^T) / std``
     (``G``: the output's gradient, ``gb``: its sum over the rows) in three
     passes over the ``(K, O, D)`` weights (the products, one in-place
-    outer-product update, the division), written into ``grad_out`` (a
-    ``(K, O, D)`` view of the caller's flat gradient) when given: no
+    outer-product update, the division), written into ``grad_outs[f]`` (a
+    ``(K, O_f, D_f)`` view of the caller's flat gradient) when given: no
     temporaries of that size and no copy into the flat gradient. No gradient
-    for the rows, std or shift."""
+    for the rows, std or shift.
+
+    ``apply(rows, idx, bounds, stds, shifts, threads, grad_outs, w_0, b_0, w_1, b_1, ...)``
+    with ``bounds`` ``[(start, stop), ...]``, ``stds``, ``shifts`` and
+    ``grad_outs`` (or None) lists by feature; returns the outputs by feature."""
 
     @staticmethod
-    def forward(ctx, rows, idx, weight, bias, std, shift, threads, grad_out):  # type: ignore[override]
-        w = weight / std[:, None, :]
-        b = bias - (w * shift[:, None, :]).sum(-1)  # (a batched matrix-vector product is 7x slower here)
+    def forward(ctx, rows, idx, bounds, stds, shifts, threads, grad_outs, *wb):  # type: ignore[override]
+        ws = [w / s[:, None, :] for w, s in zip(wb[0::2], stds)]
+        # (a batched matrix-vector product is 7x slower here than the product and sum)
+        bs = [b - (w * sh[:, None, :]).sum(-1) for w, b, sh in zip(ws, wb[1::2], shifts)]
         ctx.save_for_backward(rows, idx)
-        ctx.std, ctx.shift, ctx.threads, ctx.grad_out = std, shift, threads, grad_out
+        ctx.bounds, ctx.stds, ctx.shifts, ctx.threads, ctx.grad_outs = bounds, stds, shifts, threads, grad_outs
         if rows.device.type != "cpu":
-            return torch.baddbmm(b[:, None, :], rows[idx], w.transpose(1, 2))
+            x = rows[idx]
+            return tuple(torch.baddbmm(b[:, None, :], x[..., lo:hi], w.transpose(1, 2))
+                         for (lo, hi), w, b in zip(bounds, ws, bs))
         k, m = idx.shape
-        o, d = w.shape[1], w.shape[2]
         ctx.runs = runs = _same_rows(idx)
-        out = torch.empty(m, k * o, dtype=rows.dtype)  # samples-major: a run's outputs are columns
-        # each run's weights, bias and output columns as views made in one call each
-        sizes = [(c - a) * o for a, c in runs]
-        wts, bs, outs = w.view(k * o, d).t().split(sizes, 1), b.reshape(k * o).split(sizes), out.split(sizes, 1)
+        outs, parts = [], []
+        for w, b in zip(ws, bs):
+            o, d = w.shape[1], w.shape[2]
+            out = torch.empty(m, k * o, dtype=rows.dtype)  # samples-major: a run's outputs are columns
+            outs.append(out.view(m, k, o).transpose(0, 1))
+            # each run's weights, bias and output columns as views made in one call each
+            sizes = [(c - a) * o for a, c in runs]
+            parts.append(list(zip(w.view(k * o, d).t().split(sizes, 1), b.reshape(k * o).split(sizes),
+                                  out.split(sizes, 1))))
 
-        def product(buf: torch.Tensor, i: int) -> None:
-            # (M, D) @ (D, G*O): one product for the run, straight into its columns
-            torch.addmm(bs[i], buf, wts[i], out=outs[i])
+        def product(cols: list[torch.Tensor], i: int) -> None:
+            for x, part in zip(cols, parts):
+                wt, b, out = part[i]
+                torch.addmm(b, x, wt, out=out)  # (M, D_f) @ (D_f, G*O_f): the run's products at once
 
-        _over_runs(rows, idx, runs, product, threads)
-        return out.view(m, k, o).transpose(0, 1)
+        _over_runs(rows, idx, bounds, runs, product, threads)
+        return tuple(outs)
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, *grads):  # type: ignore[override]
         rows, idx = ctx.saved_tensors
-        gb = grad.sum(1)
         k, m = idx.shape
-        o, d = grad.shape[2], rows.shape[1]
+        gbs = [g.sum(1) for g in grads]
         if rows.device.type != "cpu":
-            gw = torch.bmm(grad.transpose(1, 2), rows[idx])
+            x = rows[idx]
+            gws = [torch.bmm(g.transpose(1, 2), x[..., lo:hi]) for g, (lo, hi) in zip(grads, ctx.bounds)]
         else:
-            gw = torch.empty(k, o, d, dtype=rows.dtype)
-            sizes = [(c - a) * o for a, c in ctx.runs]
-            # samples-major, as the forward's output; each run's rows of G^T and of the gradient
-            gts = grad.transpose(0, 1).reshape(m, k * o).t().split(sizes)
-            gws = gw.view(k * o, d).split(sizes)
+            gws, parts = [], []
+            for g, (lo, hi) in zip(grads, ctx.bounds):
+                o, d = g.shape[2], hi - lo
+                gw = torch.empty(k, o, d, dtype=rows.dtype)
+                gws.append(gw)
+                sizes = [(c - a) * o for a, c in ctx.runs]
+                # samples-major, as the forward's output; each run's rows of G^T and of the gradient
+                parts.append(list(zip(g.transpose(0, 1).reshape(m, k * o).t().split(sizes),
+                                      gw.view(k * o, d).split(sizes))))
 
-            def product(buf: torch.Tensor, i: int) -> None:
-                torch.mm(gts[i], buf, out=gws[i])  # (G*O, M) @ (M, D)
+            def product(cols: list[torch.Tensor], i: int) -> None:
+                for x, part in zip(cols, parts):
+                    gt, gw = part[i]
+                    torch.mm(gt, x, out=gw)  # (G*O_f, M) @ (M, D_f)
 
-            _over_runs(rows, idx, ctx.runs, product, ctx.threads)
-        gw.addcmul_(gb[:, :, None], ctx.shift[:, None, :], value=-1)
-        std = ctx.std[:, None, :]
-        wgrad = gw.div_(std) if ctx.grad_out is None else torch.div(gw, std, out=ctx.grad_out)
-        return None, None, wgrad, gb, None, None, None, None
+            _over_runs(rows, idx, ctx.bounds, ctx.runs, product, ctx.threads)
+        out: list[torch.Tensor | None] = [None] * 7
+        for f, (gw, gb) in enumerate(zip(gws, gbs)):
+            gw.addcmul_(gb[:, :, None], ctx.shifts[f][:, None, :], value=-1)
+            std = ctx.stds[f][:, None, :]
+            slot = None if ctx.grad_outs is None else ctx.grad_outs[f]
+            out += [gw.div_(std) if slot is None else torch.div(gw, std, out=slot), gb]
+        return tuple(out)
 
 
 class _Stem:
@@ -424,8 +451,20 @@ class _Stem:
 
     def __init__(self, rows: list[torch.Tensor], center: list[torch.Tensor], threads: _Threads | None = None) -> None:
         self.center = center
-        self.rows = [r - c for r, c in zip(rows, center)]
+        # the features' centred rows side by side: a run's rows are gathered in one call
+        self.joined = torch.cat([r - c for r, c in zip(rows, center)], dim=1)
+        cuts = np.cumsum([0] + [int(r.shape[1]) for r in rows]).tolist()
+        self.bounds = list(zip(cuts[:-1], cuts[1:]))
+        self.rows = [self.joined[:, lo:hi] for lo, hi in self.bounds]  # views, by feature
         self.threads = threads
+        self._shifts: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+
+    def shifts(self, st: "_Stack") -> list[torch.Tensor]:
+        """Each copy's mean minus the centre, by feature (kept while the stack's
+        means are the same tensors)."""
+        if self._shifts is None or any(a is not b for a, b in zip(self._shifts[0], st.mean)):
+            self._shifts = (list(st.mean), [m - c for m, c in zip(st.mean, self.center)])
+        return self._shifts[1]
 
     def project(self, st: "_Stack", params: dict[str, torch.Tensor], members: torch.Tensor,
                 grads: dict[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
@@ -434,14 +473,12 @@ class _Stem:
         gradient by parameter name; the projection weights' gradients are
         written there."""
         idx = members.reshape(members.shape[0], -1)
-        out = []
-        for f, (r, c) in enumerate(zip(self.rows, self.center)):
-            name = f"projections.{f}.weight"
-            w = params[name]
-            y = _GatheredLinear.apply(r, idx, w, params[f"projections.{f}.bias"], st.std[f], st.mean[f] - c,
-                                      self.threads, None if grads is None else grads[name])
-            out.append(y.view(*members.shape, w.shape[1]))
-        return out
+        n = len(self.bounds)
+        names = [f"projections.{f}.weight" for f in range(n)]
+        wb = [t for f in range(n) for t in (params[names[f]], params[f"projections.{f}.bias"])]
+        outs = _GatheredLinear.apply(self.joined, idx, self.bounds, st.std, self.shifts(st), self.threads,
+                                     None if grads is None else [grads[x] for x in names], *wb)
+        return [y.view(*members.shape, y.shape[-1]) for y in outs]
 
 
 class _MaskPool:

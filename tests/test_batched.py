@@ -410,49 +410,56 @@ def test_stack_on_cuda_is_seeded_and_follows_the_cpu_stack(model: str) -> None:
 
 
 def test_gathered_first_layer_matches_gather_then_product() -> None:
-    """The stack's first layer (per-copy gather and product, neighbouring
-    copies with the same rows sharing one gather, each copy's standardisation
-    folded into its weights and its shift row riding in the product) against
-    the plain formula ``((x - shift) / std) W^T + b``, values and gradients
-    (float64, and torch's numerical gradient check); the weight gradient
-    written into a given view of a flat gradient."""
+    """The stack's first layer (every feature's rows gathered side by side,
+    once per run of neighbouring copies with the same rows, each copy's
+    standardisation folded into its weights) against the plain formula
+    ``((x_f - shift_f) / std_f) W_f^T + b_f`` per feature, values and gradients
+    (float64, and torch's numerical gradient check); the weight gradients
+    written into given views of a flat gradient; threads give the same bits."""
     from aanbench.batched import _GatheredLinear, _same_rows, _Threads
 
     torch.manual_seed(0)
-    rows = torch.randn(50, 7, dtype=torch.float64)
+    dims, outs = [7, 4], [3, 2]
+    bounds = [(0, 7), (7, 11)]
+    rows = torch.randn(50, 11, dtype=torch.float64)
     idx = torch.randint(0, 50, (5, 6))
     idx[2] = idx[0]  # not neighbours: gathered apart
     idx[4] = idx[3]
     assert _same_rows(idx) == [(0, 1), (1, 2), (2, 3), (3, 5)]
     assert _same_rows(idx[3:]) == [(0, 2)] and _same_rows(idx[:1]) == [(0, 1)]
-    w = torch.randn(5, 3, 7, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    std = torch.rand(5, 7, dtype=torch.float64) + 0.5
-    shift = torch.randn(5, 7, dtype=torch.float64)
+    wb = []
+    for d, o in zip(dims, outs):
+        wb += [torch.randn(5, o, d, dtype=torch.float64, requires_grad=True),
+               torch.randn(5, o, dtype=torch.float64, requires_grad=True)]
+    stds = [torch.rand(5, d, dtype=torch.float64) + 0.5 for d in dims]
+    shifts = [torch.randn(5, d, dtype=torch.float64) for d in dims]
 
-    def layer(w, b, threads=None, grad_out=None):
-        return _GatheredLinear.apply(rows, idx, w, b, std, shift, threads, grad_out)
+    def layer(*wb, threads=None, grad_outs=None):
+        return _GatheredLinear.apply(rows, idx, bounds, stds, shifts, threads, grad_outs, *wb)
 
-    out = layer(w, b)
-    ref = torch.einsum("kmd,kod->kmo", (rows[idx] - shift[:, None]) / std[:, None], w) + b[:, None]
-    torch.testing.assert_close(out, ref)
-    g = torch.randn_like(out)
-    want = torch.autograd.grad(ref, [w, b], g)
-    for got, exp in zip(torch.autograd.grad(out, [w, b], g), want):
-        torch.testing.assert_close(got, exp)
-    assert torch.autograd.gradcheck(lambda w, b: layer(w, b), (w, b))
-    flat = torch.full((5, 40), float("nan"), dtype=torch.float64)  # a flat gradient, the weights at columns 4..25
-    slot = flat[:, 4:25].view(5, 3, 7)
-    gw, _ = torch.autograd.grad(layer(w, b, grad_out=slot), [w, b], g)
-    assert gw.data_ptr() == slot.data_ptr()
-    torch.testing.assert_close(slot, want[0])
-    assert flat[:, :4].isnan().all() and flat[:, 25:].isnan().all()
+    got = layer(*wb)
+    refs = [torch.einsum("kmd,kod->kmo", (rows[idx][..., lo:hi] - sh[:, None]) / s[:, None], w) + b[:, None]
+            for (lo, hi), s, sh, w, b in zip(bounds, stds, shifts, wb[0::2], wb[1::2])]
+    for y, ref in zip(got, refs):
+        torch.testing.assert_close(y, ref)
+    gs = [torch.randn_like(y) for y in got]
+    want = torch.autograd.grad(refs, wb, gs)
+    for g, exp in zip(torch.autograd.grad(got, wb, gs), want):
+        torch.testing.assert_close(g, exp)
+    assert torch.autograd.gradcheck(lambda *wb: layer(*wb), tuple(wb))
+    flat = torch.full((5, 60), float("nan"), dtype=torch.float64)  # a flat gradient: weights at 4..25 and 30..38
+    slots = [flat[:, 4:25].view(5, 3, 7), flat[:, 30:38].view(5, 2, 4)]
+    grads = torch.autograd.grad(layer(*wb, grad_outs=slots), wb, gs)
+    for g, slot, exp in zip(grads[0::2], slots, want[0::2]):
+        assert g.data_ptr() == slot.data_ptr()
+        torch.testing.assert_close(slot, exp)
+    assert flat[:, :4].isnan().all() and flat[:, 25:30].isnan().all() and flat[:, 38:].isnan().all()
     threads = _Threads(3)  # the runs shared out over three threads: the same numbers, bit for bit
     try:
-        shared, single = (layer(w, b, t) for t in (threads, None))
-        assert torch.equal(shared, single)
-        for got, exp in zip(torch.autograd.grad(shared, [w, b], g), torch.autograd.grad(single, [w, b], g)):
-            assert torch.equal(got, exp)
+        shared, single = layer(*wb, threads=threads), layer(*wb)
+        assert all(torch.equal(a, b) for a, b in zip(shared, single))
+        for a, b in zip(torch.autograd.grad(shared, wb, gs), torch.autograd.grad(single, wb, gs)):
+            assert torch.equal(a, b)
     finally:
         threads.close()
 
