@@ -84,6 +84,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -608,7 +609,17 @@ class _Rest(nn.Module):
         return self.net.from_projections(*xs)
 
 
-def train_batched(jobs: Sequence[BatchJob], device: Any = None, threads: int = 1) -> list[FitReport]:
+def default_threads() -> int:
+    """The CPUs this process may run on (its affinity mask; ``os.cpu_count()``
+    where the platform has none): the default threads of a stack's first
+    layer (see :func:`train_batched`)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def train_batched(jobs: Sequence[BatchJob], device: Any = None, threads: int | None = None) -> list[FitReport]:
     """Train every job's network in place (its best validation epoch's weights,
     or the last epoch's without validation) and return one report per job.
     All jobs must share the training configuration and the architecture;
@@ -617,17 +628,17 @@ def train_batched(jobs: Sequence[BatchJob], device: Any = None, threads: int = 1
     ``device``: the torch device to train on (default the CPU).
 
     Torch runs on one CPU thread while the stack trains (restored after), as
-    :func:`aanbench.training.train_torch`. ``threads`` > 1 (default 1) adds
-    worker threads to the CPU first layer (:class:`_Stem`, where most of the
-    arithmetic is): its copies' products are spread over them, each product
-    still on one thread, so the same seeds give the same numbers with any
-    ``threads``; worth it where that many cores are free."""
+    :func:`aanbench.training.train_torch`. ``threads`` (default
+    :func:`default_threads`: every CPU this process may use) are the CPU
+    first layer's threads (:class:`_Stem`, where most of the arithmetic is):
+    its copies' products are spread over them, each product still on one
+    thread, so the same seeds give the same numbers with any ``threads``."""
     jobs = list(jobs)
     if not jobs:
         return []
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    workers = _Threads(threads)
+    workers = _Threads(default_threads() if threads is None else threads)
     try:
         with device_scope(device) as dev, no_cycle_collection():
             return _train_batched(jobs, dev, workers)

@@ -616,14 +616,15 @@ def _check_device(device: str) -> str:
 
 
 THREADS_HELP = ("CPU threads for the first layer of the batched models' stack (feature-aan, temporal-aan, ...; "
-                "where most of their arithmetic is). Each product still runs on one thread, so any N gives "
-                "the same numbers; give it cores that are free.")
+                "where most of their arithmetic is). Default: every CPU this process may use. Each product "
+                "still runs on one thread, so any N gives the same numbers; --threads 1 leaves the other "
+                "cores to other work.")
 
 
-def _no_threads_on_ray(threads: int, ray: Optional[dict[str, Any]]) -> None:
+def _no_threads_on_ray(threads: Optional[int], ray: Optional[dict[str, Any]]) -> None:
     """``--threads`` is for the local backend; refused with ``--backend ray``
     (each Ray task trains on one thread) rather than ignored."""
-    if ray is not None and threads != 1:
+    if ray is not None and threads is not None and threads != 1:
         raise AanbenchError(f"--threads {threads} is not available with --backend ray (each Ray task trains on one "
                             "CPU thread; give Ray more --workers instead)")
 
@@ -670,7 +671,8 @@ RAY_FIT_WORKERS_HELP = "Ray: most fits running at once (default: as many as the 
 
 def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: Optional[int] = None,
            registry: Optional[Path] = None, save_models: Optional[Path] = None, quiet: bool = False,
-           sequential: bool = False, device: str = "cpu", ray: Optional[dict[str, Any]] = None, threads: int = 1):
+           sequential: bool = False, device: str = "cpu", ray: Optional[dict[str, Any]] = None,
+           threads: Optional[int] = None):
     """Run ``experiment`` on the stored features of ``dataset`` and write its
     results file (``out/<dataset>/<experiment>/seed<N>.json``); returns (doc, path).
     ``ray``: the fits run on Ray (:func:`aanbench.fitray.fit_runs_on_ray`
@@ -737,7 +739,7 @@ def run_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (results file, metrics) on stdout."),
     sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
-    threads: int = typer.Option(1, "--threads", min=1, help=THREADS_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, show_default=False, help=THREADS_HELP),
     backend: str = typer.Option("local", "--backend", help=RAY_FIT_BACKEND_HELP),
     address: Optional[str] = typer.Option(None, "--address", help=RAY_FIT_ADDRESS_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help=RAY_FIT_WORKERS_HELP),
@@ -789,7 +791,7 @@ def train_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
-    threads: int = typer.Option(1, "--threads", min=1, help=THREADS_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, show_default=False, help=THREADS_HELP),
 ) -> None:
     """Fit an experiment on all of a dataset's training samples (validation carved
     from them as in `run`), for every target, and write one model bundle: the
@@ -924,7 +926,8 @@ def do_benchmark(ds: Dataset, store: Path, out: Path, leaderboard: Path, *, seed
                  registry: Optional[Path] = None, only: Optional[list[str]] = None, protocol: Optional[str] = None,
                  group: Optional[str] = None, command: str = "",
                  sequential: bool = False, device: str = "cpu",
-                 ray: Optional[dict[str, Any]] = None, threads: int = 1) -> tuple[Path, Path, list[dict[str, Any]], list]:
+                 ray: Optional[dict[str, Any]] = None,
+                 threads: Optional[int] = None) -> tuple[Path, Path, list[dict[str, Any]], list]:
     """Run every experiment :func:`benchmark_experiments` finds, for each seed
     (default: the experiment's own), write the results files and the
     leaderboard of these runs. ``protocol`` overrides every experiment's.
@@ -1035,7 +1038,7 @@ def benchmark_cmd(
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
-    threads: int = typer.Option(1, "--threads", min=1, help=THREADS_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, show_default=False, help=THREADS_HELP),
     backend: str = typer.Option("local", "--backend", help=RAY_FIT_BACKEND_HELP + " With ray, every experiment x "
                                 "seed is submitted at once."),
     address: Optional[str] = typer.Option(None, "--address", help=RAY_FIT_ADDRESS_HELP),

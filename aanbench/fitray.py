@@ -271,7 +271,7 @@ def fit_runs_on_ray(
         for run in items:
             run.t0 = time.perf_counter()
             try:  # what run_experiment does before its fits; its AanbenchErrors fail this run only
-                plan = plan_run(run.exp, dataset, group, plugins, run.seed)
+                plan = plan_run(run.exp, dataset, group, plugins, run.seed, threads=1)  # a task trains on one CPU
                 values = [arrays.setdefault(k, v) for k, v in zip(plan.feats.keys, plan.feats.values)]
                 run.plan = replace(plan, feats=replace(plan.feats, values=values))
                 run.folds = run_folds(run.plan)

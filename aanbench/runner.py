@@ -144,6 +144,7 @@ class RunPlan:
     seed: int
     device: str = "cpu"  # where torch models (TorchModel) train and predict; see check_device
     threads: int = 1  # CPU threads of a batched stack's first layer (aanbench.batched.train_batched); same numbers
+    # with any number; plan_run's default: aanbench.batched.default_threads()
 
     @property
     def sequences(self) -> bool:
@@ -167,7 +168,11 @@ def check_device(device: Any) -> str:
 
 
 def plan_run(exp: ExperimentConfig, dataset: Dataset, group: DatasetGroup, plugins: Plugins,
-             seed: int | None = None, device: Any = "cpu", threads: int = 1) -> RunPlan:
+             seed: int | None = None, device: Any = "cpu", threads: int | None = None) -> RunPlan:
+    if threads is None:
+        from aanbench.batched import default_threads
+
+        threads = default_threads()
     if int(threads) < 1:
         raise AanbenchError(f"threads must be at least 1, not {threads}")
     spec = plugins.model(exp.model)
@@ -345,13 +350,13 @@ def run_experiment(
     on_fit: Callable[[str, str, int, int], None] | None = None,
     sequential: bool = False,
     device: str = "cpu",
-    threads: int = 1,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate ``exp`` on ``group``; returns the results document.
     A model that opts in to batched training has all its fits (fold x
     target) trained together (:func:`fit_targets`) unless ``sequential``;
     ``threads``: CPU threads of that stack's first layer (the same numbers
-    with any number).
+    with any number; default every CPU this process may use).
 
     In phases, which another fitter (:mod:`aanbench.fitray`) reuses:
     :func:`plan_run`, :func:`fit_requests`, the fits, :func:`results_doc`."""
@@ -527,7 +532,7 @@ def train_bundle(
     on_fit: Callable[[str, int, int], None] | None = None,
     sequential: bool = False,
     device: str = "cpu",
-    threads: int = 1,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Fit ``exp`` on all of the dataset's training samples (the protocol's
     training pool; validation carved from it as in a run), one model per

@@ -150,7 +150,7 @@ def test_jobs_sharing_batches_sit_side_by_side_and_threads_keep_the_numbers(mode
 
     one, three = jobs(), jobs()
     assert _stack_order(one).tolist() == [0, 2, 1, 3]
-    train_batched(one)
+    train_batched(one, threads=1)
     train_batched(three, threads=3)
     for a, b in zip(one, three):
         sa, sb = a.torch_fit.net.state_dict(), b.torch_fit.net.state_dict()
@@ -162,6 +162,23 @@ def test_jobs_sharing_batches_sit_side_by_side_and_threads_keep_the_numbers(mode
              for r, m, s in zip(rows, job.mean, job.std)]
         with torch.no_grad():
             np.testing.assert_allclose(job.torch_fit.net(*x).numpy(), alone.torch_fit.net(*x).numpy(), atol=2e-4)
+
+
+def test_first_layer_threads_default_to_the_cpus_this_process_may_use() -> None:
+    """The default of the stack's first-layer threads (``train_batched``,
+    ``plan_run``, the CLI's ``--threads``) is every CPU the process's affinity
+    allows, not the machine's count."""
+    import os
+
+    from aanbench.batched import default_threads
+
+    assert default_threads() == len(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert default_threads() == 1
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def test_early_stopped_copy_keeps_its_best_epoch_weights() -> None:
