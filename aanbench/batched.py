@@ -452,10 +452,13 @@ class _Stem:
 
     def __init__(self, rows: list[torch.Tensor], center: list[torch.Tensor], threads: _Threads | None = None) -> None:
         self.center = center
-        # the features' centred rows side by side: a run's rows are gathered in one call
-        self.joined = torch.cat([r - c for r, c in zip(rows, center)], dim=1)
+        # the features' centred rows side by side (a run's rows are gathered in one call), written
+        # feature by feature: no second copy of the arrays at any time
         cuts = np.cumsum([0] + [int(r.shape[1]) for r in rows]).tolist()
         self.bounds = list(zip(cuts[:-1], cuts[1:]))
+        self.joined = torch.empty(rows[0].shape[0], cuts[-1], dtype=rows[0].dtype, device=rows[0].device)
+        for r, c, (lo, hi) in zip(rows, center, self.bounds):
+            torch.sub(r, c, out=self.joined[:, lo:hi])
         self.rows = [self.joined[:, lo:hi] for lo, hi in self.bounds]  # views, by feature
         self.threads = threads
         self._shifts: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
