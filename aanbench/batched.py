@@ -84,7 +84,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -613,13 +612,11 @@ class _Rest(nn.Module):
 
 
 def default_threads() -> int:
-    """The CPUs this process may run on (its affinity mask; ``os.cpu_count()``
-    where the platform has none): the default threads of a stack's first
-    layer (see :func:`train_batched`)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    """The default threads of a stack's first layer (see :func:`train_batched`):
+    the CPUs this process may run on (:func:`aanbench.backends.usable_cpus`)."""
+    from aanbench.backends import usable_cpus
+
+    return usable_cpus()
 
 
 def train_batched(jobs: Sequence[BatchJob], device: Any = None, threads: int | None = None) -> list[FitReport]:

@@ -119,10 +119,9 @@ def _env_number(name: str, default: float) -> float:
 def _machine_cpus() -> int:
     """CPUs this process may use: its affinity mask, and a container's CPU
     quota where Ray can read one (cgroups)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
+    from aanbench.backends import usable_cpus
+
+    n = usable_cpus()
     try:
         from ray._private.utils import get_num_cpus  # cgroup-aware; a private helper of Ray
 
