@@ -556,3 +556,49 @@ def test_stacked_attention_is_scaled_dot_product_attention(d_k: int, causal: boo
             torch.testing.assert_close(got, want)
             for a, b in zip(torch.autograd.grad(got, [q, k, v], g), wg):
                 torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("tq, causal", [(1, False), (5, True), (5, False)])
+def test_stream_self_attention_is_the_attention_over_the_repeated_stream(tq: int, causal: bool) -> None:
+    """The temporal decoder's first self-attention in a folded stack, computed
+    from its input's structure (``x[n, t] = stream[n, t] + pe[t]``, the scalar
+    repeated over ``d``), against the general attention over that ``x``: each
+    copy its own weights, values and gradients (weights and stream)."""
+    import copy
+
+    from torch.func import functional_call
+
+    from aanbench.batched import _fold_copies
+    from aanbench_plugins.models._temporal_aan_net import MultiHeadAttention, positional_encoding
+
+    torch.manual_seed(1)
+    k, per, t, d, heads = 3, 4, 5, 12, 2
+    copies = [MultiHeadAttention(d, heads, 0.0).double() for _ in range(k)]
+    folded = copy.deepcopy(copies[0])
+    _fold_copies(folded)
+    params = {n: torch.stack([dict(c.named_parameters())[n].detach() for c in copies]).requires_grad_(True)
+              for n, _ in copies[0].named_parameters()}
+    stream = torch.randn(k * per, t, dtype=torch.float64, requires_grad=True)
+    pe = positional_encoding(t, d)
+    mask = torch.ones(t, t, dtype=torch.bool).tril()[t - tq:] if causal else None
+
+
+    class Stream(torch.nn.Module):  # forward = the folded module's stream_attention
+        def __init__(self) -> None:
+            super().__init__()
+            self.m = folded
+
+        def forward(self, *args):
+            return self.m.stream_attention(*args)
+
+    got = functional_call(Stream(), {f"m.{n}": v for n, v in params.items()}, (stream, pe, tq, mask))
+    x = stream[..., None] + pe
+    want = torch.cat([functional_call(c, {n: v[i] for n, v in params.items()},
+                                      (x[i * per:(i + 1) * per, t - tq:], x[i * per:(i + 1) * per], mask))
+                      for i, c in enumerate(copies)])
+    assert got.shape == (k * per, tq, d)
+    g = torch.randn_like(want)
+    leaves = [stream, *params.values()]
+    torch.testing.assert_close(got, want)
+    for a, b in zip(torch.autograd.grad(got, leaves, g), torch.autograd.grad(want, leaves, g)):
+        torch.testing.assert_close(a, b)

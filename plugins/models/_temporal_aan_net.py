@@ -124,6 +124,57 @@ class MultiHeadAttention(nn.Module):
         attn = self.dropout(softmax_last(scores, self.stacked))
         return self.out((attn @ v).transpose(1, 2).reshape(b, tq, self.heads * self.d_k))
 
+    def stream_attention(self, stream: torch.Tensor, pe: torch.Tensor, tq: int,
+                         mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Self-attention over ``x[n, t] = stream[n, t] + pe[t]`` (the scalar
+        ``stream`` repeated over all ``d`` dimensions: the decoder's first
+        input, see :meth:`TemporalDecoder.run`) for the last ``tq`` positions'
+        queries, in a folded stack (``folded``: ``(K, d, d)`` weights, the
+        copies folded into the batch, copy-major) -> ``(n, tq, d)``.
+
+        The same attention as ``forward(x[:, -tq:], x, mask)``, computed from
+        the stream's structure: each map of ``x`` is ``stream[n, t] a + c[t]``
+        (``a = W 1``, ``c[t] = W pe[t] + b``), so each head's score is
+        ``s_i s_j A + s_i B_j + s_j C_i + D_ij`` (``s``: the stream) with
+        per-copy constants of the weights and the positional encoding, and
+        the values' weighted sum is ``(sum_j attn_ij s_j) a_v + sum_j attn_ij c_v[j]``.
+        No ``(n, t, d)`` tensor and no ``(n, t, 3d)`` product is made: on the
+        stack's 24 copies x 30 windows of 5 this self-attention, forward and
+        backward, takes 1.65 ms against the general one's 2.9 ms (measured,
+        one CPU thread). Only a folded stack takes this path: on one fit's 30
+        windows its extra operations cost more than they save (0.90 ms against
+        0.58 ms, measured)."""
+        w = torch.cat([self.q.weight, self.k.weight, self.v.weight], -2)  # (K, 3d, d)
+        b = torch.cat([self.q.bias, self.k.bias, self.v.bias], -1)  # (K, 3d)
+        k, n, tk = w.shape[0], stream.shape[0], stream.shape[1]
+        h, dk = self.heads, self.d_k
+        per = n // k  # samples of each copy
+        # one product gives both: rows pe[t] -> W pe[t], a row of ones -> W 1
+        rows = torch.cat([pe.to(w.dtype), torch.ones(1, pe.shape[-1], dtype=w.dtype, device=w.device)])
+        maps = nn.functional.linear(rows, w.reshape(-1, w.shape[-1]))  # (tk + 1, K 3d): one product for all copies
+        a_q, a_k, a_v = maps[tk].view(k, 3, h, dk).unbind(1)  # (K, h, dk) each
+        c_q, c_k, c_v = (maps[:tk].view(tk, k, -1).transpose(0, 1) + b[:, None]).reshape(k, tk, 3, h, dk).unbind(2)
+        c_q = c_q[:, tk - tq:]
+        scale = 1.0 / math.sqrt(dk)
+        # the score's constants, keys last: (K, h), (K, h, tk), (K, tq, h), (K, tq, h, tk)
+        big_a = (a_q * a_k).sum(-1) * scale
+        big_b = (c_k * a_q[:, None]).sum(-1).transpose(1, 2) * scale
+        big_c = (c_q * a_k[:, None]).sum(-1) * scale
+        big_d = (c_q[:, :, None] * c_k[:, None]).sum(-1).transpose(2, 3) * scale
+        s = stream.reshape(k, per, 1, 1, tk)
+        sq = stream[:, tk - tq:].reshape(k, per, tq, 1, 1)
+        scores = (sq * (s * big_a[:, None, None, :, None] + big_b[:, None, None])
+                  + s * big_c[:, None, :, :, None] + big_d[:, None])  # (K, per, tq, h, tk)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[tk - tq:, None, :], float("-inf"))
+        attn = self.dropout(softmax_last(scores, self.stacked))
+        u = (attn * s).sum(-1)  # (K, per, tq, h)
+        # sum_j attn_ij c_v[j]: one product per copy and head
+        wv = torch.bmm(attn.permute(0, 3, 1, 2, 4).reshape(k * h, per * tq, tk),
+                       c_v.permute(0, 2, 1, 3).reshape(k * h, tk, dk))
+        out = u[..., None] * a_v[:, None, None] + wv.view(k, h, per, tq, dk).permute(0, 2, 3, 1, 4)
+        return self.out(out.reshape(n, tq, h * dk))
+
 
 class DecoderLayer(nn.Module):
     """Post-norm, as the original Transformer decoder:
@@ -148,6 +199,19 @@ class DecoderLayer(nn.Module):
         """``context``: the self-attention's keys and values when ``x`` holds only
         some query positions (the last one, see :meth:`TemporalDecoder.run`)."""
         x = self.norm1(x + self.drop(self.self_attn(x, x if context is None else context, mask)))
+        x = self.norm2(x + self.drop(self.cross_attn(x, memory, mask)))
+        return self.norm3(x + self.drop(self.ff(x)))
+
+    def from_stream(self, stream: torch.Tensor, pe: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None,
+                    last: bool) -> torch.Tensor:
+        """``forward`` on ``x[n, t] = stream[n, t] + pe[t]`` (the decoder's first
+        layer, see :meth:`TemporalDecoder.run`) in a folded stack, its self-
+        attention from the stream (:meth:`MultiHeadAttention.stream_attention`);
+        with ``last`` only the last position's queries (``mask`` not used)."""
+        tq = 1 if last else stream.shape[1]
+        mask = None if last else mask
+        x = stream[:, -tq:, None] + pe[-tq:]
+        x = self.norm1(x + self.drop(self.self_attn.stream_attention(stream, pe, tq, mask)))
         x = self.norm2(x + self.drop(self.cross_attn(x, memory, mask)))
         return self.norm3(x + self.drop(self.ff(x)))
 
@@ -191,9 +255,13 @@ class TemporalDecoder(nn.Module):
         n, t, d = segments.shape
         pe, mask = _constants(t, d, segments.device)
         memory = segments + pe
-        x = previous[..., None].expand(n, t, d) + pe
+        stream = self.layers[0].self_attn.folded  # a folded stack: the first input's structure used
+        x = None if stream else previous[..., None].expand(n, t, d) + pe
         for i, layer in enumerate(self.layers):
-            if last and i == len(self.layers) - 1:
+            final = last and i == len(self.layers) - 1
+            if i == 0 and stream:
+                x = layer.from_stream(previous, pe, memory, mask, final)
+            elif final:
                 x = layer(x[:, -1:], memory, None, context=x)  # the last row of the mask is all True
             else:
                 x = layer(x, memory, mask)
