@@ -319,12 +319,17 @@ class _Threads:
 
 
 def _over_runs(rows: torch.Tensor, idx: torch.Tensor, bounds: list[tuple[int, int]], runs: list[tuple[int, int]],
-               product: Callable[[list[torch.Tensor], int], None], threads: _Threads | None) -> None:
+               product: Callable[..., None], threads: _Threads | None, unique: bool = False) -> None:
     """For each run ``(a, b)`` of copies with the same rows (:func:`_same_rows`):
     their rows ``rows[idx[a]]`` gathered into a reused ``(M, D)`` buffer, then
     ``product(columns, i)`` with the buffer's column blocks ``bounds`` (views)
     and the run's position ``i`` in ``runs``; the runs shared out over
-    ``threads``, a buffer each."""
+    ``threads``, a buffer each.
+
+    ``unique``: each distinct row gathered once (e.g. the windows of one
+    movie in validation, where each segment is a member of up to 5 windows),
+    and ``product(columns, i, inverse)`` gets the distinct rows' columns and
+    each of the ``M`` positions' index among them (``torch.unique``'s inverse)."""
     m, d = idx.shape[1], rows.shape[1]
     sel = idx.unbind(0)  # one call for every copy's index row (slicing in Python costs more per run)
 
@@ -333,8 +338,13 @@ def _over_runs(rows: torch.Tensor, idx: torch.Tensor, bounds: list[tuple[int, in
             buf = torch.empty(m, d, dtype=rows.dtype)
             cols = [buf[:, lo:hi] for lo, hi in bounds]
             for i in part:
-                torch.index_select(rows, 0, sel[runs[i][0]], out=buf)
-                product(cols, i)
+                if unique:
+                    distinct, inverse = torch.unique(sel[runs[i][0]], return_inverse=True)
+                    torch.index_select(rows, 0, distinct, out=buf[: len(distinct)])
+                    product([c[: len(distinct)] for c in cols], i, inverse)
+                else:
+                    torch.index_select(rows, 0, sel[runs[i][0]], out=buf)
+                    product(cols, i)
 
     (threads or _Threads()).share(work, list(range(len(runs))))
 
@@ -358,8 +368,10 @@ class _GatheredLinear(torch.autograd.Function):
     columns; gathered again in the backward pass (never a ``(K, M, D)``
     tensor; buffers kept from the forward pass, measured, were no faster: a
     step's 42 MB at COGNIMUSE size come back from memory). ``threads``
-    (:class:`_Threads` or None) share the runs out. Elsewhere one gather and
-    batched products.
+    (:class:`_Threads` or None) share the runs out. Without gradients (in
+    validation) each run's distinct rows are gathered and multiplied once
+    (a movie's windows of 5 segments hold each segment up to 5 times).
+    Elsewhere one gather and batched products.
 
     The backward pass gives each weight's gradient ``(G^T x - gb shift^T) / std``
     (``G``: the output's gradient, ``gb``: its sum over the rows) in three
@@ -396,12 +408,16 @@ class _GatheredLinear(torch.autograd.Function):
             parts.append(list(zip(w.view(k * o, d).t().split(sizes, 1), b.reshape(k * o).split(sizes),
                                   out.split(sizes, 1))))
 
-        def product(cols: list[torch.Tensor], i: int) -> None:
+        def product(cols: list[torch.Tensor], i: int, inverse: torch.Tensor | None = None) -> None:
             for x, part in zip(cols, parts):
                 wt, b, out = part[i]
-                torch.addmm(b, x, wt, out=out)  # (M, D_f) @ (D_f, G*O_f): the run's products at once
+                if inverse is None:
+                    torch.addmm(b, x, wt, out=out)  # (M, D_f) @ (D_f, G*O_f): the run's products at once
+                else:  # the distinct rows' products, then each position's
+                    out.copy_(torch.addmm(b, x, wt).index_select(0, inverse))
 
-        _over_runs(rows, idx, bounds, runs, product, threads)
+        # without gradients (validation) each distinct row once: a sequence model's windows share rows
+        _over_runs(rows, idx, bounds, runs, product, threads, unique=not any(ctx.needs_input_grad))
         return tuple(outs)
 
     @staticmethod

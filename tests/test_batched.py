@@ -477,6 +477,16 @@ def test_gathered_first_layer_matches_gather_then_product() -> None:
         assert all(torch.equal(a, b) for a, b in zip(shared, single))
         for a, b in zip(torch.autograd.grad(shared, wb, gs), torch.autograd.grad(single, wb, gs)):
             assert torch.equal(a, b)
+        # without gradients (validation) each distinct row of a run is multiplied once: rows repeated
+        # within a copy (a movie's overlapping windows) give the formula's values in every position
+        idx[:, 4] = idx[:, 1]
+        idx[:, 5] = idx[:, 1]
+        refs = [torch.einsum("kmd,kod->kmo", (rows[idx][..., lo:hi] - sh[:, None]) / s[:, None], w) + b[:, None]
+                for (lo, hi), s, sh, w, b in zip(bounds, stds, shifts, wb[0::2], wb[1::2])]
+        with torch.no_grad():
+            for th in (None, threads):
+                for y, ref in zip(layer(*(t.detach() for t in wb), threads=th), refs):
+                    torch.testing.assert_close(y, ref)
     finally:
         threads.close()
 
