@@ -255,11 +255,11 @@ class TemporalDecoder(nn.Module):
         n, t, d = segments.shape
         pe, mask = _constants(t, d, segments.device)
         memory = segments + pe
-        stream = self.layers[0].self_attn.folded  # a folded stack: the first input's structure used
-        x = None if stream else previous[..., None].expand(n, t, d) + pe
+        structured = self.layers[0].self_attn.folded  # a folded stack: the first input's structure used
+        x = None if structured else previous[..., None].expand(n, t, d) + pe
         for i, layer in enumerate(self.layers):
             final = last and i == len(self.layers) - 1
-            if i == 0 and stream:
+            if i == 0 and structured:
                 x = layer.from_stream(previous, pe, memory, mask, final)
             elif final:
                 x = layer(x[:, -1:], memory, None, context=x)  # the last row of the mask is all True
