@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +26,8 @@ from aanbench.metrics import evaluate, group_spread
 from aanbench.plugin_manager import Plugins
 from aanbench.protocols import carve_validation, get_protocol
 from aanbench.registry import ExperimentConfig, check_params
-from aanbench.results import RESULTS_FORMAT, RunResult, TargetResult, is_results_payload
+from aanbench.results import RESULTS_FORMAT as RESULTS_FORMAT  # noqa: F401 (where callers imported it from)
+from aanbench.results import RunResult, TargetResult, is_results_payload
 from aanbench.samples import SEQUENCE_SETTINGS, Samples, resolve_spec, samples_of
 from aanbench.store import DatasetGroup
 
