@@ -702,7 +702,7 @@ def do_run(experiment: str, dataset: Dataset, store: Path, out: Path, *, seed: O
         else:
             doc = run_experiment(exp, dataset, group, _plugins(), seed=seed, save_models=save_models, on_fit=on_fit,
                                  sequential=sequential, device=device, threads=threads)
-    doc["command"] = _invocation()
+    doc.command = _invocation()
     path = write_results(doc, out)
     return doc, path
 
@@ -819,17 +819,17 @@ def train_cmd(
         payload = train_bundle(exp, ds, group, _plugins(), seed=seed, sequential=sequential, device=device,
                                threads=threads,
                                on_fit=lambda t, done, total: prog.update(task, completed=done, total=total, what=t))
-    payload["command"] = _invocation()
+    payload.command = _invocation()
     path = save_bundle(out, payload)
-    summary = {"bundle": str(path), "experiment": exp.name, "dataset": ds.name, "model": payload["model"],
-               "targets": list(payload["targets"]), "features": payload["feature_keys"],
-               "windows": payload["samples"], "seed": payload["seed"],
-               "fits": {t: v["fit"] for t, v in payload["targets"].items()}}
+    summary = {"bundle": str(path), "experiment": exp.name, "dataset": ds.name, "model": payload.model,
+               "targets": list(payload.targets), "features": payload.feature_keys,
+               "windows": payload.samples.to_dict(), "seed": payload.seed,
+               "fits": {t: v.fit for t, v in payload.targets.items()}}
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
         return
-    for t, v in payload["targets"].items():
-        f = v["fit"]
+    for t, v in payload.targets.items():
+        f = v.fit
         console.print(f"{t}: fit on {f['n_fit']} samples, validation {f['n_val']}, best epoch {f['best_epoch']}",
                       highlight=False)
     console.print(f"model bundle: {path}", highlight=False, soft_wrap=True)
@@ -979,7 +979,7 @@ def do_benchmark(ds: Dataset, store: Path, out: Path, leaderboard: Path, *, seed
                     console.print(f"[red]failed[/] {exp.name} (seed {seed}): {escape(why)}", highlight=False,
                                   soft_wrap=True)
                     continue
-            doc["command"] = command
+            doc.command = command
             path = write_results(doc, out)
             _print_results(doc, path)
             docs.append(doc)
@@ -1012,7 +1012,7 @@ def _benchmark_on_ray(runs: list[tuple[Any, int]], ds: Dataset, grp: Any, plugin
                 console.print(f"[red]failed[/] {exp.name} (seed {seed}): {escape(why)}", highlight=False,
                               soft_wrap=True)
                 return
-            got["command"] = command
+            got.command = command
             _print_results(got, write_results(got, out))
 
         with _one_blas_thread():
@@ -1220,14 +1220,14 @@ def models_info_cmd(
 
     p = load_any(file)
     info = {
-        "file": str(file), "format": p["source_format"], "model": p["model"],
-        "model_version": p.get("model_version", ""), "input": p.get("input", "rows"),
-        "targets": list(p["targets"]), "features": list(p["features"]),
-        "feature_keys": list(p.get("feature_keys") or []), "dims": list(p.get("dims") or []),
-        "windows": dict(p["samples"]), "experiment": p.get("experiment") or {}, "dataset": p.get("dataset") or {},
-        "seed": p.get("seed"), "standardised": {t: bool(v.get("standardize")) for t, v in p["targets"].items()},
-        "fits": {t: v["fit"] for t, v in p["targets"].items() if v.get("fit")},
-        "provenance": p.get("provenance") or {},
+        "file": str(file), "format": p.source_format, "model": p.model,
+        "model_version": p.model_version, "input": p.input,
+        "targets": list(p.targets), "features": list(p.features),
+        "feature_keys": list(p.feature_keys), "dims": list(p.dims),
+        "windows": p.samples.to_dict(), "experiment": p.experiment, "dataset": p.dataset,
+        "seed": p.seed, "standardised": {t: v.standardize is not None for t, v in p.targets.items()},
+        "fits": {t: v.fit for t, v in p.targets.items() if v.fit},
+        "provenance": p.provenance,
     }
     if as_json:
         typer.echo(json.dumps(info, indent=1, default=str))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -373,6 +373,17 @@ class Model:
         """A ``torch.save``-able dict of tensors and plain values that
         :meth:`ModelSpec.restore` turns back into this model."""
         raise NotImplementedError
+
+
+@runtime_checkable
+class OnDevice(Protocol):
+    """A model that trains and predicts on a torch device the engine chooses
+    (``aanbench run --device cuda``): the runner sets ``device`` (``"cpu"``,
+    ``"cuda:0"``, ...) on each model it builds before ``fit``. Models without
+    the attribute run where they like (the CPU). The plugin kit's
+    ``TorchModel`` implements it."""
+
+    device: str
 
 
 @dataclass

@@ -43,11 +43,15 @@ import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from aanbench.contracts import AanbenchError, SequenceSpec
+from aanbench.csvformat import number_cell
+
+if TYPE_CHECKING:
+    from aanbench.bundle import ModelBundle
 
 DEMO_WARNING = ("this model was trained on the generated demo dataset: its predictions mean nothing for real "
                 "films (it only knows the demo's synthetic shapes and chords)")
@@ -59,28 +63,27 @@ DEMO_WARNING = ("this model was trained on the generated demo dataset: its predi
 
 @dataclass
 class CurveModel:
-    """One loaded model file (bundle layout, :func:`aanbench.modelfile.load_any`) and where it came from."""
+    """One loaded model file (:func:`aanbench.modelfile.load_any`) and where it came from."""
 
-    payload: dict[str, Any]
+    payload: ModelBundle
     path: str = ""
 
     @property
     def experiment(self) -> str:
-        return str((self.payload.get("experiment") or {}).get("name") or "?")
+        return str(self.payload.experiment.get("name") or "?")
 
     @property
     def dataset(self) -> str:
-        return str((self.payload.get("dataset") or {}).get("name") or "?")
+        return str(self.payload.dataset.get("name") or "?")
 
     @property
     def features(self) -> list[str]:
-        keys = list(self.payload.get("feature_keys") or [])
-        return [k or n for k, n in zip(keys, self.payload["features"])] if keys else list(self.payload["features"])
+        return self.payload.input_names
 
     def describe(self) -> str:
-        seed = self.payload.get("seed")
-        return (f"{', '.join(self.payload['targets'])}: experiment {self.experiment}, trained on {self.dataset}, "
-                f"model {self.payload['model']}, features {', '.join(self.features)}, seed "
+        seed = self.payload.seed
+        return (f"{', '.join(self.payload.targets)}: experiment {self.experiment}, trained on {self.dataset}, "
+                f"model {self.payload.model}, features {', '.join(self.features)}, seed "
                 f"{seed if seed is not None else '?'}" + (f" ({self.path})" if self.path else ""))
 
 
@@ -93,7 +96,7 @@ def load_models(paths: Sequence[str | Path]) -> list[CurveModel]:
     models = [CurveModel(load_any(p), str(p)) for p in paths]
     seen: dict[str, str] = {}
     for m in models:
-        for t in m.payload["targets"]:
+        for t in m.payload.targets:
             if t in seen:
                 raise AanbenchError(f"{m.path} and {seen[t]} both predict {t}; give one model per target")
             seen[t] = m.path
@@ -141,7 +144,7 @@ def _features_to_extract(models: Sequence[CurveModel], store: Path, ds, plugins)
 
     names: list[str] = []
     for m in models:
-        for n in m.payload["features"]:
+        for n in m.payload.features:
             if n not in names:
                 names.append(n)
     group = None
@@ -155,7 +158,7 @@ def _features_to_extract(models: Sequence[CurveModel], store: Path, ds, plugins)
     keys = set(group.feature_keys())
     todo = []
     for n in names:
-        trained = [k for m in models for k, f in zip(m.payload.get("feature_keys") or [], m.payload["features"])
+        trained = [k for m in models for k, f in zip(m.payload.feature_keys, m.payload.features)
                    if f == n and k]
         cand = [k for k in trained if k in keys]
         if not cand:  # as predict resolves it: the installed version if stored, else the only one stored
@@ -269,10 +272,10 @@ def film_curve(
     reasons = [""] * n
     notes: list[str] = []
     for m in models:
-        payload = dict(m.payload)
-        spec = SequenceSpec.from_dict(payload["samples"])
+        payload = m.payload
+        spec = payload.samples
         if not spec.is_rows:
-            payload["samples"] = SequenceSpec(spec.length, 1, spec.scope, spec.label, "pad").to_dict()
+            payload = payload.with_samples(SequenceSpec(spec.length, 1, spec.scope, spec.label, "pad"))
             notes.append(f"{m.path or m.experiment}: sequences of {spec.length} windows, one per window "
                          "(the film's first window repeated in front)")
         preds = predict_group(payload, group, plugins)
@@ -306,7 +309,9 @@ def film_curve(
 # Outputs
 
 
-def _cell(v: float) -> str:
+def _shown(v: float) -> str:
+    """A number as the HTML page shows it (6 significant digits; the CSV
+    keeps every digit: :func:`aanbench.csvformat.number_cell`)."""
     v = float(v)
     return "" if not math.isfinite(v) else f"{v:.6g}"
 
@@ -325,8 +330,8 @@ def write_curve_csv(res: FilmCurve, path: Path) -> Path:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["start", "end", *res.targets, "reason"])
         for i in range(len(res.reasons)):
-            w.writerow([_cell(res.start[i]), _cell(res.end[i]), *(_cell(res.values[t][i]) for t in res.targets),
-                        res.reasons[i]])
+            w.writerow([number_cell(res.start[i]), number_cell(res.end[i]),
+                        *(number_cell(res.values[t][i]) for t in res.targets), res.reasons[i]])
     tmp.replace(path)
     return path
 
@@ -433,7 +438,7 @@ def write_curve_html(res: FilmCurve, path: Path, png: Path) -> Path:
     img = base64.b64encode(Path(png).read_bytes()).decode("ascii")
     rows = []
     for i in range(len(res.reasons)):
-        cells = [_cell(res.start[i]), _cell(res.end[i]), *(_cell(res.values[t][i]) for t in res.targets),
+        cells = [_shown(res.start[i]), _shown(res.end[i]), *(_shown(res.values[t][i]) for t in res.targets),
                  res.reasons[i]]
         rows.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
     prov = []
@@ -441,8 +446,8 @@ def write_curve_html(res: FilmCurve, path: Path, png: Path) -> Path:
         p = m.payload
         prov.append(
             "<tr>" + "".join(f"<td>{e(str(x))}</td>" for x in (
-                ", ".join(p["targets"]), m.experiment, m.dataset, p["model"], ", ".join(m.features),
-                p.get("seed") if p.get("seed") is not None else "?", m.path)) + "</tr>")
+                ", ".join(p.targets), m.experiment, m.dataset, p.model, ", ".join(m.features),
+                p.seed if p.seed is not None else "?", m.path)) + "</tr>")
     warn = "".join(f'<p class="warning">warning: {e(w)}</p>' for w in res.warnings)
     failed = len(res.failed)
     page = f"""<!DOCTYPE html>

@@ -18,6 +18,7 @@ import pandas as pd
 
 from aanbench.contracts import AanbenchError
 from aanbench.metrics import group_spread, paired_difference
+from aanbench.results import RunResult
 
 
 def run_labels(docs: list[dict[str, Any]]) -> list[str]:
@@ -45,13 +46,18 @@ def run_labels(docs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _spread(d: dict[str, Any], target: str) -> dict[str, Any] | None:
+def _run(d: RunResult | dict[str, Any]) -> RunResult:
+    """A results document as :class:`RunResult` (a JSON payload is read as a results file is)."""
+    return d if isinstance(d, RunResult) else RunResult.from_payload(d)
+
+
+def _spread(d: RunResult, target: str) -> dict[str, Any] | None:
     """Per-group (per-movie) spread of a run's metrics: as recorded by the
     runner, else computed from its predictions (older results files)."""
-    t = d.get("targets", {}).get(target, {})
-    if t.get("per_group"):
-        return t["per_group"]
-    preds = [p for p in d.get("predictions", []) if p.get("target") == target]
+    t = d.targets.get(target)
+    if t is not None and t.per_group:
+        return t.per_group
+    preds = d.predictions_of(target)
     groups = {str(p.get("group", "")) for p in preds}
     if len(groups) < 3 or "" in groups:  # as the runner: per-movie spread where movies are resampled
         return None
@@ -59,21 +65,21 @@ def _spread(d: dict[str, Any], target: str) -> dict[str, Any] | None:
                         np.array([str(p["group"]) for p in preds]))
 
 
-def results_table(docs: list[dict[str, Any]]) -> pd.DataFrame:
+def results_table(docs: list[RunResult | dict[str, Any]]) -> pd.DataFrame:
     """One row per (results file, target) with pooled metrics and CIs; ``run``
     names the file (see :func:`run_labels`)."""
     rows = []
-    for i, (d, label) in enumerate(zip(docs, run_labels(docs))):
-        for target, t in d.get("targets", {}).items():
-            m = t["metrics"]
+    for i, (d, label) in enumerate(zip(map(_run, docs), run_labels(docs))):
+        for target, t in d.targets.items():
+            m = t.metrics
             spread = _spread(d, target)
             rows.append({
                 "target": target,
                 "run": label,
                 "doc": i,
-                "experiment": d["experiment"],
-                "model": d["model"],
-                "features": d["feature_set"],
+                "experiment": d.experiment,
+                "model": d.model,
+                "features": d.feature_set,
                 "mse": _num(m.get("mse")),
                 "mse_ci": m.get("mse_ci"),
                 "pearson_r": _num(m.get("pearson_r")),
@@ -84,10 +90,10 @@ def results_table(docs: list[dict[str, Any]]) -> pd.DataFrame:
                 "resampled": m.get("resampled", "items"),
                 "n_units": m.get("n_units", m.get("n")),
                 "group_r": None if spread is None else spread["pearson_r"],
-                "protocol": d["protocol"],
-                "folds": len(t.get("folds", {})),
-                "seed": d.get("seed"),
-                "config": d.get("config_fingerprint", ""),
+                "protocol": d.protocol,
+                "folds": len(t.folds),
+                "seed": d.seed,
+                "config": d.config_fingerprint or "",
             })
     if not rows:
         return pd.DataFrame(columns=["target", "run", "experiment", "model", "features", "mse", "pearson_r", "ccc",
@@ -129,8 +135,8 @@ def _table(head: list[str], rows: list[list[str]], numeric: set[int]) -> list[st
     return [line(head), rule] + [line(r) for r in rows]
 
 
-def _pred_frame(d: dict[str, Any], target: str) -> pd.DataFrame:
-    preds = [p for p in d.get("predictions", []) if p.get("target") == target]
+def _pred_frame(d: RunResult | dict[str, Any], target: str) -> pd.DataFrame:
+    preds = _run(d).predictions_of(target)
     if not preds:
         return pd.DataFrame(columns=["key", "group", "y_true", "y_pred"])
     df = pd.DataFrame(preds)

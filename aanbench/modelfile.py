@@ -42,8 +42,10 @@ A single-target model file (``aanbench.model/1``), written by ``run
       # optional (run --save-models): "input", "samples", "dims"
     }
 
-:func:`load_any` reads either and returns the bundle layout, so ``predict``
-and ``models info`` treat them alike.
+:func:`load_any` reads either (and every older layout) into a typed
+:class:`aanbench.bundle.ModelBundle`, so ``predict``, ``curve`` and ``models
+info`` treat them alike; :func:`save_bundle` and :func:`save_model` write a
+:class:`~aanbench.bundle.ModelBundle` in the two layouts.
 """
 
 from __future__ import annotations
@@ -53,12 +55,13 @@ from typing import Any
 
 import torch
 
+from aanbench.bundle import BUNDLE_FORMAT, BUNDLE_REQUIRED, MODEL_FORMAT, ModelBundle
+from aanbench.bundle import MODEL_REQUIRED as REQUIRED
 from aanbench.contracts import AanbenchError
 
-FORMAT = "aanbench.model/1"
-BUNDLE_FORMAT = "aanbench.bundle/1"
-REQUIRED = ("format", "model", "target", "features", "state")
-BUNDLE_REQUIRED = ("format", "model", "targets", "features", "samples")
+FORMAT = MODEL_FORMAT
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_REQUIRED", "FORMAT", "REQUIRED", "ModelBundle", "load_any", "load_model",
+           "save_bundle", "save_model"]
 
 
 def _save(path: str | Path, payload: dict[str, Any]) -> Path:
@@ -70,74 +73,43 @@ def _save(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def save_model(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write a single-target model file."""
-    missing = [k for k in REQUIRED if k not in payload]
-    if missing:
-        raise ValueError(f"model payload lacks {missing}")
-    return _save(path, payload)
+def save_model(path: str | Path, bundle: ModelBundle) -> Path:
+    """Write a one-target bundle as a single-target model file (``aanbench.model/1``)."""
+    return _save(path, bundle.to_model_payload())
 
 
-def save_bundle(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write a model bundle."""
-    missing = [k for k in BUNDLE_REQUIRED if k not in payload]
-    if missing or payload.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"bundle payload lacks {missing or ['format ' + BUNDLE_FORMAT]}")
-    return _save(path, payload)
+def save_bundle(path: str | Path, bundle: ModelBundle) -> Path:
+    """Write a model bundle (``aanbench.bundle/1``)."""
+    return _save(path, bundle.to_payload())
 
 
-def _read(path: str | Path) -> dict[str, Any]:
+def _read(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise AanbenchError(f"{path}: no such model file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise AanbenchError(
             f"{path}: not an aanbench model file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
             "Legacy AttendAffectNet checkpoints must first be converted with `aanbench models import-aan`."
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, BUNDLE_FORMAT):
-        raise AanbenchError(f"{path}: not an aanbench model file (format {FORMAT} or {BUNDLE_FORMAT} expected)")
-    return payload
 
 
 def load_model(path: str | Path) -> dict[str, Any]:
-    """Read a single-target model file safely (``weights_only=True``)."""
+    """The raw payload of a single-target model file (``weights_only=True``),
+    checked as :func:`load_any` checks it: what the legacy converter's
+    ``build_net``/``predict_arrays`` take. Everything else reads files with
+    :func:`load_any`."""
     payload = _read(path)
-    if payload["format"] != FORMAT:
+    bundle = ModelBundle.from_payload(payload, str(path))  # clear errors: damaged, newer, not ours
+    if bundle.source_format != FORMAT:
         raise AanbenchError(f"{path}: a model bundle, not a single-target model file (format {FORMAT})")
     return payload
 
 
-def load_any(path: str | Path) -> dict[str, Any]:
-    """Read a bundle or a single-target model file (``weights_only=True``) and
-    return it in the bundle layout (a single-target file becomes a bundle of
-    one target; ``"source_format"`` says which it was)."""
-    payload = _read(path)
-    if payload["format"] == BUNDLE_FORMAT:
-        missing = [k for k in BUNDLE_REQUIRED if k not in payload]
-        if missing or not isinstance(payload["targets"], dict) or not payload["targets"]:
-            raise AanbenchError(f"{path}: a damaged model bundle (lacks {missing or ['targets']})")
-        return {**payload, "source_format": BUNDLE_FORMAT}
-    missing = [k for k in REQUIRED if k not in payload]
-    if missing:
-        raise AanbenchError(f"{path}: a damaged model file (lacks {missing})")
-    prov = dict(payload.get("provenance") or {})
-    return {
-        "format": BUNDLE_FORMAT,
-        "source_format": FORMAT,
-        "model": payload["model"],
-        "model_version": payload.get("model_version", ""),
-        "input": payload.get("input", "rows"),
-        "targets": {payload["target"]: {"state": payload["state"], "standardize": payload.get("standardize")}},
-        "features": list(payload["features"]),
-        "feature_keys": list(prov.get("feature_keys") or []),
-        "dims": list(payload.get("dims") or []),
-        "samples": payload.get("samples") or {"length": 1, "stride": 1, "scope": "group", "label": "last",
-                                              "start": "drop"},
-        "experiment": {"name": prov.get("experiment", "")},
-        "dataset": {"name": prov.get("dataset", "")},
-        "provenance": prov,
-        "seed": prov.get("seed"),
-    }
+def load_any(path: str | Path) -> ModelBundle:
+    """Read a bundle or a single-target model file (``weights_only=True``,
+    never runs code from it) as a :class:`ModelBundle` (a single-target file
+    becomes a bundle of one target; ``source_format`` says which it was)."""
+    return ModelBundle.from_payload(_read(path), str(path))

@@ -9,7 +9,7 @@ and notebooks call it the same way::
     from aanbench.store import FeatureStore
 
     group = FeatureStore("feats", mode="r").open_group("demo")
-    preds = predict_group(load_any("model.pt"), group, get_plugins())
+    preds = predict_group(load_any("model.pt"), group, get_plugins())   # a ModelBundle
     preds.to_frame()        # item_id, start, end, valence, arousal, reason
 
 The same windows the model was trained with are rebuilt from the group's
@@ -20,16 +20,17 @@ valid gets no prediction and a reason.
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from aanbench.bundle import ModelBundle
 from aanbench.contracts import AanbenchError, SequenceSpec
+from aanbench.csvformat import number_cell
+from aanbench.features import load_features, predict_samples
 from aanbench.plugin_manager import Plugins
-from aanbench.runner import Standardizer, load_features, predict_samples
 from aanbench.samples import samples_of
 from aanbench.store import DatasetGroup
 
@@ -65,7 +66,8 @@ class Predictions:
 
     def write_csv(self, out: str | Path) -> Path:
         """``item_id,start,end,<targets...>,reason``; empty cells for open
-        window bounds and for left-out samples (whose reason says why)."""
+        window bounds and for left-out samples (whose reason says why);
+        numbers round-trip exact (:func:`aanbench.csvformat.number_cell`)."""
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
@@ -73,8 +75,8 @@ class Predictions:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["item_id", "start", "end", *self.targets, "reason"])
             for i, sid in enumerate(self.ids):
-                w.writerow([sid, _cell(self.start[i]), _cell(self.end[i]),
-                            *(_cell(self.values[t][i]) for t in self.targets), self.reasons[i]])
+                w.writerow([sid, number_cell(self.start[i]), number_cell(self.end[i]),
+                            *(number_cell(self.values[t][i]) for t in self.targets), self.reasons[i]])
         tmp.replace(out)
         return out
 
@@ -84,41 +86,33 @@ class Predictions:
                 "windows": self.spec.to_dict(), "notes": self.notes}
 
 
-def _cell(v: float) -> str:
-    v = float(v)
-    return "" if not math.isfinite(v) else repr(v)
-
-
-def predict_group(bundle: dict[str, Any], group: DatasetGroup, plugins: Plugins) -> Predictions:
-    """Predict every sample of ``group`` with ``bundle`` (as :func:`aanbench.modelfile.load_any` returns)."""
-    spec_model = plugins.model(bundle["model"])
+def predict_group(bundle: ModelBundle, group: DatasetGroup, plugins: Plugins) -> Predictions:
+    """Predict every sample of ``group`` with ``bundle`` (as :func:`aanbench.modelfile.load_any`
+    returns; a bundle's payload dict is read as :meth:`ModelBundle.from_payload` reads it)."""
+    if not isinstance(bundle, ModelBundle):
+        bundle = ModelBundle.from_payload(bundle)
+    spec_model = plugins.model(bundle.model)
     if spec_model.restore is None:
         raise AanbenchError(f"model plugin {spec_model.name!r} cannot restore saved models")
-    sample_spec = SequenceSpec.from_dict(bundle["samples"])
-    sequences = bundle.get("input", "rows") == "sequences"
-    trained_keys = list(bundle.get("feature_keys") or [])
-    feats = load_features(group, list(bundle["features"]), plugins, keys=trained_keys)
+    sample_spec = bundle.samples
+    trained_keys = list(bundle.feature_keys)
+    feats = load_features(group, list(bundle.features), plugins, keys=trained_keys)
     notes = []
     for i, key in enumerate(feats.keys):
         if i < len(trained_keys) and trained_keys[i] and trained_keys[i] != key:
             notes.append(f"trained on {trained_keys[i]}, predicting from {key}")
-    dims = list(bundle.get("dims") or [])
-    if dims and dims != list(feats.dims):
+    if bundle.dims and list(bundle.dims) != list(feats.dims):
         raise AanbenchError(f"store group {group.path}: feature dims {feats.dims} ({', '.join(feats.keys)}) "
-                            f"differ from the model's {dims}")
+                            f"differ from the model's {list(bundle.dims)}")
     samples = samples_of(group, sample_spec)
     usable = samples.usable(feats.valid)
     idx = np.flatnonzero(usable)
     values: dict[str, np.ndarray] = {}
-    for target, t in bundle["targets"].items():
-        model = spec_model.restore(t["state"])
+    for target, t in bundle.targets.items():
+        model = spec_model.restore(t.state)
         out = np.full(len(samples), np.nan, dtype=np.float32)
-        if t.get("standardize"):
-            scaler = Standardizer.from_payload(t["standardize"])
-        else:  # converted published checkpoints take raw features
-            scaler = Standardizer([np.zeros(d, np.float32) for d in feats.dims],
-                                  [np.ones(d, np.float32) for d in feats.dims])
-        out[idx] = predict_samples(model, scaler, samples, feats.values, idx, sequences)
+        # converted published checkpoints have no standardiser: they take raw features
+        out[idx] = predict_samples(model, t.scaler(list(feats.dims)), samples, feats.values, idx, bundle.sequences)
         values[target] = out
     ids = group.item_ids()
     reasons = [""] * len(samples)

@@ -12,23 +12,25 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from aanbench import __version__
-from aanbench.contracts import AanbenchError, Dataset, ModelSpec, SequenceSpec
+from aanbench.bundle import ModelBundle, TargetModel
+from aanbench.contracts import AanbenchError, Dataset, ModelSpec, OnDevice, SequenceSpec
+from aanbench.features import FeatureMatrix, Standardizer, load_features, predict_samples
 from aanbench.metrics import evaluate, group_spread
 from aanbench.plugin_manager import Plugins
-from aanbench.pluginkit.torchmodel import TorchModel
 from aanbench.protocols import carve_validation, get_protocol
 from aanbench.registry import ExperimentConfig, check_params
+from aanbench.results import RESULTS_FORMAT as RESULTS_FORMAT  # noqa: F401 (where callers imported it from)
+from aanbench.results import RunResult, TargetResult, is_results_payload
 from aanbench.samples import SEQUENCE_SETTINGS, Samples, resolve_spec, samples_of
 from aanbench.store import DatasetGroup
 
-RESULTS_FORMAT = "aanbench.results/1"
 
 # Settings that belong to the runner, accepted in every experiment whatever
 # its model, and never handed to the model: the share of training samples
@@ -45,80 +47,6 @@ RUNNER_SETTINGS: dict[str, Any] = {
     "sequence_label": None,
     "sequence_start": None,
 }
-
-
-@dataclass
-class Standardizer:
-    """Per-feature mean/std, fit on training rows only."""
-
-    mean: list[np.ndarray]
-    std: list[np.ndarray]
-
-    @classmethod
-    def fit(cls, xs: list[np.ndarray]) -> "Standardizer":
-        means = [x.mean(0) for x in xs]
-        stds = [x.std(0) for x in xs]
-        stds = [np.where(s > 1e-8, s, 1.0) for s in stds]
-        return cls([m.astype(np.float32) for m in means], [s.astype(np.float32) for s in stds])
-
-    @classmethod
-    def identity(cls, dims: list[int] | tuple[int, ...]) -> "Standardizer":
-        """Mean 0, std 1: leaves the features as stored (``standardize = false``)."""
-        return cls([np.zeros(int(d), np.float32) for d in dims], [np.ones(int(d), np.float32) for d in dims])
-
-    def apply(self, xs: list[np.ndarray]) -> list[np.ndarray]:
-        return [((x - m) / s).astype(np.float32) for x, m, s in zip(xs, self.mean, self.std)]
-
-    def to_payload(self) -> dict[str, Any]:
-        import torch
-
-        return {"mean": [torch.from_numpy(np.asarray(m, dtype=np.float32)) for m in self.mean],
-                "std": [torch.from_numpy(np.asarray(s, dtype=np.float32)) for s in self.std]}
-
-    @classmethod
-    def from_payload(cls, sd: dict[str, Any]) -> "Standardizer":
-        return cls([np.asarray(a, dtype=np.float32) for a in sd["mean"]],
-                   [np.asarray(a, dtype=np.float32) for a in sd["std"]])
-
-
-@dataclass
-class FeatureMatrix:
-    """The stored rows of an experiment's features: one ``float32 (n_items,
-    dim_k)`` array per feature, ``dims[k]`` = ``dim_k`` (from the store), and
-    ``valid`` = rows valid in every array."""
-
-    names: list[str]
-    keys: list[str]
-    values: list[np.ndarray]
-    valid: np.ndarray
-    provenance: list[dict[str, Any]] = field(default_factory=list)
-    dims: list[int] = field(default_factory=list)
-    oks: list[np.ndarray] = field(default_factory=list)  # per array: row valid
-    errors: list[np.ndarray] = field(default_factory=list)  # per array: why not ('' when valid)
-
-
-def load_features(group: DatasetGroup, names: tuple[str, ...] | list[str], plugins: Plugins,
-                  keys: list[str] | None = None) -> FeatureMatrix:
-    """Read the arrays of ``names`` (or exactly ``keys`` where the group holds
-    them: a bundle's trained-on arrays)."""
-    out_keys, values, provs, dims, oks, errors = [], [], [], [], [], []
-    valid = np.ones(group.n_items, dtype=bool)
-    for i, name in enumerate(names):
-        key = keys[i] if keys and i < len(keys) and keys[i] else None
-        if key and key in group.feature_keys():
-            arr = group.feature(key)
-        else:
-            installed = plugins.extractors.get(name)
-            arr = group.resolve_feature(name, installed.version if installed else None)
-        out_keys.append(arr.key)
-        values.append(arr.read())
-        ok = arr.ok()
-        valid &= ok
-        provs.append(arr.provenance)
-        dims.append(arr.dim)
-        oks.append(ok)
-        errors.append(np.where(ok, "", arr.errors()))
-    return FeatureMatrix(list(names), out_keys, values, valid, provs, dims, oks, errors)
 
 
 # --------------------------------------------------------------------------
@@ -142,7 +70,7 @@ class RunPlan:
     feats: FeatureMatrix
     protocol: Any
     seed: int
-    device: str = "cpu"  # where torch models (TorchModel) train and predict; see check_device
+    device: str = "cpu"  # where torch models (contracts.OnDevice) train and predict; see check_device
     threads: int = 1  # CPU threads of a batched stack's first layer (aanbench.batched.train_batched); same numbers
     # with any number; plan_run's default: aanbench.batched.default_threads()
 
@@ -232,7 +160,7 @@ def _prepare_fit(plan: RunPlan, target: str, train: np.ndarray, seed: int, scale
     else:
         scaler = Standardizer.identity(list(plan.feats.dims))
     model = plan.spec.build(plan.model_params[target], list(plan.feats.dims))
-    if isinstance(model, TorchModel):
+    if isinstance(model, OnDevice):  # torch models: train and predict on the run's device
         model.device = plan.device
     extra: dict[str, Any] = {}
     if getattr(plan.spec, "wants_row_labels", False):  # member rows' labels: fitting and validation samples only
@@ -306,19 +234,6 @@ def batchable(plan: RunPlan) -> bool:
     return callable(getattr(probe, "torch_fit", None))
 
 
-def predict_samples(model: Any, scaler: Standardizer, samples: Samples, values: list[np.ndarray],
-                    idx: np.ndarray, sequences: bool) -> np.ndarray:
-    """``float32 (len(idx),)`` predictions of a fitted model for samples ``idx``."""
-    if not len(idx):
-        return np.zeros(0, dtype=np.float32)
-    rows = samples.rows(idx)
-    std = [np.zeros_like(v) for v in values]
-    for s, v, m, sd in zip(std, values, scaler.mean, scaler.std):
-        s[rows] = (v[rows] - m) / sd
-    x = samples.take(std, idx, sequences=sequences)
-    return np.asarray(model.predict(x), dtype=np.float32).reshape(-1)
-
-
 def _none_if_nan(v: float) -> float | None:
     return None if not math.isfinite(float(v)) else float(v)
 
@@ -351,8 +266,9 @@ def run_experiment(
     sequential: bool = False,
     device: str = "cpu",
     threads: int | None = None,
-) -> dict[str, Any]:
-    """Train and evaluate ``exp`` on ``group``; returns the results document.
+) -> RunResult:
+    """Train and evaluate ``exp`` on ``group``; returns the results document
+    (:class:`aanbench.results.RunResult`).
     A model that opts in to batched training has all its fits (fold x
     target) trained together (:func:`fit_targets`) unless ``sequential``;
     ``threads``: CPU threads of that stack's first layer (the same numbers
@@ -425,41 +341,39 @@ def results_doc(
     t0: float | None = None,
     save_models: Path | None = None,
     on_fit: Callable[[str, str, int, int], None] | None = None,
-) -> dict[str, Any]:
+) -> RunResult:
     """Predict each fold's test samples with its fitted model (``fitted[(target,
     fold number)]``; a fit missing there is made now by :func:`fit_target`),
     evaluate, and return the results document. ``t0``: when the run began
     (``time.perf_counter()``), for the document's ``seconds``."""
-    from aanbench.modelfile import FORMAT as MODEL_FORMAT
     from aanbench.modelfile import save_model
 
     t0 = time.perf_counter() if t0 is None else t0
     exp, dataset, group = plan.exp, plan.dataset, plan.group
     spec, feats, samples, seed = plan.spec, plan.feats, plan.samples, plan.seed
-    doc: dict[str, Any] = {
-        "format": RESULTS_FORMAT,
-        "aanbench_version": __version__,
-        "experiment": exp.name,
-        "description": exp.description,
-        "model": exp.model,
-        "model_version": spec.version,
-        "model_input": spec.input,
-        "dataset": dataset.name,
-        "dataset_config": dataset.config(),
-        "group": group.path,
-        "items_sha256": group.attrs.get("items_sha256", ""),
-        "feature_set": exp.feature_set,
-        "features": [{"name": n, "key": k, "dim": d, "provenance": p}
-                     for n, k, d, p in zip(feats.names, feats.keys, feats.dims, feats.provenance)],
-        "protocol": plan.protocol.name,
-        "seed": seed,
-        "device": plan.device,  # where torch models trained: changes rounding, not the experiment (not in CONFIG_KEYS)
-        "samples": {**plan.sample_spec.to_dict(), "n": len(samples)},
-        "params": {t: plan.model_params[t] for t in plan.targets},
-        "settings": {t: plan.settings[t] for t in plan.targets},
-        "targets": {},
-        "predictions": [],
-    }
+    doc = RunResult(
+        aanbench_version=__version__,
+        experiment=exp.name,
+        description=exp.description,
+        model=exp.model,
+        model_version=spec.version,
+        model_input=spec.input,
+        dataset=dataset.name,
+        dataset_config=dataset.config(),
+        group=group.path,
+        items_sha256=group.attrs.get("items_sha256", ""),
+        feature_set=exp.feature_set,
+        features=[{"name": n, "key": k, "dim": d, "provenance": p}
+                  for n, k, d, p in zip(feats.names, feats.keys, feats.dims, feats.provenance)],
+        protocol=plan.protocol.name,
+        seed=seed,
+        device=plan.device,  # where torch models trained: changes rounding, not the experiment (not in CONFIG_KEYS)
+        samples={**plan.sample_spec.to_dict(), "n": len(samples)},
+        params={t: plan.model_params[t] for t in plan.targets},
+        settings={t: plan.settings[t] for t in plan.targets},
+        targets={},
+        predictions=[],
+    )
     total = len(plan.targets) * len(folds)
     done = 0
     for target in plan.targets:
@@ -486,17 +400,12 @@ def results_doc(
                          "n_test": int(len(test)), "epochs": r.epochs, "best_epoch": r.best_epoch,
                          "best_val_loss": r.best_val_loss, "seconds": round(r.seconds, 3)})
             if save_models is not None:
-                save_model(Path(save_models) / f"{exp.name}__{dataset.name}__{target}__{fold.name}.pt", {
-                    "format": MODEL_FORMAT, "model": exp.model, "target": target,
-                    "features": list(feats.names),
-                    "standardize": f.scaler.to_payload(),
-                    "state": f.model.state(),
-                    "input": spec.input,
-                    "samples": plan.sample_spec.to_dict(),
-                    "dims": list(feats.dims),
-                    "provenance": {"experiment": exp.name, "dataset": dataset.name, "fold": fold.name,
-                                   "seed": seed, "feature_keys": feats.keys},
-                })
+                save_model(Path(save_models) / f"{exp.name}__{dataset.name}__{target}__{fold.name}.pt", ModelBundle(
+                    model=exp.model, targets={target: TargetModel(f.model.state(), f.scaler)},
+                    features=list(feats.names), samples=plan.sample_spec, input=spec.input,
+                    dims=list(feats.dims), feature_keys=list(feats.keys),
+                    provenance={"experiment": exp.name, "dataset": dataset.name, "fold": fold.name,
+                                "seed": seed, "feature_keys": feats.keys}))
             done += 1
             if on_fit:
                 on_fit(target, fold.name, done, total)
@@ -504,17 +413,18 @@ def results_doc(
         units = resampling_units(samples.group[scored], np.asarray(samples.ids)[scored])
         # whole groups (movies) are resampled when the test predictions come from >= 3 (else items)
         pooled = evaluate(y[scored], pred_all[scored], groups=units, seed=seed)
-        doc["targets"][target] = {"metrics": pooled, "folds": fold_docs, "fits": fits,
-                                  "n_items": int(group.n_items), "n_samples": int(len(samples)),
-                                  "n_unusable": int((~usable).sum())}
-        if pooled["resampled"] == "groups":  # per-movie spread: mean and sd over the test groups
-            doc["targets"][target]["per_group"] = _jsonable(group_spread(y[scored], pred_all[scored], units))
+        doc.targets[target] = TargetResult(
+            metrics=pooled, folds=fold_docs, fits=fits, n_items=int(group.n_items), n_samples=int(len(samples)),
+            n_unusable=int((~usable).sum()),
+            # per-movie spread: mean and sd over the test groups
+            per_group=(_jsonable(group_spread(y[scored], pred_all[scored], units))
+                       if pooled["resampled"] == "groups" else None))
         for i in np.flatnonzero(scored):
-            doc["predictions"].append({"item_id": samples.ids[i], "start": _none_if_nan(samples.start[i]),
+            doc.predictions.append({"item_id": samples.ids[i], "start": _none_if_nan(samples.start[i]),
                                        "end": _none_if_nan(samples.end[i]), "group": str(samples.group[i]),
                                        "fold": str(fold_of[i]), "target": target, "y_true": float(y[i]),
                                        "y_pred": float(pred_all[i])})
-    doc["seconds"] = round(time.perf_counter() - t0, 3)
+    doc.seconds = round(time.perf_counter() - t0, 3)
     return doc
 
 
@@ -533,52 +443,46 @@ def train_bundle(
     sequential: bool = False,
     device: str = "cpu",
     threads: int | None = None,
-) -> dict[str, Any]:
+) -> ModelBundle:
     """Fit ``exp`` on all of the dataset's training samples (the protocol's
     training pool; validation carved from it as in a run), one model per
-    target; returns the bundle payload (see :mod:`aanbench.modelfile`)."""
-    from aanbench.modelfile import BUNDLE_FORMAT
-
+    target; returns the model bundle (:class:`aanbench.bundle.ModelBundle`)."""
     plan = plan_run(exp, dataset, group, plugins, seed, device=check_device(device), threads=threads)
     pool = plan.protocol.training_pool(plan.samples.split, plan.samples.group)
-    targets: dict[str, Any] = {}
+    targets: dict[str, TargetModel] = {}
     fits = fit_targets(plan, [(t, pool, plan.seed) for t in plan.targets], sequential=sequential)
     for i, (target, f) in enumerate(zip(plan.targets, fits)):
         if len(f.fit_idx) < 2:
             raise AanbenchError(f"{group.path}: fewer than 2 usable training samples for {target}")
         r = f.report
-        targets[target] = {
-            "state": f.model.state(),
-            "standardize": f.scaler.to_payload(),
-            "params": _plain(plan.model_params[target]),
-            "settings": _plain(plan.settings[target]),
-            "fit": {"n_fit": int(len(f.fit_idx)), "n_val": int(len(f.val_idx)), "epochs": int(r.epochs),
-                    "best_epoch": int(r.best_epoch),
-                    "best_val_loss": None if r.best_val_loss is None else float(r.best_val_loss)},
-        }
+        targets[target] = TargetModel(
+            state=f.model.state(), standardize=f.scaler, params=_plain(plan.model_params[target]),
+            settings=_plain(plan.settings[target]),
+            fit={"n_fit": int(len(f.fit_idx)), "n_val": int(len(f.val_idx)), "epochs": int(r.epochs),
+                 "best_epoch": int(r.best_epoch),
+                 "best_val_loss": None if r.best_val_loss is None else float(r.best_val_loss)})
         if on_fit:
             on_fit(target, i + 1, len(plan.targets))
-    return {
-        "format": BUNDLE_FORMAT,
-        "model": exp.model,
-        "model_version": plan.spec.version,
-        "input": plan.spec.input,
-        "targets": targets,
-        "features": list(plan.feats.names),
-        "feature_keys": list(plan.feats.keys),
-        "dims": [int(d) for d in plan.feats.dims],
-        "samples": plan.sample_spec.to_dict(),
-        "experiment": _plain({"name": exp.name, "description": exp.description, "feature_set": exp.feature_set,
-                              "protocol": plan.protocol.name, "registry": str(exp.source or "")}),
-        "dataset": _plain({"name": dataset.name, "version": getattr(dataset, "version", ""),
-                           "config": dataset.config(), "group": group.path,
-                           "items_sha256": group.attrs.get("items_sha256", ""),
-                           "n_items": group.n_items, "n_samples": len(plan.samples)}),
-        "provenance": _plain({"features": [{"name": n, "key": k, "provenance": p} for n, k, p in
-                                           zip(plan.feats.names, plan.feats.keys, plan.feats.provenance)],
-                              "aanbench_version": __version__, "device": plan.device}),
-        "seed": int(plan.seed),
-    }
+    return ModelBundle(
+        model=exp.model,
+        model_version=plan.spec.version,
+        input=plan.spec.input,
+        targets=targets,
+        features=list(plan.feats.names),
+        feature_keys=list(plan.feats.keys),
+        dims=[int(d) for d in plan.feats.dims],
+        samples=plan.sample_spec,
+        experiment=_plain({"name": exp.name, "description": exp.description, "feature_set": exp.feature_set,
+                           "protocol": plan.protocol.name, "registry": str(exp.source or "")}),
+        dataset=_plain({"name": dataset.name, "version": getattr(dataset, "version", ""),
+                        "config": dataset.config(), "group": group.path,
+                        "items_sha256": group.attrs.get("items_sha256", ""),
+                        "n_items": group.n_items, "n_samples": len(plan.samples)}),
+        provenance=_plain({"features": [{"name": n, "key": k, "provenance": p} for n, k, p in
+                                        zip(plan.feats.names, plan.feats.keys, plan.feats.provenance)],
+                           "aanbench_version": __version__, "device": plan.device}),
+        seed=int(plan.seed),
+    )
 
 
 def _plain(v: Any) -> Any:
@@ -593,7 +497,7 @@ CONFIG_KEYS = ("model", "model_version", "dataset_config", "items_sha256", "feat
                "params", "settings")
 
 
-def config_fingerprint(doc: dict[str, Any]) -> str:
+def config_fingerprint(doc: RunResult | dict[str, Any]) -> str:
     """SHA-256 (hex, first 12) of what makes two runs of one experiment and
     seed comparable: model, dataset options and items, features, protocol,
     windows, parameters."""
@@ -619,23 +523,30 @@ def results_path(out: Path, experiment: str, dataset: str, seed: int | None = No
     try:
         old = json.loads(path.read_text())
         same = old.get("config_fingerprint", config_fingerprint(old)) == fingerprint
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError, AttributeError):
         same = False
     return path if same else path.with_name(f"{path.stem}-{fingerprint}.json")
 
 
-def write_results(doc: dict[str, Any], out: Path) -> Path:
-    doc["config_fingerprint"] = config_fingerprint(doc)
-    path = results_path(out, doc["experiment"], doc["dataset"], doc.get("seed"), doc["config_fingerprint"])
+def write_results(doc: RunResult | dict[str, Any], out: Path) -> Path:
+    """Write a results document (a :class:`RunResult`, or its JSON payload,
+    checked as a reader would) under ``out`` (see :func:`results_path`); sets
+    its ``config_fingerprint``."""
+    if not isinstance(doc, RunResult):
+        doc = RunResult.from_payload(doc)
+    doc.config_fingerprint = config_fingerprint(doc)
+    path = results_path(out, doc.experiment, doc.dataset, doc.seed, doc.config_fingerprint)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False, default=float))
+    tmp.write_text(doc.to_json())
     tmp.replace(path)
     return path
 
 
-def read_results(paths: list[Path], dataset: str | None = None) -> list[dict[str, Any]]:
-    """Results documents from files and/or directories (every ``*.json`` below)."""
+def read_results(paths: list[Path], dataset: str | None = None) -> list[RunResult]:
+    """Results documents from files and/or directories (every ``*.json``
+    below; JSON files that are not results documents are passed over). A
+    results file of a newer format, or a damaged one, is a clear error naming it."""
     files: list[Path] = []
     for p in paths:
         p = Path(p)
@@ -649,11 +560,12 @@ def read_results(paths: list[Path], dataset: str | None = None) -> list[dict[str
     for f in files:
         try:
             d = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise AanbenchError(f"{f}: not a readable results file ({exc})") from None
-        if not isinstance(d, dict) or d.get("format") != RESULTS_FORMAT:
+        if not is_results_payload(d):
             continue
-        if dataset is None or d.get("dataset") == dataset:
-            d["_file"] = str(f)
-            docs.append(d)
+        doc = RunResult.from_payload(d, str(f))
+        doc.file = str(f)
+        if dataset is None or doc.dataset == dataset:
+            docs.append(doc)
     return docs

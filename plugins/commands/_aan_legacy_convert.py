@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from aanbench import __version__ as AANBENCH_VERSION
+from aanbench.bundle import ModelBundle
 from aanbench.contracts import TARGETS, AanbenchError
 from aanbench.pluginkit.legacy_pickle import LegacyCheckpoint, Record, load_legacy
 from aanbench.modelfile import FORMAT, save_model
@@ -479,7 +480,7 @@ def convert_checkpoint(path: str | Path, out: str | Path, target: str | None = N
     """
     ck = load_legacy(path)
     payload = checkpoint_to_payload(ck, target)
-    return save_model(out, payload)
+    return save_model(out, ModelBundle.from_payload(payload, str(out)))
 
 
 def build_net(payload: Mapping[str, Any]) -> FeatureAANNet:
