@@ -175,22 +175,28 @@ def _keys(preds: list[dict[str, Any]]) -> list[str]:
     return [_key(p) for p in preds]
 
 
-def _seed_frame(d: Any, target: str) -> pd.DataFrame:
+def _seed_frame(d: Any, target: str, cache: dict | None = None) -> pd.DataFrame:
+    """One run's predictions of ``target`` indexed by key (cached per build)."""
+    if cache is not None:
+        hit = cache.get((id(d), target))
+        if hit is None:
+            hit = cache[(id(d), target)] = _seed_frame(d, target)
+        return hit
     preds = doc_predictions(d, target)
     if not preds:
         return pd.DataFrame(columns=["group", "y_true", "y_pred"])
-    df = pd.DataFrame(preds)
-    df["key"] = _keys(preds)
-    if "group" not in df:
-        df["group"] = ""
-    df["group"] = df["group"].fillna("").astype(str)
-    return df.drop_duplicates("key").set_index("key")[["group", "y_true", "y_pred"]]
+    df = pd.DataFrame({"group": ["" if p.get("group") is None else str(p["group"]) for p in preds],
+                       "y_true": np.array([p["y_true"] for p in preds], dtype=np.float64),
+                       "y_pred": np.array([p["y_pred"] for p in preds], dtype=np.float64)},
+                      index=pd.Index(_keys(preds), name="key"))
+    return df[~df.index.duplicated()]
 
 
-def _aligned(docs: list[Any], target: str) -> tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray] | None:
+def _aligned(docs: list[Any], target: str,
+             cache: dict | None = None) -> tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray] | None:
     """The predictions every seed made (same keys), their truth and groups,
     and ``(S, n)`` predictions; None where a seed has none."""
-    frames = [_seed_frame(d, target) for d in docs]
+    frames = [_seed_frame(d, target, cache) for d in docs]
     if any(f.empty for f in frames):
         return None
     keys = frames[0].index
@@ -234,9 +240,9 @@ def _config_notes(groups: dict[tuple[str, str, str], list[Any]]) -> dict[tuple[s
     return notes
 
 
-def _row(group_docs: list[Any], target: str) -> dict[str, Any]:
+def _row(group_docs: list[Any], target: str, cache: dict) -> dict[str, Any]:
     """One ranked row's numbers for one target."""
-    al = _aligned(group_docs, target)
+    al = _aligned(group_docs, target, cache)
     out: dict[str, Any] = {"seeds": [doc_seed(d) for d in group_docs],
                            "folds": max(doc_folds(d, target) for d in group_docs)}
     if al is None:  # no predictions: the numbers the files record, no interval
@@ -269,9 +275,9 @@ def _row(group_docs: list[Any], target: str) -> dict[str, Any]:
     return out
 
 
-def _compare(best: dict[str, Any], other: dict[str, Any], target: str) -> dict[str, Any]:
+def _compare(best: dict[str, Any], other: dict[str, Any], target: str, cache: dict) -> dict[str, Any]:
     """``paired_test`` of ``other`` against ``best`` on the predictions both made."""
-    a, b = _aligned(other["docs"], target), _aligned(best["docs"], target)
+    a, b = _aligned(other["docs"], target, cache), _aligned(best["docs"], target, cache)
     if a is None or b is None:
         return {"n": 0, "mse": {"difference": None, "p": None}, "pearson_r": {"difference": None, "p": None},
                 "ccc": {"difference": None, "p": None}}
@@ -309,6 +315,7 @@ def build_board(dataset: str, docs: list[dict[str, Any]], command: str = "") -> 
         v.sort(key=lambda d: (doc_seed(d) is None, str(doc_seed(d))))
     notes = _config_notes(groups)
     twins = _twins(dataset)
+    cache: dict = {}  # each run's prediction frames, built once
     sections = []
     for protocol in sorted({k[0] for k in groups}):
         keys = [k for k in groups if k[0] == protocol]
@@ -324,7 +331,7 @@ def build_board(dataset: str, docs: list[dict[str, Any]], command: str = "") -> 
                 desc = doc_describe(ds[0])
                 rows.append({"experiment": k[1], "config": k[2], "config_note": notes.get(k, ""),
                              "model": desc["model"], "features": desc["features"], "protocol": protocol,
-                             "reported_as": twins.get(k[1], []), "docs": ds, **_row(ds, target)})
+                             "reported_as": twins.get(k[1], []), "docs": ds, **_row(ds, target, cache)})
 
             def rank_key(r: dict[str, Any]) -> tuple:
                 v = r["mse"]["value"]
@@ -335,7 +342,7 @@ def build_board(dataset: str, docs: list[dict[str, Any]], command: str = "") -> 
             raw = {m: [None] * len(rows) for m in ("mse", "pearson_r")}
             cmps: list[dict[str, Any] | None] = [None]
             for i, r in enumerate(rows[1:], 1):
-                c = _compare(best, r, target)
+                c = _compare(best, r, target, cache)
                 cmps.append(c)
                 for m in raw:
                     raw[m][i] = c[m]["p"]
@@ -361,7 +368,7 @@ def build_board(dataset: str, docs: list[dict[str, Any]], command: str = "") -> 
                 for t in targets:
                     if t not in doc_targets(d):
                         continue
-                    al = _aligned([d], t)
+                    al = _aligned([d], t, cache)
                     if al is None:
                         sm = doc_stored_metrics(d, t)
                         entry["targets"][t] = {m: _num(sm.get(m)) for m in METRICS} | {"n": sm.get("n")}
