@@ -34,7 +34,7 @@ import pandas as pd
 
 from aanbench.contracts import AanbenchError
 from aanbench.metrics import METRICS, group_spread
-from aanbench.stats import MIN_CLUSTERS, clusters, holm, interval, paired_test
+from aanbench.stats import MIN_CLUSTERS, holm, interval, paired_test
 
 BOARD_FORMAT = "aanbench-leaderboard/1"
 FORMATS = ("md", "csv", "json")

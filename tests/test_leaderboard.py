@@ -133,7 +133,8 @@ def test_intervals_and_vs_best_are_the_stats_functions_with_holm():
         d = next(d for d in docs if d["experiment"] == r["experiment"])
         p = np.array([x["y_pred"] for x in d["predictions"] if x["target"] == "valence"])
         iv = interval(y, p, g)
-        assert r["mse"]["value"] == pytest.approx(iv["mse"]["value"]) and r["mse"]["ci"] == pytest.approx(iv["mse"]["ci"])
+        assert r["mse"]["value"] == pytest.approx(iv["mse"]["value"])
+        assert r["mse"]["ci"] == pytest.approx(iv["mse"]["ci"])
         if iv["pearson_r"]["ci"] is not None:
             assert r["pearson_r"]["ci"] == pytest.approx(iv["pearson_r"]["ci"])
         assert r["unit"] == "movies" and r["k"] == MOVIES and r["approximate"] is True
@@ -177,7 +178,8 @@ def test_configurations_of_one_experiment_say_how_they_differ():
                  params={"valence": {"alpha": 10.0}})]
     text = render_markdown("demo", docs)
     names = [_cells(r)[1] for r in _tables(text)[0][2:]]
-    assert sorted(names) == ["ridge (valence.alpha=1.0; config aaaa1111)", "ridge (valence.alpha=10.0; config bbbb2222)"]
+    assert sorted(names) == ["ridge (valence.alpha=1.0; config aaaa1111)",
+                             "ridge (valence.alpha=10.0; config bbbb2222)"]
 
 
 @pytest.mark.parametrize("n_items", [4, 9, 180])
