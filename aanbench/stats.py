@@ -119,9 +119,7 @@ def _loo(y: np.ndarray, P: np.ndarray, cl: Clusters) -> tuple[dict[str, np.ndarr
     full: dict[str, list] = {m: [] for m in METRICS}
     loo: dict[str, list] = {m: [] for m in METRICS}
     for p in P:
-        sums = _unit_sums(y, p, cl.codes) if len(y) else np.zeros((0, 7))
-        if sums.shape[0] < cl.k:  # trailing clusters without predictions cannot happen with np.unique codes
-            sums = np.vstack([sums, np.zeros((cl.k - sums.shape[0], sums.shape[1]))])
+        sums = _unit_sums(y, p, cl.codes)  # (k, 7): every code 0 .. k-1 occurs
         total = sums.sum(axis=0, keepdims=True)
         f = _metrics_from_sums(total)
         lo = _metrics_from_sums(total - sums)
