@@ -1,15 +1,31 @@
-"""Leaderboards: markdown tables (one per target, as the paper's Tables I
-and II) and a figure of predicted against true values over the test movies
-(as its Figures 5 and 6), generated from results files, never edited by hand.
+"""Leaderboards: ranked tables (one per protocol and target, as the paper's
+Tables I and II) and a figure of predicted against true values over the
+test movies (as its Figures 5 and 6), generated from results files, never
+edited by hand.
 
-Each table is ranked by MSE; intervals resample whole movies where the
-predictions come from at least 3 (:func:`aanbench.metrics.evaluate`); a
-paired bootstrap against the best row marks the rows the data cannot tell
-apart from it (:func:`compare_to_best`). Published numbers for the dataset
+- One ranked row per experiment, configuration and protocol: the seeds of
+  one configuration are aggregated (mean over seeds, the seeds' sd, an
+  interval that accounts for movies and seeds); per-seed numbers follow in a
+  detail table. Protocols (fixed split, leave-one-movie-out) get their own
+  sections and are never ranked together.
+- Intervals: :func:`aanbench.stats.interval` (Fisher z or log MSE with a
+  leave-one-movie-out jackknife standard error and t quantiles with G - 1
+  degrees of freedom), computed again from the predictions.
+- `vs best`: :func:`aanbench.stats.paired_test` of each row against the
+  table's best row (lowest mean MSE over seeds, chosen on these data), on
+  the predictions both made, Holm-adjusted across the table's rows.
+
+:func:`build_board` gathers every number into one plain dictionary;
+:func:`render` writes it as markdown, CSV or JSON (the JSON holds every
+number the markdown shows, and :func:`board_markdown` of the loaded JSON
+gives the same markdown). Published numbers for the dataset
 (:mod:`aanbench.reported`) follow in their own section, never ranked."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +33,101 @@ import numpy as np
 import pandas as pd
 
 from aanbench.contracts import AanbenchError
-from aanbench.metrics import group_spread, paired_difference
+from aanbench.metrics import METRICS, group_spread
 from aanbench.results import RunResult
+from aanbench.stats import MIN_CLUSTERS, holm, interval, paired_test
+
+BOARD_FORMAT = "aanbench-leaderboard/1"
+FORMATS = ("md", "csv", "json")
+ALPHA = 0.05
+
+# ---------------------------------------------------------------------------
+# Reading results documents: the only place that knows their fields. Every
+# document is read as a typed :class:`aanbench.results.RunResult` (a plain
+# payload dict is read as a results file is).
+
+
+def _run(d: Any) -> RunResult:
+    return d if isinstance(d, RunResult) else RunResult.from_payload(d)
+
+
+def doc_experiment(d: Any) -> str:
+    return str(_run(d).experiment)
+
+
+def doc_protocol(d: Any) -> str:
+    return str(_run(d).protocol or "?")
+
+
+def doc_seed(d: Any) -> Any:
+    return _run(d).seed
+
+
+def doc_config(d: Any) -> str:
+    """The configuration fingerprint (computed where the file has none)."""
+    r = _run(d)
+    if r.config_fingerprint:
+        return str(r.config_fingerprint)
+    from aanbench.runner import config_fingerprint
+
+    return config_fingerprint(r.to_payload())
+
+
+def doc_config_fields(d: Any) -> dict[str, Any]:
+    """What makes a configuration (for saying how two of one experiment differ)."""
+    from aanbench.runner import CONFIG_KEYS
+
+    r = _run(d)
+    out = {k: r.get(k) for k in CONFIG_KEYS if k != "protocol"}
+    out["features"] = [f.get("key") for f in r.features]
+    return out
+
+
+def doc_describe(d: Any) -> dict[str, str]:
+    """Model, feature set and feature keys."""
+    r = _run(d)
+    return {"model": str(r.model or "?"), "features": str(r.feature_set or "?"),
+            "feature_keys": ", ".join(str(f.get("key")) for f in r.features)}
+
+
+def doc_targets(d: Any) -> list[str]:
+    return list(_run(d).targets)
+
+
+def doc_folds(d: Any, target: str) -> int:
+    t = _run(d).targets.get(target)
+    return 0 if t is None else len(t.folds)
+
+
+def doc_stored_metrics(d: Any, target: str) -> dict[str, Any]:
+    t = _run(d).targets.get(target)
+    return {} if t is None else dict(t.metrics)
+
+
+def doc_predictions(d: Any, target: str) -> list[dict[str, Any]]:
+    """``[{item_id, start, group, y_true, y_pred}, ...]`` of one target."""
+    return _run(d).predictions_of(target)
+
+
+# ---------------------------------------------------------------------------
 
 
 def run_labels(docs: list[dict[str, Any]]) -> list[str]:
     """A name per results document: the experiment, with its seed when the
     experiment appears more than once, and its configuration fingerprint when
-    that is still ambiguous."""
+    that is still ambiguous (figure legends)."""
     def count(keys: list) -> dict:
         out: dict = {}
         for k in keys:
             out[k] = out.get(k, 0) + 1
         return out
 
-    exp = [d["experiment"] for d in docs]
+    exp = [doc_experiment(d) for d in docs]
     n_exp = count(exp)
-    labels = [e if n_exp[e] == 1 else f"{e} (seed {d.get('seed')})" for e, d in zip(exp, docs)]
+    labels = [e if n_exp[e] == 1 else f"{e} (seed {doc_seed(d)})" for e, d in zip(exp, docs)]
     n_lab = count(labels)
     labels = [lab if n_lab[lab] == 1 else f"{lab[:-1] if lab.endswith(')') else lab + ' ('}, "
-              f"config {d.get('config_fingerprint', '?')[:8]})" for lab, d in zip(labels, docs)]
+              f"config {doc_config(d)[:8]})" for lab, d in zip(labels, docs)]
     n_lab = count(labels)
     seen: dict = {}
     out = []
@@ -46,155 +137,264 @@ def run_labels(docs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _run(d: RunResult | dict[str, Any]) -> RunResult:
-    """A results document as :class:`RunResult` (a JSON payload is read as a results file is)."""
-    return d if isinstance(d, RunResult) else RunResult.from_payload(d)
-
-
-def _spread(d: RunResult, target: str) -> dict[str, Any] | None:
-    """Per-group (per-movie) spread of a run's metrics: as recorded by the
-    runner, else computed from its predictions (older results files)."""
-    t = d.targets.get(target)
-    if t is not None and t.per_group:
-        return t.per_group
-    preds = d.predictions_of(target)
-    groups = {str(p.get("group", "")) for p in preds}
-    if len(groups) < 3 or "" in groups:  # as the runner: per-movie spread where movies are resampled
-        return None
-    return group_spread(np.array([p["y_true"] for p in preds]), np.array([p["y_pred"] for p in preds]),
-                        np.array([str(p["group"]) for p in preds]))
-
-
-def results_table(docs: list[RunResult | dict[str, Any]]) -> pd.DataFrame:
-    """One row per (results file, target) with pooled metrics and CIs; ``run``
-    names the file (see :func:`run_labels`)."""
+def results_table(docs: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (results file, target) with the metrics the file records
+    (``run``: see :func:`run_labels`), sorted by target and MSE."""
     rows = []
-    for i, (d, label) in enumerate(zip(map(_run, docs), run_labels(docs))):
-        for target, t in d.targets.items():
-            m = t.metrics
-            spread = _spread(d, target)
-            rows.append({
-                "target": target,
-                "run": label,
-                "doc": i,
-                "experiment": d.experiment,
-                "model": d.model,
-                "features": d.feature_set,
-                "mse": _num(m.get("mse")),
-                "mse_ci": m.get("mse_ci"),
-                "pearson_r": _num(m.get("pearson_r")),
-                "pearson_r_ci": m.get("pearson_r_ci"),
-                "ccc": _num(m.get("ccc")),
-                "ccc_ci": m.get("ccc_ci"),
-                "n": m.get("n"),
-                "resampled": m.get("resampled", "items"),
-                "n_units": m.get("n_units", m.get("n")),
-                "group_r": None if spread is None else spread["pearson_r"],
-                "protocol": d.protocol,
-                "folds": len(t.folds),
-                "seed": d.seed,
-                "config": d.config_fingerprint or "",
-            })
+    for i, (d, label) in enumerate(zip(docs, run_labels(docs))):
+        for target in doc_targets(d):
+            m = doc_stored_metrics(d, target)
+            rows.append({"target": target, "run": label, "doc": i, "experiment": doc_experiment(d),
+                         **{k: v for k, v in doc_describe(d).items() if k != "feature_keys"},
+                         "mse": _num(m.get("mse")), "pearson_r": _num(m.get("pearson_r")),
+                         "ccc": _num(m.get("ccc")), "n": m.get("n"), "protocol": doc_protocol(d),
+                         "seed": doc_seed(d), "config": doc_config(d)})
     if not rows:
         return pd.DataFrame(columns=["target", "run", "experiment", "model", "features", "mse", "pearson_r", "ccc",
                                      "n"])
-    df = pd.DataFrame(rows)
-    return df.sort_values(["target", "mse", "run"], kind="stable").reset_index(drop=True)
+    return pd.DataFrame(rows).sort_values(["target", "mse", "run"], kind="stable").reset_index(drop=True)
 
 
 def _num(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
 
-def _fmt(v: Any, ci: Any = None, digits: int = 3) -> str:
-    """``v [lo, hi]`` with a sign column, so that numbers align; ``n/a`` where undefined."""
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "n/a"
-    s = f"{v: .{digits}f}"
-    if ci:
-        s += f" [{ci[0]: .{digits}f}, {ci[1]: .{digits}f}]"
-    return s
+def _clean(v: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        return v if np.isfinite(v) else None
+    return v
 
 
-def _mean_sd(stat: dict[str, Any] | None, digits: int = 3) -> str:
-    if not stat or not np.isfinite(_num(stat.get("mean"))):
-        return "n/a"
-    sd = _num(stat.get("sd"))
-    return f"{stat['mean']: .{digits}f} ± {sd:.{digits}f}" if np.isfinite(sd) else f"{stat['mean']: .{digits}f}"
+# ---------------------------------------------------------------------------
+# Gathering: one row per (protocol, experiment, configuration) and target
 
 
-def _table(head: list[str], rows: list[list[str]], numeric: set[int]) -> list[str]:
-    """A markdown table whose columns are padded to one width (numbers right-aligned)."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.rjust(w) if i in numeric else c.ljust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
-
-    rule = "| " + " | ".join(("-" * (w - 1) + ":") if i in numeric else "-" * w for i, w in enumerate(widths)) + " |"
-    return [line(head), rule] + [line(r) for r in rows]
-
-
-def _pred_frame(d: RunResult | dict[str, Any], target: str) -> pd.DataFrame:
-    preds = _run(d).predictions_of(target)
-    if not preds:
-        return pd.DataFrame(columns=["key", "group", "y_true", "y_pred"])
-    df = pd.DataFrame(preds)
-    df["key"] = _keys(preds)
-    return df.drop_duplicates("key").set_index("key")
+def _key(p: dict[str, Any]) -> str:
+    """What identifies a prediction across runs: item and start."""
+    return f"{p['item_id']}@{p.get('start')}"
 
 
 def _keys(preds: list[dict[str, Any]]) -> list[str]:
-    """What identifies a prediction across runs: item and start."""
-    return [f"{p['item_id']}@{p.get('start')}" for p in preds]
+    return [_key(p) for p in preds]
 
 
-def compare_to_best(docs: list[dict[str, Any]], sub: pd.DataFrame, target: str, n_boot: int = 1000,
-                    seed: int = 0) -> dict[int, dict[str, Any]]:
-    """Paired bootstrap of each row against the table's best (first) row, on
-    the predictions both scored (the same items), resampling the same units
-    (whole groups when there are at least 3, else items): per row index
-    ``{"mse": "best"|"≈"|"worse"|"better", "pearson_r": ..., "n": n}``."""
-    out: dict[int, dict[str, Any]] = {}
-    if sub.empty:
+def _seed_frame(d: Any, target: str, cache: dict | None = None) -> pd.DataFrame:
+    """One run's predictions of ``target`` indexed by key (cached per build)."""
+    if cache is not None:
+        hit = cache.get((id(d), target))
+        if hit is None:
+            hit = cache[(id(d), target)] = _seed_frame(d, target)
+        return hit
+    preds = doc_predictions(d, target)
+    if not preds:
+        return pd.DataFrame(columns=["group", "y_true", "y_pred"])
+    df = pd.DataFrame({"group": ["" if p.get("group") is None else str(p["group"]) for p in preds],
+                       "y_true": np.array([p["y_true"] for p in preds], dtype=np.float64),
+                       "y_pred": np.array([p["y_pred"] for p in preds], dtype=np.float64)},
+                      index=pd.Index(_keys(preds), name="key"))
+    return df[~df.index.duplicated()]
+
+
+def _aligned(docs: list[Any], target: str,
+             cache: dict | None = None) -> tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The predictions every seed made (same keys), their truth and groups,
+    and ``(S, n)`` predictions; None where a seed has none."""
+    frames = [_seed_frame(d, target, cache) for d in docs]
+    if any(f.empty for f in frames):
+        return None
+    keys = frames[0].index
+    for f in frames[1:]:
+        keys = keys.intersection(f.index, sort=False)
+    if not len(keys):
+        return None
+    first = frames[0].loc[keys]
+    return (keys, first["y_true"].to_numpy(dtype=np.float64), first["group"].to_numpy(),
+            np.stack([f.loc[keys, "y_pred"].to_numpy(dtype=np.float64) for f in frames]))
+
+
+def _flatten(v: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(v, dict):
+        out: dict[str, str] = {}
+        for k, x in v.items():
+            out.update(_flatten(x, f"{prefix}.{k}" if prefix else str(k)))
         return out
-    best = sub.iloc[0]
-    fb = _pred_frame(docs[int(best["doc"])], target)
-    for idx, r in sub.iterrows():
-        if idx == sub.index[0]:
-            out[idx] = {"mse": "best", "pearson_r": "best", "n": len(fb)}
+    return {prefix: json.dumps(v, default=str) if not isinstance(v, str) else v}
+
+
+def _config_notes(groups: dict[tuple[str, str, str], list[Any]]) -> dict[tuple[str, str, str], str]:
+    """For experiments with several configurations in one protocol: how each
+    differs from the others (``alpha=10.0``; the fingerprint where no field
+    tells them apart)."""
+    notes: dict[tuple[str, str, str], str] = {}
+    by_exp: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+    for key in groups:
+        by_exp.setdefault((key[0], key[1]), []).append(key)
+    for keys in by_exp.values():
+        if len(keys) < 2:
             continue
-        fr = _pred_frame(docs[int(r["doc"])], target)
-        keys = fb.index.intersection(fr.index)
-        if len(keys) < 3:
-            out[idx] = {"mse": "n/a", "pearson_r": "n/a", "n": len(keys)}
-            continue
-        a, b = fr.loc[keys], fb.loc[keys]
-        groups = b["group"].astype(str).to_numpy() if "group" in b else None
-        if groups is not None and (groups == "").any():
-            groups = None
-        diff = paired_difference(b["y_true"].to_numpy(), a["y_pred"].to_numpy(), b["y_pred"].to_numpy(),
-                                 groups=groups, n_boot=n_boot, seed=seed)
-        cell = {"n": len(keys), "resampled": diff["resampled"]}
-        for m, lower_better in (("mse", True), ("pearson_r", False)):
-            e = diff[m]
-            if e["distinguishable"] is None:
-                cell[m] = "n/a"
-            elif not e["distinguishable"]:
-                cell[m] = "≈"
-            else:
-                worse = e["difference"] > 0 if lower_better else e["difference"] < 0
-                cell[m] = "worse" if worse else "better"
-        out[idx] = cell
+        flat = {k: _flatten(doc_config_fields(groups[k][0])) for k in keys}
+        paths = sorted({p for f in flat.values() for p in f})
+        differ = [p for p in paths if len({flat[k].get(p, "—") for k in keys}) > 1]
+        for k in keys:
+            shown = [f"{p.removeprefix('params.').removeprefix('settings.')}={flat[k].get(p, '—')}"
+                     for p in differ[:3]]
+            more = f" (+{len(differ) - 3} more)" if len(differ) > 3 else ""
+            notes[k] = (", ".join(shown) + more if shown else "") + f"; config {k[2][:8]}"
+    return notes
+
+
+def _row(group_docs: list[Any], target: str, cache: dict) -> dict[str, Any]:
+    """One ranked row's numbers for one target."""
+    al = _aligned(group_docs, target, cache)
+    out: dict[str, Any] = {"seeds": [doc_seed(d) for d in group_docs],
+                           "folds": max(doc_folds(d, target) for d in group_docs)}
+    if al is None:  # no predictions: the numbers the files record, no interval
+        stored = [doc_stored_metrics(d, target) for d in group_docs]
+        out.update({"n": stored[0].get("n"), "unit": None, "k": None, "df": None, "approximate": None,
+                    "method": "no predictions in the results file: no interval", "movies": None})
+        for m in METRICS:
+            vals = np.array([_num(s.get(m)) for s in stored])
+            out[m] = {"value": float(vals.mean()) if np.isfinite(vals).all() else None,
+                      "seed_sd": float(vals.std(ddof=1)) if len(vals) > 1 and np.isfinite(vals).all() else None,
+                      "ci": None, "se": None}
+        out["per_seed"] = [{m: _num(s.get(m)) for m in METRICS} for s in stored]
+        out["per_movie_r"] = None
+        return out
+    keys, y, groups, P = al
+    iv = interval(y, P, groups)
+    out.update({k: iv[k] for k in ("n", "unit", "k", "df", "approximate", "method")})
+    out["movies"] = len(set(groups.tolist()) - {""})
+    for m in METRICS:
+        out[m] = iv[m]
+    out["per_seed"] = [{m: float(fn(y, p)) for m, fn in METRICS.items()} for p in P]
+    if iv["unit"] == "movies":
+        spreads = [group_spread(y, p, groups)["pearson_r"] for p in P]
+        means = np.array([s["mean"] for s in spreads])
+        sds = np.array([s["sd"] for s in spreads])
+        out["per_movie_r"] = {"mean": float(means.mean()) if np.isfinite(means).all() else None,
+                              "sd": float(sds.mean()) if np.isfinite(sds).all() else None}
+    else:
+        out["per_movie_r"] = None
     return out
 
 
-def _resampling_note(sub: pd.DataFrame) -> str:
-    kinds = sorted({(str(r["resampled"]), int(r["n_units"]) if pd.notna(r["n_units"]) else 0)
-                    for _, r in sub.iterrows()})
-    parts = [f"whole groups (movies), {k} units" if what == "groups" else f"single items, {k} units"
-             for what, k in kinds]
-    return "; ".join(parts)
+def _compare(best: dict[str, Any], other: dict[str, Any], target: str, cache: dict) -> dict[str, Any]:
+    """``paired_test`` of ``other`` against ``best`` on the predictions both made."""
+    a, b = _aligned(other["docs"], target, cache), _aligned(best["docs"], target, cache)
+    if a is None or b is None:
+        return {"n": 0, "mse": {"difference": None, "p": None}, "pearson_r": {"difference": None, "p": None},
+                "ccc": {"difference": None, "p": None}}
+    ka, kb = a[0], b[0]
+    keys = kb.intersection(ka, sort=False)
+    ia, ib = ka.get_indexer(keys), kb.get_indexer(keys)
+    res = paired_test(b[1][ib], a[3][:, ia], b[3][:, ib], b[2][ib])
+    return {"n": res["n"], "unit": res["unit"], "k": res["k"],
+            **{m: {"difference": res[m]["difference"], "p": res[m]["p"]} for m in METRICS}}
+
+
+def _mark(diff: float | None, p: float | None, lower_better: bool) -> str:
+    if p is None or diff is None:
+        return "n/a"
+    if p >= ALPHA:
+        return "≈"
+    return "worse" if (diff > 0) == lower_better else "better"
+
+
+def build_board(dataset: str, docs: list[dict[str, Any]], command: str = "") -> dict[str, Any]:
+    """Every number of the leaderboard of ``docs``, as plain data (see the
+    module docstring); JSON-safe."""
+    if not docs:
+        raise AanbenchError(f"no results for dataset {dataset!r}")
+    docs = [_run(d) for d in docs]  # typed once
+    groups: dict[tuple[str, str, str], list[Any]] = {}
+    duplicates = 0
+    for d in docs:
+        key = (doc_protocol(d), doc_experiment(d), doc_config(d))
+        have = groups.setdefault(key, [])
+        if any(doc_seed(x) == doc_seed(d) for x in have):
+            duplicates += 1  # the same seed of the same configuration twice: the first is kept
+            continue
+        have.append(d)
+    for v in groups.values():
+        v.sort(key=lambda d: (doc_seed(d) is None, str(doc_seed(d))))
+    notes = _config_notes(groups)
+    twins = _twins(dataset)
+    cache: dict = {}  # each run's prediction frames, built once
+    sections = []
+    for protocol in sorted({k[0] for k in groups}):
+        keys = [k for k in groups if k[0] == protocol]
+        targets = sorted({t for k in keys for d in groups[k] for t in doc_targets(d)},
+                         key=lambda t: (t != "valence", t))
+        tables = []
+        for target in targets:
+            rows = []
+            for k in keys:
+                ds = [d for d in groups[k] if target in doc_targets(d)]
+                if not ds:
+                    continue
+                desc = doc_describe(ds[0])
+                rows.append({"experiment": k[1], "config": k[2], "config_note": notes.get(k, ""),
+                             "model": desc["model"], "features": desc["features"], "protocol": protocol,
+                             "reported_as": twins.get(k[1], []), "docs": ds, **_row(ds, target, cache)})
+
+            def rank_key(r: dict[str, Any]) -> tuple:
+                v = r["mse"]["value"]
+                return (v is None, v if v is not None else 0.0, r["experiment"], r["config_note"])
+
+            rows.sort(key=rank_key)
+            best = rows[0]
+            raw = {m: [None] * len(rows) for m in ("mse", "pearson_r")}
+            cmps: list[dict[str, Any] | None] = [None]
+            for i, r in enumerate(rows[1:], 1):
+                c = _compare(best, r, target, cache)
+                cmps.append(c)
+                for m in raw:
+                    raw[m][i] = c[m]["p"]
+            adj = {m: holm(raw[m]) for m in raw}
+            for i, r in enumerate(rows):
+                r["rank"] = i + 1
+                if i == 0:
+                    r["vs_best"] = {"best": True}
+                else:
+                    c = cmps[i]
+                    r["vs_best"] = {"best": False, "n": c["n"]}
+                    for m, lower in (("mse", True), ("pearson_r", False)):
+                        r["vs_best"][m] = {"difference": c[m]["difference"], "p": c[m]["p"], "p_holm": adj[m][i],
+                                           "mark": _mark(c[m]["difference"], adj[m][i], lower)}
+                del r["docs"]
+            tables.append({"target": target, "rows": rows, "methods": sorted({r["method"] for r in rows}),
+                           "units": sorted({(r["unit"] or "none") for r in rows})})
+        per_seed = []
+        for k in sorted(keys, key=lambda k: (k[1], notes.get(k, ""))):
+            for d in groups[k]:
+                entry: dict[str, Any] = {"experiment": k[1], "config": k[2], "config_note": notes.get(k, ""),
+                                         "seed": doc_seed(d), "targets": {}}
+                for t in targets:
+                    if t not in doc_targets(d):
+                        continue
+                    al = _aligned([d], t, cache)
+                    if al is None:
+                        sm = doc_stored_metrics(d, t)
+                        entry["targets"][t] = {m: _num(sm.get(m)) for m in METRICS} | {"n": sm.get("n")}
+                    else:
+                        entry["targets"][t] = {m: float(fn(al[1], al[3][0])) for m, fn in METRICS.items()}
+                        entry["targets"][t]["n"] = len(al[1])
+                per_seed.append(entry)
+        sections.append({"protocol": protocol, "tables": tables, "per_seed": per_seed})
+    features = {}
+    for d in sorted(docs, key=doc_experiment):
+        features.setdefault(doc_experiment(d), doc_describe(d)["feature_keys"])
+    return _clean({"format": BOARD_FORMAT, "dataset": dataset, "command": command, "alpha": ALPHA,
+                   "min_clusters": MIN_CLUSTERS, "duplicates_ignored": duplicates, "sections": sections,
+                   "features": features, "ran": sorted({doc_experiment(d) for d in docs})})
 
 
 def _twins(dataset: str) -> dict[str, list[str]]:
@@ -210,92 +410,215 @@ def _twins(dataset: str) -> dict[str, list[str]]:
     return out
 
 
-def _seed_summary(docs: list[dict[str, Any]], targets: list[str]) -> list[str]:
-    """Mean ± sd over seeds of each experiment configuration run with several seeds."""
-    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for d in docs:
-        by.setdefault((d["experiment"], d.get("config_fingerprint", "")), []).append(d)
-    several = {k: v for k, v in by.items() if len({d.get("seed") for d in v}) > 1}
-    if not several:
-        return []
-    head = ["experiment", "seeds"]
-    for t in targets:
-        head += [f"{t} MSE", f"{t} r"]
-    rows = []
-    for (exp, _), ds in sorted(several.items()):
-        cells = [exp, ", ".join(str(s) for s in sorted({d.get("seed") for d in ds}))]
-        for t in targets:
-            for m in ("mse", "pearson_r"):
-                vals = np.array([_num(d["targets"].get(t, {}).get("metrics", {}).get(m)) for d in ds])
-                vals = vals[np.isfinite(vals)]
-                cells.append(_mean_sd({"mean": float(vals.mean()) if len(vals) else float("nan"),
-                                       "sd": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")}))
-        rows.append(cells)
-    return ["", "## Over seeds", "", "Mean ± sd over the seeds of each experiment run with several seeds.", "",
-            *_table(head, rows, set(range(2, len(head))))]
+# ---------------------------------------------------------------------------
+# Writing
 
 
-def render_markdown(dataset: str, docs: list[dict[str, Any]], figure: str | None = None, command: str = "",
-                    n_boot: int = 1000) -> str:
-    df = results_table(docs)
-    if df.empty:
-        raise AanbenchError(f"no results for dataset {dataset!r}")
+def _fmt(v: Any, digits: int = 3) -> str:
+    """A number with a sign column, so that numbers align; ``n/a`` where undefined."""
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "n/a"
+    return f"{v: .{digits}f}"
+
+
+def _cell(stat: dict[str, Any] | None, digits: int = 3) -> str:
+    """``mean ± seed sd [lo, hi]``."""
+    if not stat or stat.get("value") is None:
+        return "n/a"
+    s = _fmt(stat["value"], digits)
+    if stat.get("seed_sd") is not None:
+        s += f" ± {stat['seed_sd']:.{digits}f}"
+    if stat.get("ci"):
+        s += f" [{_fmt(stat['ci'][0], digits)}, {_fmt(stat['ci'][1], digits)}]"
+    return s
+
+
+def _pcell(c: dict[str, Any] | None) -> str:
+    if not c or c.get("p_holm") is None:
+        return "n/a"
+    p = c["p_holm"]
+    return f"{c['mark']} ({'<0.001' if p < 0.001 else f'{p:.3f}'})"
+
+
+def _table(head: list[str], rows: list[list[str]], numeric: set[int]) -> list[str]:
+    """A GitHub markdown table whose columns are padded to one width
+    (numbers right-aligned); every delimiter cell holds at least three
+    hyphens, so that any width renders."""
+    widths = [max(3, len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "/").rjust(w) if i in numeric else c.replace("|", "/").ljust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+    rule = "| " + " | ".join(("-" * (w - 1) + ":") if i in numeric else "-" * w for i, w in enumerate(widths)) + " |"
+    return [line(head), rule] + [line(r) for r in rows]
+
+
+def _name(r: dict[str, Any]) -> str:
+    name = r["experiment"]
+    if r.get("config_note"):
+        name += f" ({r['config_note']})"
+    if r.get("reported_as"):
+        name += f" ([reported](#reported-not-re-run): {'; '.join(r['reported_as'])})"
+    return name
+
+
+def _seeds(r: dict[str, Any]) -> str:
+    return ", ".join(str(s) for s in r["seeds"])
+
+
+def _units_sentence(dataset: str, table: dict[str, Any]) -> str:
+    rows = table["rows"]
+    s = "Intervals: " + "; ".join(table["methods"]) + "."
+    if "items" in table["units"] and dataset.startswith("eimt16"):
+        s += (" EIMT16: the official files name the source film of training excerpts only "
+              "(`<movie>` in ACCEDEdescription.xml), none for the MediaEval 2016 test excerpts, so the test "
+              "excerpts are one group and each excerpt is its own unit: excerpts of one film are alike, "
+              "so these intervals are too narrow (see datasets/eimt16.md).")
+    ns = sorted({int(r["n"]) for r in rows if r["n"] is not None})
+    mv = sorted({int(r["movies"]) for r in rows if r.get("movies") is not None})
+    s += f" Test predictions per row: {', '.join(map(str, ns))}"
+    if mv:
+        s += f" from {', '.join(map(str, mv))} group(s) (movies)"
+    return s + "."
+
+
+def board_markdown(board: dict[str, Any], figure: str | None = None) -> str:
+    """The leaderboard as GitHub markdown, from :func:`build_board`'s data
+    (or the JSON of :func:`render`, loaded)."""
+    dataset = board["dataset"]
     lines = [f"# Leaderboard: {dataset}", ""]
-    protocols = sorted(set(df["protocol"]))
-    folds = sorted({int(f) for f in df["folds"]} - {0})
-    nf = f" ({', '.join(map(str, folds))} fold{'s' if folds != [1] else ''})" if folds else ""
+    protocols = [s["protocol"] for s in board["sections"]]
     lines.append(
-        f"Protocol: {', '.join(protocols)}{nf}. "
-        "Ranked by MSE (lower is better); higher Pearson r and CCC are better. Metrics over all pooled test "
-        "predictions, 95% bootstrap intervals in brackets; the resampled units are named above each table "
-        "(whole movies where there are at least 3: segments of one movie are not independent).")
-    lines += ["", "`vs best`: a paired bootstrap of each row against the best row, on the predictions both "
-              "made and resampling the same units: `≈` where the interval of the difference (MSE, then r) holds "
-              "0, so the data cannot tell the row from the best; `worse`/`better` where it does not. "
-              "Per-movie r: mean ± sd over the test movies of each movie's own r."]
-    if command:
-        lines += ["", f"Regenerate with: `{command}`"]
-    twins = _twins(dataset)
-    targets = sorted(set(df["target"]), key=lambda t: (t != "valence", t))
-    for target in targets:
-        sub = df[df["target"] == target]
-        cmp = compare_to_best(docs, sub, target, n_boot=n_boot)
-        n_groups = sorted({len({p.get("group") for p in docs[int(i)].get("predictions", [])
-                                if p.get("target") == target}) for i in sub["doc"]})
-        lines += ["", f"## {target.capitalize()}", "",
-                  f"Intervals resample {_resampling_note(sub)}; "
-                  f"test predictions per row: {', '.join(str(int(n)) for n in sorted(set(sub['n'])))} "
-                  f"from {', '.join(map(str, n_groups))} movie(s).", ""]
-        head = ["rank", "experiment", "model", "features", "MSE", "Pearson r", "CCC", "vs best (MSE / r)",
-                "per-movie r", "n"]
-        rows = []
-        for rank, (idx, r) in enumerate(sub.iterrows(), 1):
-            name = str(r["run"])
-            if r["experiment"] in twins:
-                name += f" ([reported](#reported-not-re-run): {'; '.join(twins[r['experiment']])})"
-            c = cmp.get(idx, {})
-            vs = "best" if c.get("mse") == "best" else f"{c.get('mse', 'n/a')} / {c.get('pearson_r', 'n/a')}"
-            rows.append([str(rank), name, str(r["model"]), str(r["features"]), _fmt(r["mse"], r["mse_ci"]),
-                         _fmt(r["pearson_r"], r["pearson_r_ci"]), _fmt(r["ccc"], r.get("ccc_ci")), vs,
-                         _mean_sd(r["group_r"]), str(int(r["n"]))])
-        lines += _table(head, rows, {0, 4, 5, 6, 8, 9})
-    lines += _seed_summary(docs, targets)
+        f"Protocols: {', '.join(protocols)}; each has its own section and protocols are never ranked together. "
+        "One row per experiment and configuration: its seeds are aggregated (the mean over seeds, ± the seeds' "
+        "sd where there are several); per-seed numbers follow each section. Ranked by MSE (lower is better); "
+        "higher Pearson r and CCC are better.")
+    lines += ["", f"Intervals (95%, in brackets) are computed from the predictions: Fisher z for r and CCC, log for "
+              "MSE, with a leave-one-movie-out jackknife standard error and t quantiles with G - 1 degrees of freedom "
+              "(G test movies); with several seeds the seeds' spread is added, so an interval accounts for both "
+              "movies and seeds. In simulation (tests/benchmarks/interval_coverage.py, 12 movies) they cover the "
+              f"truth about 95% (r) and 94% (MSE) of the time. Below {board['min_clusters']} movies they are "
+              "approximate; below 3 movies (or with no movie known) single items are the units and the intervals "
+              "are too narrow: each table says which applies."]
+    lines += ["", "`vs best`: the row against the table's best row (lowest mean MSE), on the predictions both made: "
+              "a paired test of the difference (MSE, and Fisher z of r) with the same jackknife over movies, the "
+              "p-values Holm-adjusted across the table's rows (in parentheses); `≈` where the adjusted p is at least "
+              f"{board['alpha']}, so the data cannot tell the row from the best, else `worse`/`better`. The best "
+              "row was chosen on these same test data, which favours it. Per-movie r: mean ± sd over the test "
+              "movies of each movie's own r (averaged over seeds)."]
+    if board.get("duplicates_ignored"):
+        lines += ["", f"{board['duplicates_ignored']} results file(s) repeating a seed of a configuration were "
+                  "ignored (the first of each is used)."]
+    if board.get("command"):
+        lines += ["", f"Regenerate with: `{board['command']}`"]
+    for sec in board["sections"]:
+        lines += ["", f"## Protocol: {sec['protocol']}"]
+        for table in sec["tables"]:
+            target = table["target"]
+            folds = sorted({int(r["folds"]) for r in table["rows"] if r.get("folds")})
+            nf = f" ({', '.join(map(str, folds))} fold{'s' if folds != [1] else ''})" if folds else ""
+            lines += ["", f"### {target.capitalize()} ({sec['protocol']})", "",
+                      f"Protocol {sec['protocol']}{nf}. {_units_sentence(dataset, table)}", ""]
+            head = ["rank", "experiment", "model", "features", "protocol", "seeds", "MSE", "Pearson r", "CCC",
+                    "vs best MSE (Holm p)", "vs best r (Holm p)", "per-movie r", "n"]
+            rows = []
+            for r in table["rows"]:
+                vb = r["vs_best"]
+                pm = r.get("per_movie_r")
+                pmr = (f"{_fmt(pm['mean'])} ± {pm['sd']:.3f}" if pm and pm.get("mean") is not None
+                       and pm.get("sd") is not None else _fmt(pm["mean"]) if pm else "n/a")
+                rows.append([str(r["rank"]), _name(r), r["model"], r["features"], r["protocol"], _seeds(r),
+                             _cell(r["mse"]), _cell(r["pearson_r"]), _cell(r["ccc"]),
+                             "best" if vb.get("best") else _pcell(vb.get("mse")),
+                             "best" if vb.get("best") else _pcell(vb.get("pearson_r")), pmr,
+                             str(r["n"]) if r["n"] is not None else "n/a"])
+            lines += _table(head, rows, {0, 6, 7, 8, 11, 12})
+        if sec["per_seed"]:
+            targets = [t["target"] for t in sec["tables"]]
+            head = ["experiment", "seed"] + [f"{t} {m}" for t in targets for m in ("MSE", "r", "CCC")]
+            rows = []
+            for e in sec["per_seed"]:
+                name = e["experiment"] + (f" ({e['config_note']})" if e.get("config_note") else "")
+                cells = [name, str(e["seed"])]
+                for t in targets:
+                    v = e["targets"].get(t, {})
+                    cells += [_fmt(v.get("mse")), _fmt(v.get("pearson_r")), _fmt(v.get("ccc"))]
+                rows.append(cells)
+            lines += ["", f"### Per seed ({sec['protocol']})", "",
+                      "Each seed's own metrics on all its test predictions (not ranked).", "",
+                      *_table(head, rows, set(range(1, len(head))))]
     if figure:
         lines += ["", "## Predicted against true values", "", f"![predicted against true]({figure})"]
     from aanbench.reported import reported_markdown
 
-    reported = reported_markdown(dataset, tuple(targets), ran={d["experiment"] for d in docs})
+    targets = tuple(sorted({t["target"] for s in board["sections"] for t in s["tables"]},
+                           key=lambda t: (t != "valence", t)))
+    reported = reported_markdown(dataset, targets, ran=set(board.get("ran", [])))
     if reported:
         lines += ["", reported.rstrip("\n")]
     lines += ["", "Features per experiment:", ""]
-    seen = set()
-    for d in sorted(docs, key=lambda d: d["experiment"]):
-        if d["experiment"] in seen:
-            continue
-        seen.add(d["experiment"])
-        keys = ", ".join(f["key"] for f in d.get("features", []))
-        lines.append(f"- {d['experiment']}: {keys} (seed {d.get('seed')})")
+    for exp, keys in board["features"].items():
+        lines.append(f"- {exp}: {keys}")
     return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = ["dataset", "protocol", "target", "rank", "experiment", "config", "config_note", "model", "features",
+               "seeds", "n", "movies", "units", "interval"]
+for _m in ("mse", "pearson_r", "ccc"):
+    CSV_COLUMNS += [_m, f"{_m}_seed_sd", f"{_m}_lo", f"{_m}_hi"]
+CSV_COLUMNS += ["vs_best_mse_p_holm", "vs_best_mse", "vs_best_r_p_holm", "vs_best_r", "per_movie_r_mean",
+                "per_movie_r_sd"]
+
+
+def board_csv(board: dict[str, Any]) -> str:
+    """The ranked rows as CSV (one line per row and target; per-seed numbers
+    are in the markdown and JSON)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for sec in board["sections"]:
+        for table in sec["tables"]:
+            for r in table["rows"]:
+                row: dict[str, Any] = {"dataset": board["dataset"], "protocol": sec["protocol"],
+                                       "target": table["target"], "rank": r["rank"], "experiment": r["experiment"],
+                                       "config": r["config"], "config_note": r["config_note"], "model": r["model"],
+                                       "features": r["features"], "seeds": " ".join(map(str, r["seeds"])),
+                                       "n": r["n"], "movies": r.get("movies"), "units": r["unit"],
+                                       "interval": r["method"]}
+                for m in ("mse", "pearson_r", "ccc"):
+                    st = r[m]
+                    row[m], row[f"{m}_seed_sd"] = st["value"], st["seed_sd"]
+                    row[f"{m}_lo"], row[f"{m}_hi"] = (st["ci"] or [None, None])
+                vb = r["vs_best"]
+                for m, col in (("mse", "mse"), ("pearson_r", "r")):
+                    c = vb.get(m) or {}
+                    row[f"vs_best_{col}_p_holm"] = c.get("p_holm")
+                    row[f"vs_best_{col}"] = "best" if vb.get("best") else c.get("mark")
+                pm = r.get("per_movie_r") or {}
+                row["per_movie_r_mean"], row["per_movie_r_sd"] = pm.get("mean"), pm.get("sd")
+                w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def render(dataset: str, docs: list[dict[str, Any]], fmt: str = "md", *, figure: str | None = None,
+           command: str = "") -> str:
+    """The leaderboard of ``docs`` as ``md`` (GitHub markdown), ``csv`` (the
+    ranked rows) or ``json`` (:func:`build_board`'s data: every number the
+    markdown shows; ``board_markdown(json.loads(text))`` gives the markdown)."""
+    if fmt not in FORMATS:
+        raise AanbenchError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    board = build_board(dataset, docs, command=command)
+    if fmt == "json":
+        return json.dumps({**board, "figure": figure}, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    if fmt == "csv":
+        return board_csv(board)
+    return board_markdown(board, figure=figure)
+
+
+def render_markdown(dataset: str, docs: list[dict[str, Any]], figure: str | None = None, command: str = "") -> str:
+    """The markdown leaderboard (``render(..., fmt="md")``)."""
+    return render(dataset, docs, "md", figure=figure, command=command)
 
 
 MAX_PANELS = 12
@@ -326,7 +649,7 @@ def figure(docs: list[dict[str, Any]], group: str | None = None,
     import matplotlib.pyplot as plt
 
     preds = pd.DataFrame([{**p, "experiment": label} for d, label in zip(docs, run_labels(docs))
-                          for p in d.get("predictions", [])])
+                          for p in _run(d).predictions])
     if preds.empty:
         raise AanbenchError("no predictions to plot")
     preds["group"] = preds["group"].astype(str)
@@ -378,19 +701,25 @@ def plot_group(docs: list[dict[str, Any]], out: Path, group: str | None = None,
                experiments: list[str] | None = None) -> str:
     """One group's figure (see :func:`plot_groups`); returns the group."""
     if group is None:
-        preds = [str(p.get("group")) for d in docs for p in d.get("predictions", [])]
+        preds = [str(p.get("group")) for d in docs for p in _run(d).predictions]
         if not preds:
             raise AanbenchError("no predictions to plot")
         group = sorted(set(preds))[0]
     return plot_groups(docs, out, group=group, experiments=experiments)[0]
 
 
-def write_leaderboard(dataset: str, docs: list[dict[str, Any]], out_md: Path, group: str | None = None,
-                      command: str = "") -> tuple[Path, Path]:
-    out_md = Path(out_md)
-    fig_path = out_md.with_suffix(".png")
+def write_leaderboard(dataset: str, docs: list[dict[str, Any]], out: Path, group: str | None = None,
+                      command: str = "", fmt: str = "md") -> tuple[Path, Path]:
+    """Write the leaderboard of ``docs`` to ``out`` in ``fmt`` (``md``,
+    ``csv`` or ``json``, see :func:`render`) and the figure of predicted
+    against true values beside it (``out`` with suffix ``.png``; the
+    markdown links it). Returns (leaderboard, figure)."""
+    out = Path(out)
+    if fmt not in FORMATS:
+        raise AanbenchError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    fig_path = out.with_suffix(".png")
+    text = render(dataset, docs, fmt, figure=fig_path.name, command=command)  # errors before any file is written
     plot_groups(docs, fig_path, group=group)
-    text = render_markdown(dataset, docs, figure=fig_path.name, command=command)
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text(text)
-    return out_md, fig_path
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return out, fig_path

@@ -1,5 +1,6 @@
 """Evaluation metrics: MSE, Pearson r, concordance correlation (CCC), with
-bootstrap confidence intervals. Inputs are 1-d arrays of equal length."""
+confidence intervals (:mod:`aanbench.stats`). Inputs are 1-d arrays of equal
+length."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ def pearson(y: np.ndarray, p: np.ndarray) -> float:
     """Pearson r; NaN when either side is constant (r is undefined there)."""
     y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
     yc, pc = y - y.mean(), p - p.mean()
-    den = np.sqrt((yc**2).sum() * (pc**2).sum())
+    vy, vp = (yc**2).sum(), (pc**2).sum()
+    # a constant side leaves only rounding error: r undefined (as _metrics_from_sums)
+    if vy <= 1e-20 * max((y**2).sum(), 1e-300) or vp <= 1e-20 * max((p**2).sum(), 1e-300):
+        return float("nan")
+    den = np.sqrt(vy * vp)
     if den == 0 or not np.isfinite(den):
         return float("nan")
     return float((yc * pc).sum() / den)
@@ -33,9 +38,9 @@ def ccc(y: np.ndarray, p: np.ndarray) -> float:
 
 METRICS = {"mse": mse, "pearson_r": pearson, "ccc": ccc}
 
-# Bootstrap through sufficient statistics: every metric here is a function
-# of the sums (n, sum y, sum p, sum y^2, sum p^2, sum y p, sum (y - p)^2), so
-# a resample is a count per resampling unit and its sums are a matrix product.
+# Sufficient statistics: every metric here is a function of the sums (n,
+# sum y, sum p, sum y^2, sum p^2, sum y p, sum (y - p)^2), so leaving one
+# unit (movie) out is a subtraction of its sums (aanbench.stats).
 _STATS = 7
 
 
@@ -63,81 +68,36 @@ def _metrics_from_sums(t: np.ndarray) -> dict[str, np.ndarray]:
         return {"mse": sd2 / n, "pearson_r": np.clip(r, -1, 1), "ccc": c}
 
 
-def _units(n: int, groups: np.ndarray | None) -> tuple[np.ndarray, int]:
-    if groups is None:
-        return np.arange(n), n
-    _, inv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    return inv.reshape(-1), int(inv.max()) + 1 if n else 0
-
-
-def _counts(rng: np.random.Generator, n_units: int, n_boot: int) -> np.ndarray:
-    """``(n_boot, n_units)`` how often each unit is drawn in each resample."""
-    return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_boot).astype(np.float64)
-
-
-def _ci(vals: np.ndarray, level: float) -> list[float] | None:
-    vals = vals[np.isfinite(vals)]
-    if not len(vals):
-        return None
-    lo_q, hi_q = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    return [float(np.percentile(vals, lo_q)), float(np.percentile(vals, hi_q))]
-
-
 def evaluate(y: np.ndarray, p: np.ndarray, *, groups: np.ndarray | None = None, n_boot: int = 1000,
              seed: int = 0, level: float = 0.95) -> dict:
-    """All metrics with percentile bootstrap CIs.
+    """All metrics with the leaderboard's small-cluster intervals
+    (:func:`aanbench.stats.interval`): Fisher z (r, CCC) or log (MSE) with a
+    leave-one-group-out jackknife standard error and t quantiles with G - 1
+    degrees of freedom, ``groups`` being e.g. the movie of each prediction.
+    With fewer than 3 groups (or ``groups=None``) single items are the units,
+    which treats them as independent, and the result says so.
 
-    ``groups`` (one label per prediction, e.g. the movie): the bootstrap
-    resamples whole groups, which keeps the dependence between consecutive
-    segments of one movie (resampling single items of autocorrelated series
-    gives intervals far too narrow); ``None``: items are resampled. With
-    fewer than 3 groups, items are resampled and the result says so.
+    ``n_boot=0``: no intervals (per-fold metrics). The intervals are
+    deterministic; ``n_boot`` (positive: intervals) and ``seed`` are kept for
+    the callers of the former bootstrap.
 
-    Returns ``{"n": n, "resampled": "groups"|"items", "n_units": k, "mse": v,
-    "mse_ci": [lo, hi], "pearson_r": ..., "ccc": ..., ...}``.
+    Returns ``{"n": n, "resampled": "groups"|"items", "n_units": k,
+    "interval": how, "mse": v, "mse_ci": [lo, hi], "pearson_r": ..., "ccc": ...}``.
     """
+    from aanbench.stats import interval
+
     y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
     n = len(y)
     out: dict = {"n": int(n)}
     for name, fn in METRICS.items():
         out[name] = fn(y, p) if n else float("nan")
-    if groups is not None and len(np.unique(np.asarray(groups).astype(str))) < 3:
-        groups = None
-    units, k = _units(n, groups)
-    out["resampled"] = "groups" if groups is not None else "items"
-    out["n_units"] = int(k)
+    iv = interval(y, p, groups, level=level)
+    out["resampled"] = "groups" if iv["unit"] == "movies" else "items"
+    out["n_units"] = iv["k"]
+    out["interval"] = iv["method"]
     if n >= 3 and n_boot > 0:
-        sums = _unit_sums(y, p, units)
-        boot = _metrics_from_sums(_counts(np.random.default_rng(seed), k, n_boot) @ sums)
         for name in METRICS:
-            out[f"{name}_ci"] = _ci(boot[name], level)
-    return out
-
-
-def paired_difference(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, *, groups: np.ndarray | None = None,
-                      n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    """Paired bootstrap of ``metric(a) - metric(b)`` on the same targets:
-    each resample draws the same units (groups, or items) for both. For each
-    metric: the difference, its interval, and ``"distinguishable"`` (False
-    when the interval holds 0, i.e. the data cannot tell the two apart)."""
-    y = np.asarray(y, dtype=np.float64)
-    pa, pb = np.asarray(p_a, dtype=np.float64), np.asarray(p_b, dtype=np.float64)
-    n = len(y)
-    if groups is not None and len(np.unique(np.asarray(groups).astype(str))) < 3:
-        groups = None
-    units, k = _units(n, groups)
-    out: dict = {"n": int(n), "resampled": "groups" if groups is not None else "items", "n_units": int(k)}
-    counts = _counts(np.random.default_rng(seed), k, n_boot) if n >= 3 and n_boot > 0 else None
-    for name, fn in METRICS.items():
-        d = fn(y, pa) - fn(y, pb)
-        entry: dict = {"difference": float(d), "ci": None, "distinguishable": None}
-        if counts is not None:
-            ma = _metrics_from_sums(counts @ _unit_sums(y, pa, units))[name]
-            mb = _metrics_from_sums(counts @ _unit_sums(y, pb, units))[name]
-            ci = _ci(ma - mb, level)
-            entry["ci"] = ci
-            entry["distinguishable"] = None if ci is None else bool(ci[0] > 0 or ci[1] < 0)
-        out[name] = entry
+            out[f"{name}_ci"] = iv[name]["ci"]
     return out
 
 

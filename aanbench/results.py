@@ -40,7 +40,7 @@ REQUIRED = ("format", "experiment", "model", "dataset", "protocol", "targets")
 @dataclass(eq=False)
 class TargetResult(PayloadView):
     """One target of a run: ``metrics`` pooled over the folds' test
-    predictions (with bootstrap intervals), ``folds`` (fold name -> its
+    predictions (with small-cluster intervals, aanbench.stats), ``folds`` (fold name -> its
     metrics), ``fits`` (one summary per fold's fit), counts, and
     ``per_group`` (mean and sd over the test movies) when movies were resampled."""
 

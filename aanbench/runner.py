@@ -239,7 +239,7 @@ def _none_if_nan(v: float) -> float | None:
 
 
 def resampling_units(groups: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """The bootstrap's unit of each test prediction: its group (movie); an
+    """The resampling unit (cluster) of each test prediction: its group (movie); an
     item without a group is a unit of its own."""
     g = np.asarray(groups).astype(str)
     return np.where(g == "", np.char.add("item:", np.asarray(ids).astype(str)), g)

@@ -56,7 +56,8 @@ def test_leaderboard_never_trips_on_duplicates(tmp_path: Path) -> None:
     assert len(table) == 8 and table[table.target == "valence"].iloc[0]["run"] == "ridge (seed 1)"
     md, fig = write_leaderboard("demo", twice, tmp_path / "lb.md")
     text = md.read_text()
-    assert re.search(r"\|\s+1 \| ridge \(seed 1\)\s+\|", text) and fig.stat().st_size > 5000  # padded columns
+    assert re.search(r"\|\s+\d \| ridge\s+\|.*\| 0, 1\s+\|", text) and fig.stat().st_size > 5000  # seeds: one row
+    assert "1 results file(s) repeating a seed" in text
     with pytest.raises(AanbenchError, match="no results"):
         render_markdown("demo", [])
 
