@@ -536,7 +536,7 @@ def test_stacked_attention_is_scaled_dot_product_attention(d_k: int, causal: boo
     one key position at a time for wider heads; one query position in the
     given layout), with its inputs apart or packed side by side, against
     torch's ``scaled_dot_product_attention`` per head, values and gradients."""
-    from aanbench_plugins.models._feature_aan_net import stacked_attention
+    from aanbench_plugins.models._attention import stacked_attention
 
     torch.manual_seed(0)
     n, t, heads = 7, 5, 2
@@ -575,7 +575,8 @@ def test_stream_self_attention_is_the_attention_over_the_repeated_stream(tq: int
     from torch.func import functional_call
 
     from aanbench.batched.folding import fold_copies
-    from aanbench_plugins.models._temporal_aan_net import MultiHeadAttention, positional_encoding
+    from aanbench_plugins.models._attention import MultiHeadAttention
+    from aanbench_plugins.models._temporal_aan_net import positional_encoding
 
     torch.manual_seed(1)
     k, per, t, d, heads = 3, 4, 5, 12, 2
