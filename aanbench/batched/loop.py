@@ -237,7 +237,7 @@ def _train_batched(jobs: list[BatchJob], device: torch.device, threads: Threads 
     seconds = (time.perf_counter() - t0) / n_jobs
     reports = []
     for j, job in enumerate(jobs):
-        has_val = bool(has_val(job))
+        has_val = bool(has_validation(job))
         if has_val:
             row = best_flat[j]
         else:
@@ -256,7 +256,7 @@ def _train_batched(jobs: list[BatchJob], device: torch.device, threads: Threads 
     return reports
 
 
-def has_val(job: BatchJob) -> bool:
+def has_validation(job: BatchJob) -> bool:
     return job.val is not None and job.val_y is not None and len(job.val_y) >= 2
 
 
