@@ -159,6 +159,29 @@ def test_jobs_sharing_batches_sit_side_by_side_and_threads_keep_the_numbers(mode
             np.testing.assert_allclose(job.torch_fit.net(*x).numpy(), alone.torch_fit.net(*x).numpy(), atol=2e-4)
 
 
+def test_stackable_flag_says_which_models_have_torch_fit_and_the_aan_networks_are_stackable_nets() -> None:
+    """``ModelSpec.stackable`` (what the runner asks instead of building a
+    probe model) agrees with the models each installed spec builds: the
+    flagged ones have ``torch_fit``, the others do not; the AAN networks
+    implement the network side of the contract (``StackableNet``), a plain
+    module does not."""
+    from aanbench.batched import BatchableModel, FoldableNet, ProjectedNet, StackableNet
+
+    plugins = get_plugins()
+    flagged = set()
+    for name, spec in plugins.models.items():
+        model = spec.build({}, [6, 3])
+        assert spec.stackable == isinstance(model, BatchableModel), name
+        if spec.stackable:
+            flagged.add(name)
+            labels = {"train_y_rows": np.zeros((8, 5), np.float32)} if spec.wants_row_labels else {}
+            net = model.torch_fit(np.zeros(8, np.float32), seed=0, **labels).net
+            assert isinstance(net, StackableNet), name
+    assert {"feature-aan", "temporal-aan", "feature-temporal-aan"} <= flagged
+    plain = torch.nn.Linear(3, 1)
+    assert not isinstance(plain, FoldableNet) and not isinstance(plain, ProjectedNet)
+
+
 def test_first_layer_threads_default_to_the_cpus_this_process_may_use() -> None:
     """The default of the stack's first-layer threads (``train_batched``,
     ``plan_run``, the CLI's ``--threads``) is every CPU the process's affinity
