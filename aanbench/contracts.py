@@ -419,6 +419,13 @@ class ModelSpec:
     carry the repeated first row's label), e.g. for teacher forcing. Only
     for the fitting and validation samples, both carved from training data;
     ``predict`` never receives labels.
+
+    ``stackable``: the models ``build`` makes can be trained in a stack by
+    the batched trainer (they have ``torch_fit``, see
+    :class:`aanbench.batched.BatchableModel`; their networks may implement
+    :class:`aanbench.batched.StackableNet` for its fast paths). The runner
+    batches such a model's fits unless asked for sequential training; a
+    model without the flag is always trained one fit at a time.
     """
 
     name: str
@@ -429,6 +436,7 @@ class ModelSpec:
     params: Mapping[str, Any] = field(default_factory=dict)  # accepted parameters and defaults
     input: str = "rows"
     wants_row_labels: bool = False
+    stackable: bool = False
 
     def __post_init__(self) -> None:
         if self.input not in MODEL_INPUTS:

@@ -229,9 +229,9 @@ def batch_stacks(plan: RunPlan, requests: list[tuple[str, np.ndarray, int]]) -> 
 
 
 def batchable(plan: RunPlan) -> bool:
-    """Whether the plan's model opts in to batched training (has ``torch_fit``)."""
-    probe = plan.spec.build(plan.model_params[plan.targets[0]], list(plan.feats.dims))
-    return callable(getattr(probe, "torch_fit", None))
+    """Whether the plan's model opts in to batched training (its spec's
+    :attr:`~aanbench.contracts.ModelSpec.stackable`: its models have ``torch_fit``)."""
+    return bool(plan.spec.stackable)
 
 
 def _none_if_nan(v: float) -> float | None:

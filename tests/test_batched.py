@@ -68,19 +68,15 @@ def _jobs_and_sequential(model: str, params: dict, sizes=(60, 80, 100), seeds=(3
     ("feature-temporal-aan", 12, 0.002, True),
     # the same networks under vmap (the path of networks that do not declare stack_fold)
     ("feature-aan", 25, 0.01, False), ("temporal-aan", 25, 0.01, False)])
-def test_stack_steps_each_copy_as_it_trains_alone(model: str, epochs: int, lr: float, folded: bool,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stack_steps_each_copy_as_it_trains_alone(model: str, epochs: int, lr: float, folded: bool) -> None:
     """Without dropout (the one random draw the stack shares) a stacked copy
     follows its one-at-a-time twin step for step: different numbers of
     fitting samples (and of batches per epoch, last batches of other sizes),
     own standardisation, own seed and data order, own early stopping; with
     the copies folded into the batch and under ``vmap``."""
-    import aanbench.batched as batched
-
-    monkeypatch.setattr(batched, "FOLD_COPIES", folded)
     params = {"max_epochs": epochs, "patience": 3, "batch_size": 16, "lr": lr, **NO_DROPOUT[model]}
     jobs, alone = _jobs_and_sequential(model, params, sizes=(61, 80, 97))
-    reports = train_batched(jobs)
+    reports = train_batched(jobs, fold=folded)
     # the copy with noise for validation labels stopped early, and the stack went on without it
     assert reports[1].epochs < max(r.epochs for r in reports)
     for job, rep, (one, one_rep, xs) in zip(jobs, reports, alone):
@@ -93,13 +89,13 @@ def test_stack_steps_each_copy_as_it_trains_alone(model: str, epochs: int, lr: f
 
 
 @pytest.mark.parametrize("model", ["feature-aan", "temporal-aan"])
-def test_elementwise_adam_follows_the_fused_kernel(model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_elementwise_adam_follows_the_fused_kernel(model: str) -> None:
     """The stack's Adam step takes torch's fused kernel where torch has one and
     the elementwise formula otherwise: both are torch.optim.Adam, with masked
     steps (fits of 61, 80 and 97 samples in batches of 16) and weight decay."""
-    import aanbench.batched as batched
+    from aanbench.batched.stack import FUSED_ADAM
 
-    assert batched.FUSED_ADAM is not None, "this torch has no fused Adam: the comparison would be void"
+    assert FUSED_ADAM is not None, "this torch has no fused Adam: the comparison would be void"
     params = {"max_epochs": 6, "patience": 3, "batch_size": 16, "lr": 0.01, "weight_decay": 1e-3,
               **NO_DROPOUT[model]}
     fused, alone = _jobs_and_sequential(model, params, sizes=(61, 80, 97))
@@ -107,8 +103,7 @@ def test_elementwise_adam_follows_the_fused_kernel(model: str, monkeypatch: pyte
     before = [p.detach().clone() for p in fused[0].torch_fit.net.parameters()]
     rep_fused = train_batched(fused)
     assert any(not torch.equal(p, q) for p, q in zip(before, fused[0].torch_fit.net.parameters()))
-    monkeypatch.setattr(batched, "FUSED_ADAM", None)
-    rep_elementwise = train_batched(elementwise)
+    rep_elementwise = train_batched(elementwise, fused_adam=False)
     for a, b, ra, rb, (_, _, xs) in zip(fused, elementwise, rep_fused, rep_elementwise, alone):
         assert (ra.epochs, ra.best_epoch) == (rb.epochs, rb.best_epoch)
         # outputs, not weights: a parameter whose gradient is only rounding (an attention key's
@@ -146,10 +141,10 @@ def test_jobs_sharing_batches_sit_side_by_side_and_threads_keep_the_numbers(mode
                 out.append(BatchJob(tf, seed, rows, mean, std, members[fit], target[fit], members[val], target[val]))
         return out
 
-    from aanbench.batched import _stack_order
+    from aanbench.batched.loop import stack_order
 
     one, three = jobs(), jobs()
-    assert _stack_order(one).tolist() == [0, 2, 1, 3]
+    assert stack_order(one).tolist() == [0, 2, 1, 3]
     train_batched(one, threads=1)
     train_batched(three, threads=3)
     for a, b in zip(one, three):
@@ -162,6 +157,29 @@ def test_jobs_sharing_batches_sit_side_by_side_and_threads_keep_the_numbers(mode
              for r, m, s in zip(rows, job.mean, job.std)]
         with torch.no_grad():
             np.testing.assert_allclose(job.torch_fit.net(*x).numpy(), alone.torch_fit.net(*x).numpy(), atol=2e-4)
+
+
+def test_stackable_flag_says_which_models_have_torch_fit_and_the_aan_networks_are_stackable_nets() -> None:
+    """``ModelSpec.stackable`` (what the runner asks instead of building a
+    probe model) agrees with the models each installed spec builds: the
+    flagged ones have ``torch_fit``, the others do not; the AAN networks
+    implement the network side of the contract (``StackableNet``), a plain
+    module does not."""
+    from aanbench.batched import BatchableModel, FoldableNet, ProjectedNet, StackableNet
+
+    plugins = get_plugins()
+    flagged = set()
+    for name, spec in plugins.models.items():
+        model = spec.build({}, [6, 3])
+        assert spec.stackable == isinstance(model, BatchableModel), name
+        if spec.stackable:
+            flagged.add(name)
+            labels = {"train_y_rows": np.zeros((8, 5), np.float32)} if spec.wants_row_labels else {}
+            net = model.torch_fit(np.zeros(8, np.float32), seed=0, **labels).net
+            assert isinstance(net, StackableNet), name
+    assert {"feature-aan", "temporal-aan", "feature-temporal-aan"} <= flagged
+    plain = torch.nn.Linear(3, 1)
+    assert not isinstance(plain, FoldableNet) and not isinstance(plain, ProjectedNet)
 
 
 def test_first_layer_threads_default_to_the_cpus_this_process_may_use() -> None:
@@ -433,7 +451,8 @@ def test_gathered_first_layer_matches_gather_then_product() -> None:
     ``((x_f - shift_f) / std_f) W_f^T + b_f`` per feature, values and gradients
     (float64, and torch's numerical gradient check); the weight gradients
     written into given views of a flat gradient; threads give the same bits."""
-    from aanbench.batched import _GatheredLinear, _same_rows, _Threads
+    from aanbench.batched.first_layer import GatheredLinear, same_rows
+    from aanbench.batched.threads import Threads
 
     torch.manual_seed(0)
     dims, outs = [7, 4], [3, 2]
@@ -442,8 +461,8 @@ def test_gathered_first_layer_matches_gather_then_product() -> None:
     idx = torch.randint(0, 50, (5, 6))
     idx[2] = idx[0]  # not neighbours: gathered apart
     idx[4] = idx[3]
-    assert _same_rows(idx) == [(0, 1), (1, 2), (2, 3), (3, 5)]
-    assert _same_rows(idx[3:]) == [(0, 2)] and _same_rows(idx[:1]) == [(0, 1)]
+    assert same_rows(idx) == [(0, 1), (1, 2), (2, 3), (3, 5)]
+    assert same_rows(idx[3:]) == [(0, 2)] and same_rows(idx[:1]) == [(0, 1)]
     wb = []
     for d, o in zip(dims, outs):
         wb += [torch.randn(5, o, d, dtype=torch.float64, requires_grad=True),
@@ -452,7 +471,7 @@ def test_gathered_first_layer_matches_gather_then_product() -> None:
     shifts = [torch.randn(5, d, dtype=torch.float64) for d in dims]
 
     def layer(*wb, threads=None, grad_outs=None):
-        return _GatheredLinear.apply(rows, idx, bounds, stds, shifts, threads, grad_outs, *wb)
+        return GatheredLinear.apply(rows, idx, bounds, stds, shifts, threads, grad_outs, *wb)
 
     got = layer(*wb)
     refs = [torch.einsum("kmd,kod->kmo", (rows[idx][..., lo:hi] - sh[:, None]) / s[:, None], w) + b[:, None]
@@ -471,7 +490,7 @@ def test_gathered_first_layer_matches_gather_then_product() -> None:
         assert g.data_ptr() == slot.data_ptr()
         torch.testing.assert_close(slot, exp)
     assert flat[:, :4].isnan().all() and flat[:, 25:30].isnan().all() and flat[:, 38:].isnan().all()
-    threads = _Threads(3)  # the runs shared out over three threads: the same numbers, bit for bit
+    threads = Threads(3)  # the runs shared out over three threads: the same numbers, bit for bit
     try:
         shared, single = layer(*wb, threads=threads), layer(*wb)
         assert all(torch.equal(a, b) for a, b in zip(shared, single))
@@ -494,7 +513,7 @@ def test_gathered_first_layer_matches_gather_then_product() -> None:
 @pytest.mark.parametrize("p", [0.1, 0.5])
 def test_stack_dropout_masks_keep_each_element_with_probability_one_minus_p(p: float) -> None:
     """The stack's dropout (masks from one draw of 16-bit values per step, see
-    ``aanbench.batched._MaskPool``): the first step counts and draws with
+    ``aanbench.batched.dropout.MaskPool``): the first step counts and draws with
     ``rand_like``, later steps slice the pool; in both, every position keeps
     its element with probability ``1 - p`` (each of the four values an
     ``int64`` draw gives, checked apart), masks differ between copies and
@@ -502,11 +521,11 @@ def test_stack_dropout_masks_keep_each_element_with_probability_one_minus_p(p: f
     passes the input through."""
     from torch.func import vmap
 
-    from aanbench.batched import _MaskPool, _pool_dropouts
+    from aanbench.batched.dropout import MaskPool, pool_dropouts
 
-    pool = _MaskPool()
+    pool = MaskPool()
     net = torch.nn.Sequential(torch.nn.Dropout(p), torch.nn.Linear(4, 4), torch.nn.Dropout(0.0))
-    assert _pool_dropouts(net, pool) == 1  # p = 0 is left as it is
+    assert pool_dropouts(net, pool) == 1  # p = 0 is left as it is
     drop = net[0]
     k, n = 4, 250_000
     x = torch.ones(n)
@@ -540,7 +559,7 @@ def test_stacked_attention_is_scaled_dot_product_attention(d_k: int, causal: boo
     one key position at a time for wider heads; one query position in the
     given layout), with its inputs apart or packed side by side, against
     torch's ``scaled_dot_product_attention`` per head, values and gradients."""
-    from aanbench_plugins.models._feature_aan_net import stacked_attention
+    from aanbench_plugins.models._attention import stacked_attention
 
     torch.manual_seed(0)
     n, t, heads = 7, 5, 2
@@ -578,14 +597,15 @@ def test_stream_self_attention_is_the_attention_over_the_repeated_stream(tq: int
 
     from torch.func import functional_call
 
-    from aanbench.batched import _fold_copies
-    from aanbench_plugins.models._temporal_aan_net import MultiHeadAttention, positional_encoding
+    from aanbench.batched.folding import fold_copies
+    from aanbench_plugins.models._attention import MultiHeadAttention
+    from aanbench_plugins.models._temporal_aan_net import positional_encoding
 
     torch.manual_seed(1)
     k, per, t, d, heads = 3, 4, 5, 12, 2
     copies = [MultiHeadAttention(d, heads, 0.0).double() for _ in range(k)]
     folded = copy.deepcopy(copies[0])
-    _fold_copies(folded)
+    fold_copies(folded)
     params = {n: torch.stack([dict(c.named_parameters())[n].detach() for c in copies]).requires_grad_(True)
               for n, _ in copies[0].named_parameters()}
     stream = torch.randn(k * per, t, dtype=torch.float64, requires_grad=True)

@@ -345,7 +345,7 @@ def _items(values: list[float]):
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # Python's report, passed on
 def test_error_inside_a_c_callback_fails_that_item_only() -> None:
-    from aanbench.extraction import _catch_unraisable, _run_extractor
+    from aanbench.extraction_job import _catch_unraisable, _run_extractor
 
     ex = _CallbackExtractor(ValueError, fail_on=7.0)
     with _catch_unraisable() as seen:
@@ -358,7 +358,7 @@ def test_error_inside_a_c_callback_fails_that_item_only() -> None:
 
 
 def test_interrupt_inside_a_c_callback_stops_the_chunk() -> None:
-    from aanbench.extraction import ExtractionInterrupted, _INTERRUPT, _catch_unraisable, _run_extractor
+    from aanbench.extraction_job import ExtractionInterrupted, _INTERRUPT, _catch_unraisable, _run_extractor
 
     ex = _CallbackExtractor(KeyboardInterrupt, fail_on=7.0)
     try:
@@ -374,7 +374,7 @@ def test_a_plugin_bug_is_reported_with_its_file_and_line():
     in that plugin: the item's reason names the exception and where it was
     raised, so the report points at the code to fix."""
     from aanbench.contracts import ItemError
-    from aanbench.extraction import _reason
+    from aanbench.extraction_job import _reason
 
     def buggy_extract():
         return {}["missing key"]

@@ -276,7 +276,7 @@ def test_feature_is_the_mean_over_frames_and_pairs(loaded):
     assert tr.name == "flownets-training" and tr.config()["recipe"] == "training"
     m = Media(item=Item("x", None), duration=1.0, video={tr.needs.video_key(): frames})
     with torch.inference_mode():
-        by_hand = flo.net.encode(fl_net.frame_pairs(frames)).mean(dim=(2, 3)).mean(dim=0).numpy()
+        by_hand = flo.net.encode(fl_net.frame_pairs(frames, fl.FLOW_MEAN_RGB)).mean(dim=(2, 3)).mean(dim=0).numpy()
     np.testing.assert_allclose(tr.extract([m])[0], by_hand, rtol=1e-4, atol=1e-6)
 
 
@@ -350,10 +350,10 @@ def test_i3d_input_scaled_to_minus_one_one(clip):
 
 
 def test_i3d_same_padding_by_hand():
-    assert i3.same_pad(224, 7, 2) == (2, 3)  # 224 % 2 == 0: 7 - 2 = 5
-    assert i3.same_pad(16, 3, 1) == (1, 1)
-    assert i3.same_pad(7, 2, 2) == (0, 1)  # 7 % 2 == 1: 2 - 1 = 1
-    assert i3.same_pad(8, 1, 1) == (0, 0)
+    assert i3_net.same_pad(224, 7, 2) == (2, 3)  # 224 % 2 == 0: 7 - 2 = 5
+    assert i3_net.same_pad(16, 3, 1) == (1, 1)
+    assert i3_net.same_pad(7, 2, 2) == (0, 1)  # 7 % 2 == 1: 2 - 1 = 1
+    assert i3_net.same_pad(8, 1, 1) == (0, 0)
     net = i3_net.InceptionI3d().eval()
     with torch.inference_mode():  # 64 -> 32 -> 16 -> 8 -> 4 -> 2 in space; 8 -> 4 -> 2 -> 1 in time
         y = net(torch.zeros(1, 3, 8, 64, 64))
@@ -371,7 +371,7 @@ def test_flownets_pairs_by_hand():
     frames = np.zeros((3, 2, 2, 3), dtype=np.uint8)
     frames[0, ..., 0] = 255  # frame 0 red
     frames[2, ..., 2] = 255  # frame 2 blue
-    p = fl_net.frame_pairs(frames)
+    p = fl_net.frame_pairs(frames, fl.FLOW_MEAN_RGB)
     assert tuple(p.shape) == (2, 6, 2, 2)  # T - 1 pairs of 6 channels
     pair0 = p[0, :, 0, 0].tolist()  # frame 0 then frame 1, minus (0.45, 0.432, 0.411)
     assert pair0 == pytest.approx([0.55, -0.432, -0.411, -0.45, -0.432, -0.411])

@@ -2,7 +2,7 @@
 (a local or existing Ray cluster).
 
 A backend is any object with a ``name`` and a
-``run(job, units, on_result)`` method (:class:`aanbench.extraction.Backend`).
+``run(job, units, on_result)`` method (:class:`aanbench.extraction_job.Backend`).
 The table maps a name to the module and class that build it, so importing
 this package imports neither Ray nor any backend it does not use;
 :func:`register_backend` adds one from code.
@@ -11,7 +11,6 @@ this package imports neither Ray nor any backend it does not use;
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any, Callable
 
 from aanbench.contracts import AanbenchError
@@ -22,15 +21,6 @@ BACKENDS: dict[str, str] = {
     "ray": "aanbench.backends.ray:RayBackend",
 }
 _FACTORIES: dict[str, Callable[..., Any]] = {}
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on: its affinity mask (``os.cpu_count()``
-    where the platform has none), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def register_backend(name: str, factory: Callable[..., Any]) -> None:

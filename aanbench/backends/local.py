@@ -1,8 +1,8 @@
 """The local backend: this machine, in-process with one worker, a spawn
 process pool with more. Each worker loads the extractors once and writes
-whole chunks itself (see :mod:`aanbench.extraction`).
+whole chunks itself (see :mod:`aanbench.extraction_job`).
 
-Interrupts: the driver runs under :func:`aanbench.extraction.interrupt_guard`
+Interrupts: the driver runs under :func:`aanbench.extraction_job.interrupt_guard`
 (``handles_interrupts``). Pool workers handle SIGINT the same way (the
 terminal sends it to every process of the group) and also watch an event the
 driver sets, so an interrupt sent to the driver alone reaches them too; a
@@ -17,7 +17,7 @@ import sys
 import traceback
 from typing import Any, Callable, Sequence
 
-from aanbench.extraction import (
+from aanbench.extraction_job import (
     ExtractionInterrupted,
     ExtractionJob,
     LoadedExtractors,
@@ -65,7 +65,7 @@ class LocalBackend:
     def run(self, job: ExtractionJob, units: Sequence[WorkUnit], on_result: Callable[[UnitResult], None]) -> None:
         """Runs ``units``; on an interrupt, returns early (after reporting the
         chunks finished) with the interrupt still pending, or raises
-        :class:`aanbench.extraction.ExtractionInterrupted`."""
+        :class:`aanbench.extraction_job.ExtractionInterrupted`."""
         if not units:
             return
         if self.workers == 1:

@@ -29,8 +29,8 @@ Actors
     *CPU* extractors (everything else: openSMILE, the weight-free ones, a
     neural extractor on ``--device cpu``). Each group gets its own pool of
     long-lived actors that load the group's extractors once, in
-    ``__init__`` (:class:`aanbench.extraction.LoadedExtractors`), and then
-    execute whole units with :func:`aanbench.extraction.execute_unit`, which
+    ``__init__`` (:class:`aanbench.extraction_job.LoadedExtractors`), and then
+    execute whole units with :func:`aanbench.extraction_job.execute_unit`, which
     decodes each item once for the group's extractors and writes the
     chunk's rows, then its done markers. GPU actors ask Ray for
     ``gpus_per_worker`` GPUs (1 when not given); CPU actors hold none. When
@@ -79,7 +79,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from aanbench.contracts import AanbenchError
-from aanbench.extraction import (
+from aanbench.extraction_job import (
     ExtractionJob,
     ItemFailure,
     LoadedExtractors,
@@ -119,7 +119,7 @@ def _env_number(name: str, default: float) -> float:
 def _machine_cpus() -> int:
     """CPUs this process may use: its affinity mask, and a container's CPU
     quota where Ray can read one (cgroups)."""
-    from aanbench.backends import usable_cpus
+    from aanbench.cpus import usable_cpus
 
     n = usable_cpus()
     try:
@@ -494,7 +494,7 @@ class RayBackend:
         to do, they are dropped. Optional: :meth:`run` alone does everything.
         Call :meth:`close` if :meth:`run` will not be called."""
         self.close()
-        from aanbench.extraction import apply_sampling, frames_for_dataset
+        from aanbench.extraction_job import apply_sampling, frames_for_dataset
 
         t0 = time.perf_counter()
         sampling = {ex.name: s for ex in extractors if (s := frames_for_dataset(ex, video_frames))}

@@ -9,8 +9,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from aanbench_plugins.extractors.flownets import FLOW_MEAN_RGB
-
 _ENCODER = [  # name, in, out, kernel, stride
     ("conv1", 6, 64, 7, 2),
     ("conv2", 64, 128, 5, 2),
@@ -76,14 +74,13 @@ def _scaled(x: torch.Tensor, mean_rgb: tuple[float, float, float]) -> torch.Tens
     return x - torch.tensor(mean_rgb, device=x.device).view(1, 3, 1, 1)
 
 
-def pair_inputs(first: torch.Tensor, second: torch.Tensor,
-                mean_rgb: tuple[float, float, float] = FLOW_MEAN_RGB) -> torch.Tensor:
+def pair_inputs(first: torch.Tensor, second: torch.Tensor, mean_rgb: tuple[float, float, float]) -> torch.Tensor:
     """``uint8 (N, H, W, 3)`` first and second frames -> ``float32 (N, 6, H, W)``:
     first frame's scaled RGB, then the second's."""
     return torch.cat([_scaled(first, mean_rgb), _scaled(second, mean_rgb)], dim=1)
 
 
-def frame_pairs(frames: np.ndarray, mean_rgb: tuple[float, float, float] = FLOW_MEAN_RGB) -> torch.Tensor:
+def frame_pairs(frames: np.ndarray, mean_rgb: tuple[float, float, float]) -> torch.Tensor:
     """``uint8 (T, H, W, 3)`` RGB -> ``float32 (T-1, 6, H, W)``: frame t and
     frame t+1 stacked on channels, each ``x / 255 - mean`` per channel."""
     x = torch.from_numpy(np.ascontiguousarray(frames))

@@ -11,7 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aanbench_plugins.extractors.i3d import BN_EPS, same_pad
+BN_EPS = 1e-3  # the batch norms' epsilon (TensorFlow's, as the Kinetics checkpoint was trained)
+
+
+def same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow "SAME" padding (front, back) for one axis."""
+    if size % stride == 0:
+        total = max(kernel - stride, 0)
+    else:
+        total = max(kernel - (size % stride), 0)
+    return total // 2, total - total // 2
 
 
 def _pad_same(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int]) -> torch.Tensor:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from aanbench_plugins.extractors.resnet50 import IMAGENET_MEAN, IMAGENET_STD
+# torchvision's ImageNet input normalisation (per channel, R, G, B, after scaling to [0, 1])
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:

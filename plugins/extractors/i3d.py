@@ -60,18 +60,6 @@ WEIGHTS = WeightFile(
     "50,883,138 bytes",
 )
 
-BN_EPS = 1e-3
-
-
-def same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow "SAME" padding (front, back) for one axis."""
-    if size % stride == 0:
-        total = max(kernel - stride, 0)
-    else:
-        total = max(kernel - (size % stride), 0)
-    return total // 2, total - total // 2
-
-
 class I3DExtractor(NeuralExtractor):
     name = "i3d"
     version = "2"  # 2: authors' recipe (ImageNet mean/std, short side 224, no crop) by default
@@ -91,6 +79,8 @@ class I3DExtractor(NeuralExtractor):
         return 1
 
     def preprocessing(self) -> dict[str, Any]:
+        from aanbench_plugins.extractors._i3d_net import BN_EPS  # the network's constant (imports torch)
+
         return {"scale": self.settings["input"], "bn_eps": BN_EPS, "padding": "tf-same", "layer": "Mixed_5c",
                 "pool": "mean over time and space"}
 

@@ -35,9 +35,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 # The 8 hex digits in torchvision's file names are the SHA-256 prefix; the
 # full digest is recorded here. (resnet50-19c8e357.pth, the same weights in
 # the older serialisation, and the V2 weights resnet50-11ad3fa6.pth are other
@@ -62,6 +59,8 @@ class ResNet50Extractor(NeuralExtractor):
     recipes = {"authors": {"short_side": 224, "crop": 224}, "torchvision": {"short_side": 256, "crop": 224}}
 
     def preprocessing(self) -> dict[str, Any]:
+        from aanbench_plugins.extractors._resnet50_net import IMAGENET_MEAN, IMAGENET_STD  # (imports torch)
+
         return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "layer": "avgpool", "pool": "mean over frames"}
 
     def build(self) -> nn.Module:

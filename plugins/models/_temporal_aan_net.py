@@ -55,19 +55,13 @@ same temporal decoder.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from aanbench_plugins.models._feature_aan_net import (
-    AuthorsLayerNorm,
-    EncoderLayer,
-    side_by_side,
-    softmax_last,
-    stacked_attention,
-)
+from aanbench_plugins.models._attention import AuthorsLayerNorm, MultiHeadAttention
+from aanbench_plugins.models._feature_aan_net import EncoderLayer
 
 
 def positional_encoding(length: int, d: int) -> torch.Tensor:
@@ -92,88 +86,6 @@ def _constants(t: int, d: int, device: torch.device) -> tuple[torch.Tensor, torc
     """The positional encoding and causal mask of a window (made once per size;
     never written to)."""
     return positional_encoding(t, d).to(device), causal_mask(t, device)
-
-
-class MultiHeadAttention(nn.Module):
-    """Scaled dot-product attention with ``heads`` heads and an optional
-    boolean mask (True = may attend)."""
-
-    stacked = False  # see softmax_last
-    folded = False  # see stacked_attention
-
-    def __init__(self, d: int, heads: int, dropout: float) -> None:
-        super().__init__()
-        if d % heads:
-            raise ValueError(f"model size {d} is not divisible by heads {heads}")
-        self.heads, self.d_k = heads, d // heads
-        self.q, self.k, self.v, self.out = (nn.Linear(d, d) for _ in range(4))
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.folded:
-            kv = side_by_side(memory, (self.k, self.v))
-            return self.out(stacked_attention(self.q(query), kv, None, self.heads, self.dropout, mask))
-        b, tq, _ = query.shape
-        tk = memory.shape[1]
-        q = self.q(query).view(b, tq, self.heads, self.d_k).transpose(1, 2)
-        k = self.k(memory).view(b, tk, self.heads, self.d_k).transpose(1, 2)
-        v = self.v(memory).view(b, tk, self.heads, self.d_k).transpose(1, 2)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        attn = self.dropout(softmax_last(scores, self.stacked))
-        return self.out((attn @ v).transpose(1, 2).reshape(b, tq, self.heads * self.d_k))
-
-    def stream_attention(self, stream: torch.Tensor, pe: torch.Tensor, tq: int,
-                         mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Self-attention over ``x[n, t] = stream[n, t] + pe[t]`` (the scalar
-        ``stream`` repeated over all ``d`` dimensions: the decoder's first
-        input, see :meth:`TemporalDecoder.run`) for the last ``tq`` positions'
-        queries, in a folded stack (``folded``: ``(K, d, d)`` weights, the
-        copies folded into the batch, copy-major) -> ``(n, tq, d)``.
-
-        The same attention as ``forward(x[:, -tq:], x, mask)``, computed from
-        the stream's structure: each map of ``x`` is ``stream[n, t] a + c[t]``
-        (``a = W 1``, ``c[t] = W pe[t] + b``), so each head's score is
-        ``s_i s_j A + s_i B_j + s_j C_i + D_ij`` (``s``: the stream) with
-        per-copy constants of the weights and the positional encoding, and
-        the values' weighted sum is ``(sum_j attn_ij s_j) a_v + sum_j attn_ij c_v[j]``.
-        No ``(n, t, d)`` tensor and no ``(n, t, 3d)`` product is made: on the
-        stack's 24 copies x 30 windows of 5 this self-attention, forward and
-        backward, takes 1.65 ms against the general one's 2.9 ms (measured,
-        one CPU thread). Only a folded stack takes this path: on one fit's 30
-        windows its extra operations cost more than they save (0.90 ms against
-        0.58 ms, measured)."""
-        w = torch.cat([self.q.weight, self.k.weight, self.v.weight], -2)  # (K, 3d, d)
-        b = torch.cat([self.q.bias, self.k.bias, self.v.bias], -1)  # (K, 3d)
-        k, n, tk = w.shape[0], stream.shape[0], stream.shape[1]
-        h, dk = self.heads, self.d_k
-        per = n // k  # samples of each copy
-        # one product gives both: rows pe[t] -> W pe[t], a row of ones -> W 1
-        rows = torch.cat([pe.to(w.dtype), torch.ones(1, pe.shape[-1], dtype=w.dtype, device=w.device)])
-        maps = nn.functional.linear(rows, w.reshape(-1, w.shape[-1]))  # (tk + 1, K 3d): one product for all copies
-        a_q, a_k, a_v = maps[tk].view(k, 3, h, dk).unbind(1)  # (K, h, dk) each
-        c_q, c_k, c_v = (maps[:tk].view(tk, k, -1).transpose(0, 1) + b[:, None]).reshape(k, tk, 3, h, dk).unbind(2)
-        c_q = c_q[:, tk - tq:]
-        scale = 1.0 / math.sqrt(dk)
-        # the score's constants, keys last: (K, h), (K, h, tk), (K, tq, h), (K, tq, h, tk)
-        big_a = (a_q * a_k).sum(-1) * scale
-        big_b = (c_k * a_q[:, None]).sum(-1).transpose(1, 2) * scale
-        big_c = (c_q * a_k[:, None]).sum(-1) * scale
-        big_d = (c_q[:, :, None] * c_k[:, None]).sum(-1).transpose(2, 3) * scale
-        s = stream.reshape(k, per, 1, 1, tk)
-        sq = stream[:, tk - tq:].reshape(k, per, tq, 1, 1)
-        scores = (sq * (s * big_a[:, None, None, :, None] + big_b[:, None, None])
-                  + s * big_c[:, None, :, :, None] + big_d[:, None])  # (K, per, tq, h, tk)
-        if mask is not None:
-            scores = scores.masked_fill(~mask[tk - tq:, None, :], float("-inf"))
-        attn = self.dropout(softmax_last(scores, self.stacked))
-        u = (attn * s).sum(-1)  # (K, per, tq, h)
-        # sum_j attn_ij c_v[j]: one product per copy and head
-        wv = torch.bmm(attn.permute(0, 3, 1, 2, 4).reshape(k * h, per * tq, tk),
-                       c_v.permute(0, 2, 1, 3).reshape(k * h, tk, dk))
-        out = u[..., None] * a_v[:, None, None] + wv.view(k, h, per, tq, dk).permute(0, 2, 3, 1, 4)
-        return self.out(out.reshape(n, tq, h * dk))
 
 
 class DecoderLayer(nn.Module):

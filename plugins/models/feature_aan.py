@@ -30,8 +30,6 @@ from aanbench.pluginkit.torchmodel import TorchModel
 if TYPE_CHECKING:
     from aanbench_plugins.models._feature_aan_net import FeatureAANNet
 
-FEED_FORWARDS = ("relu", "tanh_skip")
-
 # FeatureAANNet's options besides ``dims`` (what a model file's config holds)
 NET_KEYS = ("d_model", "heads", "layers", "dropout", "head_dropout", "eps", "head_activation", "feed_forward")
 
@@ -99,4 +97,5 @@ def aanbench_models():
         build=lambda params, dims: FeatureAAN(params, dims),
         restore=restore,
         params=DEFAULTS,
+        stackable=True,
     )]

@@ -184,6 +184,7 @@ def aanbench_models():
             description="Temporal AttendAffectNet: Transformer decoder over consecutive segments (paper III-C-c)",
             build=lambda params, dims: TemporalAAN("temporal-aan", params, dims),
             restore=restore, params=DEFAULTS, input="sequences", wants_row_labels=True,
+            stackable=True,
         ),
         ModelSpec(
             name="feature-temporal-aan",
@@ -191,5 +192,6 @@ def aanbench_models():
                         "then the temporal decoder (paper III-C-d)",
             build=lambda params, dims: TemporalAAN("feature-temporal-aan", params, dims),
             restore=restore, params=FEATURE_DEFAULTS, input="sequences", wants_row_labels=True,
+            stackable=True,
         ),
     ]
