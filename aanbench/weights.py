@@ -260,7 +260,9 @@ def add_folder(src_dir: Path, folder: Path, reqs: Iterable[Requirement]) -> Fold
     downloads, searched recursively; hidden files and ``*.part`` skipped)
     into ``folder`` with :func:`add_file`.
 
-    Files are matched by SHA-256, so any download name works. Other files
+    Files are matched by SHA-256 (every file is read once, so point it at
+    the folder of these downloads, not a whole Downloads folder of films),
+    so any download name works. Other files
     are skipped with their reason (``not a known weight file``, or
     ``differs from <name>`` when a file bears a known file's name but other
     bytes). Raises :class:`AanbenchError` when ``src_dir`` is not a folder
