@@ -203,3 +203,90 @@ def add_file(src: Path, folder: Path, reqs: Iterable[Requirement]) -> Placed:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Placed(dest, wf, names, copied=True)
+
+
+# ---------------------------------------------------------------------------
+# Every missing file at once; a folder of downloads
+
+
+def require(reqs: Iterable[Requirement], folder: Path, needed_by: str = "this command") -> dict[str, Path]:
+    """Verified paths of every file in ``reqs``, by file name.
+
+    Unlike :func:`resolve` (one extractor, first problem), this checks all
+    files first and raises one :class:`AanbenchError` naming **each** file
+    that is missing or differs: its extractor and description, expected
+    SHA-256, where to put it, where to get it, and the ``weights add``
+    command that places a folder of downloads.
+    """
+    folder = Path(folder)
+    reqs = list(reqs)
+    rows = status_rows(reqs, folder)
+    bad = [(r, row) for r, row in zip(reqs, rows) if row["status"] != "present"]
+    if bad:
+        lines = [f"{needed_by} needs {len(bad)} pretrained weight file{'s' if len(bad) != 1 else ''} "
+                 f"that {'are' if len(bad) != 1 else 'is'} not in the weights folder {folder} "
+                 f"(--weights-dir, ${ENV_VAR}):"]
+        for r, row in bad:
+            what = ("missing" if row["status"] == "missing"
+                    else f"has SHA-256 {sha256_of(Path(row['path']))}, not the expected one")
+            lines += [f"  {r.file.filename} (extractor {r.extractor}"
+                      + (f": {r.file.description}" if r.file.description else "") + f"): {what}",
+                      f"    expected SHA-256: {r.file.sha256}",
+                      f"    put it at:        {row['path']}",
+                      f"    get it from:      {r.file.source}"]
+        lines.append(f"Download {'them into one folder' if len(bad) != 1 else 'it'}, then: aanbench weights add "
+                     f"<{'folder' if len(bad) != 1 else 'file'}> --weights-dir {folder}")
+        raise AanbenchError("\n".join(lines))
+    return {r.file.filename: folder / r.file.filename for r in reqs}
+
+
+@dataclass(frozen=True)
+class FolderAdded:
+    """What :func:`add_folder` did: the files placed (or found already in
+    place) and the files left where they were, each with its reason."""
+
+    placed: tuple[tuple[Path, Placed], ...]  # (source file, what add_file did)
+    skipped: tuple[tuple[Path, str], ...]  # (source file, reason)
+
+    @property
+    def refused(self) -> tuple[tuple[Path, str], ...]:
+        """Files named like a known weight file whose bytes differ (a broken
+        or other download): the ones a user must look at."""
+        return tuple((p, why) for p, why in self.skipped if why.startswith("differs"))
+
+
+def add_folder(src_dir: Path, folder: Path, reqs: Iterable[Requirement]) -> FolderAdded:
+    """Place every known weight file found in ``src_dir`` (a folder of
+    downloads, searched recursively; hidden files and ``*.part`` skipped)
+    into ``folder`` with :func:`add_file`.
+
+    Files are matched by SHA-256 (every file is read once, so point it at
+    the folder of these downloads, not a whole Downloads folder of films),
+    so any download name works. Other files
+    are skipped with their reason (``not a known weight file``, or
+    ``differs from <name>`` when a file bears a known file's name but other
+    bytes). Raises :class:`AanbenchError` when ``src_dir`` is not a folder
+    or is ``folder`` itself.
+    """
+    src_dir = Path(src_dir).expanduser()
+    folder = Path(folder).expanduser()
+    if not src_dir.is_dir():
+        raise AanbenchError(f"not a folder: {src_dir}")
+    if folder.exists() and src_dir.resolve() == folder.resolve():
+        raise AanbenchError(f"{src_dir} is the weights folder itself; give the folder the downloads are in")
+    reqs = list(reqs)
+    by_name = {r.file.filename: r for r in reqs}
+    placed: list[tuple[Path, Placed]] = []
+    skipped: list[tuple[Path, str]] = []
+    files = sorted(p for p in src_dir.rglob("*")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src_dir).parts)
+                   and not p.name.endswith(".part"))
+    for p in files:
+        digest = sha256_of(p)
+        if not any(r.file.sha256.lower() == digest for r in reqs):
+            known = by_name.get(p.name)
+            skipped.append((p, f"differs from {known.file.filename}: SHA-256 {digest}, expected {known.file.sha256}"
+                            if known else "not a known weight file"))
+            continue
+        placed.append((p, add_file(p, folder, reqs)))
+    return FolderAdded(tuple(placed), tuple(skipped))

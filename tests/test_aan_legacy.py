@@ -1,9 +1,9 @@
 """Importing the published AttendAffectNet checkpoints (legacy torch pickles)
 safely, and reproducing their predictions.
 
-Reference data: ``shared/reference/attendaffectnet`` (the authors' published
+Reference data: ``tests/data/attendaffectnet`` (the authors' published
 models, sample features and a ten-value test vector from the original
-implementation).
+implementation, vendored with their MIT licence; see ``tests/reference.py``).
 """
 
 from __future__ import annotations
@@ -27,15 +27,13 @@ from aanbench.pluginkit.legacy_pickle import MAGIC_NUMBER, PROTOCOL_VERSION, Rec
 from aanbench.modelfile import load_model
 from aanbench_plugins.commands._aan_legacy_convert import build_net, convert_checkpoint, predict_arrays
 
-
-def _reference_dir() -> Path:
-    here = Path(__file__).resolve().parents[2] / "shared" / "reference" / "attendaffectnet"
-    return here if here.is_dir() else Path("/work/shared/reference/attendaffectnet")
+from reference import reference_dir
 
 
-REF = _reference_dir()
+# The vendored copy (tests/data/attendaffectnet, or $AANBENCH_REFERENCE), every
+# file checked against its SHA-256: missing files fail the module, never skip it.
+REF = reference_dir()
 MODELS = REF / "trained_models"
-pytestmark = pytest.mark.skipif(not MODELS.is_dir(), reason="AttendAffectNet reference artefacts not found")
 
 VIDEO_AUDIO_AROUSAL = "MDB_arousal_COGNIMUSE_attention_model_Feature_AAN_video_audio.pth"
 ALL_SIX = [f"MDB_{t}_COGNIMUSE_attention_model_Feature_AAN_{v}.pth"

@@ -15,7 +15,8 @@ import pytest
 from aanbench import hookimpl
 from aanbench.contracts import AanbenchError, Extractor, MediaRequest, WeightFile
 from aanbench.plugin_manager import get_plugins
-from aanbench.weights import Requirement, add_file, requirements, resolve, sha256_of, status, weights_dir
+from aanbench.weights import (Requirement, add_file, add_folder, require, requirements, resolve, sha256_of, status,
+                              weights_dir)
 from aanbench_plugins.extractors.flownets import FlowNetSExtractor
 from aanbench_plugins.extractors.i3d import I3DExtractor
 from aanbench_plugins.extractors.resnet50 import ResNet50Extractor
@@ -123,6 +124,54 @@ def test_add_file_refuses_unknown_and_differing_files(tmp_path):
     with pytest.raises(AanbenchError, match="not a file"):
         add_file(tmp_path / "dl" / "absent.pth", tmp_path / "w", reqs)
     assert not (tmp_path / "w").exists()
+
+
+def test_require_names_every_missing_or_differing_file_at_once(tmp_path):
+    good, good_digest = _file(tmp_path / "w" / "a.pth", b"file a")
+    wfs = [WeightFile("a.pth", good_digest, "https://example.org/a", "Net A"),
+           WeightFile("b.pth", hashlib.sha256(b"file b").hexdigest(), "https://example.org/b", "Net B"),
+           WeightFile("c.pth", hashlib.sha256(b"file c").hexdigest(), "https://example.org/c")]
+    reqs = [Requirement("ex-a", wfs[0]), Requirement("ex-b", wfs[1]), Requirement("ex-c", wfs[2])]
+    _file(tmp_path / "w" / "c.pth", b"half of c")
+    with pytest.raises(AanbenchError) as err:
+        require(reqs, tmp_path / "w", needed_by="model m")
+    msg = str(err.value)
+    assert msg.startswith(f"model m needs 2 pretrained weight files that are not in the weights folder {tmp_path / 'w'}")
+    assert "b.pth (extractor ex-b: Net B): missing" in msg and wfs[1].sha256 in msg and "https://example.org/b" in msg
+    assert f"c.pth (extractor ex-c): has SHA-256 {hashlib.sha256(b'half of c').hexdigest()}" in msg
+    assert wfs[2].sha256 in msg and str(tmp_path / "w" / "c.pth") in msg
+    assert "a.pth" not in msg  # present and verified: not listed
+    assert "aanbench weights add <folder>" in msg
+    assert require(reqs[:1], tmp_path / "w") == {"a.pth": good}
+
+
+def test_add_folder_places_known_downloads_and_reports_the_rest(tmp_path):
+    dl = tmp_path / "Downloads"
+    _, da = _file(dl / "a-saved-under-another-name.tar", b"weights of a" * 100)
+    _, db = _file(dl / "nested" / "b.pth", b"weights of b" * 100)
+    _file(dl / "notes.txt", b"unrelated")
+    _file(dl / "c.pth", b"a broken download of c")
+    _file(dl / ".hidden" / "x.pth", b"weights of a" * 100)
+    _file(dl / "c.pth.part", b"in progress")
+    wc = WeightFile("c.pth", hashlib.sha256(b"weights of c").hexdigest(), "https://example.org/c")
+    reqs = [Requirement("ex-a", WeightFile("a.pth", da, "s")), Requirement("ex-b", WeightFile("b.pth", db, "s")),
+            Requirement("ex-c", wc)]
+    folder = tmp_path / "weights"
+    res = add_folder(dl, folder, reqs)
+    assert [(src.name, p.path.name, p.copied) for src, p in res.placed] == [
+        ("a-saved-under-another-name.tar", "a.pth", True), ("b.pth", "b.pth", True)]
+    assert (folder / "a.pth").read_bytes() == b"weights of a" * 100 and (folder / "b.pth").is_file()
+    assert sorted(p.name for p in folder.iterdir()) == ["a.pth", "b.pth"]  # no temp files, nothing else
+    skipped = {p.name: why for p, why in res.skipped}
+    assert skipped == {"c.pth": f"differs from c.pth: SHA-256 {hashlib.sha256(b'a broken download of c').hexdigest()}"
+                                f", expected {wc.sha256}", "notes.txt": "not a known weight file"}
+    assert [p.name for p, _ in res.refused] == ["c.pth"]
+    again = add_folder(dl, folder, reqs)  # already in place: nothing copied
+    assert [p.copied for _, p in again.placed] == [False, False]
+    with pytest.raises(AanbenchError, match="not a folder"):
+        add_folder(dl / "notes.txt", folder, reqs)
+    with pytest.raises(AanbenchError, match="weights folder itself"):
+        add_folder(folder, folder, reqs)
 
 
 # ---------------------------------------------------------------------------
