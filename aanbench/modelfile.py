@@ -74,12 +74,18 @@ def _save(path: str | Path, payload: dict[str, Any]) -> Path:
 
 
 def save_model(path: str | Path, bundle: ModelBundle) -> Path:
-    """Write a one-target bundle as a single-target model file (``aanbench.model/1``)."""
+    """Write a one-target bundle as a single-target model file (``aanbench.model/1``);
+    a payload dict is checked by reading it as a bundle first."""
+    if not isinstance(bundle, ModelBundle):
+        bundle = ModelBundle.from_payload(bundle, str(path))
     return _save(path, bundle.to_model_payload())
 
 
 def save_bundle(path: str | Path, bundle: ModelBundle) -> Path:
-    """Write a model bundle (``aanbench.bundle/1``)."""
+    """Write a model bundle (``aanbench.bundle/1``); a payload dict is checked
+    by reading it as a bundle first."""
+    if not isinstance(bundle, ModelBundle):
+        bundle = ModelBundle.from_payload(bundle, str(path))
     return _save(path, bundle.to_payload())
 
 
