@@ -17,7 +17,7 @@ from aanbench.workflows.benchmark import (
     benchmark,
     benchmark_experiments,
 )
-from aanbench.workflows.curve import curve, demo_curve, demo_film, film_curve, film_dataset, film_segmentation
+from aanbench.workflows.curve import check_curve_request, curve, demo_curve, demo_film, film_curve, film_dataset, film_segmentation
 from aanbench.workflows.demo import DemoEvents, DemoResult, demo, demo_experiments, demo_prerequisites
 from aanbench.workflows.extract import extract, extract_summary
 from aanbench.workflows.fits import check_device, fit_backend, one_blas_thread
@@ -26,7 +26,7 @@ from aanbench.workflows.run import ExperimentRun, TrainedBundle, run, train
 from aanbench.workflows.store import ImportedArray, import_h5, store_summary
 
 __all__ = [
-    "BenchmarkEvents", "BenchmarkResult", "DemoEvents", "DemoResult", "ExperimentRun", "ImportedArray",
+    "BenchmarkEvents", "BenchmarkResult", "check_curve_request", "DemoEvents", "DemoResult", "ExperimentRun", "ImportedArray",
     "PredictionsWritten", "RunFailure", "TrainedBundle", "benchmark", "benchmark_experiments", "check_device",
     "curve", "demo", "demo_curve", "demo_experiments", "demo_film", "demo_prerequisites", "extract",
     "extract_summary", "film_curve", "film_dataset", "film_segmentation", "fit_backend", "import_h5",

@@ -40,6 +40,19 @@ from aanbench.curve_output import plot_curve, write_curve_csv, write_curve_html
 from aanbench.filmwrite import write_film
 
 
+def check_curve_request(films: Sequence[str | Path], window: float, hop: float | None) -> None:
+    """What :func:`curve` checks before any work: positive ``window`` /
+    ``hop``, no two films of one name (their files would overwrite each other)."""
+    if window <= 0 or (hop is not None and hop <= 0):
+        raise AanbenchError("--window and --hop must be positive seconds")
+    names: dict[str, Path] = {}
+    for film in map(Path, films):
+        if film.name in names and names[film.name] != film:
+            raise AanbenchError(f"{names[film.name]} and {film} have the same name, so their curves would overwrite "
+                                "each other: draw them with separate --out folders")
+        names[film.name] = film
+
+
 def curve(
     films: Sequence[str | Path],
     models: Sequence[CurveModel | str | Path],
@@ -53,22 +66,16 @@ def curve(
     device: str = "cpu",
     weights_dir: Path | None = None,
     on_film: Callable[[Path], None] | None = None,
+    on_curve: Callable[[FilmCurve], None] | None = None,
     on_planned: Callable[[Any, list[str], str], None] | None = None,
     on_progress: Callable[[Any], None] | None = None,
 ) -> list[FilmCurve]:
     """The curve of each of ``films`` (:func:`film_curve`) drawn with
-    ``models`` (loaded :class:`CurveModel` or model file paths), checked
-    before any work: positive ``window`` / ``hop``, no two films of one name
-    (their files would overwrite each other). ``on_film(film)`` before each
-    film; ``on_planned`` / ``on_progress`` as in :func:`film_curve`."""
-    if window <= 0 or (hop is not None and hop <= 0):
-        raise AanbenchError("--window and --hop must be positive seconds")
-    names: dict[str, Path] = {}
-    for film in map(Path, films):
-        if film.name in names and names[film.name] != film:
-            raise AanbenchError(f"{names[film.name]} and {film} have the same name, so their curves would overwrite "
-                                "each other: draw them with separate --out folders")
-        names[film.name] = film
+    ``models`` (loaded :class:`CurveModel` or model file paths), after
+    :func:`check_curve_request`. ``on_film(film)`` before each film,
+    ``on_curve(result)`` after it; ``on_planned`` / ``on_progress`` as in
+    :func:`film_curve`."""
+    check_curve_request(films, window, hop)
     if any(not isinstance(m, CurveModel) for m in models):
         models = [m for m in models if isinstance(m, CurveModel)] + load_models(
             [m for m in models if not isinstance(m, CurveModel)])
@@ -76,9 +83,12 @@ def curve(
     for film in map(Path, films):
         if on_film is not None:
             on_film(film)
-        out.append(film_curve(film, models, store=store, out_dir=out_dir, window=window, hop=hop, smooth=smooth,
-                              workers=workers, device=device, weights_dir=weights_dir, on_planned=on_planned,
-                              on_progress=on_progress))
+        res = film_curve(film, models, store=store, out_dir=out_dir, window=window, hop=hop, smooth=smooth,
+                         workers=workers, device=device, weights_dir=weights_dir, on_planned=on_planned,
+                         on_progress=on_progress)
+        out.append(res)
+        if on_curve is not None:
+            on_curve(res)
     return out
 
 

@@ -2,7 +2,7 @@
 need, where they are looked for, and whether they are there; ``aanbench
 weights add FILE`` verifies a downloaded file and puts it in place.
 
-Mounted by the main CLI as ``app.add_typer(weights_app, name="weights")``.
+Mounted by the main CLI (:mod:`aanbench.cli`) as ``app.add_typer(weights_app, name="weights")``.
 Exit codes: 0 done; 2 a refused file (unknown, or its SHA-256 differs) or,
 with ``--check``, a required file missing or different.
 """
