@@ -46,6 +46,8 @@ from aanbench.workflows import (
     film_curve,
     fit_backend,
     import_h5,
+    leaderboard,
+    model_info,
     predict,
     run,
     store_summary,
@@ -58,7 +60,8 @@ __all__ = [
     # workflows and their results
     "BenchmarkEvents", "BenchmarkResult", "CurveModel", "DemoEvents", "DemoResult", "ExperimentRun", "FilmCurve",
     "ImportedArray", "PredictionsWritten", "RunFailure", "TrainedBundle", "benchmark", "benchmark_experiments",
-    "curve", "demo", "extract", "film_curve", "fit_backend", "import_h5", "load_models", "predict", "run",
+    "curve", "demo", "extract", "film_curve", "fit_backend", "import_h5", "leaderboard", "load_models", "model_info",
+    "predict", "run",
     "store_summary", "train",
 ]
 

@@ -8,9 +8,7 @@ from typing import Any, Optional
 import typer
 
 from aanbench.cli._common import app, command, console, echo_json, err_console, item_progress, print_interrupted
-from aanbench.curve import DEMO_WARNING, load_models
-from aanbench.workflows import curve
-from aanbench.workflows.curve import check_curve_request
+from aanbench.workflows import DEMO_WARNING, check_curve_request, curve, load_models
 
 
 @command(app, "curve")

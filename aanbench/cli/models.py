@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from aanbench.cli._common import app, command, complete_datasets, console, echo_json, models_app
-from aanbench.workflows import predict
+from aanbench.workflows import model_info, predict
 
 
 @command(app, "predict")
@@ -48,19 +48,7 @@ def models_info_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
     """What a model file predicts, from which features and windows, trained on what."""
-    from aanbench.modelfile import load_any
-
-    p = load_any(file)
-    info = {
-        "file": str(file), "format": p["source_format"], "model": p["model"],
-        "model_version": p.get("model_version", ""), "input": p.get("input", "rows"),
-        "targets": list(p["targets"]), "features": list(p["features"]),
-        "feature_keys": list(p.get("feature_keys") or []), "dims": list(p.get("dims") or []),
-        "windows": dict(p["samples"]), "experiment": p.get("experiment") or {}, "dataset": p.get("dataset") or {},
-        "seed": p.get("seed"), "standardised": {t: bool(v.get("standardize")) for t, v in p["targets"].items()},
-        "fits": {t: v["fit"] for t, v in p["targets"].items() if v.get("fit")},
-        "provenance": p.get("provenance") or {},
-    }
+    info = model_info(file)
     if as_json:
         echo_json(info)
         return

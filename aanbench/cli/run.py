@@ -39,6 +39,7 @@ from aanbench.workflows import (
     benchmark,
     check_device,
     fit_backend,
+    leaderboard,
     registry as load_registry,
     resolve_dataset,
     run,
@@ -183,13 +184,7 @@ def leaderboard_cmd(
     tell from the best marked; published numbers for EIMT16 and COGNIMUSE in their
     own section) and a figure of predicted against true values per test movie,
     from results files."""
-    from aanbench.leaderboard import write_leaderboard
-    from aanbench.runner import read_results
-
-    docs = read_results(list(results), dataset)
-    if not docs:
-        raise AanbenchError(f"no results for dataset {dataset!r} in {', '.join(map(str, results))}")
-    md, fig = write_leaderboard(dataset, docs, out, group=group, command=invocation())
+    md, fig = leaderboard(dataset, results, out, group=group, command=invocation())
     console.print(md.read_text(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {md} and {fig}")
 

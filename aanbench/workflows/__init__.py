@@ -9,6 +9,7 @@ these, prints and draws progress)::
     [(r.experiment, r.metrics["valence"]["ccc"]) for r in res.runs]
 """
 
+from aanbench.curve import DEMO_WARNING, CurveModel, FilmCurve, load_models
 from aanbench.workflows._shared import parse_options, plugins, registry, resolve_dataset
 from aanbench.workflows.benchmark import (
     BenchmarkEvents,
@@ -21,11 +22,12 @@ from aanbench.workflows.curve import check_curve_request, curve, demo_curve, dem
 from aanbench.workflows.demo import DemoEvents, DemoResult, demo, demo_experiments, demo_prerequisites
 from aanbench.workflows.extract import extract, extract_summary
 from aanbench.workflows.fits import check_device, fit_backend, one_blas_thread
-from aanbench.workflows.predict import PredictionsWritten, predict
-from aanbench.workflows.run import ExperimentRun, TrainedBundle, run, train
+from aanbench.workflows.predict import PredictionsWritten, model_info, predict
+from aanbench.workflows.run import ExperimentRun, TrainedBundle, leaderboard, run, train
 from aanbench.workflows.store import ImportedArray, import_h5, store_summary
 
 __all__ = [
+    "DEMO_WARNING", "CurveModel", "FilmCurve", "leaderboard", "load_models", "model_info",
     "BenchmarkEvents", "BenchmarkResult", "check_curve_request", "DemoEvents", "DemoResult", "ExperimentRun", "ImportedArray",
     "PredictionsWritten", "RunFailure", "TrainedBundle", "benchmark", "benchmark_experiments", "check_device",
     "curve", "demo", "demo_curve", "demo_experiments", "demo_film", "demo_prerequisites", "extract",

@@ -43,3 +43,21 @@ def predict(model: str | Path, store: str | Path, dataset: str, out: str | Path,
     group = FeatureStore(Path(store), mode="r").open_group(dataset, seg)
     preds = predict_group(payload, group, plugins)
     return PredictionsWritten(preds, preds.write_csv(out), Path(model))
+
+
+def model_info(file: str | Path) -> dict[str, Any]:
+    """What a model bundle or model file predicts, from which features and
+    windows, trained on what (``aanbench models info --json``)."""
+    from aanbench.modelfile import load_any
+
+    p = load_any(file)
+    return {
+        "file": str(file), "format": p["source_format"], "model": p["model"],
+        "model_version": p.get("model_version", ""), "input": p.get("input", "rows"),
+        "targets": list(p["targets"]), "features": list(p["features"]),
+        "feature_keys": list(p.get("feature_keys") or []), "dims": list(p.get("dims") or []),
+        "windows": dict(p["samples"]), "experiment": p.get("experiment") or {}, "dataset": p.get("dataset") or {},
+        "seed": p.get("seed"), "standardised": {t: bool(v.get("standardize")) for t, v in p["targets"].items()},
+        "fits": {t: v["fit"] for t, v in p["targets"].items() if v.get("fit")},
+        "provenance": p.get("provenance") or {},
+    }

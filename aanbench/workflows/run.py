@@ -138,3 +138,18 @@ def train(
                            on_fit=(lambda t, done, total: on_progress(done, total, t)) if on_progress else None)
     payload["command"] = command
     return TrainedBundle(save_bundle(out, payload), payload)
+
+
+def leaderboard(dataset: str, results: Sequence[str | Path], out: str | Path, *, group: str | None = None,
+                command: str = "") -> tuple[Path, Path]:
+    """Write the leaderboard of ``dataset`` (markdown ``out``, the figure
+    beside it) from the results files in ``results`` (folders or files);
+    returns (markdown, figure)."""
+    from aanbench.contracts import AanbenchError
+    from aanbench.leaderboard import write_leaderboard
+    from aanbench.runner import read_results
+
+    docs = read_results([Path(r) for r in results], dataset)
+    if not docs:
+        raise AanbenchError(f"no results for dataset {dataset!r} in {', '.join(map(str, results))}")
+    return write_leaderboard(dataset, docs, Path(out), group=group, command=command)
