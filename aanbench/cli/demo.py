@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from aanbench.cli._common import app, command, console, item_progress, print_interrupted
-from aanbench.cli.extract import print_extract_summary
+from aanbench.cli.extract import print_extract_summary, print_plan
 from aanbench.cli.run import BenchmarkBars
 from aanbench.workflows import DemoEvents, demo
 
@@ -55,6 +55,7 @@ class DemoBars(BenchmarkBars, DemoEvents):
 
     def extract_planned(self, plan: Any, skipped: list[str], backend: str) -> None:
         self.bar.update(self.bar_task, total=plan.n_items_todo)
+        print_plan(self.bar.console, "demo", plan, skipped, backend)  # the demo dataset's name
 
     def extract_progress(self, unit: Any) -> None:
         self.bar.advance(self.bar_task, unit.unit.n_items)

@@ -24,6 +24,19 @@ from aanbench.workflows import extract, extract_summary, resolve_dataset
 from aanbench.workflows.extract import chunks_computed
 
 
+def print_plan(out: Any, dataset: str, plan: Any, skipped: list[str], backend_name: str) -> None:
+    """The extraction's plan, once known: extractors skipped, items, chunks to compute."""
+    if skipped:
+        out.print(f"[yellow]skipping extractors without their weights:[/] {', '.join(skipped)} "
+                  "(see `aanbench weights`)")
+    done_already = sum(plan.skipped_chunks.values())
+    out.print(
+        f"{dataset}: {len(plan.job.items)} items, {plan.group.n_chunks} chunks of {plan.group.chunk_rows}; "
+        f"extractors {', '.join(plan.job.extractors)}; {len(plan.units)} chunks to compute"
+        + (f" ({done_already} extractor-chunks already done)" if done_already else "")
+        + f"; backend {backend_name}", highlight=False)
+
+
 def extract_with_progress(dataset: Dataset, root: Path, store: Path, extractors: Any, *, quiet: bool = False,
                           **settings: Any):
     """:func:`aanbench.workflows.extract` with a progress bar; an interrupt
@@ -33,17 +46,8 @@ def extract_with_progress(dataset: Dataset, root: Path, store: Path, extractors:
 
         def on_planned(plan, skipped: list[str], backend_name: str) -> None:
             prog.update(task, total=plan.n_items_todo)
-            if quiet:
-                return
-            if skipped:
-                prog.console.print(f"[yellow]skipping extractors without their weights:[/] {', '.join(skipped)} "
-                                   "(see `aanbench weights`)")
-            done_already = sum(plan.skipped_chunks.values())
-            prog.console.print(
-                f"{dataset.name}: {len(plan.job.items)} items, {plan.group.n_chunks} chunks of {plan.group.chunk_rows}; "
-                f"extractors {', '.join(plan.job.extractors)}; {len(plan.units)} chunks to compute"
-                + (f" ({done_already} extractor-chunks already done)" if done_already else "")
-                + f"; backend {backend_name}", highlight=False)
+            if not quiet:
+                print_plan(prog.console, dataset.name, plan, skipped, backend_name)
 
         def on_progress(res) -> None:
             prog.advance(task, res.unit.n_items)
