@@ -1,5 +1,12 @@
 """A small Python API for notebooks: stored features as numpy arrays or a
-pandas DataFrame, and export to Parquet, CSV or HDF5.
+pandas DataFrame, export to Parquet, CSV or HDF5, and what every command
+does (:mod:`aanbench.workflows`, re-exported here; no Typer, no Rich):
+
+>>> from aanbench.api import benchmark
+>>> res = benchmark("demo", ".aanbench-demo/store", "results", "leaderboard.md")
+>>> {r.experiment: r.metrics["valence"]["ccc"] for r in res.runs}
+
+Stored features:
 
 >>> from aanbench.api import open_features
 >>> f = open_features("feats", "eimt16", ["affect", "emobase2010"])
@@ -20,6 +27,43 @@ from typing import Any, Sequence
 import numpy as np
 
 from aanbench.contracts import AanbenchError
+from aanbench.curve import CurveModel, FilmCurve, load_models
+from aanbench.workflows import (
+    BenchmarkEvents,
+    BenchmarkResult,
+    DemoEvents,
+    DemoResult,
+    ExperimentRun,
+    ImportedArray,
+    PredictionsWritten,
+    RunFailure,
+    TrainedBundle,
+    benchmark,
+    benchmark_experiments,
+    curve,
+    demo,
+    extract,
+    film_curve,
+    fit_backend,
+    import_h5,
+    leaderboard,
+    model_info,
+    predict,
+    run,
+    store_summary,
+    train,
+)
+
+__all__ = [
+    # stored features
+    "EXPORT_FORMATS", "StoredFeatures", "export_features", "export_format", "open_features",
+    # workflows and their results
+    "BenchmarkEvents", "BenchmarkResult", "CurveModel", "DemoEvents", "DemoResult", "ExperimentRun", "FilmCurve",
+    "ImportedArray", "PredictionsWritten", "RunFailure", "TrainedBundle", "benchmark", "benchmark_experiments",
+    "curve", "demo", "extract", "film_curve", "fit_backend", "import_h5", "leaderboard", "load_models", "model_info",
+    "predict", "run",
+    "store_summary", "train",
+]
 
 EXPORT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".h5": "hdf5", ".hdf5": "hdf5"}
 

@@ -1,6 +1,6 @@
-"""Evaluation metrics: MSE, Pearson r, concordance correlation (CCC), with
-confidence intervals (:mod:`aanbench.stats`). Inputs are 1-d arrays of equal
-length."""
+"""Evaluation metrics: MSE, Pearson r, concordance correlation (CCC), and
+their per-unit sums (the intervals built on them, and ``evaluate``, are in
+:mod:`aanbench.stats`). Inputs are 1-d arrays of equal length."""
 
 from __future__ import annotations
 
@@ -66,39 +66,6 @@ def _metrics_from_sums(t: np.ndarray) -> dict[str, np.ndarray]:
         cden = vy + vp + (my - mp) ** 2
         c = np.where(cden > 1e-15, 2 * cov / cden, np.nan)
         return {"mse": sd2 / n, "pearson_r": np.clip(r, -1, 1), "ccc": c}
-
-
-def evaluate(y: np.ndarray, p: np.ndarray, *, groups: np.ndarray | None = None, n_boot: int = 1000,
-             seed: int = 0, level: float = 0.95) -> dict:
-    """All metrics with the leaderboard's small-cluster intervals
-    (:func:`aanbench.stats.interval`): Fisher z (r, CCC) or log (MSE) with a
-    leave-one-group-out jackknife standard error and t quantiles with G - 1
-    degrees of freedom, ``groups`` being e.g. the movie of each prediction.
-    With fewer than 3 groups (or ``groups=None``) single items are the units,
-    which treats them as independent, and the result says so.
-
-    ``n_boot=0``: no intervals (per-fold metrics). The intervals are
-    deterministic; ``n_boot`` (positive: intervals) and ``seed`` are kept for
-    the callers of the former bootstrap.
-
-    Returns ``{"n": n, "resampled": "groups"|"items", "n_units": k,
-    "interval": how, "mse": v, "mse_ci": [lo, hi], "pearson_r": ..., "ccc": ...}``.
-    """
-    from aanbench.stats import interval
-
-    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
-    n = len(y)
-    out: dict = {"n": int(n)}
-    for name, fn in METRICS.items():
-        out[name] = fn(y, p) if n else float("nan")
-    iv = interval(y, p, groups, level=level)
-    out["resampled"] = "groups" if iv["unit"] == "movies" else "items"
-    out["n_units"] = iv["k"]
-    out["interval"] = iv["method"]
-    if n >= 3 and n_boot > 0:
-        for name in METRICS:
-            out[f"{name}_ci"] = iv[name]["ci"]
-    return out
 
 
 def group_spread(y: np.ndarray, p: np.ndarray, groups: np.ndarray) -> dict:

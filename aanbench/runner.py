@@ -22,7 +22,8 @@ from aanbench import __version__
 from aanbench.bundle import ModelBundle, TargetModel
 from aanbench.contracts import AanbenchError, Dataset, ModelSpec, OnDevice, SequenceSpec
 from aanbench.features import FeatureMatrix, Standardizer, load_features, predict_samples
-from aanbench.metrics import evaluate, group_spread
+from aanbench.metrics import group_spread
+from aanbench.stats import evaluate
 from aanbench.plugin_manager import Plugins
 from aanbench.protocols import carve_validation, get_protocol
 from aanbench.registry import ExperimentConfig, check_params
@@ -274,7 +275,7 @@ def run_experiment(
     ``threads``: CPU threads of that stack's first layer (the same numbers
     with any number; default every CPU this process may use).
 
-    In phases, which another fitter (:mod:`aanbench.fitray`) reuses:
+    In phases, which another fitter (:mod:`aanbench.backends.fits_ray`) reuses:
     :func:`plan_run`, :func:`fit_requests`, the fits, :func:`results_doc`."""
     t0 = time.perf_counter()
     plan = plan_run(exp, dataset, group, plugins, seed, device=device, threads=threads)

@@ -232,3 +232,34 @@ def holm(pvalues: list[float | None]) -> list[float | None]:
 def _f(v: Any) -> float | None:
     v = float(v)
     return v if np.isfinite(v) else None
+
+
+def evaluate(y: np.ndarray, p: np.ndarray, *, groups: np.ndarray | None = None, n_boot: int = 1000,
+             seed: int = 0, level: float = 0.95) -> dict:
+    """All metrics with the leaderboard's small-cluster intervals
+    (:func:`aanbench.stats.interval`): Fisher z (r, CCC) or log (MSE) with a
+    leave-one-group-out jackknife standard error and t quantiles with G - 1
+    degrees of freedom, ``groups`` being e.g. the movie of each prediction.
+    With fewer than 3 groups (or ``groups=None``) single items are the units,
+    which treats them as independent, and the result says so.
+
+    ``n_boot=0``: no intervals (per-fold metrics). The intervals are
+    deterministic; ``n_boot`` (positive: intervals) and ``seed`` are kept for
+    the callers of the former bootstrap.
+
+    Returns ``{"n": n, "resampled": "groups"|"items", "n_units": k,
+    "interval": how, "mse": v, "mse_ci": [lo, hi], "pearson_r": ..., "ccc": ...}``.
+    """
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    n = len(y)
+    out: dict = {"n": int(n)}
+    for name, fn in METRICS.items():
+        out[name] = fn(y, p) if n else float("nan")
+    iv = interval(y, p, groups, level=level)
+    out["resampled"] = "groups" if iv["unit"] == "movies" else "items"
+    out["n_units"] = iv["k"]
+    out["interval"] = iv["method"]
+    if n >= 3 and n_boot > 0:
+        for name in METRICS:
+            out[f"{name}_ci"] = iv[name]["ci"]
+    return out

@@ -16,7 +16,8 @@ import av
 import numpy as np
 import pytest
 
-from aanbench.curve import demo_film, film_dataset, read_curve_csv
+from aanbench.curve_output import read_curve_csv
+from aanbench.workflows.curve import demo_film, film_dataset
 from aanbench.filmdecode import film_windows, probe_duration
 from aanbench.pluginkit.mediawrite import remux_faststart
 from aanbench.store import FeatureStore
@@ -132,7 +133,8 @@ def test_the_page_shows_the_plot_in_a_headless_browser(demo, tmp_path):
 
 
 def test_rerun_reuses_the_store(demo, tmp_path):
-    from aanbench.curve import film_curve, load_models
+    from aanbench.curve import load_models
+    from aanbench.workflows import film_curve
 
     models = load_models([demo["bundle"]])
     calls = []
@@ -268,8 +270,8 @@ def test_sequence_model_gets_one_prediction_per_window(demo, tmp_path):
 
 
 def test_demo_curve_draws_the_test_movies_with_a_bundle_trained_on_the_others(demo, tmp_path):
-    """What `aanbench demo` calls last (aanbench.curve.demo_curve)."""
-    from aanbench.curve import demo_curve
+    """What `aanbench demo` calls last (aanbench.workflows.demo_curve)."""
+    from aanbench.workflows import demo_curve
 
     work = tmp_path / "demo"
     res = demo_curve(work, demo["work"] / "store", data=demo["work"] / "data", experiment="curve-ridge",

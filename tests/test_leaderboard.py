@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from aanbench.leaderboard import board_markdown, build_board, figure, render, render_markdown, write_leaderboard
-from aanbench.metrics import evaluate, group_spread, mse
+from aanbench.metrics import group_spread, mse
+from aanbench.stats import evaluate
 from aanbench.runner import RESULTS_FORMAT
 from aanbench.stats import holm, interval
 

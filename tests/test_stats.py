@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from aanbench.metrics import ccc, evaluate, group_spread, mse, pearson
+from aanbench.metrics import ccc, group_spread, mse, pearson
+from aanbench.stats import evaluate
 from aanbench.stats import MIN_CLUSTERS, clusters, holm, interval, paired_test
 def _ar1(rng, n, phi):
     e = rng.normal(size=n) * np.sqrt(1 - phi**2)

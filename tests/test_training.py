@@ -11,7 +11,8 @@ import pytest
 from scipy import stats
 
 from aanbench.contracts import Item
-from aanbench.metrics import ccc, evaluate, mse, pearson
+from aanbench.metrics import ccc, mse, pearson
+from aanbench.stats import evaluate
 from aanbench.plugin_manager import get_plugins
 from aanbench.protocols import FixedSplit, LeaveOneGroupOut, carve_validation
 from aanbench.registry import ExperimentConfig

@@ -138,7 +138,7 @@ def connect(address: str | None = None, object_store_mb: int | None = None) -> b
     (``auto``, ``host:port``, ``ray://...``; probed first so a dead address
     fails fast). True when the caller started Ray here and must call
     ``ray.shutdown``; False when Ray was already initialised in this process.
-    Shared by the extraction backend and :mod:`aanbench.fitray`."""
+    Shared by the extraction backend and :mod:`aanbench.backends.fits_ray`."""
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home (and no network here)

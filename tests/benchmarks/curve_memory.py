@@ -7,7 +7,7 @@ Usage (from the repository root)::
         [--extractors affect,emobase2010,logmel] [--whole-file]
 
 Generates 24 demo clips (4 s, 160x120, 25 fps, 16 kHz AAC), joins them
-cyclically into films of the given lengths (``aanbench.curve.write_film``,
+cyclically into films of the given lengths (``aanbench.filmwrite.write_film``,
 streaming), then for each film runs, in a fresh subprocess, the extraction
 of its ``--window`` s windows (``files`` with ``window``/``hop``, chunks of
 32 windows, local backend, one worker) into a fresh store, and prints
@@ -66,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     minutes = [float(m) for m in args.minutes.split(",")]
 
-    from aanbench.curve import write_film
+    from aanbench.filmwrite import write_film
     from aanbench_plugins.datasets.demo import make_demo
 
     with tempfile.TemporaryDirectory(prefix="aanbench-curve-bench-") as tmp:

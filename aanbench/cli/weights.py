@@ -2,7 +2,7 @@
 need, where they are looked for, and whether they are there; ``aanbench
 weights add FILE`` verifies a downloaded file and puts it in place.
 
-Mounted by the main CLI as ``app.add_typer(weights_app, name="weights")``.
+Mounted by the main CLI (:mod:`aanbench.cli`) as ``app.add_typer(weights_app, name="weights")``.
 Exit codes: 0 done; 2 a refused file (unknown, or its SHA-256 differs) or,
 with ``--check``, a required file missing or different.
 """
@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from aanbench.contracts import AanbenchError
-from aanbench.weights import ENV_VAR, add_file, requirements, status_rows, weights_dir
+from aanbench.workflows.weights import ENV_VAR, add_weight_file, weight_status
 
 weights_app = typer.Typer(
     help="Pretrained weight files: list what is needed and its status; add a downloaded file.",
@@ -32,12 +32,6 @@ _STYLE = {"present": "green", "missing": "yellow", "hash mismatch": "bold red"}
 WeightsDirOpt = typer.Option(
     None, "--weights-dir", help=f"Weights folder (default: ${ENV_VAR}, else ~/.cache/aanbench/weights)."
 )
-
-
-def _installed_requirements():
-    from aanbench.plugin_manager import get_plugins
-
-    return requirements(get_plugins().extractors)
 
 
 def _fail(message: str) -> None:
@@ -57,8 +51,7 @@ def weights_status(
     hash mismatch)."""
     if ctx.invoked_subcommand is not None:
         return
-    folder = weights_dir(weights_dir_opt)
-    rows = status_rows(_installed_requirements(), folder)
+    folder, rows = weight_status(weights_dir_opt)
     if as_json:
         typer.echo(json.dumps({"weights_dir": str(folder), "files": rows}, indent=2))
     else:
@@ -91,9 +84,8 @@ def weights_add(
     """Verify FILE's SHA-256 against the known weight files and copy it into
     the weights folder under its official name. Unknown or differing files
     are refused (exit 2)."""
-    folder = weights_dir(weights_dir_opt)
     try:
-        placed = add_file(file, folder, _installed_requirements())
+        placed = add_weight_file(file, weights_dir_opt)
     except AanbenchError as exc:
         _fail(str(exc))
         return

@@ -1,4 +1,5 @@
-"""``aanbench run|benchmark --backend ray``: the fits of runs as Ray tasks.
+"""``aanbench run|benchmark --backend ray``: the fits of runs as Ray tasks
+(:class:`RayFits`, the ``ray`` fit backend; :mod:`aanbench.backends.fits_local` is the local one).
 
 The driver (this process) does what the local path does around the fits:
 it plans each run (:func:`aanbench.runner.plan_run`, reading the features
@@ -336,16 +337,34 @@ def _finish_run(run: _Run, finish: Callable[[_Run, Any], None], save_models: Pat
     finish(run, doc)
 
 
-def ray_runs_setting(backend: str, address: str | None, workers: int | None) -> dict[str, Any] | None:
-    """Check ``--backend`` / ``--address`` / ``--workers`` of ``run`` and
-    ``benchmark``: the Ray options (``address``, ``workers``) for ``--backend
-    ray``, None for ``local``."""
-    if backend not in ("local", "ray"):
-        raise AanbenchError(f"unknown backend {backend!r} (known: local, ray)")
-    if backend == "local":
-        if address or workers is not None:
-            raise AanbenchError("--address and --workers are options of --backend ray")
-        return None
-    if workers is not None and workers < 1:
-        raise AanbenchError(f"--workers must be at least 1, not {workers}")
-    return {"address": address or None, "workers": workers}
+class RayFits:
+    """Fits on Ray (:func:`fit_runs_on_ray`): the ``ray`` choice of
+    :func:`aanbench.workflows.fit_backend`. Same numbers as :class:`LocalFits`
+    on the CPU; fits run on one thread each, on the cluster's CPU workers."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        if workers is not None and int(workers) < 1:
+            raise AanbenchError(f"--workers must be at least 1, not {workers}")
+        self.address = address or None
+        self.workers = workers
+
+    def run(
+        self,
+        runs: Sequence[tuple[ExperimentConfig, int | None]],
+        dataset: Dataset,
+        group: DatasetGroup,
+        plugins: Plugins,
+        *,
+        sequential: bool = False,
+        save_models: Path | None = None,
+        on_start: Callable[[int], None] | None = None,
+        on_progress: Callable[[int, int, str], None] | None = None,
+        on_result: Callable[[int, dict[str, Any] | BaseException], None] | None = None,
+    ) -> list[dict[str, Any] | BaseException]:
+        """Every run's fits submitted at once (``on_start`` is not called: one
+        progress over all fits); see :func:`fit_runs_on_ray`."""
+        return fit_runs_on_ray(runs, dataset, group, plugins, address=self.address, workers=self.workers,
+                               sequential=sequential, save_models=save_models, on_progress=on_progress,
+                               on_result=on_result)

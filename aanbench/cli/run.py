@@ -1,0 +1,312 @@
+"""``aanbench experiments``, ``run``, ``train``, ``leaderboard`` and ``benchmark``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from aanbench.cli._common import (
+    DEVICE_HELP,
+    RAY_FIT_ADDRESS_HELP,
+    RAY_FIT_BACKEND_HELP,
+    RAY_FIT_WORKERS_HELP,
+    REGISTRY_HELP,
+    SEQUENTIAL_HELP,
+    THREADS_HELP,
+    app,
+    command,
+    console,
+    dataset_argument,
+    echo_json,
+    err_console,
+    LazyBar,
+    experiment_argument,
+    fit_progress,
+    invocation,
+    option_option,
+)
+from aanbench.cli.extract import extract_with_progress
+from aanbench.contracts import AanbenchError
+from aanbench.output import debug_enabled, print_traceback
+from aanbench.workflows import (
+    BenchmarkEvents,
+    ExperimentRun,
+    RunFailure,
+    benchmark,
+    check_device,
+    fit_backend,
+    leaderboard,
+    registry as load_registry,
+    resolve_dataset,
+    run,
+    train,
+)
+
+
+@command(app, "experiments")
+def experiments_cmd(
+    registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """List the named experiments (the built-in registry plus your own file),
+    their model, feature set and where each is defined."""
+    reg = load_registry(registry)
+    rows = []
+    for name, e in sorted(reg.experiments.items()):
+        rows.append({"name": name, "model": e["model"], "feature_set": e["features"],
+                     "features": list(reg.feature_sets[e["features"]]),
+                     "datasets": sorted(e.get("datasets", {})), "description": e.get("description", ""),
+                     "extends": reg.parents.get(name), "origin": reg.origin(name)})
+    if as_json:
+        echo_json({"files": [str(p) for p in reg.files], "experiments": rows})
+        return
+    t = Table(title="experiments (" + " + ".join(map(str, reg.files)) + ")")
+    for c in ("experiment", "model", "features", "datasets with settings", "origin", "description"):
+        t.add_column(c, no_wrap=c in ("experiment", "model", "features"))  # names are copied: never cut
+    for r in rows:
+        t.add_row(r["name"], r["model"], r["feature_set"], ", ".join(r["datasets"]), r["origin"], r["description"],
+                  style=None if r["origin"] == "built-in" else "cyan")
+    console.print(t, highlight=False)
+
+
+def print_results(res: ExperimentRun) -> None:
+    doc = res.doc
+    t = Table(title=f"{doc['experiment']} on {doc['dataset']} ({doc['protocol']}, features {doc['feature_set']})")
+    for c in ("target", "MSE", "Pearson r", "CCC", "n"):
+        t.add_column(c)
+    for target, m in res.metrics.items():
+        t.add_row(target, *(f"{m[k]:.{d}f}" if m.get(k) is not None and m[k] == m[k] else "n/a"  # NaN: r undefined
+                            for k, d in (("mse", 4), ("pearson_r", 3), ("ccc", 3))), str(m["n"]))
+    console.print(t)
+    console.print(f"results: {res.path}", highlight=False, soft_wrap=True)
+
+
+@command(app, "run")
+def run_cmd(
+    experiment: str = experiment_argument(),
+    dataset: str = dataset_argument(),
+    store: Path = typer.Option(..., "--store", help="Feature store holding the dataset's features."),
+    out: Path = typer.Option(..., "--out", help="Results directory (each run goes to DATASET/EXPERIMENT/seedN.json) or a .json file."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset copy: extract the experiment's missing features first."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Override the experiment's seed."),
+    registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
+    save_models: Optional[Path] = typer.Option(None, "--save-models", help="Also save each trained model (one aanbench model file per target and fold) here."),
+    option: Optional[list[str]] = option_option(),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (results file, metrics) on stdout."),
+    sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, show_default=False, help=THREADS_HELP),
+    backend: str = typer.Option("local", "--backend", help=RAY_FIT_BACKEND_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help=RAY_FIT_ADDRESS_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help=RAY_FIT_WORKERS_HELP),
+) -> None:
+    """Train and evaluate an experiment with the dataset's protocol; write a results
+    file (config, provenance, per-sample predictions with start/end, metrics) and
+    print a table. A second seed, or a changed configuration, goes beside the
+    first results file, never over it.
+
+    \b
+    Examples:
+      aanbench run feature-aan eimt16 --store feats --out results
+      aanbench run ridge cognimuse --store feats --out results      # leave-one-movie-out
+      aanbench run feature-aan demo --store feats --out results --root .aanbench-demo/data --save-models models
+      aanbench run feature-aan cognimuse --store feats --out results --backend ray --workers 4
+    """
+    device = check_device(device)
+    fits = fit_backend(backend, address=address, workers=workers, device=device, threads=threads)
+    ds = resolve_dataset(dataset, option, labelled=True)
+    if root is not None:
+        exp = load_registry(registry).experiment(experiment, ds.name)
+        failed = extract_with_progress(ds, root, store, list(exp.features), quiet=as_json).failed
+        if failed and not as_json:
+            console.print(f"[yellow]{len(failed)} item failures during extraction; those items are left out[/]")
+    with LazyBar(fit_progress(f"[bold]{experiment}[/]", quiet=as_json, to_stderr=as_json)) as bar:
+        res = run(experiment, ds, store, out, seed=seed, registry=registry, save_models=save_models,
+                  sequential=sequential, backend=fits, command=invocation(),
+                  on_progress=lambda done, total, what: bar.update(done, total, what.split(": ", 1)[-1]))
+    if as_json:
+        echo_json(res.summary())
+        return
+    print_results(res)
+
+
+@command(app, "train")
+def train_cmd(
+    experiment: str = experiment_argument(),
+    dataset: str = dataset_argument(),
+    store: Path = typer.Option(..., "--store", help="Feature store holding the dataset's features."),
+    out: Path = typer.Option(..., "--out", help="Model bundle to write (e.g. model.pt)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Override the experiment's seed."),
+    registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
+    option: Optional[list[str]] = option_option(),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, show_default=False, help=THREADS_HELP),
+) -> None:
+    """Fit an experiment on all of a dataset's training samples (validation carved
+    from them as in `run`), for every target, and write one model bundle: the
+    models, feature names and store keys, standardisers, windows, experiment,
+    dataset and provenance, seed. Apply it with `aanbench predict`.
+
+    \b
+    Example:
+      aanbench train feature-aan demo --store feats --out demo-aan.pt
+      aanbench predict demo-aan.pt --store feats --dataset demo --out predictions.csv
+    """
+    device = check_device(device)
+    ds = resolve_dataset(dataset, option, labelled=True)
+    with LazyBar(fit_progress(f"[bold]train {experiment}[/]", quiet=as_json, to_stderr=as_json)) as bar:
+        got = train(experiment, ds, store, out, seed=seed, registry=registry, sequential=sequential, device=device,
+                    threads=threads, command=invocation(), on_progress=bar.update)
+    if as_json:
+        echo_json(got.summary())
+        return
+    for t, v in got.payload.targets.items():
+        f = v.fit
+        console.print(f"{t}: fit on {f['n_fit']} samples, validation {f['n_val']}, best epoch {f['best_epoch']}",
+                      highlight=False)
+    console.print(f"model bundle: {got.path}", highlight=False, soft_wrap=True)
+
+
+@command(app, "leaderboard")
+def leaderboard_cmd(
+    dataset: str = dataset_argument(),
+    results: list[Path] = typer.Option(..., "--results", help="Results directory or files (repeatable)."),
+    out: Path = typer.Option(..., "--out", help="Markdown file to write; the figure goes beside it (.png)."),
+    group: Optional[str] = typer.Option(None, "--group", help="Group (movie) to plot; default: every test movie (the first 12)."),
+) -> None:
+    """Write a leaderboard (one table per target, ranked by MSE, rows the data cannot
+    tell from the best marked; published numbers for EIMT16 and COGNIMUSE in their
+    own section) and a figure of predicted against true values per test movie,
+    from results files."""
+    md, fig = leaderboard(dataset, results, out, group=group, command=invocation())
+    console.print(md.read_text(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {md} and {fig}")
+
+
+# ---------------------------------------------------------------------------- benchmark
+
+
+def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
+    if text is None or not text.strip():
+        return None
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise AanbenchError(f"--seeds: expected integers separated by commas (e.g. 0,1,2), got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise AanbenchError(f"--seeds: expected distinct integers, got {text!r}")
+    return seeds
+
+
+class BenchmarkBars(BenchmarkEvents):
+    """The benchmark's progress: one bar per run (local fits), or one over
+    every fit (Ray); each run's table as its results file is written."""
+
+    def __init__(self) -> None:
+        self.prog: Any = None
+        self.task: Any = None
+        self.per_run = True
+
+    def skipped(self, experiment: str, reason: str) -> None:
+        console.print(f"[yellow]skip[/] {experiment}: {reason}", highlight=False, soft_wrap=True)
+
+    def started(self, experiment: str | None, seed: int | None) -> None:
+        self.per_run = experiment is not None
+        title = f"[bold]{experiment}[/] seed {seed}" if self.per_run else "[bold]benchmark[/] on ray"
+        self.prog = fit_progress(title, unit=None if self.per_run else "fits")
+        self.prog.start()
+        self.task = self.prog.add_task("fit", total=None, what="")
+
+    def progress(self, done: int, total: int, what: str) -> None:
+        if self.prog is not None:
+            self.prog.update(self.task, completed=done, total=total, what=what)
+
+    def _stop(self) -> None:
+        if self.prog is not None:
+            self.prog.stop()
+            self.prog = None
+
+    def finished(self, run: ExperimentRun) -> None:
+        if self.per_run:
+            self._stop()
+        print_results(run)
+
+    def failed(self, failure: RunFailure) -> None:
+        if self.per_run:
+            self._stop()
+        if debug_enabled() and failure.error is not None:
+            print_traceback(failure.error, err_console)
+        console.print(f"[red]failed[/] {failure.experiment} (seed {failure.seed}): {escape(failure.reason)}",
+                      highlight=False, soft_wrap=True)
+
+    def ended(self) -> None:
+        self._stop()
+
+
+@command(app, "benchmark")
+def benchmark_cmd(
+    dataset: str = dataset_argument(),
+    store: Path = typer.Option(..., "--store", help="Feature store holding the dataset's features."),
+    out: Path = typer.Option(..., "--out", help="Results directory (each run goes to DATASET/EXPERIMENT/seedN.json)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds to run, e.g. 0,1,2 (default: each experiment's own seed)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset copy: extract the experiments' missing features first (those that cannot be extracted are skipped)."),
+    leaderboard: Optional[Path] = typer.Option(None, "--leaderboard", help="Leaderboard markdown to write (default: leaderboards/DATASET.md); the figure goes beside it."),
+    experiments: Optional[str] = typer.Option(None, "--experiments", help="Only these experiments (comma-separated)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="Override every experiment's protocol (fixed, leave-one-group-out)."),
+    group: Optional[str] = typer.Option(None, "--group", help="Group (movie) to plot; default: every test movie (the first 12)."),
+    registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
+    option: Optional[list[str]] = option_option(),
+    sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, show_default=False, help=THREADS_HELP),
+    backend: str = typer.Option("local", "--backend", help=RAY_FIT_BACKEND_HELP + " With ray, every experiment x "
+                                "seed is submitted at once."),
+    address: Optional[str] = typer.Option(None, "--address", help=RAY_FIT_ADDRESS_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help=RAY_FIT_WORKERS_HELP),
+) -> None:
+    """Run every registry experiment whose features are in the store (each resolved
+    for DATASET: its datasets.DATASET settings applied), skipping with the reason
+    those whose features or model plugin are missing, for every seed; then write
+    the leaderboard of these runs. Exit 1 when an experiment failed.
+
+    \b
+    Examples:
+      aanbench benchmark eimt16 --store feats --out results --seeds 0,1,2
+      aanbench benchmark demo --store .aanbench-demo/store --out results --protocol leave-one-group-out
+      aanbench benchmark cognimuse --store feats --out results --seeds 0,1,2 --backend ray --workers 8
+    """
+    device = check_device(device)
+    fits = fit_backend(backend, address=address, workers=workers, device=device, threads=threads)
+    ds = resolve_dataset(dataset, option)
+    only = [e.strip() for e in experiments.split(",") if e.strip()] if experiments else None
+    seed_list = parse_seeds(seeds)
+    if root is not None:
+        reg = load_registry(registry)
+        names = sorted({f for n in reg.experiments if not only or n in only
+                        for f in reg.experiment(n, ds.name).features})
+        for name in names:
+            try:
+                failed_items = extract_with_progress(ds, root, store, [name]).failed
+            except AanbenchError as exc:
+                console.print(f"[yellow]not extracted[/] {name}: {exc}", highlight=False, soft_wrap=True)
+                continue
+            if failed_items:
+                console.print(f"[yellow]{len(failed_items)} item failures for {name}; those items are left out[/]")
+    bars = BenchmarkBars()
+    try:
+        res = benchmark(ds, store, out, leaderboard, seeds=seed_list, experiments=only, protocol=protocol,
+                        group=group, registry=registry, sequential=sequential, backend=fits, command=invocation(),
+                        events=bars)
+    finally:
+        bars.ended()
+    console.print(res.leaderboard.read_text(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {res.leaderboard} and {res.figure}: {len(res.runs)} runs, {len(res.problems)} skipped or "
+                  "failed")
+    if res.failed:
+        raise typer.Exit(1)

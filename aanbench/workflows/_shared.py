@@ -1,0 +1,65 @@
+"""What every workflow needs: the plugins, the registry, a configured dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from aanbench.contracts import AanbenchError, Dataset
+
+
+def plugins():
+    """The plugin manager's view of the installed plugins (loaded once)."""
+    from aanbench.plugin_manager import get_plugins
+
+    return get_plugins()
+
+
+def registry(path: str | Path | None = None):
+    """The built-in registry plus ``path`` (or ``$AANBENCH_REGISTRY``)."""
+    from aanbench.registry import load_registry
+
+    return load_registry(Path(path) if path is not None else None)
+
+
+def parse_options(options: Sequence[str] | Mapping[str, Any] | None) -> dict[str, str]:
+    """``KEY=VALUE`` strings (or a mapping) as a dict of dataset options."""
+    if isinstance(options, Mapping):
+        return {str(k): str(v) for k, v in options.items()}
+    out: dict[str, str] = {}
+    for o in options or []:
+        if "=" not in o:
+            raise AanbenchError(f"--option expects KEY=VALUE, got {o!r}")
+        k, v = o.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def resolve_dataset(dataset: str | Dataset, options: Sequence[str] | Mapping[str, Any] | None = None, *,
+                    labelled: bool = False) -> Dataset:
+    """The dataset plugin named ``dataset`` (or ``dataset`` itself), configured
+    with ``options``; ``labelled``: refuse one that has no labels (a dataset
+    a command that trains cannot use)."""
+    ds = plugins().dataset(dataset) if isinstance(dataset, str) else dataset
+    name = getattr(ds, "name", dataset)
+    opts = parse_options(options)
+    if opts:
+        configure = getattr(ds, "configure", None)
+        if configure is None:
+            raise AanbenchError(f"dataset {name!r} takes no options (got {', '.join(opts)})")
+        ds = configure(**opts)
+    if labelled:
+        from aanbench.registry import require_labelled
+
+        require_labelled(ds)
+    return ds
+
+
+def extractor_names(extractors: str | Sequence[str] | None) -> list[str] | None:
+    """``"a,b"`` or ``["a", "b"]`` as a list of names; None for every installed one."""
+    if extractors is None:
+        return None
+    if isinstance(extractors, str):
+        names = [n.strip() for n in extractors.split(",") if n.strip()]
+        return names or None
+    return list(extractors)

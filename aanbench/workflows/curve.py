@@ -1,0 +1,294 @@
+"""The ``curve`` workflow: the emotion curve of a film, window by window.
+
+Steps: the film is cut into windows by the ``files`` dataset (``window``,
+``hop`` seconds; the last partial window is kept when at least half a
+window long); the models' features are extracted for those windows into
+the store (one group per film, ``files/<segmentation>``, so a rerun reuses
+and resumes it; windows are decoded in one pass, see
+:mod:`aanbench.filmdecode`); every target of every model is predicted.
+Sequence models get windows of the length, scope and labelling their
+bundle's sample spec says, with a stride of one window and the film's
+first window repeated in front (``start = pad``), so every window has a
+prediction. Then per film (:mod:`aanbench.curve_output`):
+
+* ``<film>.curve.csv``: comment lines (``#``) naming the film, the models'
+  experiment, training dataset, features and seed, then
+  ``start,end,<targets>,reason`` (seconds; empty values and a reason for
+  windows that failed);
+* ``<film>.curve.png``: the targets over time (window centres, seconds),
+  an optional centred moving average (``smooth`` seconds), and the
+  valence-arousal plane with the path coloured by time;
+* ``<film>.curve.html``: one self-contained page (the PNG embedded as
+  base64, no network at view time) with the plot, the provenance and the
+  values.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from aanbench.contracts import AanbenchError, SequenceSpec
+from aanbench.curve import CurveModel, FilmCurve, demo_warnings, load_models
+from aanbench.curve_output import plot_curve, write_curve_csv, write_curve_html
+from aanbench.filmwrite import write_film
+
+
+def check_curve_request(films: Sequence[str | Path], window: float, hop: float | None) -> None:
+    """What :func:`curve` checks before any work: positive ``window`` /
+    ``hop``, no two films of one name (their files would overwrite each other)."""
+    if window <= 0 or (hop is not None and hop <= 0):
+        raise AanbenchError("--window and --hop must be positive seconds")
+    names: dict[str, Path] = {}
+    for film in map(Path, films):
+        if film.name in names and names[film.name] != film:
+            raise AanbenchError(f"{names[film.name]} and {film} have the same name, so their curves would overwrite "
+                                "each other: draw them with separate --out folders")
+        names[film.name] = film
+
+
+def curve(
+    films: Sequence[str | Path],
+    models: Sequence[CurveModel | str | Path],
+    *,
+    store: str | Path,
+    out_dir: str | Path,
+    window: float = 5.0,
+    hop: float | None = None,
+    smooth: float | None = None,
+    workers: int = 1,
+    device: str = "cpu",
+    weights_dir: Path | None = None,
+    on_film: Callable[[Path], None] | None = None,
+    on_curve: Callable[[FilmCurve], None] | None = None,
+    on_planned: Callable[[Any, list[str], str], None] | None = None,
+    on_progress: Callable[[Any], None] | None = None,
+) -> list[FilmCurve]:
+    """The curve of each of ``films`` (:func:`film_curve`) drawn with
+    ``models`` (loaded :class:`CurveModel` or model file paths), after
+    :func:`check_curve_request`. ``on_film(film)`` before each film,
+    ``on_curve(result)`` after it; ``on_planned`` / ``on_progress`` as in
+    :func:`film_curve`."""
+    check_curve_request(films, window, hop)
+    if any(not isinstance(m, CurveModel) for m in models):
+        models = [m for m in models if isinstance(m, CurveModel)] + load_models(
+            [m for m in models if not isinstance(m, CurveModel)])
+    out = []
+    for film in map(Path, films):
+        if on_film is not None:
+            on_film(film)
+        res = film_curve(film, models, store=store, out_dir=out_dir, window=window, hop=hop, smooth=smooth,
+                         workers=workers, device=device, weights_dir=weights_dir, on_planned=on_planned,
+                         on_progress=on_progress)
+        out.append(res)
+        if on_curve is not None:
+            on_curve(res)
+    return out
+
+
+def film_segmentation(film: Path, window: float, hop: float) -> str:
+    """Store segmentation of ``film``'s windows: ``curve-<stem>-<hash of its
+    absolute path and size>-w<window>-h<hop>`` (one group per film and
+    windowing; a film replaced by another of another size gets a new group)."""
+    film = Path(film).resolve()
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", film.stem)[:40] or "film"
+    size = film.stat().st_size if film.exists() else 0
+    digest = hashlib.sha256(f"{film}\t{size}".encode()).hexdigest()[:8]
+
+    def lab(x: float) -> str:
+        return f"{x:.3f}".rstrip("0").rstrip(".")
+
+    return f"curve-{stem}-{digest}-w{lab(window)}-h{lab(hop)}"
+
+
+def film_dataset(film: Path, window: float, hop: float):
+    """The ``files`` dataset configured for ``film``'s windows."""
+    from aanbench.plugin_manager import get_plugins
+
+    plugins = get_plugins()
+    if "files" not in plugins.datasets:
+        raise AanbenchError("curve needs the `files` dataset plugin, which is not installed (see `aanbench plugins`)")
+    return plugins.dataset("files").configure(window=window, hop=hop,
+                                              segmentation=film_segmentation(film, window, hop))
+
+
+def _features_to_extract(models: Sequence[CurveModel], store: Path, ds, plugins) -> list[str]:
+    """Extractor names whose arrays for this film are missing or not done
+    (features already complete in the store need no extractor, nor its weights)."""
+    from aanbench.store import FeatureStore
+
+    names: list[str] = []
+    for m in models:
+        for n in m.payload.features:
+            if n not in names:
+                names.append(n)
+    group = None
+    if (Path(store) / "zarr.json").exists():
+        try:
+            group = FeatureStore(store, mode="r").open_group(ds.name, ds.segmentation)
+        except AanbenchError:
+            group = None
+    if group is None:
+        return names
+    keys = set(group.feature_keys())
+    todo = []
+    for n in names:
+        trained = [k for m in models for k, f in zip(m.payload.feature_keys, m.payload.features)
+                   if f == n and k]
+        cand = [k for k in trained if k in keys]
+        if not cand:  # as predict resolves it: the installed version if stored, else the only one stored
+            ex = plugins.extractors.get(n)
+            try:
+                cand = [group.resolve_feature(n, ex.version if ex is not None else None).key]
+            except AanbenchError:
+                cand = []
+        if not cand or not group.feature(cand[0]).done().all():
+            todo.append(n)
+    return todo
+
+
+def film_curve(
+    film: str | Path,
+    models: Sequence[CurveModel],
+    *,
+    store: str | Path,
+    out_dir: str | Path,
+    window: float = 5.0,
+    hop: float | None = None,
+    smooth: float | None = None,
+    workers: int = 1,
+    chunk_rows: int = 32,
+    batch_size: int = 8,
+    device: str = "cpu",
+    weights_dir: Path | None = None,
+    on_planned: Callable[[Any, list[str], str], None] | None = None,
+    on_progress: Callable[[Any], None] | None = None,
+    truth: list[tuple[float, float, dict[str, float]]] | None = None,
+) -> FilmCurve:
+    """Extract, predict and write the curve of ``film`` (see the module's docstring).
+
+    ``truth``: known labels as ``(start, end, {target: value})`` spans (a
+    film joined from labelled clips), drawn as dashed steps in the plot.
+
+    ``on_planned(plan, skipped, backend)`` and ``on_progress(unit_result)``
+    are :func:`aanbench.extraction.extract_dataset`'s callbacks (one unit
+    is a chunk of ``chunk_rows`` windows)."""
+    import time
+
+    from aanbench.extraction import extract_dataset
+    from aanbench.plugin_manager import get_plugins
+    from aanbench.predict import predict_group
+    from aanbench.store import FeatureStore
+
+    film = Path(film)
+    if not film.is_file():
+        raise AanbenchError(f"{film}: no such film (a media file is expected)")
+    hop = float(hop if hop is not None else window)
+    window = float(window)
+    if smooth is not None and not (smooth > 0 and math.isfinite(smooth)):
+        raise AanbenchError(f"--smooth must be positive seconds, not {smooth!r}")
+    plugins = get_plugins()
+    ds = film_dataset(film, window, hop)
+    todo = _features_to_extract(models, Path(store), ds, plugins)
+    t0 = time.perf_counter()
+    if todo:
+        extract_dataset(ds, film, Path(store), todo, workers=workers, chunk_rows=chunk_rows, batch_size=batch_size,
+                        device=device, weights_dir=weights_dir, on_planned=on_planned, on_progress=on_progress)
+    seconds = time.perf_counter() - t0
+    group = FeatureStore(store, mode="r").open_group(ds.name, ds.segmentation)
+    table = group.item_table()
+    n = len(table)
+    row_of = {sid: i for i, sid in enumerate(table["id"])}
+    values: dict[str, np.ndarray] = {}
+    reasons = [""] * n
+    notes: list[str] = []
+    for m in models:
+        payload = m.payload
+        spec = payload.samples
+        if not spec.is_rows:
+            payload = payload.with_samples(SequenceSpec(spec.length, 1, spec.scope, spec.label, "pad"))
+            notes.append(f"{m.path or m.experiment}: sequences of {spec.length} windows, one per window "
+                         "(the film's first window repeated in front)")
+        preds = predict_group(payload, group, plugins)
+        notes.extend(preds.notes)
+        for t in preds.targets:
+            col = np.full(n, np.nan, dtype=np.float32)
+            for j, sid in enumerate(preds.ids):
+                i = row_of.get(sid)
+                if i is None:
+                    continue
+                col[i] = preds.values[t][j]
+                if preds.reasons[j] and preds.reasons[j] not in reasons[i]:
+                    reasons[i] = f"{reasons[i]}; {preds.reasons[j]}" if reasons[i] else preds.reasons[j]
+            values[t] = col
+    for i in range(n):
+        if not reasons[i] and any(not np.isfinite(v[i]) for v in values.values()):
+            reasons[i] = "no prediction"
+    res = FilmCurve(film=film, start=table["start"].to_numpy(np.float64), end=table["end"].to_numpy(np.float64),
+                    values=values, reasons=reasons, models=list(models), window=window, hop=hop, group=group.path,
+                    warnings=demo_warnings(models), notes=list(dict.fromkeys(notes)), extraction_seconds=seconds,
+                    truth=truth)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    res.csv = write_curve_csv(res, out / f"{film.name}.curve.csv")
+    res.png = plot_curve(res, out / f"{film.name}.curve.png", smooth=smooth)
+    res.html = write_curve_html(res, out / f"{film.name}.curve.html", res.png)
+    return res
+
+
+def demo_film(data: str | Path, out: str | Path, *, movies: Sequence[str] | None = None,
+              split: str = "test") -> tuple[Path, list[tuple[float, float, dict[str, float]]]]:
+    """Join the clips of the generated demo dataset in ``data`` (its
+    ``split`` movies, or ``movies``) into one film ``out``; returns the film
+    and its true labels per clip: ``(start, end, {valence, arousal})``."""
+    from aanbench.plugin_manager import get_plugins
+
+    items = get_plugins().dataset("demo").items(Path(data))
+    chosen = [it for it in items if (it.group in movies if movies else it.split == split)]
+    if not chosen:
+        raise AanbenchError(f"{data}: no demo clips for {'movies ' + ', '.join(movies) if movies else split}")
+    spans: list[tuple[float, float]] = []
+    film = write_film(out, [it.path for it in chosen], spans=spans)
+    return film, [(round(s, 3), round(e, 3), dict(it.labels)) for (s, e), it in zip(spans, chosen)]
+
+
+def demo_curve(workdir: str | Path, store: str | Path, *, data: str | Path | None = None,
+               experiment: str = "ridge", window: float = 4.0,
+               registry: Path | None = None, on_progress: Callable[[Any], None] | None = None) -> FilmCurve:
+    """For ``aanbench demo``'s last step: train ``experiment`` on the demo's
+    training movies (from the demo ``store``), join the test movies' clips
+    into one film and draw its curve into ``workdir/curve/``. Demo clips
+    last 4 s, so the default 4 s windows are the clips and the CSV can be
+    compared with the clips' labels (``workdir/curve/truth.csv``)."""
+    from aanbench.modelfile import load_any, save_bundle
+    from aanbench.plugin_manager import get_plugins
+    from aanbench.registry import load_registry
+    from aanbench.runner import train_bundle
+    from aanbench.store import FeatureStore
+
+    workdir = Path(workdir)
+    data = Path(data) if data is not None else workdir / "data"
+    out = workdir / "curve"
+    out.mkdir(parents=True, exist_ok=True)
+    plugins = get_plugins()
+    ds = plugins.dataset("demo")
+    bundle = out / f"demo-{experiment}.pt"
+    if not bundle.is_file():
+        exp = load_registry(registry).experiment(experiment, "demo")
+        group = FeatureStore(store, mode="r").open_group(ds.name, ds.segmentation)
+        save_bundle(bundle, train_bundle(exp, ds, group, plugins))
+    film, truth = demo_film(data, out / "demo-test-movies.mp4")
+    with open(out / "truth.csv", "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["start", "end", "valence", "arousal"])
+        for s, e_, lab in truth:
+            w.writerow([f"{s:g}", f"{e_:g}", f"{lab['valence']:.6g}", f"{lab['arousal']:.6g}"])
+    return film_curve(film, [CurveModel(load_any(bundle), str(bundle))], store=Path(store).with_name(
+        Path(store).name + "-curve"), out_dir=out, window=window, hop=window, smooth=3 * window,
+        on_progress=on_progress, truth=truth)

@@ -1,0 +1,148 @@
+"""The ``demo`` workflow: everything on the generated demo dataset, in five
+steps: make the clips, extract the weight-free features, benchmark every
+registry experiment with demo settings (leave-one-movie-out), the
+leaderboard, and the emotion curve of the test movies joined into one film."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aanbench.contracts import AanbenchError
+from aanbench.workflows._shared import plugins as get_plugins, registry as load_registry
+from aanbench.workflows.benchmark import BenchmarkEvents, BenchmarkResult, benchmark
+from aanbench.workflows.curve import demo_curve
+from aanbench.workflows.extract import extract
+
+DEMO_PROTOCOL = "leave-one-group-out"  # every movie tests once: 120 predictions from 10 movies by default
+DEFAULT_WORKDIR = Path(".aanbench-demo")
+
+
+class DemoEvents(BenchmarkEvents):
+    """What :func:`demo` reports as it goes (every method does nothing here;
+    the benchmark's events are :class:`BenchmarkEvents`')."""
+
+    def step(self, number: int, title: str) -> None:
+        """Step ``number`` (1 to 5) begins."""
+
+    def generating(self, done: int, total: int) -> None:
+        """Clips made of ``total``."""
+
+    def generated(self, data: Path) -> None:
+        """The demo dataset is in ``data``."""
+
+    def extract_planned(self, plan: Any, skipped: list[str], backend: str) -> None:
+        """:func:`aanbench.extraction.extract_dataset`'s ``on_planned``."""
+
+    def extract_progress(self, unit: Any) -> None:
+        """A chunk of items is extracted."""
+
+    def extracted(self, outcome: Any) -> None:
+        """The features are in the store (an ``ExtractionOutcome``)."""
+
+    def benchmarked(self, result: BenchmarkResult) -> None:
+        """The benchmark and its leaderboard are written."""
+
+    def curve_progress(self, unit: Any) -> None:
+        """A chunk of the film's windows is extracted."""
+
+
+@dataclass
+class DemoResult:
+    """Where the demo put things and what each step gave."""
+
+    data: Path
+    store: Path
+    extraction: Any
+    benchmark: BenchmarkResult
+    curve: Any
+
+    @property
+    def failed(self) -> bool:
+        """Some items, a run or some curve windows failed (the demo exits 1)."""
+        return bool(self.extraction.failed or self.curve.failed or self.benchmark.failed)
+
+
+def demo_experiments(registry: Path | None = None) -> list[str]:
+    """The registry experiments with demo settings."""
+    reg = load_registry(registry)
+    return sorted(n for n, e in reg.experiments.items() if "demo" in e.get("datasets", {}))
+
+
+def demo_prerequisites(generate: Any, experiments: list[str], workdir: Path, leaderboard: Path) -> list[str]:
+    """Everything `demo` needs, checked before the clips are made: the
+    registry and its demo experiments, their model and extractor plugins
+    (weight-free), and writable output folders. Returns the extractor names;
+    raises one error listing every problem."""
+    problems: list[str] = []
+    if generate is None:
+        problems.append("the demo dataset plugin cannot generate its data")
+    plugins = get_plugins()
+    features: set[str] = set()
+    try:
+        reg = load_registry()
+    except AanbenchError as exc:
+        reg = None
+        problems.append(str(exc))
+    for e in experiments if reg is not None else []:
+        try:
+            exp = reg.experiment(e, "demo")
+        except AanbenchError as exc:
+            problems.append(str(exc))
+            continue
+        if exp.model not in plugins.models:
+            problems.append(f"experiment {e}: model plugin {exp.model!r} is not installed (see `aanbench plugins`)")
+        features.update(exp.features)
+    for name in sorted(features):
+        ex = plugins.extractors.get(name)
+        if ex is None:
+            problems.append(f"extractor {name!r} is not installed or failed to load (see `aanbench plugins`)")
+        elif getattr(ex, "weights", ()):
+            problems.append(f"extractor {name!r} needs weight files; the demo uses weight-free extractors only")
+    for folder in (workdir, leaderboard.parent):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".aanbench-write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            problems.append(f"{folder}: cannot write here ({exc.strerror or exc}); use --workdir / --leaderboard")
+    if problems:
+        raise AanbenchError("demo cannot start:\n  " + "\n  ".join(problems))
+    return sorted(features)
+
+
+def demo(workdir: str | Path = DEFAULT_WORKDIR, leaderboard: str | Path = Path("leaderboards/demo.md"), *,
+         clips: int = 120, seed: int = 0, workers: int = 1, events: DemoEvents | None = None) -> DemoResult:
+    """The five steps of ``aanbench demo`` (see the module's docstring) in
+    ``workdir`` (``data/``, ``store/``, ``results/``, ``curve/``); the
+    leaderboard goes to ``leaderboard``. Every prerequisite is checked
+    first. Idempotent: a second call reuses data and features."""
+    ev = events or DemoEvents()
+    workdir, leaderboard = Path(workdir), Path(leaderboard)
+    ds = get_plugins().dataset("demo")
+    generate = getattr(ds, "generate", None)
+    try:
+        experiments = demo_experiments()
+    except AanbenchError:
+        experiments = []  # demo_prerequisites reports the registry's problem
+    features = demo_prerequisites(generate, experiments, workdir, leaderboard)  # before any work
+    data = workdir / "data"
+    ev.step(1, "demo dataset")
+    generate(data, seed=seed, clips=clips, progress=ev.generating)
+    ev.generated(data)
+    ev.step(2, "extract features")
+    store = workdir / "store"
+    outcome = extract(ds, data, store, features, workers=workers, chunk_rows=16, on_planned=ev.extract_planned,
+                      on_progress=ev.extract_progress)
+    ev.extracted(outcome)
+    ev.step(3, f"benchmark: {len(experiments)} experiments, leave-one-movie-out")
+    cmd = "aanbench demo" + ("" if workdir == DEFAULT_WORKDIR else f" --workdir {workdir}")
+    bench = benchmark(ds, store, workdir / "results", leaderboard, protocol=DEMO_PROTOCOL, command=cmd, events=ev)
+    ev.step(4, "leaderboard")
+    ev.benchmarked(bench)
+    ev.step(5, "emotion curve of the test movies, joined into one film")
+    fc = demo_curve(workdir, store, data=data, on_progress=ev.curve_progress)
+    return DemoResult(data, store, outcome, bench, fc)

@@ -1,0 +1,88 @@
+"""Store workflows: what a feature store holds; an external matrix imported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aanbench.contracts import AanbenchError
+
+
+def store_summary(store: str | Path) -> list[dict[str, Any]]:
+    """Per group of the store at ``store``: dataset, segmentation, items,
+    chunk size, targets and per array its extractor, shape, items and chunks
+    done, and the failures (item id, reason)."""
+    from aanbench.store import FeatureStore
+
+    st = FeatureStore(Path(store), mode="r")
+    out = []
+    for gp in st.group_paths():
+        g = st.open_group(*gp.split("/", 1))
+        ids = g.item_ids()
+        arrays = []
+        for key in g.feature_keys():
+            a = g.feature(key)
+            done, ok, errs = a.done(), a.ok(), a.errors()
+            rows_done = sum(g.chunk_slice(c).stop - g.chunk_slice(c).start for c in range(len(done)) if done[c])
+            prov = a.provenance
+            arrays.append({
+                "key": key, "extractor": a.name, "version": a.version, "shape": list(a.data.shape),
+                "items_done": int(rows_done), "items_ok": int(ok.sum()),
+                "chunks_done": int(done.sum()), "chunks": int(len(done)),
+                "source": prov.get("source", ""),
+                "failures": [{"item_id": ids[i], "reason": str(errs[i])} for i in range(len(ok)) if not ok[i] and errs[i]],
+            })
+        out.append({"group": gp, "dataset": g.attrs.get("dataset"), "segmentation": g.attrs.get("segmentation"),
+                    "n_items": g.n_items, "chunk_rows": g.chunk_rows, "targets": g.targets(), "arrays": arrays})
+    return out
+
+
+@dataclass
+class ImportedArray:
+    """An imported matrix: rows x dim, its file's SHA-256, where it went."""
+
+    rows: int
+    dim: int
+    sha256: str
+    group: str
+    key: str
+    file: Path
+
+
+def import_h5(file: str | Path, store: str | Path, dataset: str, extractor: str, *, key: str = "default",
+              segmentation: str = "default") -> ImportedArray:
+    """Import an ``(n_items, dim)`` matrix from an HDF5 file as the array
+    ``<extractor>@imported`` of the store group ``dataset``/``segmentation``
+    (item ids = row numbers unless the group exists, whose row count must
+    then match)."""
+    import h5py
+    import numpy as np
+
+    from aanbench.contracts import Item
+    from aanbench.store import FeatureStore
+    from aanbench.weights import sha256_of
+
+    file = Path(file)
+    if not file.is_file():
+        raise AanbenchError(f"{file}: no such file")
+    try:
+        with h5py.File(file, "r") as f:
+            if key not in f:
+                raise AanbenchError(f"{file}: no dataset {key!r} (has {', '.join(f.keys()) or 'none'})")
+            values = np.asarray(f[key][...], dtype=np.float32)
+    except OSError as exc:
+        raise AanbenchError(f"{file}: not a readable HDF5 file ({exc})") from None
+    if values.ndim != 2:
+        raise AanbenchError(f"{file}:{key}: expected an (n_items, dim) matrix, got shape {values.shape}")
+    st = FeatureStore(Path(store))
+    try:
+        group = st.open_group(dataset, segmentation)
+    except AanbenchError:
+        items = [Item(id=str(i), path=None) for i in range(values.shape[0])]
+        group = st.ensure_group(dataset, items, segmentation=segmentation, chunk_rows=max(1, min(32, len(items))))
+    digest = sha256_of(file)
+    prov = {"extractor": extractor, "version": "imported", "dim": int(values.shape[1]), "config": {"hdf5_key": key},
+            "weights": {}, "libraries": {}, "source": {"file": file.name, "sha256": digest}}
+    arr = group.import_rows(f"{extractor}@imported", values, prov)
+    return ImportedArray(int(values.shape[0]), int(values.shape[1]), digest, group.path, arr.key, file)

@@ -1,0 +1,32 @@
+"""Pretrained weight files, for ``aanbench weights``: what the installed
+extractors need, its status in a weights folder, and adding a download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aanbench.weights import ENV_VAR, add_file, requirements, status_rows, weights_dir
+
+__all__ = ["ENV_VAR", "add_weight_file", "installed_weight_requirements", "weight_status", "weights_dir"]
+
+
+def installed_weight_requirements() -> Any:
+    """The weight files every installed extractor declares (:func:`aanbench.weights.requirements`)."""
+    from aanbench.plugin_manager import get_plugins
+
+    return requirements(get_plugins().extractors)
+
+
+def weight_status(folder: str | Path | None = None) -> tuple[Path, list[dict[str, Any]]]:
+    """The weights folder (``folder``, else ``$AANBENCH_WEIGHTS``, else the
+    default) and one row per required file: extractor, file, sha256, path,
+    status (present / missing / hash mismatch), source."""
+    where = weights_dir(folder)
+    return where, status_rows(installed_weight_requirements(), where)
+
+
+def add_weight_file(file: str | Path, folder: str | Path | None = None) -> Any:
+    """Verify ``file`` against the known weight files and place it in the
+    weights folder under its official name (:func:`aanbench.weights.add_file`)."""
+    return add_file(Path(file), weights_dir(folder), installed_weight_requirements())
