@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # pyproject.toml's dependencies + the test extra); `make lock` remakes it.
 LOCK   := requirements.lock
 # pip-tools in a venv of its own (pinned: pip-tools follows pip's internals)
-LOCK_VENV  := $(VENV)-lock-tools
+LOCK_VENV  := $(VENV)/lock-tools
 LOCK_TOOLS := pip==26.3 pip-tools==7.7.0
 
 .PHONY: setup demo test bench clean lock
@@ -44,4 +44,4 @@ bench: $(STAMP)
 	$(PY) -m pytest tests/benchmarks --benchmark-enable -q
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) .aanbench-demo
+	rm -rf $(VENV) .aanbench-demo
