@@ -93,8 +93,9 @@ def numbers(cell: str) -> list[float]:
 
 
 def skeleton(cell: str) -> str:
-    """The cell's text with its numbers taken out (e.g. ``# [#, #]``, ``≈ / worse``)."""
-    return " ".join(NUMBER.sub("#", cell).split())
+    """The cell's text with its numbers and spaces taken out (e.g. ``#[#,#]``,
+    ``≈/worse``): the padding of a number depends on its sign."""
+    return "".join(NUMBER.sub("#", cell).split())
 
 
 def board_cpu(text: str) -> str | None:
@@ -169,6 +170,9 @@ def test_compare_catches_a_moved_number_and_tolerates_within_intervals():
     assert moved[key]["mse"] != rows[key]["mse"]
     assert any("mse" in p for p in compare(rows, moved, exact=True))
     assert compare(rows, moved, exact=False) == []  # within the interval: another CPU kind may do that
+    lo_moved = {k: dict(v) for k, v in moved.items()}
+    lo_moved[key]["mse"] = lo_moved[key]["mse"].replace(f"{lo:6.3f}", f"{-lo:6.3f}", 1)  # padding changes with the sign
+    assert lo_moved[key]["mse"] != moved[key]["mse"] and skeleton(lo_moved[key]["mse"]) == skeleton(moved[key]["mse"])
     moved[key]["mse"] = rows[key]["mse"].replace(f"{est:.3f}", f"{hi + 0.05:.3f}", 1)
     assert any("outside" in p for p in compare(rows, moved, exact=False))
     closed = next(k for k in rows if k[1] in CLOSED_FORM and k[1] != "mean")
