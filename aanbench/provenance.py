@@ -12,7 +12,8 @@ the instruction-set flags that select BLAS and torch kernels, e.g. avx512f).
 :func:`differences` compares several such records (e.g. one per results file
 of a leaderboard) and lists what differs among the fields that can change
 numbers; :func:`mixed_note` turns that into one line for a leaderboard's
-header. :func:`fingerprint` is a short hash of those fields: equal
+header, and :func:`header_line` gives that line or, for one environment,
+``Environment: <summary>``. :func:`fingerprint` is a short hash of those fields: equal
 fingerprints, same environment as far as numbers go.
 
 The record is made where the numbers are made (in the process that trains,
@@ -309,6 +310,19 @@ def summary(record: Mapping[str, Any] | None) -> str:
     if "torch_intra_op" in th:
         parts.append(f"torch threads {th['torch_intra_op']}")
     return "; ".join(p for p in parts if p) + f" [env {fingerprint(record)}]"
+
+
+def header_line(records: Sequence[Mapping[str, Any] | None], unit: str = "run") -> str:
+    """The environment line of a leaderboard made from ``records`` (one per
+    results file): :func:`mixed_note` where they differ in anything that can
+    change numbers, else ``"Environment: "`` and the :func:`summary` of the
+    one environment (``"Environment: not recorded"`` where none is)."""
+    records = list(records)
+    note = mixed_note(records, unit)
+    if note:
+        return note
+    first = next((r for r in records if r), None)
+    return "Environment: " + summary(first)
 
 
 if __name__ == "__main__":  # python -m aanbench.provenance: this process's record

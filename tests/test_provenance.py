@@ -124,3 +124,13 @@ def test_summary_names_libraries_and_cpu(record):
     assert f"Pillow {record['packages']['pillow']}" in line
     assert record["cpu"]["model"] in line
     assert line.endswith(f"[env {provenance.fingerprint(record)}]")
+
+
+def test_header_line_names_one_environment_or_the_mix(record):
+    one = provenance.header_line([record, copy.deepcopy(record)])
+    assert one == "Environment: " + provenance.summary(record)
+    other = copy.deepcopy(record)
+    other["packages"]["numpy"] = "1.26.4"
+    mixed = provenance.header_line([record, other])
+    assert mixed.startswith("This board mixes environments: numpy ")
+    assert provenance.header_line([None, None]) == "Environment: environment not recorded"

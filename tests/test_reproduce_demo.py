@@ -99,10 +99,15 @@ def skeleton(cell: str) -> str:
 
 
 def board_cpu(text: str) -> str | None:
-    """The CPU kind named in the board's environment line (``CPU <model> (<flags>)``,
-    as :func:`aanbench.provenance.summary` writes it), or None."""
-    m = re.search(r"\bCPU ([^;\[\n]+)", text)
-    return m.group(1).strip() if m else None
+    """The CPU kind named in the board's environment line (``Environment: ...;
+    CPU <model> (<flags>); ...`` or ``This board mixes environments: ...``, as
+    :func:`aanbench.provenance.header_line` writes it), or None."""
+    for line in text.splitlines():
+        line = line.strip("*_ ")
+        if line.startswith(("Environment:", "This board mixes environments:")):
+            m = re.search(r"\bCPU ([^;\[\n]+)", line)
+            return m.group(1).strip() if m else None
+    return None
 
 
 def this_cpu() -> str:
@@ -156,6 +161,15 @@ def test_parse_board_reads_the_committed_tables():
     some = next(iter(rows.values()))
     assert {"experiment", "mse", "pearson r", "ccc", "n"} <= set(some)
     assert len(numbers(some["mse"])) == 3  # estimate [low, high]
+
+
+def test_board_cpu_reads_the_environment_line():
+    from aanbench import provenance
+
+    rec = provenance.environment()
+    text = "# Leaderboard: demo\n\nProtocol: ... (CPU time)\n\n" + provenance.header_line([rec]) + "\n"
+    assert board_cpu(text) == this_cpu()
+    assert board_cpu("# Leaderboard\n\nProtocol: CPU time\n") is None
 
 
 def test_compare_catches_a_moved_number_and_tolerates_within_intervals():
