@@ -3,17 +3,36 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Every package `make setup` installs, pinned with hashes (pip-compile from
+# pyproject.toml's dependencies + the test extra); `make lock` remakes it.
+LOCK   := requirements.lock
+# pip-tools in a venv of its own (pinned: pip-tools follows pip's internals)
+LOCK_VENV  := $(VENV)/lock-tools
+LOCK_TOOLS := pip==26.3 pip-tools==7.7.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean lock
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The locked packages (pip checks every file against the lock's hashes), then
+# aanbench itself editable, without dependencies.
+$(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 2; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -U pip "setuptools>=77"  # the wheel build in tests/test_packaging.py uses it
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip check
 	touch $(STAMP)
+
+# Remake requirements.lock after changing dependencies in pyproject.toml:
+# keeps the current pins where they still fit; `make lock UPGRADE=1` takes the
+# newest versions the ranges allow. Review the diff, then `make setup`.
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q $(LOCK_TOOLS); }
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe \
+	  --strip-extras --extra test --no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) \
+	  -o $(LOCK) pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/aanbench demo

@@ -43,7 +43,7 @@ import numpy as np
 from aanbench import hookimpl
 from aanbench.contracts import AanbenchError, Dataset, Item
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: luma without BLAS (the same clips on every CPU kind, issue 26)
 
 # ----------------------------------------------------------------- format
 FPS = 25
@@ -337,6 +337,15 @@ def hsv_unit_rgb(h: float, s: float) -> np.ndarray:
     return np.array([1.0 - s + s * c for c in base], dtype=np.float32)
 
 
+def unit_luma(rgb: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of RGB ``(..., 3)`` in float32: three products, two sums,
+    the same bits on every CPU. Not ``rgb @ LUMA``: BLAS picks its dot-product
+    kernel by CPU kind (OpenBLAS SkylakeX vs Haswell), whose last bits moved
+    a few pixels of 5 of the 120 demo clips between machines (issue 26)."""
+    rgb = np.asarray(rgb, dtype=np.float32)
+    return (rgb[..., 0] * LUMA[0] + rgb[..., 1] * LUMA[1]) + rgb[..., 2] * LUMA[2]
+
+
 def render_frames(f: ClipFactors, style: MovieStyle, rng: np.random.Generator) -> np.ndarray:
     """The clip's frames, ``uint8 (N_FRAMES, HEIGHT, WIDTH, 3)`` RGB.
 
@@ -360,7 +369,7 @@ def render_frames(f: ClipFactors, style: MovieStyle, rng: np.random.Generator) -
     # V_k * luma_k is the same for all shots and the clip's mean V is f.brightness
     swings = [sign * (1.0 if k % 2 == 0 else -1.0) for k in range(len(shots))]
     bg = [(f.hue + w * SHOT_HUE_SWING, style.saturation + w * SHOT_SAT_SWING) for w in swings]
-    bg_luma = [float(hsv_unit_rgb(h, s_) @ LUMA) for h, s_ in bg]
+    bg_luma = [float(unit_luma(hsv_unit_rgb(h, s_))) for h, s_ in bg]
     level = f.brightness * N_FRAMES / sum((b - a) / y for (a, b), y in zip(shots, bg_luma))
     for k, (a, b) in enumerate(shots):
         n = b - a
@@ -389,7 +398,7 @@ def render_frames(f: ClipFactors, style: MovieStyle, rng: np.random.Generator) -
         table = np.stack(colours)  # (n_shapes + 1, 3) unit-value colours
         # shape j's value: V_j = (V_bg * Y_0 + dy) / Y_j (Y: luma of the unit colour),
         # then a constant c added to V_bg so that the shot's mean V is shot_v
-        luma = table @ LUMA
+        luma = unit_luma(table)
         ratio = np.take(luma[0] / luma, idx)
         offset = np.take(np.float32(dy) / luma, idx)
         offset[idx == 0] = 0.0
