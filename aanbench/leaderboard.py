@@ -34,6 +34,7 @@ import pandas as pd
 
 from aanbench.contracts import AanbenchError
 from aanbench.metrics import METRICS, group_spread
+from aanbench.provenance import header_line
 from aanbench.results import RunResult
 from aanbench.stats import MIN_CLUSTERS, holm, interval, paired_test
 
@@ -394,7 +395,8 @@ def build_board(dataset: str, docs: list[dict[str, Any]], command: str = "") -> 
         features.setdefault(doc_experiment(d), doc_describe(d)["feature_keys"])
     return _clean({"format": BOARD_FORMAT, "dataset": dataset, "command": command, "alpha": ALPHA,
                    "min_clusters": MIN_CLUSTERS, "duplicates_ignored": duplicates, "sections": sections,
-                   "features": features, "ran": sorted({doc_experiment(d) for d in docs})})
+                   "features": features, "ran": sorted({doc_experiment(d) for d in docs}),
+                   "environment": header_line([d.environment for d in docs])})
 
 
 def _twins(dataset: str) -> dict[str, list[str]]:
@@ -507,6 +509,8 @@ def board_markdown(board: dict[str, Any], figure: str | None = None) -> str:
               f"{board['alpha']}, so the data cannot tell the row from the best, else `worse`/`better`. The best "
               "row was chosen on these same test data, which favours it. Per-movie r: mean ± sd over the test "
               "movies of each movie's own r (averaged over seeds)."]
+    if board.get("environment"):
+        lines += ["", board["environment"]]
     if board.get("duplicates_ignored"):
         lines += ["", f"{board['duplicates_ignored']} results file(s) repeating a seed of a configuration were "
                   "ignored (the first of each is used)."]

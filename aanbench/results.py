@@ -95,6 +95,7 @@ class RunResult(PayloadView):
     features: list[dict[str, Any]] = field(default_factory=list)  # name, key, dim, provenance
     seed: int | None = None
     device: str | None = None  # where torch models trained (rounding, not configuration)
+    environment: dict[str, Any] | None = None  # aanbench.provenance.environment(): versions, threads, CPU kind
     samples: dict[str, Any] | None = None  # the windows (SequenceSpec) and "n"
     params: dict[str, Any] | None = None  # per target: model parameters
     settings: dict[str, Any] | None = None  # per target: runner settings
@@ -107,7 +108,7 @@ class RunResult(PayloadView):
     # JSON key order of the files aanbench writes
     _KEYS = ("format", "aanbench_version", "experiment", "description", "model", "model_version", "model_input",
              "dataset", "dataset_config", "group", "items_sha256", "feature_set", "features", "protocol", "seed",
-             "device", "samples", "params", "settings", "targets", "predictions", "seconds", "command",
+             "device", "environment", "samples", "params", "settings", "targets", "predictions", "seconds", "command",
              "config_fingerprint")
     _ALWAYS = ("format", "experiment", "model", "dataset", "protocol", "features", "targets", "predictions")
 
@@ -169,7 +170,7 @@ class RunResult(PayloadView):
             predictions=[dict(r) for r in p.get("predictions") or []],
             **{k: p.get(k) for k in ("aanbench_version", "description", "model_version", "model_input",
                                      "dataset_config", "group", "items_sha256", "feature_set", "seed", "device",
-                                     "samples", "params", "settings", "seconds", "command", "config_fingerprint")},
+                                     "environment", "samples", "params", "settings", "seconds", "command", "config_fingerprint")},
             features=[dict(f) for f in p.get("features") or []],
             extra={k: v for k, v in p.items() if k not in known},
             file=p.get("_file"),

@@ -23,6 +23,7 @@ from aanbench.bundle import ModelBundle, TargetModel
 from aanbench.contracts import AanbenchError, Dataset, ModelSpec, OnDevice, SequenceSpec
 from aanbench.features import FeatureMatrix, Standardizer, load_features, predict_samples
 from aanbench.metrics import group_spread
+from aanbench.provenance import environment
 from aanbench.stats import evaluate
 from aanbench.plugin_manager import Plugins
 from aanbench.protocols import carve_validation, get_protocol
@@ -369,6 +370,7 @@ def results_doc(
         protocol=plan.protocol.name,
         seed=seed,
         device=plan.device,  # where torch models trained: changes rounding, not the experiment (not in CONFIG_KEYS)
+        environment=environment(plan.device),  # versions, threads, CPU kind (not in CONFIG_KEYS either)
         samples={**plan.sample_spec.to_dict(), "n": len(samples)},
         params={t: plan.model_params[t] for t in plan.targets},
         settings={t: plan.settings[t] for t in plan.targets},
@@ -481,7 +483,8 @@ def train_bundle(
                         "n_items": group.n_items, "n_samples": len(plan.samples)}),
         provenance=_plain({"features": [{"name": n, "key": k, "provenance": p} for n, k, p in
                                         zip(plan.feats.names, plan.feats.keys, plan.feats.provenance)],
-                           "aanbench_version": __version__, "device": plan.device}),
+                           "aanbench_version": __version__, "device": plan.device,
+                           "environment": environment(plan.device)}),
         seed=int(plan.seed),
     )
 

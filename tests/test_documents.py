@@ -278,7 +278,7 @@ def test_csv_numbers_round_trip_exactly():
 
 
 def test_predict_and_curve_write_csv_through_the_one_formatter():
-    for mod in ("aanbench/predict.py", "aanbench/curve.py"):
+    for mod in ("aanbench/predict.py", "aanbench/curve_output.py"):
         src = (ROOT / mod).read_text()
         assert "number_cell" in src and "def _cell" not in src, mod
 

@@ -208,4 +208,12 @@ def test_results_of_two_seeds_sit_side_by_side_and_the_leaderboard_reads_both(de
     r = aanbench(demo, "leaderboard", "demo", "--results", res, "--out", lb)
     assert r.returncode == 0, r.stdout + r.stderr
     text = lb.read_text()
-    assert "engine-ridge (seed 0, config" in text and "engine-ridge (seed 1)" in text
+    # seeds of one configuration are one ranked row; two configurations are two rows that say how they differ
+    from aanbench.leaderboard import build_board
+
+    board = build_board("demo", docs)
+    for table in board["sections"][0]["tables"]:
+        rows = [r for r in table["rows"] if r["experiment"] == "engine-ridge"]
+        assert len(rows) == 2 and all(r["config_note"] for r in rows) and rows[0]["config_note"] != rows[1]["config_note"]
+        assert sorted(len(r["seeds"]) for r in rows) == [1, 2]  # seeds 0 and 1 of the registry's configuration
+    assert text.count("| engine-ridge (") >= 2
