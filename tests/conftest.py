@@ -75,9 +75,9 @@ def run_aanbench(*args: str, env: dict | None = None, timeout: float = 600) -> s
     return subprocess.run([*AANBENCH, *map(str, args)], capture_output=True, text=True, env=e, timeout=timeout)
 
 
-#: Variables read once per process (plugin discovery): a run that sets them
-#: needs a fresh process (run_aanbench).
-_PROCESS_WIDE_ENV = ("AANBENCH_PLUGINS", "AANBENCH_DISABLE_PLUGINS")
+#: Variables read once per process (plugin discovery, the import path): a
+#: run that sets them needs a fresh process (run_aanbench).
+_PROCESS_WIDE_ENV = ("AANBENCH_PLUGINS", "AANBENCH_DISABLE_PLUGINS", "PYTHONPATH")
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
