@@ -246,6 +246,7 @@ def test_converted_published_checkpoint_draws_a_curve_from_stored_features(demo,
     assert len(df) == len(items) and df.arousal.notna().all() and df.arousal.std() > 0
 
 
+@pytest.mark.slow  # fresh processes (a plugin found on PYTHONPATH)
 def test_sequence_model_gets_one_prediction_per_window(demo, tmp_path):
     site = tmp_path / "site"
     dist = site / "aanbench_example_seq-0.1.dist-info"

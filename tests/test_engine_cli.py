@@ -84,6 +84,7 @@ def items(demo):
     return FeatureStore(demo["store"], mode="r").open_group("demo").item_table()
 
 
+@pytest.mark.slow  # fresh processes (a plugin found on PYTHONPATH)
 def test_sequence_model_runs_through_run_on_engine_windows(demo, tmp_path):
     r = aanbench(demo, "run", "engine-seq", "demo", "--store", demo["store"], "--out", tmp_path / "results",
                  "--registry", demo["registry"], "--json")
@@ -151,6 +152,7 @@ def test_train_writes_one_bundle_and_predict_applies_it(demo, tmp_path):
     assert text.returncode == 0 and "logmel@1" in text.stdout and "engine-aan" in text.stdout
 
 
+@pytest.mark.slow  # fresh processes (a plugin found on PYTHONPATH)
 def test_sequence_bundle_rebuilds_its_windows(demo, tmp_path):
     bundle = tmp_path / "seq.pt"
     r = aanbench(demo, "train", "engine-seq", "demo", "--store", demo["store"], "--out", bundle,
