@@ -1,4 +1,7 @@
-"""Shared test helpers: real clips written with PyAV, and the CLI runner."""
+"""Shared test helpers: real clips written with PyAV, and the CLI runners:
+``run_cli`` (in this process: no interpreter, torch or plugin start-up, the
+default) and ``run_aanbench`` (a fresh process, for tests where that is the
+point: plugin discovery, entry points, signals, Ray drivers that must die)."""
 
 from __future__ import annotations
 
@@ -72,7 +75,59 @@ def run_aanbench(*args: str, env: dict | None = None, timeout: float = 600) -> s
     return subprocess.run([*AANBENCH, *map(str, args)], capture_output=True, text=True, env=e, timeout=timeout)
 
 
+#: Variables read once per process (plugin discovery, the import path): a
+#: run that sets them needs a fresh process (run_aanbench).
+_PROCESS_WIDE_ENV = ("AANBENCH_PLUGINS", "AANBENCH_DISABLE_PLUGINS", "PYTHONPATH")
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI in this process as ``python -m aanbench`` runs it
+    (``aanbench.cli.main``: its exit codes, its messages for errors raised
+    outside a command) and return what :func:`run_aanbench` returns:
+    ``returncode``, and ``stdout`` and ``stderr`` apart.
+
+    What a run may change in this process is put back afterwards: the
+    environment (``--debug`` sets a variable), ``sys.argv``, the working
+    directory, the SIGINT/SIGTERM handlers and torch's thread count. The
+    plugins are the ones this process loaded once, so a test of plugin
+    discovery uses run_aanbench."""
+    from click.testing import CliRunner as ClickRunner
+
+    from aanbench.cli import main
+
+    if env and any(k in env for k in _PROCESS_WIDE_ENV):
+        raise ValueError(f"{_PROCESS_WIDE_ENV} are read once per process: use run_aanbench")
+    saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, os.getcwd()
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    code: int = 0
+    with ClickRunner().isolation(env={"COLUMNS": "200", **{k: str(v) for k, v in (env or {}).items()}}) as (out, err, _):
+        sys.argv = ["aanbench", *map(str, args)]
+        try:
+            main()
+        except SystemExit as exc:
+            if exc.code is None or isinstance(exc.code, int):
+                code = exc.code or 0
+            else:  # sys.exit("message"), as the interpreter does it
+                sys.stderr.write(f"{exc.code}\n")
+                code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            sys.argv = saved_argv
+            os.chdir(saved_cwd)
+            for s, handler in saved_signals.items():
+                signal.signal(s, handler)
+            if threads is not None:
+                torch.set_num_threads(threads)
+        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    os.environ.clear()
+    os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["aanbench", *map(str, args)], code, stdout, stderr)
+
+
 def store_json(store: Path) -> dict:
-    r = run_aanbench("store", "info", store, "--json")
+    r = run_cli("store", "info", store, "--json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)

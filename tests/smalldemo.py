@@ -1,7 +1,8 @@
 """A small generated demo (real clips, real decoding, openSMILE, Zarr) with
 the weight-free features the registry's demo experiments use; built once per
-test session and shared by tests/test_recurrent.py and
-tests/test_benchmark.py."""
+test session and shared by the tests that need a demo store
+(tests/test_benchmark.py, test_demo.py, test_recurrent.py, test_run_ray.py).
+Built in this process (run_cli): no fresh process is needed for it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_aanbench
+from conftest import run_cli
 
 CLIPS = 36  # 3 movies of 12 clips (fixed split: m01, m02 train, m03 test)
 
@@ -18,10 +19,10 @@ def build(base: Path) -> dict:
     work = base / "small-demo"
     store = work / "store"
     if not (work / "done").is_file():
-        r = run_aanbench("datasets", "make-demo", work / "data", "--clips", CLIPS)
+        r = run_cli("datasets", "make-demo", work / "data", "--clips", CLIPS)
         assert r.returncode == 0, r.stderr
-        r = run_aanbench("extract", "demo", "--root", work / "data", "--store", store,
-                         "-e", "affect,emobase2010,logmel")
+        r = run_cli("extract", "demo", "--root", work / "data", "--store", store,
+                    "-e", "affect,emobase2010,logmel")
         assert r.returncode == 0, r.stdout + r.stderr
         (work / "done").write_text("")
     labels = (work / "data" / "labels.csv").read_text().splitlines()[1:]
@@ -30,6 +31,6 @@ def build(base: Path) -> dict:
     return {"work": work, "store": store, "data": work / "data", "n_test": n_test, "movies": movies}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_demo(tmp_path_factory) -> dict:
     return build(tmp_path_factory.getbasetemp())

@@ -15,7 +15,7 @@ import pytest
 from aanbench.metrics import group_spread
 from aanbench.reported import load_reported
 
-from conftest import run_aanbench
+from conftest import run_cli
 from smalldemo import small_demo  # noqa: F401  (fixture)
 
 QUICK = """
@@ -36,9 +36,9 @@ def test_benchmark_runs_what_the_store_allows_and_skips_the_rest(small_demo, tmp
     reg.write_text(QUICK)
     lb = tmp_path / "lb" / "demo.md"
     only = "quick-aan,needs-neural,ridge,mean,linear,lstm"
-    r = run_aanbench("benchmark", "demo", "--store", small_demo["store"], "--out", tmp_path / "res",
-                     "--registry", reg, "--experiments", only, "--protocol", "leave-one-group-out",
-                     "--seeds", "0,1", "--leaderboard", lb)
+    r = run_cli("benchmark", "demo", "--store", small_demo["store"], "--out", tmp_path / "res",
+                "--registry", reg, "--experiments", only, "--protocol", "leave-one-group-out",
+                "--seeds", "0,1", "--leaderboard", lb)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert re.search(r"skip\s+needs-neural: features not in .*: resnet50, flownets, i3d", r.stdout), r.stdout[-3000:]
     ran = sorted(p.parent.name + "/" + p.name for p in (tmp_path / "res" / "demo").glob("*/seed*.json"))
@@ -68,9 +68,9 @@ def test_benchmark_runs_what_the_store_allows_and_skips_the_rest(small_demo, tmp
 
 
 def test_benchmark_refuses_an_unknown_experiment_and_a_bad_seed_list(small_demo, tmp_path):
-    r = run_aanbench("benchmark", "demo", "--store", small_demo["store"], "--out", tmp_path, "--experiments", "nope")
+    r = run_cli("benchmark", "demo", "--store", small_demo["store"], "--out", tmp_path, "--experiments", "nope")
     assert r.returncode == 2 and "no experiment nope" in r.stdout + r.stderr
-    r = run_aanbench("benchmark", "demo", "--store", small_demo["store"], "--out", tmp_path, "--seeds", "0,x")
+    r = run_cli("benchmark", "demo", "--store", small_demo["store"], "--out", tmp_path, "--seeds", "0,x")
     assert r.returncode == 2 and "--seeds" in r.stdout + r.stderr
 
 
@@ -101,13 +101,13 @@ def test_official_layout_leaderboard_holds_the_reported_rows(tmp_path, dataset):
         root = write_cognimuse(tmp_path / "copy", movies=movies, seconds=32.0, experienced=(), audio=False).root
         opts = ["-o", "movies=" + ",".join(movies)]
     store = tmp_path / "store"
-    r = run_aanbench("extract", dataset, "--root", root, "--store", store, "-e", "affect", *opts)
+    r = run_cli("extract", dataset, "--root", root, "--store", store, "-e", "affect", *opts)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     reg = tmp_path / "mine.toml"
     reg.write_text(OFFICIAL.replace("{ds}", dataset))
     lb = tmp_path / f"{dataset}.md"
-    r = run_aanbench("benchmark", dataset, "--store", store, "--out", tmp_path / "res", "--registry", reg,
-                     "--experiments", "wf-aan,wf-mean,feature-aan", "--leaderboard", lb, *opts)
+    r = run_cli("benchmark", dataset, "--store", store, "--out", tmp_path / "res", "--registry", reg,
+                "--experiments", "wf-aan,wf-mean,feature-aan", "--leaderboard", lb, *opts)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     text = lb.read_text()
     ranked, reported = text.split("## Reported, not re-run")

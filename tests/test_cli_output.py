@@ -8,7 +8,7 @@ import io
 import tomllib
 
 from aanbench.output import PIPE_RULE_WIDTH, make_console
-from conftest import REPO, run_aanbench
+from conftest import REPO, run_cli
 
 LONG = "/tmp/" + "/".join(f"a-rather-long-folder-name-{i}" for i in range(8)) + "/copy"
 
@@ -36,7 +36,7 @@ def test_pipe_rules_have_a_fixed_width() -> None:
 
 
 def test_experiments_piped_at_40_columns_keep_rows_whole() -> None:
-    r = run_aanbench("experiments", env={"COLUMNS": "40"})
+    r = run_cli("experiments", env={"COLUMNS": "40"})
     assert r.returncode == 0, r.stderr
     rows = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if line.startswith("│")}
     assert "feature-aan-video" in rows, r.stdout
@@ -46,7 +46,7 @@ def test_experiments_piped_at_40_columns_keep_rows_whole() -> None:
 
 def test_sha256_and_paths_whole_in_piped_weights_listing(tmp_path) -> None:
     wdir = tmp_path / ("weights-" + "x" * 60)
-    r = run_aanbench("weights", "--weights-dir", wdir, env={"COLUMNS": "40"})
+    r = run_cli("weights", "--weights-dir", wdir, env={"COLUMNS": "40"})
     with open(REPO / "registry.toml", "rb") as f:
         shas = {w["sha256"] for w in tomllib.load(f)["weights"].values()}
     for sha in shas:
@@ -99,7 +99,7 @@ def test_root_help_keeps_the_typical_session_one_command_a_line(cli) -> None:
 
 def test_shell_completion_of_commands_datasets_and_experiments() -> None:
     def complete(words: str, cword: int) -> list[str]:
-        r = run_aanbench(env={"_AANBENCH_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)})
+        r = run_cli(env={"_AANBENCH_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)})
         assert r.returncode == 0, r.stderr
         return r.stdout.split()
 
@@ -148,16 +148,16 @@ def test_unexpected_exception_names_file_and_line(monkeypatch) -> None:
 
 def test_debug_flag_prints_the_traceback_of_an_error(tmp_path) -> None:
     args = ("run", "ridge", "files", "--store", tmp_path / "s", "--out", tmp_path / "r")
-    r = run_aanbench(*args)
+    r = run_cli(*args)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "dataset 'files' is unlabelled: nothing to train; use `aanbench predict" in r.stderr, r.stderr
-    r = run_aanbench("--debug", *args)
+    r = run_cli("--debug", *args)
     assert r.returncode == 2 and "Traceback (most recent call last)" in r.stderr and "require_labelled" in r.stderr
 
 
 def test_a_root_that_does_not_exist_is_called_so(tmp_path) -> None:
     gone = tmp_path / "nonexistent"
     for dataset in ("files", "eimt16", "cognimuse"):
-        r = run_aanbench("extract", dataset, "--root", gone, "--store", tmp_path / "s")
+        r = run_cli("extract", dataset, "--root", gone, "--store", tmp_path / "s")
         assert r.returncode == 2 and f"dataset root does not exist: {gone}" in r.stderr, (dataset, r.stderr)
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())

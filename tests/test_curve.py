@@ -22,7 +22,7 @@ from aanbench.filmdecode import film_windows, probe_duration
 from aanbench.pluginkit.mediawrite import remux_faststart
 from aanbench.store import FeatureStore
 
-from conftest import REPO, run_aanbench
+from conftest import REPO, run_aanbench, run_cli
 
 CLIPS = 32  # two movies of 16 clips: m01 train, m02 test (64 s)
 
@@ -46,14 +46,14 @@ params = { alpha = 10.0, sequence_length = 3, val_fraction = 0.0 }
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     work = tmp_path_factory.mktemp("curve")
-    r = run_aanbench("datasets", "make-demo", work / "data", "--clips", CLIPS)
+    r = run_cli("datasets", "make-demo", work / "data", "--clips", CLIPS)
     assert r.returncode == 0, r.stderr
-    r = run_aanbench("extract", "demo", "--root", work / "data", "--store", work / "store", "-e", "logmel,affect")
+    r = run_cli("extract", "demo", "--root", work / "data", "--store", work / "store", "-e", "logmel,affect")
     assert r.returncode == 0, r.stdout + r.stderr
     (work / "registry.toml").write_text(REGISTRY)
     bundle = work / "ridge.pt"
-    r = run_aanbench("train", "curve-ridge", "demo", "--store", work / "store", "--out", bundle,
-                     "--registry", work / "registry.toml")
+    r = run_cli("train", "curve-ridge", "demo", "--store", work / "store", "--out", bundle,
+                "--registry", work / "registry.toml")
     assert r.returncode == 0, r.stdout + r.stderr
     film, truth = demo_film(work / "data", work / "films" / "test-movie.mp4", split="test")
     return {"work": work, "bundle": bundle, "film": film, "truth": truth, "registry": work / "registry.toml"}
@@ -71,8 +71,8 @@ def test_joined_film_has_the_clips_one_after_another(demo):
 
 def test_curve_writes_csv_png_and_html_one_row_per_window(demo, tmp_path):
     out = tmp_path / "curves"
-    r = run_aanbench("curve", demo["film"], "--model", demo["bundle"], "--window", 4, "--store", tmp_path / "s",
-                     "--out", out, "--smooth", 12)
+    r = run_cli("curve", demo["film"], "--model", demo["bundle"], "--window", 4, "--store", tmp_path / "s",
+                "--out", out, "--smooth", 12)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "trained on the generated demo dataset" in r.stderr  # the honesty warning
     csv_path = out / "test-movie.mp4.curve.csv"
@@ -112,8 +112,8 @@ def _chromium() -> str | None:
 @pytest.mark.skipif(_chromium() is None, reason="Chromium not installed (.ci/run installs Debian's chromium)")
 def test_the_page_shows_the_plot_in_a_headless_browser(demo, tmp_path):
     out = tmp_path / "curves"
-    r = run_aanbench("curve", demo["film"], "--model", demo["bundle"], "--window", 4, "--store", tmp_path / "s",
-                     "--out", out)
+    r = run_cli("curve", demo["film"], "--model", demo["bundle"], "--window", 4, "--store", tmp_path / "s",
+                "--out", out)
     assert r.returncode == 0, r.stdout + r.stderr
     page = out / "test-movie.mp4.curve.html"
     base = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -154,8 +154,8 @@ def test_truncated_film_reports_the_lost_windows_and_keeps_the_others(demo, tmp_
     data = fast.read_bytes()
     cut.write_bytes(data[: int(len(data) * 0.6)])
     out = tmp_path / "curves"
-    r = run_aanbench("curve", cut, "--model", demo["bundle"], "--window", 4, "--store", tmp_path / "s",
-                     "--out", out)
+    r = run_cli("curve", cut, "--model", demo["bundle"], "--window", 4, "--store", tmp_path / "s",
+                "--out", out)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "windows failed" in r.stdout
     df = read_curve_csv(out / "cut.mp4.curve.csv")
@@ -173,39 +173,39 @@ def test_unreadable_film_is_reported(demo, tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00not a film" * 1000)
     out = tmp_path / "curves"
-    r = run_aanbench("curve", bad, "--model", demo["bundle"], "--store", tmp_path / "s", "--out", out)
+    r = run_cli("curve", bad, "--model", demo["bundle"], "--store", tmp_path / "s", "--out", out)
     assert r.returncode == 1, r.stdout + r.stderr
     df = read_curve_csv(out / "broken.mp4.curve.csv")
     assert len(df) == 1 and "not a media file" in df.reason[0]
 
 
 def test_configuration_errors_exit_2(demo, tmp_path):
-    r = run_aanbench("curve", demo["film"], "--model", tmp_path / "missing.pt", "--out", tmp_path)
+    r = run_cli("curve", demo["film"], "--model", tmp_path / "missing.pt", "--out", tmp_path)
     assert r.returncode == 2 and "no such model file" in r.stderr
-    r = run_aanbench("curve", demo["film"], "--model", demo["bundle"], "--window", 0, "--out", tmp_path)
+    r = run_cli("curve", demo["film"], "--model", demo["bundle"], "--window", 0, "--out", tmp_path)
     assert r.returncode == 2 and "positive" in r.stderr
-    r = run_aanbench("curve", tmp_path / "nofilm.mp4", "--model", demo["bundle"], "--out", tmp_path)
+    r = run_cli("curve", tmp_path / "nofilm.mp4", "--model", demo["bundle"], "--out", tmp_path)
     assert r.returncode == 2 and "no such film" in r.stderr
-    r = run_aanbench("curve", demo["film"], "--model", demo["bundle"], "--model", demo["bundle"], "--out", tmp_path)
+    r = run_cli("curve", demo["film"], "--model", demo["bundle"], "--model", demo["bundle"], "--out", tmp_path)
     assert r.returncode == 2 and "both predict" in r.stderr
     other = tmp_path / "other" / demo["film"].name
     other.parent.mkdir()
     shutil.copy(demo["film"], other)
-    r = run_aanbench("curve", demo["film"], other, "--model", demo["bundle"], "--out", tmp_path)
+    r = run_cli("curve", demo["film"], other, "--model", demo["bundle"], "--out", tmp_path)
     assert r.returncode == 2 and "same name" in r.stderr
 
 
 def test_single_target_model_files_from_run_save_models(demo, tmp_path):
     models = tmp_path / "models"
-    r = run_aanbench("run", "curve-ridge", "demo", "--store", demo["work"] / "store", "--out", tmp_path / "res",
-                     "--registry", demo["registry"], "--save-models", models)
+    r = run_cli("run", "curve-ridge", "demo", "--store", demo["work"] / "store", "--out", tmp_path / "res",
+                "--registry", demo["registry"], "--save-models", models)
     assert r.returncode == 0, r.stdout + r.stderr
     files = sorted(models.rglob("*"))
     arousal = [p for p in files if p.is_file() and "arousal" in p.name]
     assert arousal, files
     out = tmp_path / "curves"
-    r = run_aanbench("curve", demo["film"], "--model", arousal[0], "--window", 4, "--store", tmp_path / "s",
-                     "--out", out)
+    r = run_cli("curve", demo["film"], "--model", arousal[0], "--window", 4, "--store", tmp_path / "s",
+                "--out", out)
     assert r.returncode == 0, r.stdout + r.stderr
     df = read_curve_csv(out / "test-movie.mp4.curve.csv")
     assert list(df.columns) == ["start", "end", "arousal", "reason"] and len(df) == 16
@@ -224,7 +224,7 @@ def test_converted_published_checkpoint_draws_a_curve_from_stored_features(demo,
     features already in the store (imported), curve needs no extractor."""
     ckpt = _reference_models() / "MDB_arousal_COGNIMUSE_attention_model_Feature_AAN_video_audio.pth"
     model = tmp_path / "arousal.pt"
-    r = run_aanbench("models", "import-aan", ckpt, "--out", model)
+    r = run_cli("models", "import-aan", ckpt, "--out", model)
     assert r.returncode == 0, r.stdout + r.stderr
     from aanbench.modelfile import load_any
 
@@ -240,14 +240,15 @@ def test_converted_published_checkpoint_draws_a_curve_from_stored_features(demo,
         group.import_rows(f"{name}@imported", rng.normal(size=(len(items), dim)).astype(np.float32),
                           {"extractor": name, "version": "imported", "dim": dim, "source": "test rows"})
     out = tmp_path / "curves"
-    r = run_aanbench("curve", demo["film"], "--model", model, "--store", tmp_path / "s", "--out", out,
-                     env={"AANBENCH_WEIGHTS": str(tmp_path / "no-weights")})
+    r = run_cli("curve", demo["film"], "--model", model, "--store", tmp_path / "s", "--out", out,
+                env={"AANBENCH_WEIGHTS": str(tmp_path / "no-weights")})
     assert r.returncode == 0, r.stdout + r.stderr
     df = read_curve_csv(out / "test-movie.mp4.curve.csv")
     assert list(df.columns) == ["start", "end", "arousal", "reason"]
     assert len(df) == len(items) and df.arousal.notna().all() and df.arousal.std() > 0
 
 
+@pytest.mark.slow  # fresh processes (a plugin found on PYTHONPATH)
 def test_sequence_model_gets_one_prediction_per_window(demo, tmp_path):
     site = tmp_path / "site"
     dist = site / "aanbench_example_seq-0.1.dist-info"
@@ -257,6 +258,7 @@ def test_sequence_model_gets_one_prediction_per_window(demo, tmp_path):
     env = {"PYTHONPATH": os.pathsep.join([str(site), str(REPO / "tests" / "thirdparty_plugin"),
                                           os.environ.get("PYTHONPATH", "")])}
     bundle = tmp_path / "seq.pt"
+    # a fresh process: the sequence model is a plugin found on this PYTHONPATH
     r = run_aanbench("train", "curve-seq", "demo", "--store", demo["work"] / "store", "--out", bundle,
                      "--registry", demo["registry"], env=env)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -283,5 +285,5 @@ def test_demo_curve_draws_the_test_movies_with_a_bundle_trained_on_the_others(de
     truth = read_curve_csv(work / "curve" / "truth.csv")
     assert len(df) == len(truth) == 16
     assert np.allclose(df[["start", "end"]].to_numpy(), truth[["start", "end"]].to_numpy())
-    bundle = json.loads(run_aanbench("models", "info", work / "curve" / "demo-curve-ridge.pt", "--json").stdout)
+    bundle = json.loads(run_cli("models", "info", work / "curve" / "demo-curve-ridge.pt", "--json").stdout)
     assert bundle["dataset"]["name"] == "demo" and bundle["experiment"]["name"] == "curve-ridge"

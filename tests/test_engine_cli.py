@@ -20,7 +20,7 @@ import torch
 
 from aanbench.store import FeatureStore
 
-from conftest import REPO, run_aanbench
+from conftest import REPO, run_aanbench, run_cli
 
 CLIPS = 48  # 4 movies of 12 clips: m01-m03 train, m04 test
 
@@ -54,9 +54,9 @@ def demo(tmp_path_factory):
     (tests/thirdparty_plugin/aanbench_example/meanseq.py) is installed: its
     entry point declared in a distribution's metadata, as pip writes it."""
     work = tmp_path_factory.mktemp("engine")
-    r = run_aanbench("datasets", "make-demo", work / "data", "--clips", CLIPS)
+    r = run_cli("datasets", "make-demo", work / "data", "--clips", CLIPS)
     assert r.returncode == 0, r.stderr
-    r = run_aanbench("extract", "demo", "--root", work / "data", "--store", work / "store", "-e", "logmel,affect")
+    r = run_cli("extract", "demo", "--root", work / "data", "--store", work / "store", "-e", "logmel,affect")
     assert r.returncode == 0, r.stdout + r.stderr
     site = work / "site"
     dist = site / "aanbench_example_seq-0.1.dist-info"
@@ -69,6 +69,8 @@ def demo(tmp_path_factory):
 
 
 def aanbench(demo, *args):
+    """A fresh process, for what needs the example sequence model: a plugin
+    found on the fixture's PYTHONPATH (plugin discovery runs once per process)."""
     return run_aanbench(*args, env=demo["env"])
 
 
@@ -82,6 +84,7 @@ def items(demo):
     return FeatureStore(demo["store"], mode="r").open_group("demo").item_table()
 
 
+@pytest.mark.slow  # fresh processes (a plugin found on PYTHONPATH)
 def test_sequence_model_runs_through_run_on_engine_windows(demo, tmp_path):
     r = aanbench(demo, "run", "engine-seq", "demo", "--store", demo["store"], "--out", tmp_path / "results",
                  "--registry", demo["registry"], "--json")
@@ -107,8 +110,8 @@ def test_sequence_model_runs_through_run_on_engine_windows(demo, tmp_path):
 
 def test_train_writes_one_bundle_and_predict_applies_it(demo, tmp_path):
     bundle = tmp_path / "aan.pt"
-    r = aanbench(demo, "train", "engine-aan", "demo", "--store", demo["store"], "--out", bundle,
-                 "--registry", demo["registry"], "--json")
+    r = run_cli("train", "engine-aan", "demo", "--store", demo["store"], "--out", bundle,
+                "--registry", demo["registry"], "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["bundle"] == str(bundle)
     payload = torch.load(bundle, weights_only=True)
@@ -123,7 +126,7 @@ def test_train_writes_one_bundle_and_predict_applies_it(demo, tmp_path):
         assert [m.shape[0] for m in v["standardize"]["mean"]] == payload["dims"]
 
     out = tmp_path / "pred.csv"
-    r = aanbench(demo, "predict", bundle, "--store", demo["store"], "--dataset", "demo", "--out", out, "--json")
+    r = run_cli("predict", bundle, "--store", demo["store"], "--dataset", "demo", "--out", out, "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     header, rows = read_csv(out)
     assert header == ["item_id", "start", "end", "valence", "arousal", "reason"]
@@ -140,15 +143,16 @@ def test_train_writes_one_bundle_and_predict_applies_it(demo, tmp_path):
     want = restore(payload["targets"]["arousal"]["state"]).predict([a.astype(np.float32) for a in xs])
     np.testing.assert_allclose([float(row["arousal"]) for row in rows], want, rtol=1e-5, atol=1e-6)
 
-    info = aanbench(demo, "models", "info", bundle, "--json")
+    info = run_cli("models", "info", bundle, "--json")
     assert info.returncode == 0, info.stderr
     meta = json.loads(info.stdout)
     assert meta["targets"] == ["valence", "arousal"] and meta["feature_keys"] == ["logmel@1", "affect@2"]
     assert meta["experiment"]["name"] == "engine-aan" and meta["windows"]["length"] == 1
-    text = aanbench(demo, "models", "info", bundle)
+    text = run_cli("models", "info", bundle)
     assert text.returncode == 0 and "logmel@1" in text.stdout and "engine-aan" in text.stdout
 
 
+@pytest.mark.slow  # fresh processes (a plugin found on PYTHONPATH)
 def test_sequence_bundle_rebuilds_its_windows(demo, tmp_path):
     bundle = tmp_path / "seq.pt"
     r = aanbench(demo, "train", "engine-seq", "demo", "--store", demo["store"], "--out", bundle,
@@ -165,8 +169,8 @@ def test_sequence_bundle_rebuilds_its_windows(demo, tmp_path):
 
 def test_left_out_items_get_a_reason_and_exit_1_and_single_target_files_work(demo, tmp_path):
     models = tmp_path / "models"
-    r = aanbench(demo, "run", "engine-ridge", "demo", "--store", demo["store"], "--out", tmp_path / "res",
-                 "--registry", demo["registry"], "--save-models", models)
+    r = run_cli("run", "engine-ridge", "demo", "--store", demo["store"], "--out", tmp_path / "res",
+                "--registry", demo["registry"], "--save-models", models)
     assert r.returncode == 0, r.stdout + r.stderr
     single = models / "engine-ridge__demo__valence__test.pt"
     assert single.is_file()
@@ -175,13 +179,13 @@ def test_left_out_items_get_a_reason_and_exit_1_and_single_target_files_work(dem
     g = FeatureStore(store).open_group("demo")
     g.feature("affect@2").mark_chunk_failed(slice(0, 3), "decode error: a test reason")
     out = tmp_path / "p.csv"
-    r = aanbench(demo, "predict", single, "--store", store, "--dataset", "demo", "--out", out)
+    r = run_cli("predict", single, "--store", store, "--dataset", "demo", "--out", out)
     assert r.returncode == 1, r.stdout + r.stderr
     header, rows = read_csv(out)
     assert header == ["item_id", "start", "end", "valence", "reason"]
     assert [row["valence"] == "" for row in rows] == [True] * 3 + [False] * (CLIPS - 3)
     assert "affect@2" in rows[0]["reason"] and "a test reason" in rows[0]["reason"]
-    info = json.loads(aanbench(demo, "models", "info", single, "--json").stdout)
+    info = json.loads(run_cli("models", "info", single, "--json").stdout)
     assert info["format"] == "aanbench.model/1" and info["targets"] == ["valence"]
 
 
@@ -189,7 +193,7 @@ def test_results_of_two_seeds_sit_side_by_side_and_the_leaderboard_reads_both(de
     res = tmp_path / "results"
     base = ["run", "engine-ridge", "demo", "--store", demo["store"], "--out", res, "--registry", demo["registry"]]
     for seed in ("0", "1", "0"):
-        r = aanbench(demo, *base, "--seed", seed)
+        r = run_cli(*base, "--seed", seed)
         assert r.returncode == 0, r.stdout + r.stderr
     folder = res / "demo" / "engine-ridge"
     assert sorted(p.name for p in folder.iterdir()) == ["seed0.json", "seed1.json"]  # rerun of seed 0 replaced it
@@ -198,14 +202,14 @@ def test_results_of_two_seeds_sit_side_by_side_and_the_leaderboard_reads_both(de
     changed.write_text(REGISTRY.replace('features = "engine-test"\n\n[experiments.engine-aan]',
                                         'features = "engine-test"\nparams = { alphas = [1.0] }\n\n'
                                         '[experiments.engine-aan]'))
-    r = aanbench(demo, "run", "engine-ridge", "demo", "--store", demo["store"], "--out", res, "--registry", changed)
+    r = run_cli("run", "engine-ridge", "demo", "--store", demo["store"], "--out", res, "--registry", changed)
     assert r.returncode == 0, r.stdout + r.stderr
     files = sorted(p.name for p in folder.iterdir())
     assert len(files) == 3 and files[0].startswith("seed0-") and files[1:] == ["seed0.json", "seed1.json"]
     docs = [json.loads((folder / f).read_text()) for f in files]
     assert len({d["config_fingerprint"] for d in docs}) == 2  # two configurations
     lb = tmp_path / "lb.md"
-    r = aanbench(demo, "leaderboard", "demo", "--results", res, "--out", lb)
+    r = run_cli("leaderboard", "demo", "--results", res, "--out", lb)
     assert r.returncode == 0, r.stdout + r.stderr
     text = lb.read_text()
     # seeds of one configuration are one ranked row; two configurations are two rows that say how they differ

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import zarr
 
-from conftest import AANBENCH, make_clip, run_aanbench, store_json
+from conftest import AANBENCH, make_clip, run_cli, store_json
 from aanbench.store import FeatureStore
 from aanbench_plugins.extractors.emobase2010 import Emobase2010
 
@@ -123,8 +123,8 @@ def test_second_writer_is_refused(messy_folder: Path, tmp_path: Path, cli) -> No
     cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect")
     group = FeatureStore(store).open_group("files")
     with group.writer_lock():  # as if another extraction were running
-        r = run_aanbench("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect",
-                         "--retry-failed")
+        r = run_cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect",
+                    "--retry-failed")
     assert r.returncode == 2, r.stdout + r.stderr
     assert "another run is writing files/default" in r.stderr
     assert "Traceback" not in r.stderr
@@ -137,6 +137,7 @@ def _done_chunks(store: Path, key: str) -> int:
     return len([p for p in d.iterdir() if p.name.startswith("c.")]) if d.is_dir() else 0
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_recomputing_and_matches_uninterrupted(tmp_path: Path) -> None:
     media = tmp_path / "media"
     for i in range(8):
@@ -146,11 +147,12 @@ def test_killed_run_resumes_without_recomputing_and_matches_uninterrupted(tmp_pa
 
     # uninterrupted reference run
     ref = tmp_path / "ref"
-    r = run_aanbench(*args, "--store", ref)
+    r = run_cli(*args, "--store", ref)
     assert r.returncode == 0, r.stderr
 
     # killed run
     store = tmp_path / "store"
+    # a fresh process: it is killed (SIGKILL) part-way
     proc = subprocess.Popen([*AANBENCH, *args, "--store", str(store)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
@@ -166,7 +168,7 @@ def test_killed_run_resumes_without_recomputing_and_matches_uninterrupted(tmp_pa
     finished = np.flatnonzero(done_both)
     staged = {k: killed.feature(k).read()[killed.chunk_slice(int(finished[0]))] for k in (emo, "affect@2")}
 
-    r = run_aanbench(*args, "--store", store)
+    r = run_cli(*args, "--store", store)
     assert r.returncode == 0, r.stderr
     # chunks finished before the kill are not computed again
     assert f"{8 - len(finished)} chunks to compute" in r.stdout, r.stdout
@@ -189,8 +191,8 @@ def test_parallel_local_workers_give_the_same_store(tmp_path: Path, cli) -> None
         make_clip(media / f"c{i}.mp4", level=30 * i)
     one, two = tmp_path / "one", tmp_path / "two"
     cli("extract", "files", "--root", media, "--store", one, "--extractors", "affect,logmel", "--chunk-rows", "2")
-    r = run_aanbench("extract", "files", "--root", media, "--store", two, "--extractors", "affect,logmel",
-                     "--chunk-rows", "2", "--workers", "2")
+    r = run_cli("extract", "files", "--root", media, "--store", two, "--extractors", "affect,logmel",
+                "--chunk-rows", "2", "--workers", "2")
     assert r.returncode == 0, r.stderr
     for key in ("affect@2", "logmel@1"):
         np.testing.assert_array_equal(FeatureStore(one, mode="r").open_group("files").feature(key).read(),

@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import AANBENCH, run_aanbench
+from conftest import AANBENCH, run_cli
 from aanbench.contracts import Item, ItemError, MediaRequest
 from aanbench.media import PAD_TOLERANCE_S, decode_media, mp4_truncation
 from aanbench.pluginkit.mediawrite import write_clip
@@ -239,8 +239,8 @@ def _bad_folder(tmp_path: Path) -> Path:
 def test_batch_reports_truncated_dangling_and_non_media_and_goes_on(tmp_path: Path) -> None:
     media = _bad_folder(tmp_path)
     store = tmp_path / "store"
-    r = run_aanbench("extract", "files", "--root", media, "--store", store, "-e", "affect,logmel",
-                     "--chunk-rows", "2", "--json")
+    r = run_cli("extract", "files", "--root", media, "--store", store, "-e", "affect,logmel",
+                "--chunk-rows", "2", "--json")
     assert r.returncode == 1, r.stdout + r.stderr
     doc = json.loads(r.stdout)
     arrays = {a["extractor"]: a for a in doc["arrays"]}
@@ -286,6 +286,7 @@ def test_unreadable_file_is_a_failed_item_saying_permission_denied(tmp_path: Pat
     locked.chmod(0)
     try:
         store = tmp_path / "store"
+        # a fresh process: it runs without the power to read the mode-000 file
         r = subprocess.run([*prefix, *AANBENCH, "extract", "files", "--root", str(media), "--store", str(store),
                             "-e", "logmel", "--json"], capture_output=True, text=True,
                            env=dict(os.environ, COLUMNS="200"), timeout=300)

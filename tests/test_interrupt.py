@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import AANBENCH, default_sigint, run_aanbench
+from conftest import AANBENCH, default_sigint, run_cli
 from aanbench.store import FeatureStore
 
 EXTRACTORS = "emobase2010,affect"
@@ -32,10 +32,10 @@ def demo(tmp_path_factory) -> tuple[Path, Path]:
     the audio lasts) and an uninterrupted reference store."""
     work = tmp_path_factory.mktemp("interrupt")
     data = work / "data"
-    r = run_aanbench("datasets", "make-demo", data, "--clips", str(N_CLIPS))
+    r = run_cli("datasets", "make-demo", data, "--clips", str(N_CLIPS))
     assert r.returncode == 0, r.stderr
     ref = work / "ref"
-    r = run_aanbench(*_args(data, ref))
+    r = run_cli(*_args(data, ref))
     assert r.returncode == 0, r.stdout + r.stderr
     return data, ref
 
@@ -131,7 +131,7 @@ def test_ctrl_c_then_resume_equals_uninterrupted(demo, tmp_path: Path, point: st
     saved = _done_chunks(store)
     if r.returncode == 130:
         assert saved < 2 * N_CLIPS, "interrupted, yet every chunk of both arrays is done"
-    again = run_aanbench(*_args(data, store))
+    again = run_cli(*_args(data, store))
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     _assert_same_store(ref, store)
 
@@ -159,7 +159,7 @@ def test_repeated_ctrl_c_at_many_points_never_stores_a_wrong_row(demo, tmp_path:
         codes.append(r.returncode)
         assert _done_chunks(store) >= before  # finished chunks are kept
     assert 130 in codes, codes
-    again = run_aanbench(*_args(data, store))
+    again = run_cli(*_args(data, store))
     assert again.returncode == 0, again.stderr[-2000:]
     _assert_same_store(ref, store)
 
@@ -171,7 +171,7 @@ def test_ctrl_c_with_two_workers(demo, tmp_path: Path, group: bool) -> None:
     cmd = [*AANBENCH, *_args(data, store, "--workers", "2")]
     r = _interrupt(cmd, lambda lines: _done_chunks(store) >= 1, group=group)
     _check_interrupted_run(r)
-    again = run_aanbench(*_args(data, store))
+    again = run_cli(*_args(data, store))
     assert again.returncode == 0, again.stderr[-2000:]
     _assert_same_store(ref, store)
 
@@ -201,7 +201,7 @@ def test_ctrl_c_with_ray_backend(demo, tmp_path: Path) -> None:
     while (left := _ray_processes(started[0].pid)) and time.time() < deadline:
         time.sleep(0.5)
     assert not left, f"Ray processes left behind: {left}"
-    again = run_aanbench(*_args(data, store))
+    again = run_cli(*_args(data, store))
     assert again.returncode == 0, again.stderr[-2000:]
     _assert_same_store(ref, store)
 

@@ -31,7 +31,7 @@ def test_builtins_are_listed_through_entry_points(cli) -> None:
 
 
 def test_plugin_filter_env_keeps_tests_hermetic() -> None:
-    r = run_aanbench("plugins", "--json", env={"AANBENCH_PLUGINS": "baselines"})
+    r = run_aanbench("plugins", "--json", env={"AANBENCH_PLUGINS": "baselines"})  # fresh process: fresh discovery
     rows = json.loads(r.stdout)
     assert {x["name"] for x in rows} == {"mean", "ridge"}
 
@@ -48,6 +48,7 @@ def installed_plugin():
 
 
 def test_third_party_plugin_lists_and_extracts(installed_plugin: str, tmp_path: Path) -> None:
+    # fresh processes: plugin discovery finds the package pip just installed
     r = run_aanbench("plugins", "--json")
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)

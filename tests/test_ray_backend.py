@@ -286,6 +286,7 @@ def test_chunk_failing_past_retries_is_recorded_and_a_rerun_completes(demo, ray_
 
 def test_joins_a_running_cluster_by_address_and_leaves_it_running(demo, ray_session, tmp_path) -> None:
     store = tmp_path / "joined"
+    # a fresh process: a driver of its own, which joins this test's cluster and leaves it
     cmd = [sys.executable, "-m", "aanbench", "extract", "demo", "--root", str(demo["root"]), "--store", str(store),
            "--extractors", EXTRACTORS, "--chunk-rows", str(CHUNK_ROWS), "--backend", "ray", "--workers", "2",
            "--address", ray_session]

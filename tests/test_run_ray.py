@@ -25,7 +25,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from conftest import AANBENCH, default_sigint, run_aanbench  # noqa: E402
+from conftest import AANBENCH, default_sigint, run_aanbench, run_cli  # noqa: E402
 from smalldemo import small_demo  # noqa: E402,F401  (fixture)
 
 pytestmark = pytest.mark.ray
@@ -91,8 +91,9 @@ def _same_results(got: dict, want: dict) -> None:
                          ids=["batched", "sequential", "ridge"])
 def test_run_on_ray_gives_the_local_results(small_demo, registry, tmp_path, experiment, extra):  # noqa: F811
     common = [experiment, "demo", "--store", small_demo["store"], "--registry", registry, "--json", *extra]
-    local = run_aanbench("run", *common, "--out", tmp_path / "local")
+    local = run_cli("run", *common, "--out", tmp_path / "local")
     assert local.returncode == 0, local.stderr[-3000:]
+    # a fresh process for each Ray driver: it must end (and Ray's processes with it) when the command does
     on_ray = run_aanbench("run", *common, "--out", tmp_path / "ray", "--backend", "ray", "--workers", "2")
     assert on_ray.returncode == 0, on_ray.stderr[-3000:]
     want = json.loads(Path(json.loads(local.stdout)["results"]).read_text())
@@ -108,13 +109,14 @@ def test_run_joins_a_running_cluster_by_address_and_leaves_it_running(small_demo
     one this test process starts, whose workers run this checkout's code),
     which the command leaves running; the numbers are the local run's."""
     common = ["quick-aan", "demo", "--store", small_demo["store"], "--registry", registry, "--json"]
-    local = run_aanbench("run", *common, "--out", tmp_path / "local")
+    local = run_cli("run", *common, "--out", tmp_path / "local")
     assert local.returncode == 0, local.stderr[-3000:]
     assert not ray.is_initialized()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 << 20)
     try:
         address = ray.get_runtime_context().gcs_address
+        # a fresh process: this driver must leave the cluster that this test process holds
         joined = run_aanbench("run", *common, "--out", tmp_path / "ray", "--backend", "ray", "--address", address)
         assert joined.returncode == 0, joined.stderr[-3000:]
 
@@ -140,8 +142,8 @@ def test_benchmark_on_ray_writes_the_local_results_and_goes_on_after_failures(sm
               "--protocol", "leave-one-group-out"]
     # bad-param is refused when planned; bad-forest fails inside its fits (scikit-learn refuses a parameter):
     # both fail their runs only, locally as on Ray
-    local = run_aanbench(*common, "--experiments", "quick-aan,ridge,mean,bad-param,bad-forest",
-                         "--out", tmp_path / "local", "--leaderboard", tmp_path / "lb-local" / "demo.md")
+    local = run_cli(*common, "--experiments", "quick-aan,ridge,mean,bad-param,bad-forest",
+                    "--out", tmp_path / "local", "--leaderboard", tmp_path / "lb-local" / "demo.md")
     assert local.returncode == 1, local.stdout[-3000:] + local.stderr[-3000:]
     local_out = re.sub(r"\s+", " ", local.stdout)
     assert re.search(r"failed bad-forest \(seed 1\): .*min_samples_leaf", local_out), local_out[-3000:]
@@ -171,15 +173,16 @@ def test_benchmark_on_ray_writes_the_local_results_and_goes_on_after_failures(sm
 
 def test_ray_options_are_checked(small_demo, registry, tmp_path):  # noqa: F811
     base = ["ridge-logo", "demo", "--store", small_demo["store"], "--registry", registry, "--out", tmp_path]
-    r = run_aanbench("run", *base, "--address", "auto")
+    r = run_cli("run", *base, "--address", "auto")
     assert r.returncode == 2 and "--address and --workers are options of --backend ray" in r.stderr, r.stderr
-    r = run_aanbench("benchmark", "demo", "--store", small_demo["store"], "--out", tmp_path, "--workers", "2")
+    r = run_cli("benchmark", "demo", "--store", small_demo["store"], "--out", tmp_path, "--workers", "2")
     assert r.returncode == 2 and "--address and --workers are options of --backend ray" in r.stderr, r.stderr
-    r = run_aanbench("run", *base, "--backend", "ray", "--workers", "0")
+    r = run_cli("run", *base, "--backend", "ray", "--workers", "0")
     assert r.returncode == 2 and "--workers must be at least 1, not 0" in r.stderr, r.stderr
-    r = run_aanbench("run", *base, "--backend", "spark")
+    r = run_cli("run", *base, "--backend", "spark")
     assert r.returncode == 2 and "unknown backend 'spark' (known: local, ray)" in r.stderr, r.stderr
-    r = run_aanbench("run", *base, "--backend", "ray", "--address", "127.0.0.1:1")  # nothing listens on port 1
+    # a fresh process: this driver tries to join a cluster (nothing listens on port 1)
+    r = run_aanbench("run", *base, "--backend", "ray", "--address", "127.0.0.1:1")
     assert r.returncode == 2, r.stderr
     assert re.search(r"no Ray cluster answers at \S+:1 \(from --address 127\.0\.0\.1:1\)",
                      re.sub(r"\s+", " ", r.stderr)), r.stderr
