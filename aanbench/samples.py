@@ -156,13 +156,20 @@ def _crossing_scope_message(scope: str) -> str:
 
 def _check_within_files(members: np.ndarray, ids: list[str], paths: list[str]) -> None:
     """Every window holds rows of one named file (independent excerpts)."""
-    for row in members:
-        files = {paths[j] for j in row}
-        if len(files) > 1 or (len(set(row.tolist())) > 1 and "" in files):
-            names = ", ".join(dict.fromkeys(ids[j] for j in row))
-            what = "items without a media file" if files == {""} else f"{len(files)} files"
-            raise AanbenchError(f"a window would span {what} ({names}), but the dataset's items are "
-                                "independent excerpts: refusing to build it")
+    if not len(members):
+        return
+    names, code = np.unique(np.asarray(paths, dtype=object).astype(str), return_inverse=True)
+    files = code[members]  # (n, T) file of each member row
+    unnamed = names[files[:, 0]] == ""
+    several_rows = (members != members[:, :1]).any(axis=1)
+    bad = np.flatnonzero((files != files[:, :1]).any(axis=1) | (unnamed & several_rows))
+    if len(bad):
+        row = members[bad[0]]
+        n_files = len({paths[j] for j in row})
+        what = "items without a media file" if unnamed[bad[0]] and n_files == 1 else f"{n_files} files"
+        raise AanbenchError(f"a window would span {what} ({', '.join(dict.fromkeys(ids[j] for j in row))}), but "
+                            f"the dataset's items are independent excerpts: refusing to build it "
+                            f"({len(bad)} such window(s))")
 
 
 GAP_MIN_SECONDS = 0.5  # uncovered time below this never splits a scope (rounding of segment times)

@@ -312,3 +312,8 @@ def test_the_builder_checks_every_window_of_independent_excerpts():
     one = [Item(id=f"c#{k}", path=Path("c.mp4"), start=float(k),
                 end=float(k + 1), group="g", split="test") for k in range(4)]
     assert samples_of_items(one, SequenceSpec(length=4, stride=4, scope="file"), independent=True).ids == ["c"]
+    # and the check itself names a window over two files (file scope cannot build one; a bug could)
+    from aanbench.samples import _check_within_files
+
+    with pytest.raises(AanbenchError, match=r"span 2 files \(b, c\)"):
+        _check_within_files(np.array([[0, 1], [1, 2]]), ["a", "b", "c"], ["f1.mp4", "f1.mp4", "f2.mp4"])
