@@ -248,6 +248,10 @@ class SequenceSpec:
     shares (EIMT16 temporal: ``ACCEDE00000``). A sample spans ``[start, end)``
     = its first row's start to its last row's end, in seconds.
 
+    A dataset whose media files are independent excerpts
+    (:attr:`Dataset.independent_excerpts`, EIMT16) admits only the ``"file"``
+    scope for windows of more than one row.
+
     Windows are not part of a dataset's stored configuration: a dataset
     declares its paper windows (:attr:`Dataset.windows`), an experiment may
     override them, and the same store serves all of them.
@@ -304,6 +308,13 @@ class Dataset:
     ``windows`` declares the paper's windows for sequence models (a
     :class:`SequenceSpec`, ``None``: none declared); it is not part of
     :meth:`config`, so it never changes the store group.
+
+    ``independent_excerpts``: each media file is an independent excerpt
+    (EIMT16: excerpts of different films, one label each), so no window may
+    span two files, at training or test; the engine refuses a window scope
+    wider than ``"file"`` rather than cross (:mod:`aanbench.samples`).
+    ``False``: the files' rows are consecutive parts of longer works
+    (COGNIMUSE, the demo), and windows may follow the spec's scope.
     """
 
     name: str = ""
@@ -318,6 +329,8 @@ class Dataset:
     video_frames: int | None = None
     # The paper's windows for sequence models (not stored configuration).
     windows: SequenceSpec | None = None
+    # Each media file an independent excerpt: no window spans two files.
+    independent_excerpts: bool = False
 
     def items(self, root: Path) -> list[Item]:
         raise NotImplementedError

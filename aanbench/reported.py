@@ -2,9 +2,12 @@
 
 One CSV per dataset in ``aanbench/data/reported/`` (``leaderboards/reported``
 in the repository points there): ``method, citation, features, protocol,
-arousal_mse, arousal_pcc, valence_mse, valence_pcc, twin, note``. ``twin``
-names the aanbench experiment that re-runs the same method, so a
-leaderboard can show both; ``note`` says where the protocol differs.
+arousal_mse, arousal_pcc, valence_mse, valence_pcc, twin, inputs, note``.
+``twin`` names the aanbench experiment that re-runs the same method, so a
+leaderboard can show both; ``inputs`` says how the authors fed their
+features (``raw``: unstandardised; empty: not known or no features), so
+that a twin's line can say where aanbench's default differs; ``note`` says
+where the protocol differs and what is and is not verified.
 Sources: ``../shared/design/REPORTED.md``.
 """
 
@@ -16,7 +19,12 @@ from pathlib import Path
 import pandas as pd
 
 COLUMNS = ["method", "citation", "features", "protocol", "arousal_mse", "arousal_pcc", "valence_mse",
-           "valence_pcc", "twin", "note"]
+           "valence_pcc", "twin", "inputs", "note"]
+INPUTS = ("", "raw", "standardised")
+
+# next to a twin whose authors fed raw features (aanbench's runner standardises by default)
+RAW_INPUTS_NOTE = ("aanbench standardises features with training statistics by default, the authors fed raw ones "
+                   "(`standardize = false` reproduces theirs)")
 
 
 def reported_path(dataset: str) -> Path | None:
@@ -29,12 +37,15 @@ def load_reported(dataset: str) -> pd.DataFrame | None:
     path = reported_path(dataset)
     if path is None:
         return None
-    df = pd.read_csv(path, dtype={"twin": str, "note": str}, keep_default_na=True)
+    df = pd.read_csv(path, dtype={"twin": str, "inputs": str, "note": str}, keep_default_na=True)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-    df["twin"] = df["twin"].fillna("")
-    df["note"] = df["note"].fillna("")
+    for c in ("twin", "inputs", "note"):
+        df[c] = df[c].fillna("")
+    bad = sorted(set(df["inputs"]) - set(INPUTS))
+    if bad:
+        raise ValueError(f"{path}: column inputs: {', '.join(map(repr, bad))} (expected one of {INPUTS})")
     return df[COLUMNS]
 
 
@@ -62,6 +73,8 @@ def reported_markdown(dataset: str, targets: tuple[str, ...] = ("valence", "arou
         note = r["note"]
         if r["twin"]:
             twin = f"re-run here as `{r['twin']}`" if r["twin"] in ran else f"aanbench experiment `{r['twin']}`"
+            if r["inputs"] == "raw":
+                twin += f" ({RAW_INPUTS_NOTE})"
             note = f"{twin}; {note}" if note else twin
         cells = [str(r["method"])]
         for t in targets:

@@ -6,6 +6,13 @@ Datasets only declare their paper windows; this module is the one place
 that builds them, so ``run``, ``train`` and ``predict`` all see the same
 windows.
 
+Datasets whose media files are independent excerpts
+(:attr:`~aanbench.contracts.Dataset.independent_excerpts`, EIMT16) get
+windows within one file only: :func:`resolve_spec` refuses a wider scope,
+and :func:`build_samples` refuses to build, rather than return, a window
+that would span two files (so a test excerpt's prediction depends on that
+excerpt alone).
+
 ``Samples.members`` holds, for each sample, the row indices (into the store
 group) of its rows, oldest first: ``int64 (n_samples, T)``. Features for a
 set of samples are ``values[members]``: ``(n, T, dim)``, or ``(n, dim)``
@@ -85,12 +92,20 @@ def build_samples(
     starts: np.ndarray,
     ends: np.ndarray,
     spec: SequenceSpec = ROWS,
+    *,
+    independent: bool = False,
 ) -> Samples:
     """Samples from an item table given column by column (store order).
 
     See :class:`SequenceSpec` for the rules; rows come back in store order
     for single-row specs, otherwise scope by scope (scopes in order of their
     first row), windows in time order.
+
+    ``independent``: each file is an independent excerpt (the dataset's
+    :attr:`~aanbench.contracts.Dataset.independent_excerpts`): a window of
+    more than one row must have scope ``"file"``, and every window is
+    checked to hold the rows of one named file; either failing raises
+    :class:`AanbenchError` (nothing crosses an excerpt silently).
     """
     n = len(ids)
     ids = [str(x) for x in ids]
@@ -101,6 +116,8 @@ def build_samples(
     ends = np.asarray(ends, dtype=np.float64)
     if not (len(groups_a) == len(splits_a) == len(paths_a) == len(starts) == len(ends) == n):
         raise AanbenchError("item table columns differ in length")
+    if independent and spec.length > 1 and spec.scope != "file":
+        raise AanbenchError(_crossing_scope_message(spec.scope))
     if spec.is_rows:
         members = np.arange(n, dtype=np.int64).reshape(n, 1)
         return Samples(spec, list(ids), members, groups_a.astype(str), splits_a.astype(str), starts.copy(), ends.copy())
@@ -122,10 +139,37 @@ def build_samples(
             for e in range(L - 1, len(run), s):
                 windows.append([int(x) for x in run[e - L + 1 : e + 1]])
     members = np.asarray(windows, dtype=np.int64).reshape(len(windows), L)
+    if independent:
+        _check_within_files(members, ids, paths_a)
     first, last = members[:, 0], members[:, -1]
     names = _window_names(ids, members)
     return Samples(spec, names, members, groups_a[last].astype(str), splits_a[last].astype(str),
                    starts[first].copy(), ends[last].copy())
+
+
+def _crossing_scope_message(scope: str) -> str:
+    return (f"the dataset's items are independent excerpts (one media file each, e.g. EIMT16): a window may not "
+            f"span two of them, and sequence_scope {scope!r} would join excerpts of one {scope} (e.g. test "
+            "excerpts of different films); use sequence_scope = \"file\" (windows within one excerpt, "
+            "e.g. the sub-segments of eimt16-temporal)")
+
+
+def _check_within_files(members: np.ndarray, ids: list[str], paths: list[str]) -> None:
+    """Every window holds rows of one named file (independent excerpts)."""
+    if not len(members):
+        return
+    names, code = np.unique(np.asarray(paths, dtype=object).astype(str), return_inverse=True)
+    files = code[members]  # (n, T) file of each member row
+    unnamed = names[files[:, 0]] == ""
+    several_rows = (members != members[:, :1]).any(axis=1)
+    bad = np.flatnonzero((files != files[:, :1]).any(axis=1) | (unnamed & several_rows))
+    if len(bad):
+        row = members[bad[0]]
+        n_files = len({paths[j] for j in row})
+        what = "items without a media file" if unnamed[bad[0]] and n_files == 1 else f"{n_files} files"
+        raise AanbenchError(f"a window would span {what} ({', '.join(dict.fromkeys(ids[j] for j in row))}), but "
+                            f"the dataset's items are independent excerpts: refusing to build it "
+                            f"({len(bad)} such window(s))")
 
 
 GAP_MIN_SECONDS = 0.5  # uncovered time below this never splits a scope (rounding of segment times)
@@ -169,20 +213,38 @@ def _window_names(ids: list[str], members: np.ndarray) -> list[str]:
     return [ids[row[-1]] if counts[x] > 1 else x for x, row in zip(names, members)]
 
 
-def samples_of(group: Any, spec: SequenceSpec = ROWS) -> Samples:
-    """Samples of a :class:`~aanbench.store.DatasetGroup` (its item table)."""
+def samples_of(group: Any, spec: SequenceSpec = ROWS, *, independent: bool | None = None) -> Samples:
+    """Samples of a :class:`~aanbench.store.DatasetGroup` (its item table).
+    ``independent`` (see :func:`build_samples`): ``None`` reads it from the
+    installed dataset plugin the group was stored for (its
+    :attr:`~aanbench.contracts.Dataset.independent_excerpts`), so training
+    (``run``) and ``predict`` obey the same rule."""
     t = group.item_table()
+    if independent is None:
+        independent = stored_independent(group)
     return build_samples(t["id"].tolist(), t["group"].tolist(), t["split"].tolist(), t["path"].tolist(),
-                         t["start"].to_numpy(), t["end"].to_numpy(), spec)
+                         t["start"].to_numpy(), t["end"].to_numpy(), spec, independent=independent)
 
 
-def samples_of_items(items: Sequence[Item], spec: SequenceSpec = ROWS) -> Samples:
+def stored_independent(group: Any) -> bool:
+    """Whether the dataset a store group holds declares its items
+    independent excerpts (``False`` when that dataset plugin is not installed:
+    the store alone does not say)."""
+    name = str(group.attrs.get("dataset", ""))
+    from aanbench.plugin_manager import get_plugins
+
+    ds = get_plugins().datasets.get(name)
+    return bool(getattr(ds, "independent_excerpts", False))
+
+
+def samples_of_items(items: Sequence[Item], spec: SequenceSpec = ROWS, *, independent: bool = False) -> Samples:
     """Samples of a list of items, as :func:`samples_of` would build them once stored."""
     nan = float("nan")
     return build_samples([it.id for it in items], [it.group for it in items], [it.split for it in items],
                          [str(it.path) if it.path is not None else "" for it in items],
                          np.array([nan if it.start is None else it.start for it in items], dtype=np.float64),
-                         np.array([nan if it.end is None else it.end for it in items], dtype=np.float64), spec)
+                         np.array([nan if it.end is None else it.end for it in items], dtype=np.float64), spec,
+                         independent=independent)
 
 
 # --------------------------------------------------------------------------
@@ -200,7 +262,9 @@ def resolve_spec(model_input: str, dataset: Dataset, settings: dict[str, Any], *
     (:attr:`Dataset.windows`), with any ``sequence_*`` setting of the
     experiment applied over them; without declared windows the experiment
     must give ``sequence_length`` (defaults: stride 1, scope group, labelled
-    by the last row, short windows dropped).
+    by the last row, short windows dropped). A dataset of independent
+    excerpts (:attr:`Dataset.independent_excerpts`) takes windows of one
+    file only: a wider scope is refused here, before any work.
     """
     over = {SEQUENCE_SETTINGS[k]: v for k, v in settings.items() if k in SEQUENCE_SETTINGS and v is not None}
     for k in ("length", "stride"):
@@ -220,7 +284,10 @@ def resolve_spec(model_input: str, dataset: Dataset, settings: dict[str, Any], *
                 + "set sequence_length (and optionally sequence_stride, sequence_scope, sequence_label, "
                 "sequence_start) in the experiment")
         base = SequenceSpec(length=over["length"])
-    return SequenceSpec(**{**base.to_dict(), **over})
+    spec = SequenceSpec(**{**base.to_dict(), **over})
+    if getattr(dataset, "independent_excerpts", False) and spec.length > 1 and spec.scope != "file":
+        raise AanbenchError(f"model {model!r} on dataset {dataset.name!r}: " + _crossing_scope_message(spec.scope))
+    return spec
 
 
 def _whole(name: str, v: Any) -> int:

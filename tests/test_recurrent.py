@@ -98,3 +98,84 @@ def test_runs_through_aanbench_run_on_the_demo(small_demo, tmp_path, experiment)
         assert len(preds) == n_test and len({p["item_id"] for p in preds}) == n_test
         assert np.isfinite([p["y_pred"] for p in preds]).all()
         assert doc["targets"][target]["metrics"]["n"] == n_test
+
+
+# ------------------------------------------------------------------------
+# EIMT16: a test excerpt's prediction depends on that excerpt alone
+
+
+QUICK = "max_epochs = 4\npatience = 4\nval_fraction = 0.2\n"
+
+
+@pytest.fixture(scope="module")
+def eimt16_twice(tmp_path_factory):
+    """An official-layout EIMT16 copy extracted as eimt16-temporal (store
+    ``s1``), then one test excerpt's media replaced and the copy extracted
+    again (store ``s2``). Weight-free features that read 1-s sub-segments
+    quickly (openSMILE would dominate the time)."""
+    from aanbench_plugins.datasets.fixtures import tiny_clip, write_eimt16
+    from typer.testing import CliRunner
+
+    from aanbench.cli import app
+
+    tmp = tmp_path_factory.mktemp("eimt16-twice")
+    fx = write_eimt16(tmp / "copy", n_train=12, n_test=5, seconds=4.0, seed=2)
+    reg = tmp / "mine.toml"
+    text = '[feature_sets]\nquick-both = ["affect", "logmel"]\n'
+    for kind in ("lstm", "bilstm"):
+        text += (f'[experiments.{kind}-quick]\nextends = "{kind}"\nfeatures = "quick-both"\n'
+                 f'[experiments.{kind}-quick.datasets.eimt16-temporal]\n{QUICK}'
+                 f'[experiments.{kind}-across]\nextends = "{kind}"\nfeatures = "quick-both"\n'
+                 f'[experiments.{kind}-across.datasets.eimt16-temporal]\nsequence_length = 4\n'
+                 'sequence_scope = "group"\n'
+                 f'[experiments.{kind}-whole]\nextends = "{kind}"\nfeatures = "quick-both"\n')
+    reg.write_text(text)
+    runner = CliRunner()
+
+    def extract(store, dataset="eimt16-temporal"):
+        r = runner.invoke(app, ["extract", dataset, "--root", str(fx.root), "--store", str(store),
+                                "--extractors", "affect,logmel"], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+
+    extract(tmp / "s1")
+    changed = fx.test[2]
+    tiny_clip(fx.video[changed], fx.seconds, seed=9999)  # other colour, motion and tone; same length
+    extract(tmp / "s2")
+    extract(tmp / "s2", "eimt16")
+    return {"fx": fx, "reg": reg, "tmp": tmp, "changed": changed}
+
+
+def _test_predictions(cli, store, out, reg, experiment):
+    r = cli("run", experiment, "eimt16-temporal", "--store", store, "--out", out, "--registry", reg)
+    assert r.exit_code == 0, r.output
+    [result] = list(out.rglob("*.json"))
+    doc = json.loads(result.read_text())
+    assert doc["samples"]["scope"] == "file" and doc["samples"]["length"] == 4  # one excerpt's sub-segments
+    return {(p["target"], p["item_id"]): p["y_pred"] for p in doc["predictions"]}
+
+
+@pytest.mark.parametrize("kind", ["lstm", "bilstm"])
+def test_eimt16_test_prediction_depends_on_its_own_excerpt_only(eimt16_twice, tmp_path, cli, kind):
+    """On an official-layout EIMT16 copy, replacing one test excerpt's media
+    (then extracting and running again, same seed) changes that excerpt's
+    prediction and leaves every other test excerpt's prediction unchanged,
+    bit for bit: windows are the 4 sub-segments of one excerpt, and no
+    window spans two (windows across the test set are refused)."""
+    fx, reg, tmp, changed = (eimt16_twice[k] for k in ("fx", "reg", "tmp", "changed"))
+    before = _test_predictions(cli, tmp / "s1", tmp_path / "r1", reg, f"{kind}-quick")
+    after = _test_predictions(cli, tmp / "s2", tmp_path / "r2", reg, f"{kind}-quick")
+
+    assert set(before) == set(after) == {(t, s) for t in ("valence", "arousal") for s in fx.test}
+    for target in ("valence", "arousal"):
+        assert before[(target, changed)] != after[(target, changed)]  # the test can see a change
+        for s in fx.test:
+            if s != changed:
+                assert after[(target, s)] == before[(target, s)], (target, s)
+
+    # windows across excerpts are refused, not built
+    r = cli("run", f"{kind}-across", "eimt16-temporal", "--store", tmp / "s2", "--out", tmp_path / "r3",
+            "--registry", reg)
+    assert r.exit_code != 0 and "independent excerpts" in r.output, r.output
+    # on one-item-per-excerpt eimt16 the experiment points to eimt16-temporal
+    r = cli("run", f"{kind}-whole", "eimt16", "--store", tmp / "s2", "--out", tmp_path / "r4", "--registry", reg)
+    assert r.exit_code != 0 and "use eimt16-temporal" in r.output, r.output

@@ -7,6 +7,7 @@ windows enters a dataset's stored configuration."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -252,3 +253,67 @@ def test_sequence_model_on_a_windowless_dataset_names_the_windowed_variant():
     ds = get_plugins().dataset("eimt16")
     with pytest.raises(AanbenchError, match="use eimt16-temporal \\(which declares windows\\), or set sequence_length"):
         resolve_spec("sequences", ds, {}, model="temporal-aan")
+
+
+# --------------------------------------------------------------------------
+# Independent excerpts: no window spans two files (EIMT16)
+
+
+def test_eimt16_excerpts_are_independent_and_windows_stay_in_one_excerpt(eimt16_copy, tmp_path):
+    whole, temporal = Eimt16(), Eimt16(segmentation="temporal4")
+    assert whole.independent_excerpts and temporal.independent_excerpts and not Cognimuse().independent_excerpts
+    # the declared windows (one excerpt's 4 sub-segments) are allowed, a wider scope is refused
+    assert resolve_spec("sequences", temporal, {}) == temporal.windows
+    assert resolve_spec("sequences", temporal, {"sequence_label": "last"}).scope == "file"
+    with pytest.raises(AanbenchError, match="independent excerpts.*sequence_scope 'group'.*use sequence_scope"):
+        resolve_spec("sequences", temporal, {"sequence_scope": "group"}, model="lstm")
+    with pytest.raises(AanbenchError, match="model 'lstm' on dataset 'eimt16': the dataset's items are independent"):
+        resolve_spec("sequences", whole, {"sequence_length": 5, "sequence_start": "pad"}, model="lstm")
+
+    # the hazard: 5-row group windows over one-item-per-excerpt EIMT16 join
+    # test excerpts (all share the group "test"), here when nothing declares them independent
+    items = whole.items(eimt16_copy.root)
+    spec = SequenceSpec(length=5, start="pad")
+    ids = [it.id for it in items]
+    crossing = samples_of_items(items, spec)
+    test_windows = [set(crossing.member_ids(ids, i)) for i in range(len(crossing)) if crossing.split[i] == "test"]
+    assert any(len(w) > 1 for w in test_windows)
+    # the sample builder refuses them, from the item list and from a real store group (which reads
+    # the rule from the installed dataset plugin it was stored for: run and predict alike)
+    with pytest.raises(AanbenchError, match="independent excerpts"):
+        samples_of_items(items, spec, independent=True)
+    g = FeatureStore(tmp_path / "store").ensure_group(whole.name, items, segmentation=whole.segmentation,
+                                                     dataset_config=whole.config())
+    with pytest.raises(AanbenchError, match="independent excerpts"):
+        samples_of(g, spec)
+    assert len(samples_of(g, spec, independent=False)) == len(items)  # the rule comes from the dataset
+
+    # the temporal variant's stored windows: each holds the 4 rows of one file, nothing else
+    t_items = temporal.items(eimt16_copy.root)
+    gt = FeatureStore(tmp_path / "store").ensure_group(temporal.name, t_items, segmentation=temporal.segmentation,
+                                                      dataset_config=temporal.config())
+    s = samples_of(gt, temporal.windows)
+    paths = [str(it.path) for it in t_items]
+    assert len(s) == len(eimt16_copy.train) + len(eimt16_copy.test)
+    for row in s.members:
+        assert len({paths[j] for j in row}) == 1 and len(set(row.tolist())) == 4
+
+
+def test_the_builder_checks_every_window_of_independent_excerpts():
+    """Second line: even in file scope, rows without a media file share the
+    scope "" and would be joined; the builder refuses rather than cross."""
+    items = [Item(id=f"x{i}", path=None, labels={"valence": 0.0}, group="test", split="test") for i in range(3)]
+    spec = SequenceSpec(length=2, scope="file")
+    assert len(samples_of_items(items, spec)) == 2  # without the rule: windows over two items
+    with pytest.raises(AanbenchError, match=r"span items without a media file \(x0, x1\).*refusing"):
+        samples_of_items(items, spec, independent=True)
+    # single-row samples and one-file windows are fine
+    assert len(samples_of_items(items, ROWS, independent=True)) == 3
+    one = [Item(id=f"c#{k}", path=Path("c.mp4"), start=float(k),
+                end=float(k + 1), group="g", split="test") for k in range(4)]
+    assert samples_of_items(one, SequenceSpec(length=4, stride=4, scope="file"), independent=True).ids == ["c"]
+    # and the check itself names a window over two files (file scope cannot build one; a bug could)
+    from aanbench.samples import _check_within_files
+
+    with pytest.raises(AanbenchError, match=r"span 2 files \(b, c\)"):
+        _check_within_files(np.array([[0, 1], [1, 2]]), ["a", "b", "c"], ["f1.mp4", "f1.mp4", "f2.mp4"])

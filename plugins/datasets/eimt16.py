@@ -23,6 +23,13 @@ Two registered variants:
   of one file, labelled by their (shared) label; the engine
   (:mod:`aanbench.samples`) builds them and names each after its excerpt.
 
+The excerpts are independent (different films, one label each; all test
+excerpts share one group): both variants declare
+:attr:`Eimt16.independent_excerpts`, so no sequence model's window ever
+spans two excerpts, at training or test; a window scope wider than one
+file is refused. Sequence models (``temporal-aan``, ``lstm``, ``bilstm``)
+run on ``eimt16-temporal``, over the 4 sub-segments of one excerpt.
+
 Labels are kept exactly as the files give them (no clipping); values
 outside the nominal range 1–5 are reported by ``aanbench datasets check``.
 """
@@ -299,6 +306,7 @@ class Eimt16(Dataset):
     label_range = {"valence": (1.0, 5.0), "arousal": (1.0, 5.0)}
     protocol = "fixed"
     card = "datasets/eimt16.md"
+    independent_excerpts = True  # a window never spans two excerpts (files)
     options_allowed = ("segmentation", "official_counts")
 
     def __init__(self, segmentation: str = "default", official_counts: bool = True) -> None:

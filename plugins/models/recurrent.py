@@ -1,10 +1,26 @@
-"""Recurrent baselines on windows of consecutive segments (sequence models).
+"""Recurrent baselines on windows of consecutive rows (sequence models).
 
-``lstm``: the AttendAffectNet authors' own 2019 predecessor (ICCVW 2019,
-ivyha010/emotionprediction): a many-to-one LSTM, 2 layers, hidden size 64,
-over windows of 5 consecutive segments (stride 1) labelled by the last one.
-The feature vectors of a segment are concatenated; the last time step's
-hidden state goes through a linear layer to one value.
+Both run on the windows the engine builds (``input="sequences"``): the
+dataset's declared windows, or the experiment's ``sequence_*`` settings.
+COGNIMUSE: 5 consecutive 5-s segments of one movie (stride 1, labelled by
+the last). EIMT16: only as ``eimt16-temporal``, whose windows are the 4
+sub-segments of one excerpt, in time order, so a prediction depends on
+that excerpt alone; the excerpts are independent
+(:attr:`~aanbench.contracts.Dataset.independent_excerpts`), and the engine
+refuses any window that would span two of them, at training or test.
+
+``lstm``: a many-to-one LSTM *regressor*, 2 layers, hidden size 64, the
+last time step's hidden state through a linear layer to one value; the
+feature vectors of a step are concatenated. Same shape as the LSTM of the
+AttendAffectNet authors' 2019 paper (Thao, Herremans & Roig, ICCVW 2019;
+ivyha010/emotionprediction, ``RGB_OF_Audio/LSTM``), and like it over
+windows of 5 consecutive COGNIMUSE segments labelled by the last, but not
+that model: theirs is a 7-class *classifier* (cross-entropy on discretised
+labels), projects each modality to 128 dimensions before the LSTM, and is
+trained with SGD (lr 0.005, weight decay 0.005, batch 128, patience 25)
+with early stopping on the held-out movie itself; here it regresses the
+value with aanbench's trainer, features standardised by default. It never
+ran on EIMT16.
 
 ``bilstm``: after Yi, Wang & Li's adaptive fusion recurrent network (AFRN,
 IEEE TMM): one bidirectional LSTM per feature array (modality) with input
@@ -12,15 +28,17 @@ dropout; a fully connected layer shared over time gives a value per time
 step, which are pooled with learned temporal weights (a softmax over the
 window's steps of a learned score of each hidden state); the per-modality
 values are fused with learned modality weights (a softmax over one learned
-weight per feature array). AFRN's hidden size is 1024 over 18 steps; the
-default here is 64 (``hidden``) to train on a CPU. AFRN's sigmoid output
-(for labels rescaled to [0, 1]) is left out: labels are used as given.
+weight per feature array). Like AFRN on EIMT16 it runs over time steps
+within one excerpt. Not AFRN: AFRN's inputs are TSN Inception-v3 RGB and
+flow and VGGish over 18 steps per excerpt, hidden size 1024, a sigmoid
+output on labels rescaled to [0, 1], Adam lr 1e-4 for 5 epochs with the
+checkpoint chosen on the test set; here aanbench's features over 4
+sub-segments, hidden 64 (``hidden``) to train on a CPU, labels as given,
+and aanbench's trainer.
 
 Both are trained by aanbench's shared trainer (:mod:`aanbench.training`:
 Adam, loss MSE + (1 - r), early stopping on validation carved from the
-training samples). The windows come from the engine (``input="sequences"``):
-the dataset's declared windows, or the experiment's ``sequence_*`` settings
-(registry.toml sets ``sequence_length = 5`` for ``lstm``).
+training samples).
 
 Importing this module does not import torch (every CLI call loads all
 plugins); the networks are defined when a model is built.
@@ -155,13 +173,13 @@ def restore(state: Mapping[str, Any]) -> RecurrentModel:
 def aanbench_models():
     return [
         ModelSpec(name="lstm",
-                  description="Many-to-one LSTM, 2 layers, hidden 64, on windows of consecutive segments "
-                              "(the AttendAffectNet authors' 2019 predecessor)",
+                  description="Many-to-one LSTM regressor, 2 layers, hidden 64, on the engine's windows "
+                              "(shaped like the AttendAffectNet authors' 2019 LSTM, a 7-class classifier)",
                   build=lambda params, dims: RecurrentModel("lstm", params, dims), restore=restore,
                   params=LSTM_DEFAULTS, input="sequences"),
         ModelSpec(name="bilstm",
                   description="One bidirectional LSTM per feature array, learned temporal and modality "
-                              "fusion weights (after Yi, Wang & Li's AFRN)",
+                              "fusion weights, on the engine's windows (after Yi, Wang & Li's AFRN, not AFRN)",
                   build=lambda params, dims: RecurrentModel("bilstm", params, dims), restore=restore,
                   params=BILSTM_DEFAULTS, input="sequences"),
     ]
