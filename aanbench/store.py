@@ -837,25 +837,42 @@ class DatasetGroup:
             )
 
     # ------------------------------------------------------------- items
+    def _whole(self, name: str) -> np.ndarray:
+        """A whole item or label array, its length checked against ``n_items``
+        and its bytes against their checksums: else :class:`AanbenchError` naming it."""
+        where = Path(self.store.root) / self.path / name
+        try:
+            arr = self.group[name]
+        except KeyError:
+            raise AanbenchError(f"store group {self.path}: array {name} is missing ({where})") from None
+        if tuple(arr.shape) != (self.n_items,):
+            raise AanbenchError(f"store array {where}: metadata says shape {tuple(arr.shape)}, but the group holds "
+                                f"{self.n_items} items; the metadata disagrees with the data")
+        try:
+            return np.asarray(arr[:])
+        except Exception as exc:  # noqa: BLE001 - a codec's error on corrupt bytes
+            raise AanbenchError(f"store array {where}: checksum mismatch in {where / 'c' / '0'} "
+                                f"({type(exc).__name__}); extract into a new store") from None
+
     def item_ids(self) -> list[str]:
-        return [str(x) for x in self.group["items/id"][:]]
+        return [str(x) for x in self._whole("items/id")]
 
     def groups(self) -> np.ndarray:
-        return np.array([str(x) for x in self.group["items/group"][:]], dtype=str)
+        return np.array([str(x) for x in self._whole("items/group")], dtype=str)
 
     def splits(self) -> np.ndarray:
-        return np.array([str(x) for x in self.group["items/split"][:]], dtype=str)
+        return np.array([str(x) for x in self._whole("items/split")], dtype=str)
 
     def starts(self) -> np.ndarray:
         """``float64 (n_items,)`` window starts in seconds (NaN: the file's beginning)."""
-        return np.asarray(self.group["items/start"][:], dtype=np.float64)
+        return np.asarray(self._whole("items/start"), dtype=np.float64)
 
     def ends(self) -> np.ndarray:
         """``float64 (n_items,)`` window ends in seconds (NaN: the file's end)."""
-        return np.asarray(self.group["items/end"][:], dtype=np.float64)
+        return np.asarray(self._whole("items/end"), dtype=np.float64)
 
     def paths(self) -> list[str]:
-        return [str(x) for x in self.group["items/path"][:]]
+        return [str(x) for x in self._whole("items/path")]
 
     def item_table(self):
         """The items as a ``pandas.DataFrame``, one row per stored row, in store
@@ -873,7 +890,7 @@ class DatasetGroup:
     def labels(self, target: str) -> np.ndarray:
         if target not in self.targets():
             raise AanbenchError(f"store group {self.path}: no labels for target {target!r} (has {self.targets()})")
-        return np.asarray(self.group[f"labels/{target}"][:], dtype=np.float32)
+        return np.asarray(self._whole(f"labels/{target}"), dtype=np.float32)
 
     # ---------------------------------------------------------- features
     def feature_keys(self) -> list[str]:
@@ -1189,16 +1206,19 @@ class FeatureStore:
             ("split", [it.split for it in items]),
             ("path", [str(it.path) if it.path is not None else "" for it in items]),
         ):
-            a = ig.create_array(name, shape=(n,), chunks=(max(n, 1),), dtype=str, fill_value="", dimension_names=["item"])
+            a = ig.create_array(name, shape=(n,), chunks=(max(n, 1),), dtype=str, fill_value="", dimension_names=["item"],
+                                compressors=_crc_codecs(True))
             a[:] = np.array(values, dtype=object).astype(str)
         for name, values in (("start", [it.start for it in items]), ("end", [it.end for it in items])):
             a = ig.create_array(name, shape=(n,), chunks=(max(n, 1),), dtype="float64", fill_value=float("nan"),
+                                compressors=_crc_codecs(True),
                                 dimension_names=["item"])
             a[:] = np.array([_nan_if_none(v) for v in values])
         lg = zg.create_group("labels")
         all_targets = list(dict.fromkeys([*targets, *(t for it in items for t in it.labels)]))
         for t in all_targets:
             a = lg.create_array(t, shape=(n,), chunks=(max(n, 1),), dtype="float32", fill_value=float("nan"),
+                                compressors=_crc_codecs(True),
                                 dimension_names=["item"])
             a[:] = np.array([it.labels.get(t, float("nan")) for it in items], dtype=np.float32)
         zg.attrs.update({
@@ -1223,3 +1243,91 @@ def _diff_text(old: dict, new: dict, keys: list[str]) -> str:
     for k in keys:
         parts.append(f"{k}: stored {json.dumps(old.get(k), sort_keys=True)[:120]} vs now {json.dumps(new.get(k), sort_keys=True)[:120]}")
     return "; ".join(parts)
+
+
+@dataclass
+class StoreVerification:
+    """What :func:`verify_store` found: ``problems`` (one line each: an array
+    whose metadata disagrees with its data, or rows whose bytes fail their
+    check, with the file), ``unchecked`` (arrays written before checksums,
+    read without that check), and counts."""
+
+    root: Path
+    groups: int = 0
+    arrays: int = 0
+    rows: int = 0
+    damaged_rows: int = 0
+    problems: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def lines(self) -> list[str]:
+        """A report for people: a summary line, then one line per problem."""
+        head = (f"store {self.root}: {self.groups} group(s), {self.arrays} feature array(s), {self.rows} rows checked: "
+                + ("no problems" if self.ok else f"{len(self.problems)} problem(s), {self.damaged_rows} damaged row(s)"))
+        out = [head] + [f"  {p}" for p in self.problems]
+        if self.unchecked:
+            out.append(f"  without checksums (written by an older aanbench; only the shard index is checked): "
+                       f"{', '.join(self.unchecked)}")
+        if not self.ok and self.damaged_rows:
+            out.append("  rerun `aanbench extract` on this store to recompute the damaged chunks")
+        return out
+
+
+def verify_store(path: str | Path) -> StoreVerification:
+    """Read every array of the store at ``path`` and check it: metadata
+    against the group (shapes, dtypes, row counts), every chunk against its
+    CRC32C, shard files against their size and index. Nothing is written.
+    Raises :class:`AanbenchError` only when ``path`` is not a feature store."""
+    store = FeatureStore(path, mode="r")
+    rep = StoreVerification(Path(path))
+    for gpath in store.group_paths():
+        try:
+            g = store.open_group(*gpath.split("/", 1))
+            n = g.n_items
+        except (AanbenchError, KeyError, ValueError) as exc:
+            rep.problems.append(f"{gpath}: not a complete group ({exc}); rerun `aanbench extract` to make it again")
+            continue
+        rep.groups += 1
+        for name in ("items/id", "items/group", "items/split", "items/path", "items/start", "items/end",
+                     *(f"labels/{t}" for t in g.targets())):
+            try:
+                g._whole(name)
+            except AanbenchError as exc:
+                rep.problems.append(str(exc))
+        for key in g.feature_keys():
+            rep.arrays += 1
+            arr = g.feature(key)
+            where = f"{gpath}/features/{key}"
+            try:
+                arr.check_metadata()
+                if not arr.checksummed:
+                    rep.unchecked.append(where)
+                damage = arr.damage()
+            except AanbenchError as exc:
+                rep.problems.append(str(exc))
+                continue
+            rep.rows += n
+            rep.damaged_rows += int(damage.rows.sum())
+            for reason in damage.files:
+                rows = np.flatnonzero(damage.reasons == reason)
+                rep.problems.append(f"{where}: {reason}: {len(rows)} row(s) ({_row_ranges(rows)}) "
+                                    "read as invalid")
+    return rep
+
+
+def _row_ranges(rows: np.ndarray) -> str:
+    parts: list[str] = []
+    start = prev = None
+    for r in rows.tolist() + [None]:
+        if start is None:
+            start = prev = r
+        elif r is not None and r == prev + 1:
+            prev = r
+        else:
+            parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = prev = r
+    return ", ".join(parts[:8]) + (" ..." if len(parts) > 8 else "")
