@@ -531,8 +531,12 @@ class FeatureArray:
         ``done``, packed or staged) failed their check, with "checksum mismatch
         in FILE" per row. Verifies the files unless the last read of this array
         did and they have not changed since."""
+        sig = self._signature()
+        whole = _DAMAGE_CACHE.get(str(self.dir) + "|all")
+        if whole is not None and whole[0] == sig:
+            return whole[1]
         cached = _DAMAGE_CACHE.get(str(self.dir))
-        if cached is not None and cached[0] == self._signature():
+        if cached is not None and cached[0] == sig:
             data_damage = cached[1]
         else:
             data_damage = self._read_checked()[1]
@@ -546,6 +550,7 @@ class FeatureArray:
             d2 = _Damage(self.n_items)
             self._chunkwise(st["ok"], f"{STAGING}/ok", d2, False, 1)
             damage.merge(d2)
+        _DAMAGE_CACHE[str(self.dir) + "|all"] = (sig, damage)
         return damage
 
     def ok(self) -> np.ndarray:
@@ -978,7 +983,7 @@ class DatasetGroup:
         fg.create_array("done", shape=(self.n_chunks,), chunks=(self.n_chunks,), dtype="bool", fill_value=False,
                         dimension_names=["chunk"], compressors=_crc_codecs(True))
         prov = {k: _jsonable(v) for k, v in provenance.items()}
-        fg.attrs.update({
+        fg.update_attributes({  # one write (attrs.update writes once per key): complete, or absent
             "provenance": prov,
             "layout": LAYOUT_PACKED,
             "chunk_rows": int(rows),
@@ -1001,7 +1006,14 @@ class DatasetGroup:
             meta = json.loads((fdir / "zarr.json").read_text())
         except (OSError, ValueError):
             return False
-        if "provenance" not in meta.get("attributes", {}):
+        attrs = meta.get("attributes", {})
+        if "provenance" not in attrs:
+            return False
+        try:  # packed data (sharded) without its layout: attributes written key by key, cut short
+            sharded = json.loads((fdir / "data" / "zarr.json").read_text())["codecs"][0]["name"] == "sharding_indexed"
+        except (OSError, ValueError, KeyError, IndexError):
+            return False
+        if sharded and not {"layout", "chunk_rows"} <= set(attrs):
             return False
         return all((fdir / a / "zarr.json").is_file() for a in ("data", "ok", "error", "done"))
 
@@ -1100,8 +1112,9 @@ class FeatureStore:
                 raise AanbenchError(f"{self.root}: a non-empty directory that is not a feature store")
             self.zroot = zarr.open_group(str(self.root), mode="a")
             if "aanbench_store" not in self.zroot.attrs:
-                self.zroot.attrs["aanbench_store"] = STORE_FORMAT
-                self.zroot.attrs["description"] = "aanbench feature store: <dataset>/<segmentation>/features/<extractor>@<version>"
+                self.zroot.update_attributes({
+                    "aanbench_store": STORE_FORMAT,
+                    "description": "aanbench feature store: <dataset>/<segmentation>/features/<extractor>@<version>"})
 
     @contextlib.contextmanager
     def creation_lock(self, timeout: float = 600.0) -> Iterator[None]:
@@ -1131,7 +1144,7 @@ class FeatureStore:
             meta = json.loads((self.root / path / "zarr.json").read_text())
         except (OSError, ValueError):
             return False
-        return "items_sha256" in meta.get("attributes", {}) and "n_items" in meta.get("attributes", {})
+        return {"items_sha256", "n_items", "chunk_rows"} <= set(meta.get("attributes", {}))
 
     def group_paths(self) -> list[str]:
         out = []
@@ -1221,7 +1234,7 @@ class FeatureStore:
                                 compressors=_crc_codecs(True),
                                 dimension_names=["item"])
             a[:] = np.array([it.labels.get(t, float("nan")) for it in items], dtype=np.float32)
-        zg.attrs.update({
+        zg.update_attributes({  # one write (attrs.update writes once per key): complete, or absent
             "dataset": dataset,
             "dataset_version": dataset_version,
             "segmentation": segmentation,
