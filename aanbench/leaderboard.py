@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aanbench import atomicio
 from aanbench.contracts import AanbenchError
 from aanbench.metrics import group_spread, paired_difference
 
@@ -383,8 +384,8 @@ def write_leaderboard(dataset: str, docs: list[dict[str, Any]], out_md: Path, gr
                       command: str = "") -> tuple[Path, Path]:
     out_md = Path(out_md)
     fig_path = out_md.with_suffix(".png")
-    plot_groups(docs, fig_path, group=group)
     text = render_markdown(dataset, docs, figure=fig_path.name, command=command)
     out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text(text)
+    atomicio.write_with(fig_path, lambda tmp: plot_groups(docs, tmp, group=group))
+    atomicio.write_text(out_md, text)
     return out_md, fig_path

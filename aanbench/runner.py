@@ -12,15 +12,17 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from aanbench import __version__
+from aanbench import __version__, atomicio
 from aanbench.contracts import AanbenchError, Dataset, ModelSpec, SequenceSpec
 from aanbench.metrics import evaluate, group_spread
+from aanbench.names import check_name, inside
 from aanbench.plugin_manager import Plugins
 from aanbench.pluginkit.torchmodel import TorchModel
 from aanbench.protocols import carve_validation, get_protocol
@@ -612,8 +614,8 @@ def results_path(out: Path, experiment: str, dataset: str, seed: int | None = No
     out = Path(out)
     if out.suffix == ".json":
         return out
-    folder = out / dataset / experiment
-    path = folder / f"seed{seed if seed is not None else 0}.json"
+    folder = out / check_name("dataset", dataset) / check_name("experiment", experiment)
+    path = inside(out, folder / f"seed{int(seed) if seed is not None else 0}.json")
     if fingerprint is None or not path.is_file():
         return path
     try:
@@ -627,11 +629,7 @@ def results_path(out: Path, experiment: str, dataset: str, seed: int | None = No
 def write_results(doc: dict[str, Any], out: Path) -> Path:
     doc["config_fingerprint"] = config_fingerprint(doc)
     path = results_path(out, doc["experiment"], doc["dataset"], doc.get("seed"), doc["config_fingerprint"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False, default=float))
-    tmp.replace(path)
-    return path
+    return atomicio.write_text(path, json.dumps(doc, indent=1, sort_keys=False, default=float))
 
 
 def read_results(paths: list[Path], dataset: str | None = None) -> list[dict[str, Any]]:
@@ -649,8 +647,9 @@ def read_results(paths: list[Path], dataset: str | None = None) -> list[dict[str
     for f in files:
         try:
             d = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise AanbenchError(f"{f}: not a readable results file ({exc})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            warnings.warn(f"{f}: not a readable results file, skipped ({exc})", stacklevel=2)
+            continue
         if not isinstance(d, dict) or d.get("format") != RESULTS_FORMAT:
             continue
         if dataset is None or d.get("dataset") == dataset:
