@@ -23,6 +23,7 @@ from aanbench import __version__, atomicio
 from aanbench.contracts import AanbenchError, Dataset, ModelSpec, SequenceSpec
 from aanbench.metrics import evaluate, group_spread
 from aanbench.names import check_name, inside
+from aanbench.paramspec import RUNNER_PARAM_SPECS
 from aanbench.plugin_manager import Plugins
 from aanbench.pluginkit.torchmodel import TorchModel
 from aanbench.protocols import carve_validation, get_protocol
@@ -178,7 +179,8 @@ def plan_run(exp: ExperimentConfig, dataset: Dataset, group: DatasetGroup, plugi
     if int(threads) < 1:
         raise AanbenchError(f"threads must be at least 1, not {threads}")
     spec = plugins.model(exp.model)
-    check_params(exp, {**spec.params, **RUNNER_SETTINGS})
+    check_params(exp, {**spec.params, **RUNNER_SETTINGS},
+                 specs={**RUNNER_PARAM_SPECS, **dict(getattr(spec, "param_specs", {}) or {})})
     protocol = get_protocol(exp.protocol or dataset.protocol)
     stored_targets = group.targets()
     targets = [t for t in dataset.targets if t in stored_targets]
