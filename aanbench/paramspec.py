@@ -137,7 +137,9 @@ TRAINER_PARAM_SPECS: dict[str, Param] = {
 
 # The runner's own settings (aanbench.runner.RUNNER_SETTINGS)
 RUNNER_PARAM_SPECS: dict[str, Param] = {
-    "val_fraction": Float(gt=0, lt=1),
+    # 0: no validation split (carve_validation's documented case: no early
+    # stopping, e.g. a fixed ridge alpha); 1 or more would leave nothing to fit
+    "val_fraction": Float(ge=0, lt=1),
     "standardize": Bool(),
     "sequence_length": Param("int", ge=1, le=MAX_SEQUENCE_ROWS, optional=True),
     "sequence_stride": Param("int", ge=1, le=MAX_SEQUENCE_ROWS, optional=True),

@@ -9,6 +9,14 @@ built-in feature sets), new weight files, and ``[defaults]`` that override
 the built-in ones. It never redefines a built-in name, so ``feature-aan``
 means the same thing in every results file. Loading validates both files;
 an error names the file, the key and the problem.
+
+What a user writes wins: a setting of experiment E on dataset D comes from,
+most specific first, E's ``datasets.D``, E's own ``params`` (and top-level
+``features``, ``protocol``, ``seed``), then the same two of the experiment E
+extends, and so on (:meth:`Registry.resolve_settings` says where each came
+from). Names are plain (:mod:`aanbench.names`); values are checked against
+the model's declared types and ranges when a run is planned
+(:func:`check_params`, :mod:`aanbench.paramspec`).
 """
 
 from __future__ import annotations

@@ -39,6 +39,22 @@ Feature arrays written before the layout was recorded (``layout`` attribute
 absent: one zstd file per chunk, :data:`LAYOUT_CHUNK_FILES`) are read and
 resumed as they are; an unknown ``layout`` is refused with its name.
 
+Every chunk written since checksums were added ends with its CRC32C (Zarr's
+``crc32c`` codec; for ``data``, on each inner chunk of a shard), verified on
+every read (:meth:`FeatureArray.read`'s fast reader included). Rows whose
+bytes fail (or whose shard file has the wrong size, or whose chunk is marked
+done but missing) read as NaN, not ok, with the error "checksum mismatch in
+FILE", and their chunk as not done: the next run recomputes it. Metadata that
+disagrees with the group (shape, dtype, rows) is refused naming the array.
+:func:`verify_store` checks a whole store. Arrays written before (no per-chunk
+CRC32C) read as before, their shard index still checked.
+
+Groups and arrays are created under :meth:`FeatureStore.creation_lock` (an
+``flock`` on the store folder), their attributes written last in one write:
+one found without them (a creation cut short by a full disk or a kill) held
+no data yet and is made again. ``staging`` is removed ``done`` metadata first,
+so a removal cut short is never read as staged chunks.
+
 Zarr has no locking: :meth:`DatasetGroup.writer_lock` holds an exclusive
 ``flock`` on ``<group>/.writer.lock`` for the length of a run, and a second
 run on the same group is refused with a clear message. The file is removed
