@@ -671,17 +671,18 @@ class FeatureArray:
             with ThreadPoolExecutor(workers) as pool:
                 results = list(pool.map(one, jobs))
         if any(missing for _, missing in results):
-            done = self._flags("done", _Damage(n))
+            # Zarr does not store a chunk that is all fill (NaN: every row
+            # failed), so a missing chunk is damage only where a row says ok
+            ok = self._flags("ok", _Damage(n))
         for (i, r0), (bad, missing) in zip(jobs, results):
             fname = ddir / "c" / str(i) / "0"
             for j in bad:
                 damage.add(slice(r0 + j * chunk_rows, min(n, r0 + (j + 1) * chunk_rows)),
                            f"checksum mismatch in {fname}")
             for j in missing:
-                c = (r0 + j * chunk_rows) // self.chunk_rows
-                if c < len(done) and done[c]:  # computed and packed, yet not there
-                    damage.add(slice(r0 + j * chunk_rows, min(n, r0 + (j + 1) * chunk_rows)),
-                               f"checksum mismatch in {fname} (chunk missing)")
+                rows = slice(r0 + j * chunk_rows, min(n, r0 + (j + 1) * chunk_rows))
+                if ok[rows].any():  # valid rows, yet their chunk is not there
+                    damage.add(rows, f"checksum mismatch in {fname} (chunk missing)")
         return out
 
     # ------------------------------------------------------------ writing

@@ -236,3 +236,34 @@ def test_arrays_written_before_checksums_stay_readable(tmp_path: Path) -> None:
     rep = verify_store(tmp_path / "store")
     assert rep.ok and rep.unchecked == ["ds/default/features/old@1"]
     assert "without checksums" in "\n".join(rep.lines())
+
+
+def test_a_chunk_of_valid_rows_gone_from_its_shard_is_damage_an_all_failed_one_is_not(tmp_path: Path) -> None:
+    """Zarr leaves out a chunk that is all fill (NaN: every row failed); a
+    chunk whose rows say ok must be there."""
+    values = _values()
+    values[8:12] = np.nan  # chunk 2: all rows failed
+    g = FeatureStore(tmp_path / "store").ensure_group("ds", _items(), chunk_rows=CHUNK, targets=["valence"])
+    arr = g.create_feature("f@1", DIM, {"extractor": "f", "version": "1", "dim": DIM})
+    with g.writer_lock():
+        for c in range(g.n_chunks):
+            rows = g.chunk_slice(c)
+            ok = np.isfinite(values[rows]).all(axis=1)
+            arr.write_chunk(c, rows, values[rows], ok, ["" if o else "no audio" for o in ok])
+    arr = g.feature("f@1")
+    assert arr.done().all() and arr.errors()[8:12].tolist() == ["no audio"] * 4 and verify_store(tmp_path / "store").ok
+    # drop chunk 5 from the shard index (as if its bytes were lost): its valid rows are damage
+    shard = arr.dir / "data" / "c" / "0" / "0"
+    raw = bytearray(shard.read_bytes())
+    n_inner = 52 // CHUNK
+    index = np.frombuffer(bytes(raw[-(n_inner * 16 + 4):-4]), dtype="<u8").reshape(n_inner, 2).copy()
+    index[5] = [2**64 - 1, 2**64 - 1]
+    body = index.tobytes()
+    from aanbench.store import _crc32c
+
+    raw[-(n_inner * 16 + 4):] = body + _crc32c(body).to_bytes(4, "little")
+    shard.write_bytes(bytes(raw))
+    arr = g.feature("f@1")
+    assert np.flatnonzero(~arr.ok()).tolist() == [8, 9, 10, 11, 20, 21, 22, 23]
+    assert arr.errors()[20] == f"checksum mismatch in {shard} (chunk missing)"
+    assert np.flatnonzero(~arr.done()).tolist() == [5]
