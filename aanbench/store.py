@@ -193,7 +193,7 @@ def shard_rows_for(chunk_rows: int, dim: int, n_items: int) -> int:
 
 
 def _read_shard_into(path: Path, out: np.ndarray, row0: int, shard_rows: int, chunk_rows: int,
-                     crc: bool = False) -> tuple[list[int], list[int]]:
+                     crc: bool = False, part: tuple[int, int] | None = None) -> tuple[list[int], list[int]]:
     """Read one uncompressed shard file of ``data`` straight into ``out[row0:...]``;
     returns the inner chunks (numbered within the shard) that are damaged and
     those that are missing.
@@ -205,13 +205,19 @@ def _read_shard_into(path: Path, out: np.ndarray, row0: int, shard_rows: int, ch
     scatter read (``preadv``) into ``out`` and their checksums into a small
     array, then verified. Missing inner chunks (or a missing file) read as NaN,
     as Zarr reads them; damaged ones (checksum mismatch, wrong length, a file
-    of the wrong size or a corrupt index) read as NaN too."""
+    of the wrong size or a corrupt index) read as NaN too. ``part``: only the
+    inner chunks ``[first, stop)`` of the shard (threads share a shard so)."""
     n, dim = out.shape
     rows_here = min(n, row0 + shard_rows) - row0
     if rows_here <= 0:
         return [], []
     n_inner = shard_rows // chunk_rows
     n_used = math.ceil(rows_here / chunk_rows)
+    j0, j1 = part if part is not None else (0, n_used)
+    j1 = min(j1, n_used)
+    if j0 >= j1:
+        return [], []
+    part_rows = slice(row0 + j0 * chunk_rows, min(n, row0 + j1 * chunk_rows))
     chunk_bytes = chunk_rows * dim * 4
     stored = chunk_bytes + (4 if crc else 0)
 
@@ -221,22 +227,22 @@ def _read_shard_into(path: Path, out: np.ndarray, row0: int, shard_rows: int, ch
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        out[row0 : row0 + rows_here] = np.nan
-        return [], list(range(n_used))
+        out[part_rows] = np.nan
+        return [], list(range(j0, j1))
     try:
         size = os.fstat(fd).st_size
         idx_len = n_inner * 16 + 4
         raw = os.pread(fd, idx_len, size - idx_len) if size >= idx_len else b""
         if len(raw) != idx_len or _crc32c(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
-            out[row0 : row0 + rows_here] = np.nan  # a truncated, grown or overwritten file
-            return list(range(n_used)), []
+            out[part_rows] = np.nan  # a truncated, grown or overwritten file
+            return list(range(j0, j1)), []
         index = np.frombuffer(raw, dtype="<u8", count=n_inner * 2).reshape(n_inner, 2)
         data_end = size - idx_len
         bad: list[int] = []
         missing: list[int] = []
         sums = np.zeros(n_used, dtype="<u4")
-        j = 0
-        while j < n_used:
+        j = j0
+        while j < j1:
             off, length = int(index[j, 0]), int(index[j, 1])
             if off == _MAX_U64:
                 out[rows_of(j)] = np.nan
@@ -253,7 +259,7 @@ def _read_shard_into(path: Path, out: np.ndarray, row0: int, shard_rows: int, ch
             k = j
             bufs: list[Any] = []
             scratch = None
-            while k < n_used and len(bufs) < 1000 and int(index[k, 0]) == off + (k - j) * stored \
+            while k < j1 and len(bufs) < 1000 and int(index[k, 0]) == off + (k - j) * stored \
                     and int(index[k, 1]) == stored:
                 r = rows_of(k)
                 if r.stop - r.start == chunk_rows:
@@ -306,6 +312,7 @@ class FeatureArray:
     key: str  # "<extractor>@<version>"
     group: Any  # zarr.Group of the feature array
     expected_rows: int | None = None  # the group's n_items, when known: checked against the metadata
+    _data: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -343,7 +350,9 @@ class FeatureArray:
     @property
     def data(self):
         """The packed (or legacy) ``data`` Zarr array; without staged chunks."""
-        return self.group["data"]
+        if self._data is None:
+            self._data = self.group["data"]  # opened once: its metadata is read on every open
+        return self._data
 
     @property
     def dim(self) -> int:
@@ -659,17 +668,29 @@ class FeatureArray:
         out = np.empty((n, dim), dtype=np.float32)
         ddir = self.dir / "data"
 
-        def one(i_r0: tuple[int, int]) -> tuple[list[int], list[int]]:
-            i, r0 = i_r0
-            return _read_shard_into(ddir / "c" / str(i) / "0", out, r0, shard_rows, chunk_rows, crc)
+        def one(job: tuple[int, int, tuple[int, int]]) -> tuple[list[int], list[int]]:
+            i, r0, part = job
+            return _read_shard_into(ddir / "c" / str(i) / "0", out, r0, shard_rows, chunk_rows, crc, part)
 
-        jobs = list(enumerate(range(0, n, shard_rows)))
+        # jobs of about 8 MiB (whole inner chunks), so threads share large
+        # shards: one reads while another verifies checksums
+        per_job = max(1, (8 << 20) // max(1, chunk_rows * dim * 4))
+        shards = list(enumerate(range(0, n, shard_rows)))
+        jobs = [(i, r0, (j, j + per_job)) for i, r0 in shards
+                for j in range(0, math.ceil((min(n, r0 + shard_rows) - r0) / chunk_rows), per_job)]
         workers = min(len(jobs), threads or os.cpu_count() or 1)
         if workers <= 1:
             results = [one(j) for j in jobs]
         else:
             with ThreadPoolExecutor(workers) as pool:
                 results = list(pool.map(one, jobs))
+        merged: dict[int, tuple[list[int], list[int]]] = {}
+        for (i, _, _), (bad, missing) in zip(jobs, results):
+            merged.setdefault(i, ([], []))
+            merged[i][0].extend(bad)
+            merged[i][1].extend(missing)
+        results = [merged.get(i, ([], [])) for i, _ in shards]
+        jobs = shards
         if any(missing for _, missing in results):
             # Zarr does not store a chunk that is all fill (NaN: every row
             # failed), so a missing chunk is damage only where a row says ok
