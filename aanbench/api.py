@@ -177,7 +177,7 @@ def export_format(out: Path, fmt: str | None = None) -> str:
 
 
 def export_features(features: StoredFeatures, out: str | Path, fmt: str | None = None, *,
-                    valid_only: bool = False) -> tuple[Path, str, int]:
+                    valid_only: bool = False, overwrite: bool = True) -> tuple[Path, str, int]:
     """Write ``features`` to ``out``; returns (path, format, rows written).
 
     Parquet and CSV: the table of :meth:`StoredFeatures.frame`. HDF5: the
@@ -186,7 +186,10 @@ def export_features(features: StoredFeatures, out: str | Path, fmt: str | None =
     (n_items, dim)``, NaN where invalid) with ``ok/<name@version>``; each
     feature dataset carries its provenance as a JSON attribute, and
     ``aanbench store import-h5 FILE --key features/<name@version>`` reads it
-    back."""
+    back. The file is written atomically (a unique temporary file, then a
+    rename); ``overwrite=False`` refuses an existing ``out``."""
+    from aanbench import atomicio
+
     out = Path(out)
     fmt = export_format(out, fmt)
     if fmt == "parquet":
@@ -195,37 +198,40 @@ def export_features(features: StoredFeatures, out: str | Path, fmt: str | None =
         except ImportError:
             raise AanbenchError("writing Parquet needs the pyarrow package (pip install pyarrow); "
                                 "or export to .csv or .h5") from None
+    if not overwrite and out.exists():
+        raise AanbenchError(f"{out}: exists; not overwritten (use --force to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt in ("parquet", "csv"):
         df = features.frame(valid_only=valid_only)
         if fmt == "parquet":
-            df.to_parquet(out, index=False)
+            atomicio.write_with(out, lambda t: df.to_parquet(t, index=False), overwrite=overwrite)
         else:
-            df.to_csv(out, index=False, float_format="%.9g")
+            atomicio.write_with(out, lambda t: df.to_csv(t, index=False, float_format="%.9g"), overwrite=overwrite)
         return out, fmt, len(df)
     import json
 
     import h5py
 
     keep = features.valid() if valid_only else np.ones(features.n_items, dtype=bool)
-    tmp = out.with_name(f".{out.name}.part")
-    with h5py.File(tmp, "w") as f:
-        f.attrs["aanbench_export"] = "aanbench.features/1"
-        f.attrs["store"] = str(features.store)
-        f.attrs["group"] = features.group
-        str_dt = h5py.string_dtype()
-        for col in features.items.columns:
-            values = features.items[col].to_numpy()[keep]
-            if values.dtype.kind in "fiu":
-                f.create_dataset(f"items/{col}", data=values.astype(np.float64))
-            else:
-                f.create_dataset(f"items/{col}", data=np.array([str(v) for v in values], dtype=object), dtype=str_dt)
-        for t, v in features.labels.items():
-            f.create_dataset(f"labels/{t}", data=v[keep])
-        for name, a in features.arrays.items():
-            key = features.keys[name]
-            d = f.create_dataset(f"features/{key}", data=a[keep], compression="gzip")
-            d.attrs["provenance"] = json.dumps(features.provenance.get(name, {}), sort_keys=True, default=str)
-            f.create_dataset(f"ok/{key}", data=features.ok[name][keep])
-    tmp.replace(out)
+
+    def write_h5(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["aanbench_export"] = "aanbench.features/1"
+            f.attrs["store"] = str(features.store)
+            f.attrs["group"] = features.group
+            str_dt = h5py.string_dtype()
+            for col in features.items.columns:
+                values = features.items[col].to_numpy()[keep]
+                if values.dtype.kind in "fiu":
+                    f.create_dataset(f"items/{col}", data=values.astype(np.float64))
+                else:
+                    f.create_dataset(f"items/{col}", data=np.array([str(v) for v in values], dtype=object), dtype=str_dt)
+            for t, v in features.labels.items():
+                f.create_dataset(f"labels/{t}", data=v[keep])
+            for name, a in features.arrays.items():
+                key = features.keys[name]
+                d = f.create_dataset(f"features/{key}", data=a[keep], compression="gzip")
+                d.attrs["provenance"] = json.dumps(features.provenance.get(name, {}), sort_keys=True, default=str)
+                f.create_dataset(f"ok/{key}", data=features.ok[name][keep])
+    atomicio.write_with(out, write_h5, overwrite=overwrite)
     return out, fmt, int(keep.sum())

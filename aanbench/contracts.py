@@ -447,6 +447,7 @@ class ModelSpec:
     restore: Callable[[Mapping[str, Any]], Model] | None = None
     version: str = "1"
     params: Mapping[str, Any] = field(default_factory=dict)  # accepted parameters and defaults
+    param_specs: Mapping[str, Any] = field(default_factory=dict)  # key -> aanbench.paramspec.Param (type, range)
     input: str = "rows"
     wants_row_labels: bool = False
     stackable: bool = False

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aanbench import atomicio
 from aanbench.contracts import AanbenchError
 from aanbench.metrics import METRICS, group_spread
 from aanbench.provenance import header_line
@@ -717,13 +718,13 @@ def write_leaderboard(dataset: str, docs: list[dict[str, Any]], out: Path, group
     """Write the leaderboard of ``docs`` to ``out`` in ``fmt`` (``md``,
     ``csv`` or ``json``, see :func:`render`) and the figure of predicted
     against true values beside it (``out`` with suffix ``.png``; the
-    markdown links it). Returns (leaderboard, figure)."""
+    markdown links it), each atomically. Returns (leaderboard, figure)."""
     out = Path(out)
     if fmt not in FORMATS:
         raise AanbenchError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     fig_path = out.with_suffix(".png")
     text = render(dataset, docs, fmt, figure=fig_path.name, command=command)  # errors before any file is written
-    plot_groups(docs, fig_path, group=group)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    atomicio.write_with(fig_path, lambda tmp: plot_groups(docs, tmp, group=group))
+    atomicio.write_text(out, text)
     return out, fig_path

@@ -9,6 +9,14 @@ built-in feature sets), new weight files, and ``[defaults]`` that override
 the built-in ones. It never redefines a built-in name, so ``feature-aan``
 means the same thing in every results file. Loading validates both files;
 an error names the file, the key and the problem.
+
+What a user writes wins: a setting of experiment E on dataset D comes from,
+most specific first, E's ``datasets.D``, E's own ``params`` (and top-level
+``features``, ``protocol``, ``seed``), then the same two of the experiment E
+extends, and so on (:meth:`Registry.resolve_settings` says where each came
+from). Names are plain (:mod:`aanbench.names`); values are checked against
+the model's declared types and ranges when a run is planned
+(:func:`check_params`, :mod:`aanbench.paramspec`).
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ class ExperimentConfig:
     protocol: str | None
     seed: int
     source: Path | None = None  # the registry file it came from
+    sources: Mapping[str, str] = field(default_factory=dict)  # setting -> where its value came from
 
     def params_for(self, target: str) -> dict[str, Any]:
         """Parameters with per-target tables resolved for ``target``."""
@@ -92,6 +101,7 @@ class Registry:
     feature_set_origins: dict[str, Path] = field(default_factory=dict)
     parents: dict[str, str] = field(default_factory=dict)  # experiment -> the experiment it extends
     builtin_path: Path | None = None
+    definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # experiment -> its own table, as written
 
     @property
     def default_store(self) -> str:
@@ -109,28 +119,74 @@ class Registry:
         p = self.origins[experiment]
         return BUILTIN if p == self.builtin_path else str(p)
 
-    def experiment(self, name: str, dataset: str) -> ExperimentConfig:
+    def _known(self, name: str) -> None:
         if name not in self.experiments:
             known = ", ".join(sorted(self.experiments)) or "none"
             where = " + ".join(map(str, self.files))
             raise RegistryError(f"{where}: no experiment {name!r} (known: {known})")
-        exp = self.experiments[name]
-        params = dict(exp.get("params", {}))
-        over = dict(exp.get("datasets", {}).get(dataset, {}))
-        meta = {k: over.pop(k) for k in list(over) if k in DATASET_OVERRIDE_META}
-        params.update(over)
-        fs = meta.get("features", exp["features"])
+
+    def chain(self, name: str) -> list[str]:
+        """``name`` and the experiments it extends, most specific first."""
+        self._known(name)
+        out = [name]
+        while out[-1] in self.parents:
+            out.append(self.parents[out[-1]])
+        return out
+
+    def resolve_settings(self, name: str, dataset: str) -> dict[str, Setting]:
+        """Every setting of ``name`` on ``dataset`` with its value and where it
+        came from. Precedence, most specific first: the experiment's own
+        ``datasets.<dataset>`` section, its own ``params`` (and top-level
+        ``features``, ``protocol``, ``seed``, ``model``), then the same two of
+        the experiment it extends, and so on up the chain; then
+        ``[defaults] seed``. Keys: ``model``, ``description``, ``features``,
+        ``protocol``, ``seed`` and each parameter (a per-target table merged
+        target by target)."""
+        out: dict[str, Setting] = {}
+        seed_src = "[defaults] seed"
+        out["seed"] = Setting(self.default_seed, seed_src)
+        for exp in reversed(self.chain(name)):  # least specific first; later layers win
+            table = self.definitions.get(exp, self.experiments[exp])
+            origin = self.origin(exp)
+            own = {k: v for k, v in table.items() if k in ("model", "description", "features", "protocol", "seed")}
+            layers = [(f"experiments.{exp}", own),
+                      (f"experiments.{exp}.params", dict(table.get("params", {}))),
+                      (f"experiments.{exp}.datasets.{dataset}", dict(table.get("datasets", {}).get(dataset, {})))]
+            for label, values in layers:
+                for k, v in values.items():
+                    prev = out.get(k)
+                    if isinstance(v, dict) and prev is not None and isinstance(prev.value, dict):
+                        v = {**prev.value, **v}
+                    out[k] = Setting(copy.deepcopy(v), f"{label} ({origin})")
+        return out
+
+    def experiment(self, name: str, dataset: str) -> ExperimentConfig:
+        """``name`` resolved for ``dataset`` (see :meth:`resolve_settings` for
+        which setting wins)."""
+        settings = self.resolve_settings(name, dataset)
+        meta = {"model", "description", "features", "protocol", "seed"}
+        fs = settings["features"].value
         return ExperimentConfig(
             name=name,
-            model=exp["model"],
-            description=exp.get("description", ""),
+            model=settings["model"].value,
+            description=settings["description"].value if "description" in settings else "",
             feature_set=fs,
             features=self.feature_sets[fs],
-            params=params,
-            protocol=meta.get("protocol", exp.get("protocol")),
-            seed=int(meta.get("seed", exp.get("seed", self.default_seed))),
+            params={k: s.value for k, s in settings.items() if k not in meta},
+            protocol=settings["protocol"].value if "protocol" in settings else None,
+            seed=int(settings["seed"].value),
             source=self.origins[name],
+            sources={k: s.source for k, s in settings.items()},
         )
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One resolved setting: its value and where it came from
+    (``experiments.NAME.datasets.D (FILE)``, ``experiments.NAME.params (built-in)``, ...)."""
+
+    value: Any
+    source: str
 
 
 def _read(p: Path) -> dict[str, Any]:
@@ -161,6 +217,13 @@ def load_registry(path: str | Path | None = None, *, builtin: bool = True) -> Re
     if user is None:
         raise RegistryError(f"registry file not found: no --registry or ${ENV_VAR} given")
     return validate(_read(user[0]), user[0], base=reg)
+
+
+def _safe(path: Path, kind: str, name: str, key: str) -> None:
+    from aanbench.names import SAFE_NAME, NAME_RULE
+
+    if not SAFE_NAME.match(name) or len(name) > 200:
+        raise _err(path, key, f"{kind} name {name!r} is not allowed (use {NAME_RULE})")
 
 
 def _err(path: Path, key: str, problem: str) -> RegistryError:
@@ -220,6 +283,7 @@ def validate(raw: dict[str, Any], path: Path, base: Registry | None = None) -> R
     if not isinstance(fsets, dict) or (base is None and not fsets):
         raise _err(path, "feature_sets", "missing or empty")
     for name, value in fsets.items():
+        _safe(path, "feature set", name, f"feature_sets.{name}")
         if not isinstance(value, list) or not value or not all(isinstance(x, str) and x for x in value):
             raise _err(path, f"feature_sets.{name}", "must be a non-empty list of extractor names")
         if len(set(value)) != len(value):
@@ -231,6 +295,7 @@ def validate(raw: dict[str, Any], path: Path, base: Registry | None = None) -> R
     if not isinstance(exps, dict) or (base is None and not exps):
         raise _err(path, "experiments", "missing or empty")
     for name in exps:
+        _safe(path, "experiment", name, f"experiments.{name}")
         taken("experiments", name, reg.origins)
 
     def resolve(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -275,8 +340,12 @@ def validate(raw: dict[str, Any], path: Path, base: Registry | None = None) -> R
             raise _err(path, f"{key}.datasets", "must be a table of dataset names")
         for dname, over in dsets.items():
             dkey = f"{key}.datasets.{dname}"
+            _safe(path, "dataset", dname, dkey)
             if not isinstance(over, dict):
                 raise _err(path, dkey, "must be a table")
+            for pk in ("model", "description", "params", "datasets", "extends"):
+                if pk in over:
+                    raise _err(path, f"{dkey}.{pk}", "not allowed in a dataset section (set it for the experiment)")
             for pk, pv in over.items():
                 if pk == "features" and pv not in reg.feature_sets:
                     raise _err(path, f"{dkey}.features", f"unknown feature set {pv!r} (known: {sorted(reg.feature_sets)})")
@@ -285,6 +354,7 @@ def validate(raw: dict[str, Any], path: Path, base: Registry | None = None) -> R
                 _check_value(path, f"{dkey}.{pk}", pv)
     for name in exps:  # registered only once every experiment of this file checked out
         reg.experiments[name] = resolve(name)
+        reg.definitions[name] = copy.deepcopy(exps[name])
         reg.origins[name] = path
         if isinstance(exps[name].get("extends"), str):
             reg.parents[name] = exps[name]["extends"]
@@ -313,12 +383,30 @@ def require_labelled(dataset: Any, action: str = "train") -> None:
                             f"use `aanbench predict MODEL --dataset {name}` with a trained model")
 
 
-def check_params(exp: ExperimentConfig, allowed: Mapping[str, Any], path: Path | None = None) -> None:
-    """Refuse parameters the model does not know (a typo must not pass silently)."""
+def check_params(exp: ExperimentConfig, allowed: Mapping[str, Any], path: Path | None = None,
+                 specs: Mapping[str, Any] | None = None) -> None:
+    """Refuse parameters the model does not know (a typo must not pass
+    silently), and values outside their declared type and range (``specs``:
+    :class:`aanbench.paramspec.Param` per key; keys without one are not
+    range-checked). One line names the file, experiment, key, value, where the
+    value was set and what is allowed."""
+    from aanbench.paramspec import SEED, check_value
+
     where = path or exp.source or "registry"
     for k in exp.params:
         if k not in allowed:
             raise RegistryError(
                 f"{where}: experiments.{exp.name}: model {exp.model!r} has no parameter {k!r} "
                 f"(it takes: {', '.join(sorted(allowed))})"
+            )
+    checks = [("seed", exp.seed, SEED)] + [(k, v, (specs or {}).get(k)) for k, v in exp.params.items()]
+    for k, v, spec in checks:
+        if spec is None:
+            continue
+        problem = check_value(spec, v)
+        if problem is not None:
+            set_in = exp.sources.get(k)
+            raise RegistryError(
+                f"{where}: experiments.{exp.name}: {k} = {problem}; allowed: {spec.describe()}"
+                + (f" (set in {set_in})" if set_in else "")
             )

@@ -12,17 +12,20 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from aanbench import __version__
+from aanbench import __version__, atomicio
 from aanbench.bundle import ModelBundle, TargetModel
 from aanbench.contracts import AanbenchError, Dataset, ModelSpec, OnDevice, SequenceSpec
 from aanbench.features import FeatureMatrix, Standardizer, load_features, predict_samples
 from aanbench.metrics import group_spread
+from aanbench.names import check_name, inside
+from aanbench.paramspec import RUNNER_PARAM_SPECS
 from aanbench.provenance import environment
 from aanbench.stats import evaluate
 from aanbench.plugin_manager import Plugins
@@ -106,7 +109,8 @@ def plan_run(exp: ExperimentConfig, dataset: Dataset, group: DatasetGroup, plugi
     if int(threads) < 1:
         raise AanbenchError(f"threads must be at least 1, not {threads}")
     spec = plugins.model(exp.model)
-    check_params(exp, {**spec.params, **RUNNER_SETTINGS})
+    check_params(exp, {**spec.params, **RUNNER_SETTINGS},
+                 specs={**RUNNER_PARAM_SPECS, **dict(getattr(spec, "param_specs", {}) or {})})
     protocol = get_protocol(exp.protocol or dataset.protocol)
     stored_targets = group.targets()
     targets = [t for t in dataset.targets if t in stored_targets]
@@ -520,8 +524,8 @@ def results_path(out: Path, experiment: str, dataset: str, seed: int | None = No
     out = Path(out)
     if out.suffix == ".json":
         return out
-    folder = out / dataset / experiment
-    path = folder / f"seed{seed if seed is not None else 0}.json"
+    folder = out / check_name("dataset", dataset) / check_name("experiment", experiment)
+    path = inside(out, folder / f"seed{int(seed) if seed is not None else 0}.json")
     if fingerprint is None or not path.is_file():
         return path
     try:
@@ -534,23 +538,20 @@ def results_path(out: Path, experiment: str, dataset: str, seed: int | None = No
 
 def write_results(doc: RunResult | dict[str, Any], out: Path) -> Path:
     """Write a results document (a :class:`RunResult`, or its JSON payload,
-    checked as a reader would) under ``out`` (see :func:`results_path`); sets
-    its ``config_fingerprint``."""
+    checked as a reader would) under ``out`` (see :func:`results_path`),
+    atomically under a unique temporary name; sets its ``config_fingerprint``."""
     if not isinstance(doc, RunResult):
         doc = RunResult.from_payload(doc)
     doc.config_fingerprint = config_fingerprint(doc)
     path = results_path(out, doc.experiment, doc.dataset, doc.seed, doc.config_fingerprint)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(doc.to_json())
-    tmp.replace(path)
-    return path
+    return atomicio.write_text(path, doc.to_json())
 
 
 def read_results(paths: list[Path], dataset: str | None = None) -> list[RunResult]:
     """Results documents from files and/or directories (every ``*.json``
     below; JSON files that are not results documents are passed over). A
-    results file of a newer format, or a damaged one, is a clear error naming it."""
+    results file of a newer format, or a damaged one, is a clear error naming it;
+    a file that is not JSON at all is skipped with a warning naming it."""
     files: list[Path] = []
     for p in paths:
         p = Path(p)
@@ -565,7 +566,8 @@ def read_results(paths: list[Path], dataset: str | None = None) -> list[RunResul
         try:
             d = json.loads(f.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise AanbenchError(f"{f}: not a readable results file ({exc})") from None
+            warnings.warn(f"{f}: not a readable results file, skipped ({exc})", stacklevel=2)
+            continue
         if not is_results_payload(d):
             continue
         doc = RunResult.from_payload(d, str(f))

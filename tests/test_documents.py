@@ -260,9 +260,9 @@ def test_newer_or_damaged_results_files_are_refused_naming_them(tmp_path):
     newer.write_text(json.dumps({k: v for k, v in _first_results_doc().items() if k != "targets"}))
     with pytest.raises(AanbenchError, match=r"new.json: a damaged results file \(lacks \['targets'\]\)"):
         read_results([newer])
-    newer.write_text("{not json")
-    with pytest.raises(AanbenchError, match="new.json: not a readable results file"):
-        read_results([newer])
+    newer.write_text("{not json")  # cut short (e.g. a writer killed): skipped with a warning naming it
+    with pytest.warns(UserWarning, match="new.json: not a readable results file, skipped"):
+        assert read_results([newer]) == []
 
 
 # --------------------------------------------------------------------------

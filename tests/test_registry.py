@@ -211,3 +211,169 @@ def test_readme_model_plugin_runs_from_a_user_experiments_file(tmp_path: Path) -
     # the training median, after the runner carved one of the 3 training movies off for validation
     assert len(preds) == 3 and len({p["y_pred"] for p in preds}) == 1
     assert min(abs(preds[0]["y_pred"] - m) for m in (0.25, 0.4, 0.55)) < 1e-6
+
+
+# ---------------------------------------------------------------- what a user writes wins (issue 25)
+
+CHILDREN = """
+[feature_sets]
+colour-audio = ["mean-colour", "emobase2010"]
+[experiments.quick]
+extends = "feature-aan"
+params.max_epochs = 20
+[experiments.quicker]
+extends = "quick"
+params.patience = 3
+datasets.demo.max_epochs = 7
+[experiments.ridge-colour]
+extends = "ridge"
+features = "colour-audio"
+"""
+
+
+def test_the_childs_own_settings_beat_the_parents_dataset_section(tmp_path: Path) -> None:
+    reg = load_registry(_write(tmp_path, CHILDREN))
+    quick = reg.experiment("quick", "demo")
+    assert quick.params["max_epochs"] == 20  # the child's params beat feature-aan's datasets.demo.max_epochs = 30
+    assert quick.params["batch_size"] == 64 and quick.params["lr"] == 0.003  # the parent's demo section still applies
+    assert quick.feature_set == "weightfree-both"
+    assert reg.experiment("quick", "cognimuse").params["max_epochs"] == 20
+    quicker = reg.experiment("quicker", "demo")
+    assert quicker.params["max_epochs"] == 7 and quicker.params["patience"] == 3  # the child's dataset section first
+    assert reg.experiment("quicker", "eimt16").params["max_epochs"] == 20
+    assert reg.experiment("ridge-colour", "demo").features == ("mean-colour", "emobase2010")
+    assert reg.experiment("ridge", "demo").feature_set == "weightfree-both"  # the parent is unchanged
+
+
+def test_resolved_settings_say_where_each_came_from(tmp_path: Path) -> None:
+    path = _write(tmp_path, CHILDREN)
+    reg = load_registry(path)
+    s = reg.resolve_settings("quicker", "demo")
+    assert (s["max_epochs"].value, s["max_epochs"].source) == (7, f"experiments.quicker.datasets.demo ({path})")
+    assert s["patience"].source == f"experiments.quicker.params ({path})"
+    assert (s["lr"].value, s["lr"].source) == (0.003, "experiments.feature-aan.datasets.demo (built-in)")
+    assert s["d_model"].source == "experiments.feature-aan.params (built-in)"
+    assert (s["model"].value, s["model"].source) == ("feature-aan", "experiments.feature-aan (built-in)")
+    assert s["seed"].source == "[defaults] seed"
+    exp = reg.experiment("quicker", "demo")
+    assert exp.sources["max_epochs"] == s["max_epochs"].source
+    eimt = reg.resolve_settings("feature-aan", "eimt16")
+    assert eimt["batch_size"].value == {"valence": 20, "arousal": 40}
+
+
+def test_builtin_experiments_resolve_as_before() -> None:
+    """The built-in children set nothing their parent's dataset sections set,
+    so the new precedence changes none of them."""
+    reg = load_registry()
+    for name in reg.experiments:
+        for dataset in ("demo", "cognimuse", "eimt16", "eimt16-temporal"):
+            exp = reg.experiment(name, dataset)
+            merged = reg.experiments[name]
+            old = {**merged.get("params", {}),
+                   **{k: v for k, v in merged.get("datasets", {}).get(dataset, {}).items()
+                      if k not in ("features", "protocol", "seed")}}
+            assert dict(exp.params) == old, (name, dataset)
+
+
+def _readme_blocks() -> list[str]:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = text.split("```toml\n")[1:]
+    return [b.split("```", 1)[0] for b in blocks]
+
+
+def test_readme_registry_examples_resolve_to_what_they_promise(tmp_path: Path) -> None:
+    blocks = _readme_blocks()
+    mine = next(b for b in blocks if "feature-aan-quick" in b)
+    reg = load_registry(_write(tmp_path, mine))
+    for dataset in ("demo", "cognimuse", "eimt16"):
+        quick = reg.experiment("feature-aan-quick", dataset)
+        base = reg.experiment("feature-aan", dataset)
+        assert quick.params["max_epochs"] == 20  # "... with fewer epochs"
+        assert {k: v for k, v in quick.params.items() if k != "max_epochs"} == \
+            {k: v for k, v in base.params.items() if k != "max_epochs"}  # "the paper's settings per dataset"
+        colour = reg.experiment("ridge-colour", dataset)
+        assert colour.feature_set == "colour-audio" and colour.features == ("mean-colour", "emobase2010")
+    median = next(b for b in blocks if "[experiments.median]" in b)
+    exp = load_registry(_write(tmp_path, median)).experiment("median", "demo")
+    assert exp.model == "median" and exp.feature_set == "weightfree-both"
+
+
+# ---------------------------------------------------------------- validated settings and safe names (issue 25)
+
+def _checked(tmp_path: Path, text: str, name: str = "x", dataset: str = "demo"):
+    from aanbench.paramspec import RUNNER_PARAM_SPECS
+    from aanbench.plugin_manager import get_plugins
+    from aanbench.registry import check_params
+    from aanbench.runner import RUNNER_SETTINGS
+
+    path = _write(tmp_path, text)
+    exp = load_registry(path).experiment(name, dataset)
+    spec = get_plugins().model(exp.model)
+    check_params(exp, {**spec.params, **RUNNER_SETTINGS}, specs={**RUNNER_PARAM_SPECS, **spec.param_specs})
+    return path
+
+
+@pytest.mark.parametrize("model,key,value,allowed", [
+    ("feature-aan", "max_epochs", "-5", "an integer >= 1"),
+    ("feature-aan", "batch_size", "0", "an integer >= 1"),
+    ("feature-aan", "lr", "0.0", "a number > 0 and <= 10"),
+    ("feature-aan", "val_fraction", "5.0", "a number >= 0 and < 1"),
+    ("feature-aan", "val_fraction", "1.0", "a number >= 0 and < 1"),
+    ("feature-aan", "val_fraction", "-0.1", "a number >= 0 and < 1"),
+    ("feature-aan", "dropout", "1.5", "a number >= 0 and < 1"),
+    ("ridge", "alphas", "[]", "a non-empty list of numbers > 0"),
+    ("ridge", "alphas", "[1.0, -2.0]", "a non-empty list of numbers > 0"),
+    ("temporal-aan", "sequence_length", "1e9", "an integer >= 1 and <= 4096"),
+    ("temporal-aan", "sequence_start", '"middle"', "one of 'drop', 'pad'"),
+    ("feature-aan", "max_epochs", '"ten"', "an integer >= 1"),
+    ("feature-aan", "batch_size", "{ valence = 20, arousal = -1 }", "an integer >= 1"),
+])
+def test_bad_values_are_refused_naming_file_experiment_key_value_and_what_is_allowed(
+        tmp_path: Path, model: str, key: str, value: str, allowed: str) -> None:
+    text = f'[experiments.x]\nmodel = "{model}"\nfeatures = "both"\n[experiments.x.params]\n{key} = {value}\n'
+    with pytest.raises(AanbenchError) as err:
+        _checked(tmp_path, text)
+    msg = str(err.value)
+    assert err.value.exit_code == 2 and "\n" not in msg
+    assert msg.startswith(f"{tmp_path / 'registry.toml'}: experiments.x: {key} = ") and f"allowed: {allowed}" in msg, msg
+    assert f"(set in experiments.x.params ({tmp_path / 'registry.toml'}))" in msg
+
+
+def test_a_negative_seed_and_good_values_at_the_edges(tmp_path: Path) -> None:
+    with pytest.raises(AanbenchError, match=r"experiments.x: seed = -1: out of range; allowed: an integer >= 0"):
+        _checked(tmp_path, '[experiments.x]\nmodel = "ridge"\nfeatures = "both"\nseed = -1\n')
+    _checked(tmp_path, '[experiments.x]\nmodel = "feature-aan"\nfeatures = "both"\nseed = 0\n'
+                       '[experiments.x.params]\nmax_epochs = 1\nbatch_size = 1\nval_fraction = 0.5\n'
+                       'sequence_length = 4096\n')
+    reg = load_registry()  # every built-in experiment passes on every dataset it names
+    for name in reg.experiments:
+        for dataset in ["demo", *reg.experiments[name].get("datasets", {})]:
+            from aanbench.paramspec import RUNNER_PARAM_SPECS
+            from aanbench.plugin_manager import get_plugins
+            from aanbench.registry import check_params
+            from aanbench.runner import RUNNER_SETTINGS
+
+            exp = reg.experiment(name, dataset)
+            spec = get_plugins().models.get(exp.model)
+            if spec is not None:
+                check_params(exp, {**spec.params, **RUNNER_SETTINGS},
+                             specs={**RUNNER_PARAM_SPECS, **spec.param_specs})
+
+
+@pytest.mark.parametrize("toml_key,kind", [
+    ('[experiments."../../../escaped-exp"]', "experiment"),
+    ('[experiments.".hidden"]', "experiment"),
+    ('[experiments."a b"]', "experiment"),
+])
+def test_unsafe_experiment_names_are_refused(tmp_path: Path, toml_key: str, kind: str) -> None:
+    with pytest.raises(AanbenchError, match=f"{kind} name .* is not allowed") as err:
+        load_registry(_write(tmp_path, f'{toml_key}\nmodel = "ridge"\nfeatures = "both"\n'))
+    assert err.value.exit_code == 2
+
+
+def test_unsafe_feature_set_and_dataset_names_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(AanbenchError, match=r"feature_sets\.\.\./x: feature set name '\.\./x' is not allowed"):
+        load_registry(_write(tmp_path, '[feature_sets]\n"../x" = ["affect"]\n'))
+    with pytest.raises(AanbenchError, match="dataset name '../d' is not allowed"):
+        load_registry(_write(tmp_path, '[experiments.x]\nmodel = "ridge"\nfeatures = "both"\n'
+                                       '[experiments.x.datasets."../d"]\nalphas = [1.0]\n'))

@@ -9,6 +9,7 @@ import numpy as np
 
 from aanbench import hookimpl
 from aanbench.contracts import FitReport, Model, ModelSpec
+from aanbench.paramspec import Float, ListOf
 
 
 class MeanPredictor(Model):
@@ -103,5 +104,5 @@ def aanbench_models():
         ModelSpec("mean", "Training-mean predictor (sanity floor)", lambda p, d: MeanPredictor(p, d),
                   restore=_restore_mean, params={}),
         ModelSpec("ridge", "Ridge regression on concatenated standardised features", lambda p, d: Ridge(p, d),
-                  restore=_restore_ridge, params=RIDGE_DEFAULTS),
+                  restore=_restore_ridge, params=RIDGE_DEFAULTS, param_specs={"alphas": ListOf(Float(gt=0))}),
     ]

@@ -36,6 +36,7 @@ import numpy as np
 
 from aanbench import hookimpl
 from aanbench.contracts import AanbenchError, FitReport, Model, ModelSpec
+from aanbench.paramspec import Float, Int, ListOf
 
 FUSION = ("early", "late")
 
@@ -266,11 +267,14 @@ def _restore(state: Mapping[str, Any]) -> ClassicalModel:
     m.parts = [_part_from_state(s) for s in state["parts"]]
     return m
 
+PARAM_SPECS = {"C": Float(gt=0), "epsilon": Float(ge=0), "max_iter": Int(ge=1), "Cs": ListOf(Float(gt=0)),
+               "gamma_factors": ListOf(Float(gt=0)), "n_estimators": Int(ge=1), "min_samples_leaf": Int(ge=1)}
+
 
 def _spec(name: str) -> ModelSpec:
     desc, _, defaults = SPECS[name]
     return ModelSpec(name=name, description=desc, build=lambda p, d, _n=name: ClassicalModel(_n, p, d),
-                     restore=_restore, params={**COMMON, **defaults})
+                     restore=_restore, params={**COMMON, **defaults}, param_specs=PARAM_SPECS)
 
 
 @hookimpl

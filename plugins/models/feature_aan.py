@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from aanbench import hookimpl
 from aanbench.contracts import FitReport, ModelSpec
+from aanbench.paramspec import TRAINER_PARAM_SPECS, Float, Int, Str
 from aanbench.pluginkit.torchmodel import TorchModel
 
 if TYPE_CHECKING:
@@ -42,6 +43,10 @@ DEFAULTS: dict[str, Any] = {
     "head_activation": "none", "feed_forward": "relu",
     "lr": 5e-4, "max_epochs": 500, "patience": 30, "batch_size": 30, "weight_decay": 0.0,
 }
+
+PARAM_SPECS = {**TRAINER_PARAM_SPECS, "d_model": Int(ge=1, le=4096), "heads": Int(ge=1), "layers": Int(ge=1, le=64),
+               "dropout": Float(ge=0, lt=1), "head_dropout": Float(ge=0, lt=1), "eps": Float(gt=0),
+               "head_activation": Str(), "feed_forward": Str()}
 
 
 class FeatureAAN(TorchModel):
@@ -98,4 +103,5 @@ def aanbench_models():
         restore=restore,
         params=DEFAULTS,
         stackable=True,
+        param_specs=PARAM_SPECS,
     )]

@@ -52,12 +52,15 @@ import numpy as np
 
 from aanbench import hookimpl
 from aanbench.contracts import FitReport, ModelSpec
+from aanbench.paramspec import TRAINER_PARAM_SPECS, Float, Int
 from aanbench.pluginkit.torchmodel import TorchModel
 
 TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "max_epochs": 200, "patience": 20, "batch_size": 32,
                                   "weight_decay": 0.0}
 LSTM_DEFAULTS: dict[str, Any] = {"hidden": 64, "layers": 2, "dropout": 0.0, **TRAIN_DEFAULTS}
 BILSTM_DEFAULTS: dict[str, Any] = {"hidden": 64, "input_dropout": 0.3, **TRAIN_DEFAULTS}
+PARAM_SPECS = {**TRAINER_PARAM_SPECS, "hidden": Int(ge=1, le=65536), "layers": Int(ge=1, le=64),
+               "dropout": Float(ge=0, lt=1), "input_dropout": Float(ge=0, lt=1)}
 NET_KEYS = {"lstm": ("hidden", "layers", "dropout"), "bilstm": ("hidden", "input_dropout")}
 
 
@@ -176,10 +179,10 @@ def aanbench_models():
                   description="Many-to-one LSTM regressor, 2 layers, hidden 64, on the engine's windows "
                               "(shaped like the AttendAffectNet authors' 2019 LSTM, a 7-class classifier)",
                   build=lambda params, dims: RecurrentModel("lstm", params, dims), restore=restore,
-                  params=LSTM_DEFAULTS, input="sequences"),
+                  params=LSTM_DEFAULTS, param_specs=PARAM_SPECS, input="sequences"),
         ModelSpec(name="bilstm",
                   description="One bidirectional LSTM per feature array, learned temporal and modality "
                               "fusion weights, on the engine's windows (after Yi, Wang & Li's AFRN, not AFRN)",
                   build=lambda params, dims: RecurrentModel("bilstm", params, dims), restore=restore,
-                  params=BILSTM_DEFAULTS, input="sequences"),
+                  params=BILSTM_DEFAULTS, param_specs=PARAM_SPECS, input="sequences"),
     ]

@@ -85,6 +85,7 @@ import numpy as np
 
 from aanbench import hookimpl
 from aanbench.contracts import FitReport, ModelSpec
+from aanbench.paramspec import TRAINER_PARAM_SPECS, Float, Int
 from aanbench.pluginkit.torchmodel import TorchModel
 
 NET_KEYS = ("width", "heads", "layers", "dropout", "inner_dropout", "eps")
@@ -96,6 +97,11 @@ DEFAULTS: dict[str, Any] = {
     "lr": 1e-3, "max_epochs": 1000, "patience": 30, "batch_size": 30, "weight_decay": 0.0,
 }
 FEATURE_DEFAULTS: dict[str, Any] = {**DEFAULTS, "feature_layers": 6, "feature_heads": 2, "feature_dropout": 0.1}
+PARAM_SPECS = {**TRAINER_PARAM_SPECS, "width": Int(ge=1, le=4096), "heads": Int(ge=1), "layers": Int(ge=1, le=64),
+               "dropout": Float(ge=0, lt=1), "inner_dropout": Float(ge=0, lt=1), "eps": Float(gt=0),
+               "start_value": Float(choices=("train-mean",))}
+FEATURE_PARAM_SPECS = {**PARAM_SPECS, "feature_layers": Int(ge=1, le=64), "feature_heads": Int(ge=1),
+                       "feature_dropout": Float(ge=0, lt=1)}
 
 KINDS = {"temporal-aan": NET_KEYS, "feature-temporal-aan": FEATURE_NET_KEYS}
 
@@ -183,7 +189,7 @@ def aanbench_models():
             name="temporal-aan",
             description="Temporal AttendAffectNet: Transformer decoder over consecutive segments (paper III-C-c)",
             build=lambda params, dims: TemporalAAN("temporal-aan", params, dims),
-            restore=restore, params=DEFAULTS, input="sequences", wants_row_labels=True,
+            restore=restore, params=DEFAULTS, param_specs=PARAM_SPECS, input="sequences", wants_row_labels=True,
             stackable=True,
         ),
         ModelSpec(
@@ -191,7 +197,7 @@ def aanbench_models():
             description="Feature+Temporal (Mixed) AttendAffectNet: feature self-attention per segment, "
                         "then the temporal decoder (paper III-C-d)",
             build=lambda params, dims: TemporalAAN("feature-temporal-aan", params, dims),
-            restore=restore, params=FEATURE_DEFAULTS, input="sequences", wants_row_labels=True,
-            stackable=True,
+            restore=restore, params=FEATURE_DEFAULTS, param_specs=FEATURE_PARAM_SPECS, input="sequences",
+            wants_row_labels=True, stackable=True,
         ),
     ]
