@@ -174,8 +174,10 @@ def test_stackable_flag_says_which_models_have_torch_fit_and_the_aan_networks_ar
         assert spec.stackable == isinstance(model, BatchableModel), name
         if spec.stackable:
             flagged.add(name)
-            labels = {"train_y_rows": np.zeros((8, 5), np.float32)} if spec.wants_row_labels else {}
-            net = model.torch_fit(np.zeros(8, np.float32), seed=0, **labels).net
+            # (rows that differ from their window's label: constant ones would be refused as the target itself)
+            rows = np.arange(40, dtype=np.float32).reshape(8, 5)
+            labels = {"train_y_rows": rows} if spec.wants_row_labels else {}
+            net = model.torch_fit(rows[:, -1].copy(), seed=0, **labels).net
             assert isinstance(net, StackableNet), name
     assert {"feature-aan", "temporal-aan", "feature-temporal-aan"} <= flagged
     plain = torch.nn.Linear(3, 1)
