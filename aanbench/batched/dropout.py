@@ -98,7 +98,10 @@ class MaskPool:
             raise RuntimeError(f"a stack's step used more dropout values ({self.offset}) than counted "
                                f"({bits.shape[-1]}): its network's dropout calls vary between steps")
         part = bits[:, start : start + n] if folded else bits[start : start + n]
-        return part.reshape(x.shape) >= round(p * 32768)
+        threshold = round(p * 32768)
+        if threshold > 32767:  # p = 1 (a coin that never shows heads): 32768 is no int16
+            return torch.zeros(x.shape, dtype=torch.bool, device=x.device)
+        return part.reshape(x.shape) >= threshold
 
 
 class PoolDropout(nn.Module):
