@@ -268,6 +268,8 @@ def test_cli_run_temporal_aan_on_eimt16_temporal_segmentation(tmp_path, cli):
                               "n": len(fx.train) + len(fx.test)}
     assert doc["params"]["valence"]["batch_size"] == 20 and doc["params"]["arousal"]["batch_size"] == 40
     assert doc["params"]["valence"]["lr"] == 0.01
+    # (d) on EIMT16 the fed "previous outputs" are never the target: no label feedback, recorded
+    assert doc["params"]["valence"]["feedback"] == doc["params"]["arousal"]["feedback"] == "none"
     for target, col in (("valence", 0), ("arousal", 1)):
         preds = [p for p in doc["predictions"] if p["target"] == target]
         assert sorted(p["item_id"] for p in preds) == fx.test  # one prediction per test excerpt
