@@ -235,3 +235,30 @@ def test_six_layer_decoder_variant():
     assert len(m.net.decoder.layers) == 6
     back = spec.restore(m.state())
     np.testing.assert_array_equal(back.predict(xs), m.predict(xs))
+
+
+@pytest.mark.parametrize("feedback", ["teacher", "scheduled"])
+def test_a_stacked_copy_ignores_another_copys_labels_with_dropout_and_coins(feedback):
+    """Item 4 at the stack's level, dropout on (and scheduled sampling's coin
+    flips): permuting one copy's fitting and validation labels (so it trains,
+    and may stop, otherwise) leaves the other copies' weights
+    bit for bit as they were."""
+    params = {"max_epochs": 10, "patience": 2, "batch_size": 16, "lr": 0.01, "feedback": feedback,
+              "anneal_epochs": 4}
+    runs = []
+    for permute in (False, True):
+        jobs, _ = _jobs_and_sequential("temporal-aan", params, sizes=(61, 80, 97))
+        if permute:
+            j = jobs[1]
+            perm = np.random.default_rng(0).permutation(len(j.fit_y))
+            j.fit_y = j.fit_y[perm]
+            j.torch_fit.extra = j.torch_fit.extra[perm]
+            j.val_y = j.val_y[::-1].copy()
+        reports = train_batched(jobs)
+        runs.append((reports, [[p.detach().clone() for p in j.torch_fit.net.parameters()] for j in jobs]))
+    (ra, wa), (rb, wb) = runs
+    assert any(not torch.equal(p, q) for p, q in zip(wa[1], wb[1]))  # the permuted copy changed
+    for i in (0, 2):
+        assert (ra[i].epochs, ra[i].best_epoch) == (rb[i].epochs, rb[i].best_epoch)
+        for p, q in zip(wa[i], wb[i]):
+            assert torch.equal(p, q)
