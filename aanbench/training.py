@@ -133,6 +133,10 @@ def train_torch(
     input in the training batches only, ``net(*xs, extra)``; the validation
     loss (and prediction) is computed from ``net(*xs)`` in evaluation mode.
 
+    A network with a ``start_epoch(epoch)`` method has it called before each
+    training epoch (1-based; e.g. the temporal models' scheduled sampling),
+    as the batched trainer does.
+
     On the CPU it runs on one thread: these models are tiny, and torch's
     thread pool costs far more than it saves on them (measured 0.03 s against
     1.4 s per epoch on a busy 2-core machine). On ``device`` (see
@@ -173,8 +177,11 @@ def _train(net, train_x, train_y, val_x, val_y, cfg: TrainConfig, seed: int, tra
     best_state = copy.deepcopy(net.state_dict())
     best_epoch = 0
     epoch = 0
+    start_epoch = getattr(net, "start_epoch", None)
     for epoch in range(1, int(cfg.max_epochs) + 1):
         net.train()
+        if callable(start_epoch):
+            start_epoch(epoch)
         perm = torch.randperm(n, generator=gen).to(device)
         for b0 in range(0, n, bs):
             idx = perm[b0 : b0 + bs]

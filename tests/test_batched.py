@@ -174,8 +174,10 @@ def test_stackable_flag_says_which_models_have_torch_fit_and_the_aan_networks_ar
         assert spec.stackable == isinstance(model, BatchableModel), name
         if spec.stackable:
             flagged.add(name)
-            labels = {"train_y_rows": np.zeros((8, 5), np.float32)} if spec.wants_row_labels else {}
-            net = model.torch_fit(np.zeros(8, np.float32), seed=0, **labels).net
+            # (rows that differ from their window's label: constant ones would be refused as the target itself)
+            rows = np.arange(40, dtype=np.float32).reshape(8, 5)
+            labels = {"train_y_rows": rows} if spec.wants_row_labels else {}
+            net = model.torch_fit(rows[:, -1].copy(), seed=0, **labels).net
             assert isinstance(net, StackableNet), name
     assert {"feature-aan", "temporal-aan", "feature-temporal-aan"} <= flagged
     plain = torch.nn.Linear(3, 1)
@@ -512,22 +514,22 @@ def test_gathered_first_layer_matches_gather_then_product() -> None:
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
 def test_stack_dropout_masks_keep_each_element_with_probability_one_minus_p(p: float) -> None:
-    """The stack's dropout (masks from one draw of 16-bit values per step, see
-    ``aanbench.batched.dropout.MaskPool``): the first step counts and draws with
-    ``rand_like``, later steps slice the pool; in both, every position keeps
-    its element with probability ``1 - p`` (each of the four values an
-    ``int64`` draw gives, checked apart), masks differ between copies and
-    steps, kept elements are scaled by ``1 / (1 - p)``, and evaluation mode
-    passes the input through."""
+    """The stack's dropout (masks from 16-bit values drawn per copy and step,
+    see ``aanbench.batched.dropout.MaskPool``): a counting pass sizes a step;
+    every position keeps its element with probability ``1 - p`` (each of the
+    four values an ``int64`` draw gives, checked apart), masks differ between
+    copies and steps, kept elements are scaled by ``1 / (1 - p)``, and
+    evaluation mode passes the input through. Under ``vmap`` (a row per
+    copy) and folded (the copies' samples copy-major on the first axis)."""
     from torch.func import vmap
 
     from aanbench.batched.dropout import MaskPool, pool_dropouts
 
-    pool = MaskPool()
+    k, n = 4, 250_000
+    pool = MaskPool([11, 12, 13, 14], torch.device("cpu"))
     net = torch.nn.Sequential(torch.nn.Dropout(p), torch.nn.Linear(4, 4), torch.nn.Dropout(0.0))
     assert pool_dropouts(net, pool) == 1  # p = 0 is left as it is
     drop = net[0]
-    k, n = 4, 250_000
     x = torch.ones(n)
 
     def step(bits, x):
@@ -535,12 +537,13 @@ def test_stack_dropout_masks_keep_each_element_with_probability_one_minus_p(p: f
         return drop(x)
 
     f = vmap(step, in_dims=(0, None), randomness="different")
-    torch.manual_seed(0)
-    first = f(pool.draw(k, torch.device("cpu")), x)
-    assert pool.needed == n and pool.size == 0
-    second = f(pool.draw(k, torch.device("cpu")), x)
+    with pool.counting():
+        assert torch.equal(f(pool.empty(k), x), torch.full((k, n), 1 / (1 - p)))  # counting keeps all
     assert pool.size == n
-    for out in (first, second):
+    first = f(pool.draw(range(k), [True] * k), x)
+    second = f(pool.draw(range(k), [True] * k), x)
+    folded = step(pool.draw(range(k), [True] * k), torch.ones(k * n)).view(k, n)  # (K * n,) copy-major
+    for out in (first, second, folded):
         kept = out != 0
         values = torch.unique(out).tolist()
         assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / (1 - p))
@@ -551,6 +554,32 @@ def test_stack_dropout_masks_keep_each_element_with_probability_one_minus_p(p: f
     assert not torch.equal(first != 0, second != 0)
     drop.eval()
     assert torch.equal(drop(x), x)
+
+
+def test_each_copy_draws_its_own_stream_on_its_own_steps_only() -> None:
+    """A copy's dropout values depend on its seed and position only: a pool of
+    other jobs, or a step where another copy is masked or gone, gives it the
+    same values; a masked copy draws nothing (its next step gets what its
+    skipped step would have had); seed and position both key the stream."""
+    from aanbench.batched.dropout import MaskPool, stream_seed
+
+    cpu = torch.device("cpu")
+
+    def pool(seeds):
+        p = MaskPool(seeds, cpu)
+        p.size = 1000
+        return p
+
+    alone = pool([stream_seed(7, 1)])
+    a1, a2 = alone.draw([0], [True])[0], alone.draw([0], [True])[0]
+    many = pool([stream_seed(s, i) for i, s in enumerate((5, 7, 9))])
+    m1 = many.draw([0, 1, 2], [True, True, False])
+    assert torch.equal(m1[1], a1) and not m1[2].any()  # the masked copy: zeros, nothing drawn
+    m2 = many.draw([1, 2], [True, True])  # copy 0 stopped and was removed
+    assert torch.equal(m2[0], a2)
+    fresh = pool([stream_seed(s, i) for i, s in enumerate((5, 7, 9))])
+    assert torch.equal(m2[1], fresh.draw([2], [True])[0])  # job 2's first draw, one step later
+    assert len({stream_seed(7, 0), stream_seed(7, 1), stream_seed(8, 0)}) == 3
 
 
 @pytest.mark.parametrize("d_k, causal", [(4, False), (4, True), (20, False), (20, True)])

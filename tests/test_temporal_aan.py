@@ -202,7 +202,8 @@ def test_model_state_round_trips_through_a_weights_only_file(tmp_path):
     rng = np.random.default_rng(0)
     xs = [rng.normal(size=(40, 5, d)).astype(np.float32) for d in (6, 3)]
     y = rng.uniform(1, 5, size=40).astype(np.float32)  # an EIMT16-like scale
-    rows = np.repeat(y[:, None], 5, axis=1)
+    rows = (y[:, None] + rng.normal(scale=0.3, size=(40, 5))).astype(np.float32)  # earlier rows: not the target
+    rows[:, -1] = y
     for kind in ("temporal-aan", "feature-temporal-aan"):
         spec = get_plugins().model(kind)
         m = spec.build({"max_epochs": 3, "patience": 2, "batch_size": 8, "feature_layers": 1}
@@ -215,6 +216,7 @@ def test_model_state_round_trips_through_a_weights_only_file(tmp_path):
         buf.seek(0)
         back = spec.restore(torch.load(buf, weights_only=True))
         np.testing.assert_array_equal(back.predict(xs), m.predict(xs))
+        assert back.state()["config"]["feedback"] == "teacher"
 
 
 def test_paper_values_in_the_registry():
@@ -268,6 +270,8 @@ def test_cli_run_temporal_aan_on_eimt16_temporal_segmentation(tmp_path, cli):
                               "n": len(fx.train) + len(fx.test)}
     assert doc["params"]["valence"]["batch_size"] == 20 and doc["params"]["arousal"]["batch_size"] == 40
     assert doc["params"]["valence"]["lr"] == 0.01
+    # (d) on EIMT16 the fed "previous outputs" are never the target: no label feedback, recorded
+    assert doc["params"]["valence"]["feedback"] == doc["params"]["arousal"]["feedback"] == "none"
     for target, col in (("valence", 0), ("arousal", 1)):
         preds = [p for p in doc["predictions"] if p["target"] == target]
         assert sorted(p["item_id"] for p in preds) == fx.test  # one prediction per test excerpt

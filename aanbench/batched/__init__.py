@@ -30,14 +30,25 @@ per epoch; a shorter copy's missing steps, and the padding of a short last
 batch, are masked (weight 0 in the loss, no Adam update, its step count
 unchanged), so each copy takes exactly the steps it would take alone.
 
-What differs from the one-at-a-time trainer: dropout masks are drawn for the
-whole stack from torch's global generator (seeded with the first job's seed),
-not in each fit's sequence, as 16-bit values drawn once per step
-(:class:`~aanbench.batched.dropout.MaskPool`: the template's ``nn.Dropout`` modules are replaced), and
-batched kernels sum in another order. The
-same jobs and seeds give the same numbers; they are not bit-identical to
+What differs from the one-at-a-time trainer: dropout masks (and any other
+random draw of a step that goes through the pool, e.g. scheduled sampling's
+coin flips) come from each copy's own stream, a generator seeded from its
+job's seed and position in the list of jobs, as 16-bit values drawn on each
+step the copy takes (:class:`~aanbench.batched.dropout.MaskPool`: the
+template's ``nn.Dropout`` modules are replaced), not from torch's global
+generator in each fit's sequence; and batched kernels sum in another order.
+The same jobs and seeds give the same numbers; they are not bit-identical to
 sequential fits (see ``tests/test_batched.py``: pooled metrics agree within
 the bootstrap interval).
+
+Each copy is independent of the others: its data order, dropout stream,
+Adam state, early stopping and validation are its own, a copy that stops
+early draws nothing more, and a copy whose epoch has fewer batches than
+another's draws nothing on the masked steps; so a copy's numbers do not
+depend on the other copies' data, labels, early stopping or removal from
+the stack (``tests/test_independent_copies.py``; the shared first layer's
+rounding centre is the first job's fitting mean, which changes only
+rounding, and only if the first job's fitting rows change).
 
 Requirements on the network: ``forward(*xs)`` (and ``forward(*xs, extra)``
 in training when a job has ``fit_extra``) gives ``(batch,)``, each sample's
@@ -91,7 +102,7 @@ The package, one module per mechanism:
 - :mod:`~aanbench.batched.first_layer`: the inputs, gathered and
   standardised, or the gathered first layer (a custom autograd Function);
 - :mod:`~aanbench.batched.threads`: the first layer's thread pool;
-- :mod:`~aanbench.batched.dropout`: the pool of dropout mask bits;
+- :mod:`~aanbench.batched.dropout`: each copy's stream of dropout mask bits;
 - :mod:`~aanbench.batched.folding`: copies folded into the batch;
 - :mod:`~aanbench.batched.loop`: the training loop, grouping and validation.
 """

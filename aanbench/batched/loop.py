@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from aanbench.batched.contract import BatchJob, FoldableNet, StackAware
-from aanbench.batched.dropout import MaskPool, pool_dropouts
+from aanbench.batched.dropout import MaskPool, pool_dropouts, stream_seed
 from aanbench.batched.first_layer import Rest, Stem, gather
 from aanbench.batched.folding import fold_copies
 from aanbench.batched.stack import Stack, adam_step
@@ -81,9 +81,17 @@ def group_jobs(jobs: Sequence[BatchJob]) -> list[list[int]]:
     for i, j in enumerate(jobs):
         net = j.torch_fit.net
         key = (j.torch_fit.config, type(net), tuple((n, tuple(p.shape)) for n, p in net.named_parameters()),
-               tuple(id(r) for r in j.rows), np.asarray(j.fit).ndim, j.torch_fit.extra is None)
+               tuple(id(r) for r in j.rows), np.asarray(j.fit).ndim, j.torch_fit.extra is None, stack_key(net))
         groups.setdefault(key, []).append(i)
     return list(groups.values())
+
+
+def stack_key(net: nn.Module) -> Any:
+    """What copies of a stack must share beyond parameter shapes: the network's
+    ``stack_key()`` where it has one (plain attributes, e.g. the temporal
+    models' feedback mode, which the stack takes from the first copy)."""
+    key = getattr(net, "stack_key", None)
+    return key() if callable(key) else None
 
 
 def stack_order(jobs: Sequence[BatchJob]) -> np.ndarray:
@@ -108,6 +116,9 @@ def _train_batched(jobs: list[BatchJob], device: torch.device, threads: Threads 
                              f"differs from {cfg}")
         if any(a is not b for a, b in zip(j.rows, jobs[0].rows)) or len(j.rows) != len(jobs[0].rows):
             raise ValueError("batched training needs the same feature arrays for every job of a stack")
+        if stack_key(j.torch_fit.net) != stack_key(jobs[0].torch_fit.net):
+            raise ValueError(f"batched training needs one network setting per stack: {stack_key(j.torch_fit.net)} "
+                             f"differs from {stack_key(jobs[0].torch_fit.net)}")
     for j in jobs:
         for mod in j.torch_fit.net.modules():
             if isinstance(mod, nn.modules.batchnorm._BatchNorm):
@@ -126,12 +137,13 @@ def _train_batched(jobs: list[BatchJob], device: torch.device, threads: Threads 
     stem = Stem(rows, [m[0].clone() for m in st.mean], threads) if Stem.fits(template, jobs[0].rows) else None
     if stem is not None:
         rows = stem.rows  # the centred copy; the raw arrays are not used again
-    pool = MaskPool()
+    # each job's dropout stream keyed by its seed and position in ``jobs``
+    pool = MaskPool([stream_seed(j.seed, i) for i, j in enumerate(jobs)], device)
     pool_dropouts(template, pool)
     folded = fold and isinstance(template, FoldableNet) and bool(template.stack_fold)
     if folded:
         fold_copies(template)
-    torch.manual_seed(jobs[0].seed)
+    start_epoch = getattr(template, "start_epoch", None)
     gens = [torch.Generator().manual_seed(int(j.seed)) for j in jobs]
     rest = Rest(template)
 
@@ -143,9 +155,9 @@ def _train_batched(jobs: list[BatchJob], device: torch.device, threads: Threads 
         return functional_call(template, (params, buffers), xs)
 
     def fforward(params, buffers, bits, *xs):
-        # the copies folded into the batch: (K, B, ...) -> (K * B, ...), copy-major; bits (1, size)
+        # the copies folded into the batch: (K, B, ...) -> (K * B, ...), copy-major; bits (K, size)
         k = xs[0].shape[0]
-        return forward(params, buffers, bits[0], *(x.reshape(-1, *x.shape[2:]) for x in xs)).view(k, -1)
+        return forward(params, buffers, bits, *(x.reshape(-1, *x.shape[2:]) for x in xs)).view(k, -1)
 
     def inputs(params: dict[str, torch.Tensor], members: torch.Tensor,
                out: list[torch.Tensor] | None = None,
@@ -167,6 +179,15 @@ def _train_batched(jobs: list[BatchJob], device: torch.device, threads: Threads 
     buffers: list[torch.Tensor] | None = None  # the gathered inputs of a step (overwritten after its backward)
     grad: torch.Tensor | None = None  # the flat gradient of a step, (K, P), and its views by parameter
     slots: dict[str, torch.Tensor] = {}
+    # the dropout values one copy's step uses, counted on a step's shapes (every step has bs samples)
+    with torch.no_grad(), pool.counting():
+        template.train()
+        kk = torch.arange(len(st.ids), device=device)[:, None]
+        idx = torch.zeros(len(st.ids), bs, dtype=torch.long, device=device)
+        xs = inputs(st.params(st.flat), st.fit[kk, idx])
+        if st.extra is not None:
+            xs.append(st.extra[kk, idx])
+        vforward(st.params(st.flat), st.buffers, pool.empty(len(st.ids)), *xs)
     for epoch in range(1, int(cfg.max_epochs) + 1):
         # each live copy's batches this epoch: (K, S, bs) positions into its fitting samples
         k = len(st.ids)
@@ -180,6 +201,7 @@ def _train_batched(jobs: list[BatchJob], device: torch.device, threads: Threads 
             wt[i, : len(p)] = 1.0
         pos, wt = pos.view(k, steps, bs), wt.view(k, steps, bs)
         live = wt.sum(2) >= 2  # (K, S): a step with fewer than 2 samples is skipped, as train_torch does
+        live_cpu = live.numpy().copy()  # which copies draw dropout values at each step
         # a masked step still runs through the network: give it real samples so its (unused) loss is finite
         dummy = ~live
         if dummy.any():
@@ -188,6 +210,8 @@ def _train_batched(jobs: list[BatchJob], device: torch.device, threads: Threads 
         pos, wt, live = pos.to(device), wt.to(device), live.to(device)
         kk = torch.arange(k, device=device)[:, None]
         template.train()
+        if callable(start_epoch):
+            start_epoch(epoch)
         for s in range(steps):
             active = live[:, s]
             idx = pos[:, s]
@@ -205,7 +229,7 @@ def _train_batched(jobs: list[BatchJob], device: torch.device, threads: Threads 
             xs = inputs(leaves, members, buffers, slots)
             if st.extra is not None:
                 xs.append(st.extra[kk, idx])
-            pred = vforward(leaves, st.buffers, pool.draw(1 if folded else k, device), *xs)
+            pred = vforward(leaves, st.buffers, pool.draw(st.ids, live_cpu[:, s]), *xs)
             loss = (weighted_loss(pred, st.fit_y[kk, idx], w) * active.to(pred.dtype)).sum()
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
             with torch.no_grad():
@@ -273,7 +297,7 @@ def validation_loss(st: Stack, rows: list[torch.Tensor], template: nn.Module, vf
     template.eval()
     preds = []
     params = st.params(st.flat)
-    no_bits = torch.zeros(k, 1, dtype=torch.int16, device=st.flat.device)  # no dropout in evaluation mode
+    no_bits = torch.zeros(k, 0, dtype=torch.int16, device=st.flat.device)  # no dropout in evaluation mode
     with torch.no_grad():
         for c0 in range(0, n, chunk):
             xs = inputs(params, st.val[:, c0 : c0 + chunk])

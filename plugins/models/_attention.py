@@ -95,7 +95,9 @@ def stacked_attention(q: torch.Tensor, k: torch.Tensor | None, v: torch.Tensor |
     if mask is not None:
         scores = scores.masked_fill(~mask[:, :, None, None], float("-inf"))
     e = (scores - scores.amax(1, keepdim=True).detach()).exp()
-    attn = dropout(e / e.sum(1, keepdim=True))
+    # dropout sees the samples (the copies, copy-major) on the first axis, as everywhere else in a
+    # folded stack: each copy's masks come from its own stream (aanbench.batched.dropout); a view
+    attn = dropout((e / e.sum(1, keepdim=True)).movedim(-1, 0)).movedim(0, -1)
     if d_k <= 8:
         out = (attn[:, :, :, None] * vi[None]).sum(1)  # (tq, heads, d_k, n)
     else:

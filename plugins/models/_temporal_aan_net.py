@@ -37,13 +37,35 @@ Choices the paper leaves open (each a constructor parameter):
   segment features at positions ``<= t`` only, so a later segment never
   changes the prediction for an earlier one.
 
-Training feeds the labels of the earlier segments of the window as previous
-outputs (teacher forcing, positions in parallel); the loss is taken on the
-last position only (the trainer's ``(batch,)`` output), so ``forward`` runs
-the last decoder layer's queries for that position alone. In evaluation mode
-the network never reads given previous outputs: it is re-run for each
-position and feeds its own earlier predictions, so no label reaches a
-prediction.
+What the decoder is fed as previous outputs is ``feedback`` (see
+:data:`FEEDBACK`):
+
+- ``"teacher"`` (the paper: teacher forcing): training feeds the labels of
+  the earlier segments of the window (positions in parallel); in evaluation
+  mode the network never reads given previous outputs: it is re-run for
+  each position and feeds its own earlier predictions, so no label reaches
+  a prediction (and a model trained on true labels is tested on its own,
+  noisier outputs: exposure bias);
+- ``"none"``: no label feedback, in training and evaluation alike: every
+  position's previous output is the constant ``start_value`` (the decoder's
+  self-attention stream is then the positional encoding plus a constant),
+  so training never reads a label in the decoder input and training and
+  test see the same input; all positions run at once;
+- ``"scheduled"`` (scheduled sampling, Bengio et al. 2015, in the two-pass
+  form for Transformers of Mihaylova and Martins 2019): each training step
+  first runs the decoder teacher-forced without gradients (dropout on, as
+  the step) for every position's own output, then feeds each position the
+  label with probability ``teacher_p`` and the network's own (detached)
+  output of the previous position otherwise; ``teacher_p`` falls linearly
+  from 1 at the first epoch to 0 after ``anneal_epochs`` (the trainers call
+  :meth:`TemporalAANNet.start_epoch`). The coin flips are a
+  :class:`FeedbackCoins` module's draws: the global generator when trained
+  alone (seeded by the model), a stack copy's own stream in
+  :mod:`aanbench.batched`. Evaluation as ``"teacher"``.
+
+The loss is taken on the last position only (the trainer's ``(batch,)``
+output), so ``forward`` runs the last decoder layer's queries for that
+position alone.
 
 Feature+Temporal AttendAffectNet (``FeatureTemporalAANNet``) first runs
 Feature AttendAffectNet's self-attention encoder across the ``K`` feature
@@ -62,6 +84,16 @@ from torch import nn
 
 from aanbench_plugins.models._attention import AuthorsLayerNorm, MultiHeadAttention
 from aanbench_plugins.models._feature_aan_net import EncoderLayer
+
+
+FEEDBACK = ("teacher", "none", "scheduled")
+
+
+def check_feedback(value: object) -> str:
+    """``value`` if it is one of :data:`FEEDBACK`, else a clear ``ValueError``."""
+    if not isinstance(value, str) or value not in FEEDBACK:
+        raise ValueError(f"feedback must be one of {', '.join(repr(f) for f in FEEDBACK)}, not {value!r}")
+    return value
 
 
 def positional_encoding(length: int, d: int) -> torch.Tensor:
@@ -128,14 +160,37 @@ class DecoderLayer(nn.Module):
         return self.norm3(x + self.drop(self.ff(x)))
 
 
+class FeedbackCoins(nn.Module):
+    """Scheduled sampling's coin flips: ``forward(like)`` gives a boolean mask
+    of ``like``'s shape, True (feed the label) with probability ``p`` (set per
+    epoch). Drawn from torch's global generator, or, where a batched stack
+    set ``mask_pool`` (:mod:`aanbench.batched.dropout`), from each copy's own
+    stream (the number of values drawn does not depend on ``p``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = 1.0
+        self.mask_pool = None
+
+    def forward(self, like: torch.Tensor) -> torch.Tensor:
+        if self.mask_pool is not None:
+            return self.mask_pool.keep(like, 1.0 - self.p)
+        return torch.rand(like.shape, device=like.device) < self.p
+
+
 class TemporalDecoder(nn.Module):
     """The decoder over ``(n, T, d)`` segment representations and ``(n, T)``
     previous outputs, giving ``(n, T)`` values."""
 
     def __init__(self, d: int, heads: int, layers: int, dropout: float, inner_dropout: float, eps: float,
-                 start_value: float) -> None:
+                 start_value: float, feedback: str = "teacher", anneal_epochs: int = 20) -> None:
         super().__init__()
         self.d = d
+        self.feedback = check_feedback(feedback)
+        self.anneal_epochs = int(anneal_epochs)
+        if self.anneal_epochs < 1:
+            raise ValueError(f"anneal_epochs must be at least 1, not {anneal_epochs!r}")
+        self.coins = FeedbackCoins() if self.feedback == "scheduled" else None
         self.start_value = float(start_value)
         # the same value as a (non-persistent) buffer: what the computation reads, so that
         # aanbench.batched can stack copies whose start values differ
@@ -179,14 +234,28 @@ class TemporalDecoder(nn.Module):
                 x = layer(x, memory, mask)
         return self.head(self.out_dropout(x)).squeeze(-1)
 
+    def start_epoch(self, epoch: int) -> None:
+        """Scheduled sampling's teacher-forcing probability for training epoch
+        ``epoch`` (1-based): ``1 - (epoch - 1) / anneal_epochs``, at least 0."""
+        if self.coins is not None:
+            self.coins.p = max(0.0, 1.0 - (int(epoch) - 1) / self.anneal_epochs)
+
     def forward(self, segments: torch.Tensor, labels: torch.Tensor | None = None, last: bool = False) -> torch.Tensor:
-        """Training mode with ``labels`` ``(n, T)``: teacher forcing, every
-        position at once (with ``last``: the last position only, see :meth:`run`).
-        Otherwise (evaluation, or no labels): each position in turn, fed the
-        network's own earlier outputs. Returns ``(n, T)``, or ``(n, 1)`` in
-        training mode with ``last``."""
+        """``feedback = "none"``: every position fed ``start_value``, at once,
+        labels never read. Otherwise, training mode with ``labels`` ``(n, T)``:
+        teacher forcing (or scheduled sampling), every position at once (with
+        ``last``: the last position only, see :meth:`run`); evaluation (or no
+        labels): each position in turn, fed the network's own earlier outputs.
+        Returns ``(n, T)``, or ``(n, 1)`` with ``last`` where positions run at once."""
+        if self.feedback == "none":
+            return self.run(segments, self._start(segments[:, :, 0]), last)
         if self.training and labels is not None:
-            return self.run(segments, self.shifted(labels), last)
+            fed = self.shifted(labels)
+            if self.coins is not None:
+                with torch.no_grad():  # the network's own outputs, detached (teacher-forced context)
+                    own = self.shifted(self.run(segments, fed))
+                fed = torch.where(self.coins(fed), fed, own)
+            return self.run(segments, fed, last)
         n, t, _ = segments.shape
         previous = self._start(segments[:, :, 0]).clone()
         outs = []
@@ -218,12 +287,21 @@ class TemporalAANNet(nn.Module):
 
     def __init__(self, dims: Sequence[int], width: int = 8, heads: int = 2, layers: int = 1,
                  dropout: float = 0.5, inner_dropout: float = 0.1, eps: float = 1e-6,
-                 start_value: float = 0.0) -> None:
+                 start_value: float = 0.0, feedback: str = "teacher", anneal_epochs: int = 20) -> None:
         super().__init__()
         self.dims = [int(x) for x in dims]
         self.projections = nn.ModuleList(nn.Linear(x, width) for x in self.dims)
         self.decoder = TemporalDecoder(width * len(self.dims), heads, layers, dropout, inner_dropout, eps,
-                                       start_value)
+                                       start_value, feedback, anneal_epochs)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the trainers before each training epoch (scheduled sampling's annealing)."""
+        self.decoder.start_epoch(epoch)
+
+    def stack_key(self) -> tuple:
+        """What a batched stack's copies must share beyond parameters and buffers
+        (plain attributes, taken from the first copy)."""
+        return (self.decoder.feedback, self.decoder.anneal_epochs)
 
     def segments(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.join([p(x) for p, x in zip(self.projections, xs)])
@@ -256,8 +334,9 @@ class FeatureTemporalAANNet(TemporalAANNet):
     def __init__(self, dims: Sequence[int], width: int = 8, heads: int = 2, layers: int = 1,
                  dropout: float = 0.5, inner_dropout: float = 0.1, eps: float = 1e-6,
                  start_value: float = 0.0, feature_layers: int = 6, feature_heads: int = 2,
-                 feature_dropout: float = 0.1) -> None:
-        super().__init__(dims, width, heads, layers, dropout, inner_dropout, eps, start_value)
+                 feature_dropout: float = 0.1, feedback: str = "teacher", anneal_epochs: int = 20) -> None:
+        super().__init__(dims, width, heads, layers, dropout, inner_dropout, eps, start_value, feedback,
+                         anneal_epochs)
         self.encoder = nn.ModuleList(EncoderLayer(width, feature_heads, feature_dropout, eps, "relu")
                                      for _ in range(feature_layers))
         self.encoder_norm = AuthorsLayerNorm(width, eps)

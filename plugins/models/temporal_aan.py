@@ -10,10 +10,21 @@ and which memory, post-norm, feed-forward width, causality) are in
 with aanbench's shared trainer (Adam, ``MSE + (1 - r)``, early stopping on
 validation samples carved from the training samples).
 
-Training uses teacher forcing: the spec sets ``wants_row_labels``, so the
-runner hands ``fit`` the labels of each fitting window's member rows
+What the decoder is fed as "previous outputs" is the ``feedback`` parameter
+(validated: anything else is a clear error; recorded in results as every
+model parameter): ``"teacher"`` (the paper's teacher forcing, the default),
+``"none"`` (no label feedback: the constant ``start_value`` at every
+position, in training and at test) or ``"scheduled"`` (scheduled sampling,
+annealed over ``anneal_epochs`` towards the model's own outputs); see
+:mod:`aanbench_plugins.models._temporal_aan_net` and
+``docs/temporal_models.md`` (the model card, with the ablation). For
+``teacher`` and ``scheduled`` the spec's ``wants_row_labels`` has the
+runner hand ``fit`` the labels of each fitting window's member rows
 (``train_y_rows``, ``(n, T)``); the trainer passes them as the network's
-extra last input in training batches only. The validation loss, like every
+extra last input in training batches only. With ``none`` the model hands
+the trainer no labels at all. Label feedback where every fitting window's
+earlier rows carry the window's own label (EIMT16) is refused: it would
+feed the target itself. The validation loss, like every
 prediction, is computed in evaluation mode, where the network is re-run for
 each position and fed its own earlier outputs: no label (validation or
 test) reaches a prediction.
@@ -58,9 +69,15 @@ Every choice the paper leaves open, and why (the network's are also in
 9. Labels are fed as previous outputs as given (not standardised), as
    Feature AAN's targets; a member row without a label (NaN) is fed as
    ``start_value``.
-10. EIMT16: the 4 sub-segments of an excerpt all carry the excerpt's label,
-    so the teacher-forced previous outputs are that label; the window is
-    labelled by their mean (the same value).
+10. EIMT16: the 4 sub-segments of an excerpt all carry the excerpt's label
+    (the window is labelled by their mean, the same value), so teacher
+    forcing would feed the decoder the training target itself (the model
+    learns to copy it and collapses at test time, issue 24). EIMT16 has no
+    earlier output of its own for a sub-segment, and an earlier excerpt's
+    output would make a test excerpt's prediction depend on another
+    excerpt; so on EIMT16 "previous outputs" are none: the registry's
+    eimt16-temporal experiments set ``feedback = "none"``, and label
+    feedback on such windows is refused.
 11. Feature+Temporal: the per-segment encoder is Feature AttendAffectNet's
     (6 layers, 2 heads, tokens of 8, ReLU feed-forward, dropout 0.1, a final
     layer norm), as the authors' published Feature AAN; its ``K`` encoded
@@ -88,12 +105,12 @@ from aanbench.contracts import FitReport, ModelSpec
 from aanbench.paramspec import TRAINER_PARAM_SPECS, Float, Int
 from aanbench.pluginkit.torchmodel import TorchModel
 
-NET_KEYS = ("width", "heads", "layers", "dropout", "inner_dropout", "eps")
+NET_KEYS = ("width", "heads", "layers", "dropout", "inner_dropout", "eps", "feedback", "anneal_epochs")
 FEATURE_NET_KEYS = NET_KEYS + ("feature_layers", "feature_heads", "feature_dropout")
 
 DEFAULTS: dict[str, Any] = {
     "width": 8, "heads": 2, "layers": 1, "dropout": 0.5, "inner_dropout": 0.1, "eps": 1e-6,
-    "start_value": "train-mean",
+    "start_value": "train-mean", "feedback": "teacher", "anneal_epochs": 20,
     "lr": 1e-3, "max_epochs": 1000, "patience": 30, "batch_size": 30, "weight_decay": 0.0,
 }
 FEATURE_DEFAULTS: dict[str, Any] = {**DEFAULTS, "feature_layers": 6, "feature_heads": 2, "feature_dropout": 0.1}
@@ -110,6 +127,35 @@ def _net_class(kind: str):
     from aanbench_plugins.models._temporal_aan_net import FeatureTemporalAANNet, TemporalAANNet
 
     return {"temporal-aan": TemporalAANNet, "feature-temporal-aan": FeatureTemporalAANNet}[kind]
+
+
+FEEDBACK = ("teacher", "none", "scheduled")  # as _temporal_aan_net.FEEDBACK (this module imports no torch)
+
+
+def _check_feedback(kind: str, params: Mapping[str, Any]) -> None:
+    fb = params["feedback"]
+    if not isinstance(fb, str) or fb not in FEEDBACK:
+        raise ValueError(f"{kind}: parameter feedback must be one of {', '.join(repr(f) for f in FEEDBACK)}, "
+                         f"not {fb!r}")
+    ae = params["anneal_epochs"]
+    if isinstance(ae, bool) or not isinstance(ae, int) or ae < 1:
+        raise ValueError(f"{kind}: parameter anneal_epochs must be a whole number >= 1, not {ae!r}")
+
+
+def _refuse_target_feedback(feedback: str, fed: np.ndarray, y: np.ndarray) -> None:
+    """Label feedback where every fitting window's earlier rows carry the
+    window's own label (EIMT16's sub-segments of one excerpt): the decoder
+    would be fed the training target itself. A clear error."""
+    if fed.shape[1] < 2 or not len(fed):
+        return
+    earlier = fed[:, :-1].astype(np.float64)
+    target = np.asarray(y, dtype=np.float64)[:, None]
+    if bool(np.all(np.isclose(earlier, target, rtol=0.0, atol=1e-6))):
+        raise ValueError(
+            f"feedback = {feedback!r}: every fitting window's earlier rows carry the window's own label "
+            "(sub-segments of one item, as EIMT16's 4 sub-segments of an excerpt), so the decoder would be fed "
+            "the training target itself; use feedback = 'none' (the registry's eimt16-temporal setting, see "
+            "docs/temporal_models.md)")
 
 
 def _start_value(given: Any, train_y: np.ndarray) -> float:
@@ -130,6 +176,7 @@ class TemporalAAN(TorchModel):
         self.kind = kind
         defaults = FEATURE_DEFAULTS if kind == "feature-temporal-aan" else DEFAULTS
         self.params = {**defaults, **dict(params)}
+        _check_feedback(kind, self.params)
         self.dims = [int(d) for d in dims]
         self.start = None if isinstance(self.params["start_value"], str) else float(self.params["start_value"])
         self.net = None
@@ -150,11 +197,12 @@ class TemporalAAN(TorchModel):
         torch.manual_seed(seed)
         self.net = _net_class(self.kind)(**self._net_config())
         teacher = None
-        if train_y_rows is not None:
+        if train_y_rows is not None and self.params["feedback"] != "none":  # "none": labels never handed over
             teacher = np.asarray(train_y_rows, dtype=np.float32).copy()
             if teacher.ndim != 2 or len(teacher) != len(train_y):
                 raise ValueError(f"train_y_rows of shape {teacher.shape} does not match {len(train_y)} windows")
             teacher[~np.isfinite(teacher)] = self.start
+            _refuse_target_feedback(self.params["feedback"], teacher, train_y)
         # val_y_rows is not used: the validation loss is computed autoregressively, as at test time.
         tc = TrainConfig(lr=float(self.params["lr"]), max_epochs=int(self.params["max_epochs"]),
                          patience=int(self.params["patience"]), batch_size=int(self.params["batch_size"]),
