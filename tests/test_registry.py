@@ -273,6 +273,8 @@ def test_builtin_experiments_resolve_as_before() -> None:
                    **{k: v for k, v in merged.get("datasets", {}).get(dataset, {}).items()
                       if k not in ("features", "protocol", "seed")}}
             assert dict(exp.params) == old, (name, dataset)
+            if dataset == "eimt16-temporal" and "feedback" in exp.params:  # never the target itself (issue 24)
+                assert exp.params["feedback"] == "none", name
 
 
 def _readme_blocks() -> list[str]:
