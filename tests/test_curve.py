@@ -129,9 +129,10 @@ class Chromium:
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
 
-        def fds() -> None:
-            os.dup2(to_child_r, 3)
-            os.dup2(from_child_w, 4)
+        def fds() -> None:  # via fresh copies: a pipe end may already be 3 or 4, and dup2(fd, fd) keeps CLOEXEC
+            a, b = os.dup(to_child_r), os.dup(from_child_w)
+            os.dup2(a, 3)
+            os.dup2(b, 4)
 
         self.proc = subprocess.Popen(
             [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--mute-audio",
