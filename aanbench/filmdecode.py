@@ -94,20 +94,19 @@ STREAM_KINDS = ("video", "audio")
 
 def stream_durations(path: Path) -> dict[str, float]:
     """How long each kind of stream of the file lasts (``{"video": s,
-    "audio": s}``, seconds from the container's start; the longest stream of
-    a kind), from the streams' headers, else from their last packets (one
+    "audio": s}``, the end of its last data on the streams' own clock, the
+    one windows are cut on; the longest stream of a kind), from the streams' headers, else from their last packets (one
     demux pass, no decoding). A kind the file lacks is absent; raises
     :class:`ItemError` for a file that cannot be opened."""
     container = _open(path)
     try:
-        c0 = float(container.start_time) / 1_000_000.0 if container.start_time is not None else 0.0
         out: dict[str, float] = {}
         unknown: dict[int, str] = {}
         for s in container.streams:
             if s.type not in STREAM_KINDS:
                 continue
             if s.duration is not None and s.time_base is not None and s.duration > 0:
-                end = float(((s.start_time or 0) + s.duration) * s.time_base) - c0
+                end = float(((s.start_time or 0) + s.duration) * s.time_base)
                 out[s.type] = max(out.get(s.type, 0.0), end)
             else:
                 unknown[s.index] = s.type
@@ -116,7 +115,7 @@ def stream_durations(path: Path) -> dict[str, float]:
             for packet in container.demux():
                 st = packet.stream
                 if st.index in unknown and packet.pts is not None and packet.time_base is not None:
-                    t = float((packet.pts + (packet.duration or 0)) * packet.time_base) - c0
+                    t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
                     last[st.index] = max(last.get(st.index, 0.0), t)
             for idx, kind in unknown.items():
                 if idx in last:
