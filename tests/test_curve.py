@@ -101,8 +101,8 @@ def test_curve_writes_csv_png_and_html_one_row_per_window(demo, tmp_path):
     # the demo warning is printed in the PNG too (its orange text under the plots)
     f = frame.astype(np.int16)
     orange = (np.abs(f[..., 0] - 0xAA) < 40) & (np.abs(f[..., 1] - 0x44) < 40) & (f[..., 2] < 50)
-    rows = np.flatnonzero(orange.any(axis=1))
-    assert orange.sum() > 300 and rows.min() > 0.75 * frame.shape[0], (orange.sum(), rows[:5])
+    plots = int(0.75 * frame.shape[0])  # the axes end above this; the text lines follow
+    assert orange[plots:].sum() > 300, orange[plots:].sum()
     page = (out / "test-movie.mp4.curve.html").read_text()
     assert "data:image/png;base64," in page and "curve-ridge" in page
     assert "http:" not in page and "https:" not in page.replace("http://www.w3.org/2000/svg", "")
