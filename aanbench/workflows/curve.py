@@ -1,26 +1,37 @@
 """The ``curve`` workflow: the emotion curve of a film, window by window.
 
-Steps: the film is cut into windows by the ``files`` dataset (``window``,
-``hop`` seconds; the last partial window is kept when at least half a
-window long); the models' features are extracted for those windows into
-the store (one group per film, ``files/<segmentation>``, so a rerun reuses
-and resumes it; windows are decoded in one pass, see
-:mod:`aanbench.filmdecode`); every target of every model is predicted.
-Sequence models get windows of the length, scope and labelling their
-bundle's sample spec says, with a stride of one window and the film's
+Steps: a folder means every media file below it (:func:`media_files`); a
+file that is not media is refused (:func:`film_problem`: alone, an error;
+in a batch, a result with ``error`` and no files). Each film is cut into
+windows by the ``files`` dataset (``window``, ``hop`` seconds) over the
+duration that every stream the models' extractors need covers
+(:func:`model_streams`; the last partial window is kept when at least half
+a window long); the weight files of the extractors whose features the
+store lacks are checked before any work (:func:`check_curve_weights`); the
+features are extracted for those windows into the store (one group per
+film, ``files/<segmentation>``, so a rerun reuses and resumes it; windows
+are decoded in one pass, see :mod:`aanbench.filmdecode`; by default with
+every usable CPU, :func:`default_workers`); every target of every model is
+predicted. Sequence models get windows of the length, scope and labelling
+their bundle's sample spec says, with a stride of one window and the film's
 first window repeated in front (``start = pad``), so every window has a
-prediction. Then per film (:mod:`aanbench.curve_output`):
+prediction. The training labels' range per target
+(:func:`aanbench.curve.label_scale`) is the plots' scale. Then per film
+(:mod:`aanbench.curve_output`):
 
 * ``<film>.curve.csv``: comment lines (``#``) naming the film, the models'
-  experiment, training dataset, features and seed, then
-  ``start,end,<targets>,reason`` (seconds; empty values and a reason for
-  windows that failed);
-* ``<film>.curve.png``: the targets over time (window centres, seconds),
-  an optional centred moving average (``smooth`` seconds), and the
-  valence-arousal plane with the path coloured by time;
-* ``<film>.curve.html``: one self-contained page (the PNG embedded as
-  base64, no network at view time) with the plot, the provenance and the
-  values.
+  experiment, training dataset, features and seed, each target's scale,
+  then ``start,end,<targets>,outside_range,reason`` (seconds; empty values
+  and a reason for windows that failed);
+* ``<film>.curve.png``: the targets over time (window centres) on the
+  training label range, values outside it marked, an optional centred
+  moving average (``smooth`` seconds) that never bridges a failed window,
+  and the valence-arousal plane with the path coloured by time; warnings
+  and the scale under it;
+* ``<film>.curve.html``: one self-contained page: the film in an HTML5
+  player (linked by relative path), the curves drawn in the page (hover,
+  click to seek, a cursor following playback), the scale, provenance, the
+  PNG (base64) and the values.
 """
 
 from __future__ import annotations
