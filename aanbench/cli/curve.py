@@ -41,7 +41,8 @@ def curve_cmd(
 
     \b
     Example:
-      aanbench weights add ~/Downloads/aan-weights      # the four extractor files
+      aanbench weights                   # the four extractor files to download
+      aanbench weights add resnet50-0676ba61.pth   # each of them, verified
       aanbench curve film.mp4 --model aan-cognimuse --smooth 30 --out curves
       aanbench train ridge demo --store feats --out demo-ridge.pt
       aanbench curve films/ --model demo-ridge.pt --window 5 --out curves
