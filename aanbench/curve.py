@@ -61,23 +61,90 @@ class CurveModel:
 
 
 def load_models(paths: Sequence[str | Path]) -> list[CurveModel]:
-    """Load model files; two files predicting the same target are refused."""
-    from aanbench.modelfile import load_any
+    """Load model files or named models (``aanbench models list``,
+    :func:`aanbench.named_models.resolve_models`: an existing file wins over
+    a name); two models predicting the same target are refused. Whether the
+    extractors' weight files are there is checked where they are needed
+    (:func:`aanbench.workflows.curve`: only for features the store lacks)."""
+    from aanbench.bundle import ModelBundle
+    from aanbench.named_models import resolve_models
 
     if not paths:
-        raise AanbenchError("curve needs a model (--model BUNDLE)")
-    models = [CurveModel(load_any(p), str(p)) for p in paths]
-    seen: dict[str, str] = {}
-    for m in models:
-        for t in m.payload.targets:
-            if t in seen:
-                raise AanbenchError(f"{m.path} and {seen[t]} both predict {t}; give one model per target")
-            seen[t] = m.path
-    return models
+        raise AanbenchError("curve needs a model (--model FILE or NAME; see `aanbench models list`)")
+    out = []
+    for r in resolve_models(paths):
+        payload = r.payload if isinstance(r.payload, ModelBundle) else ModelBundle.from_payload(r.payload, r.source)
+        out.append(CurveModel(payload, r.source))
+    return out
 
 
 def demo_warnings(models: Sequence[CurveModel]) -> list[str]:
     return [f"{m.path or m.experiment}: {DEMO_WARNING}" for m in models if m.dataset == "demo"]
+
+
+# --------------------------------------------------------------------------
+# Scale
+
+
+@dataclass
+class CurveScale:
+    """The scale of the predictions: the range of the labels each target's
+    model was trained on (``ranges``: target -> ``(low, high)``), their
+    ``units`` and where that came from (``source``). A target without a
+    known range is absent from ``ranges``."""
+
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    source: dict[str, str] = field(default_factory=dict)
+
+    def outside(self, target: str, values: np.ndarray) -> np.ndarray:
+        """``bool`` per value: finite and outside the training labels' range."""
+        v = np.asarray(values, dtype=np.float64)
+        if target not in self.ranges:
+            return np.zeros(v.shape, dtype=bool)
+        lo, hi = self.ranges[target]
+        with np.errstate(invalid="ignore"):
+            return np.isfinite(v) & ((v < lo) | (v > hi))
+
+    def describe(self, target: str) -> str:
+        """``valence: training labels -1 to 1 (units; from <dataset>)``, or why unknown."""
+        if target not in self.ranges:
+            return f"{target}: range of the training labels unknown"
+        lo, hi = self.ranges[target]
+        extra = "; ".join(x for x in (self.units.get(target, ""), self.source.get(target, "")) if x)
+        return f"{target}: training labels {lo:g} to {hi:g}" + (f" ({extra})" if extra else "")
+
+
+def label_scale(models: Sequence[CurveModel], plugins: Any = None) -> CurveScale:
+    """Each target's training label range and units: from the bundle's
+    dataset info (``label_range``, ``label_units``: named models carry them),
+    else from the training dataset's plugin (its ``label_range`` per target,
+    ``label_units`` if it declares them)."""
+    scale = CurveScale()
+    for m in models:
+        info = m.payload.dataset or {}
+        rng, units = info.get("label_range"), str(info.get("label_units") or "")
+        ds_plugin = None
+        if not rng:
+            if plugins is None:
+                from aanbench.plugin_manager import get_plugins
+
+                plugins = get_plugins()
+            ds_plugin = plugins.datasets.get(m.dataset) if m.dataset else None
+            rng = getattr(ds_plugin, "label_range", None) or None
+            units = units or str(getattr(ds_plugin, "label_units", "") or "")
+        for t in m.payload.targets:
+            r = rng.get(t) if isinstance(rng, dict) else rng
+            try:
+                lo, hi = (float(x) for x in r)  # type: ignore[union-attr]
+            except (TypeError, ValueError):
+                continue
+            if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+                continue
+            scale.ranges[t] = (lo, hi)
+            scale.units[t] = units
+            scale.source[t] = f"{m.dataset} dataset" + (" plugin" if ds_plugin is not None else "")
+    return scale
 
 
 # --------------------------------------------------------------------------
@@ -107,6 +174,8 @@ class FilmCurve:
     notes: list[str] = field(default_factory=list)
     extraction_seconds: float = 0.0
     truth: list[tuple[float, float, dict[str, float]]] | None = None  # known labels (demo films), drawn dashed
+    scale: CurveScale = field(default_factory=CurveScale)  # the training labels' range per target
+    error: str = ""  # why the file is not a film (no windows, no files written)
 
     @property
     def targets(self) -> list[str]:
@@ -115,6 +184,14 @@ class FilmCurve:
     @property
     def failed(self) -> list[tuple[float, float, str]]:
         return [(float(self.start[i]), float(self.end[i]), r) for i, r in enumerate(self.reasons) if r]
+
+    def outside(self, target: str) -> np.ndarray:
+        """``bool`` per window: ``target``'s value lies outside its training labels' range."""
+        return self.scale.outside(target, self.values[target])
+
+    def outside_cell(self, i: int) -> str:
+        """The targets of window ``i`` outside their training range, ``;``-joined (CSV column ``outside_range``)."""
+        return ";".join(t for t in self.targets if self.outside(t)[i])
 
     def provenance_lines(self) -> list[str]:
         return [m.describe() for m in self.models]

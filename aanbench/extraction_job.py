@@ -147,6 +147,7 @@ class UnitResult:
     failures: list[ItemFailure] = field(default_factory=list)
     seconds: float = 0.0
     decode_seconds: float = 0.0
+    extractor_seconds: dict[str, float] = field(default_factory=dict)  # extractor -> seconds computing this chunk
     error: str | None = None  # the whole unit failed (not written as done)
     interrupted: bool = False  # discarded because of an interrupt (not written as done)
 
@@ -416,7 +417,9 @@ def _execute_unit(job: ExtractionJob, unit: WorkUnit, loaded: LoadedExtractors, 
         values = np.full((len(items), ex.dim), np.nan, dtype=np.float32)
         idx = [i for i, _ in per_ex_media[n]]
         if idx:
+            te = time.perf_counter()
             got, why = _run_extractor(ex, [m for _, m in per_ex_media[n]], job.batch_size, unraisable)
+            res.extractor_seconds[n] = time.perf_counter() - te
             values[idx] = got
             for j, i in enumerate(idx):
                 reasons[n][i] = why[j]

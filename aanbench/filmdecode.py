@@ -89,9 +89,68 @@ def film_windows(duration: float, window: float, hop: float) -> list[tuple[float
     return out
 
 
-def probe_duration(path: Path) -> float:
+STREAM_KINDS = ("video", "audio")
+
+
+def stream_durations(path: Path) -> dict[str, float]:
+    """How long each kind of stream of the file lasts (``{"video": s,
+    "audio": s}``, the end of its last data on the streams' own clock, the
+    one windows are cut on; the longest stream of a kind), from the streams' headers, else from their last packets (one
+    demux pass, no decoding). A kind the file lacks is absent; raises
+    :class:`ItemError` for a file that cannot be opened."""
+    container = _open(path)
+    try:
+        out: dict[str, float] = {}
+        unknown: dict[int, str] = {}
+        for s in container.streams:
+            if s.type not in STREAM_KINDS:
+                continue
+            if s.duration is not None and s.time_base is not None and s.duration > 0:
+                end = float(((s.start_time or 0) + s.duration) * s.time_base)
+                out[s.type] = max(out.get(s.type, 0.0), end)
+            else:
+                unknown[s.index] = s.type
+        if unknown:  # e.g. Matroska/WebM: no per-stream duration in the header
+            last: dict[int, float] = {}
+            for packet in container.demux():
+                st = packet.stream
+                if st.index in unknown and packet.pts is not None and packet.time_base is not None:
+                    t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                    last[st.index] = max(last.get(st.index, 0.0), t)
+            for idx, kind in unknown.items():
+                if idx in last:
+                    out[kind] = max(out.get(kind, 0.0), last[idx])
+        return out
+    except ItemError:
+        raise
+    except Exception as exc:
+        raise ItemError(f"cannot read media ({_short(exc)}): {path}") from None
+    finally:
+        container.close()
+
+
+def probe_duration(path: Path, streams: Sequence[str] | None = None) -> float:
     """The file's duration in seconds from its header, else from the last
-    packet's time; raises :class:`ItemError` for a file that cannot be opened."""
+    packet's time; raises :class:`ItemError` for a file that cannot be opened.
+
+    ``streams`` (``"video"``, ``"audio"``): the duration that every one of
+    these streams covers, i.e. the shortest of their durations
+    (:func:`stream_durations`), never more than the file's; a stream kind
+    the file lacks or whose length is unknown is left out (decoding reports
+    a missing stream). A film whose audio outlasts its video by a fraction of
+    a second is thus windowed on its video's length when video is needed."""
+    d_all = _container_duration(path)
+    wanted = [k for k in (streams or ()) if k in STREAM_KINDS]
+    if not wanted:
+        return d_all
+    lengths = stream_durations(path)
+    covered = [lengths[k] for k in wanted if lengths.get(k, 0.0) > 0]
+    if not covered:
+        return d_all
+    return min([min(covered)] + ([d_all] if d_all > 0 else []))
+
+
+def _container_duration(path: Path) -> float:
     container = _open(path)
     try:
         d = media_duration(container)

@@ -19,10 +19,10 @@ import pytest
 from aanbench.curve_output import read_curve_csv
 from aanbench.workflows.curve import demo_film, film_dataset
 from aanbench.filmdecode import film_windows, probe_duration
-from aanbench.pluginkit.mediawrite import remux_faststart
+from aanbench.pluginkit.mediawrite import remux_faststart, write_clip
 from aanbench.store import FeatureStore
 
-from conftest import REPO, run_aanbench, run_cli
+from conftest import REPO, make_clip, run_aanbench, run_cli
 
 CLIPS = 32  # two movies of 16 clips: m01 train, m02 test (64 s)
 
@@ -79,13 +79,18 @@ def test_curve_writes_csv_png_and_html_one_row_per_window(demo, tmp_path):
     df = read_curve_csv(csv_path)
     want = film_windows(probe_duration(demo["film"]), 4, 4)
     assert len(want) == 16
-    assert list(df.columns) == ["start", "end", "valence", "arousal", "reason"]
+    assert list(df.columns) == ["start", "end", "valence", "arousal", "outside_range", "reason"]
     assert list(zip(df.start, df.end)) == [(float(s), float(e)) for s, e in want]
     assert np.isfinite(df[["valence", "arousal"]].to_numpy()).all()
     assert df.reason.isna().all()
     head = "\n".join(_comments(csv_path))
     assert "experiment curve-ridge" in head and "trained on demo" in head and "seed 0" in head
     assert "warning" in head
+    # the scale: the demo's labels lie in -1..1 (from the demo dataset plugin), and what lies outside is marked
+    assert "# scale valence: training labels -1 to 1" in head and "# scale arousal: training labels -1 to 1" in head
+    v = df[["valence", "arousal"]].to_numpy()
+    marked = df.outside_range.fillna("").to_numpy()
+    assert [("valence" in m, "arousal" in m) for m in marked] == [(abs(a) > 1, abs(b) > 1) for a, b in v]
     # the windows are the clips: the predictions follow the clips' known labels somewhat
     truth = np.array([lab["arousal"] for _, _, lab in demo["truth"]])
     assert np.corrcoef(truth, df.arousal.to_numpy())[0, 1] > 0.3
@@ -93,12 +98,19 @@ def test_curve_writes_csv_png_and_html_one_row_per_window(demo, tmp_path):
     with av.open(str(png)) as c:  # a real PNG of a plot
         frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
     assert frame.shape[0] > 300 and frame.shape[1] > 800 and frame.std() > 10
+    # the demo warning is printed in the PNG too (its orange text under the plots)
+    f = frame.astype(np.int16)
+    orange = (np.abs(f[..., 0] - 0xAA) < 40) & (np.abs(f[..., 1] - 0x44) < 40) & (f[..., 2] < 50)
+    plots = int(0.75 * frame.shape[0])  # the axes end above this; the text lines follow
+    assert orange[plots:].sum() > 300, orange[plots:].sum()
     page = (out / "test-movie.mp4.curve.html").read_text()
-    assert "data:image/png;base64," in page and "curve-ridge" in page and "http" not in page.replace(
-        "http-equiv", "")
+    assert "data:image/png;base64," in page and "curve-ridge" in page
+    offline = page.replace('"http://www.w3.org/2000/svg"', "")  # the SVG namespace is a name, never fetched
+    assert "http:" not in offline and "https:" not in offline and "src=\"//" not in offline
+    assert f'<source src="{os.path.relpath(demo["film"], out)}" type="video/mp4">' in page  # linked, relative
     # the store group holds the film's windows with their times
-    ds = film_dataset(demo["film"], 4.0, 4.0)
-    assert ds.segmentation.startswith("curve-test-movie-") and ds.segmentation.endswith("-w4-h4")
+    ds = film_dataset(demo["film"], 4.0, 4.0, ("video", "audio"))  # logmel and affect: both streams
+    assert ds.segmentation.startswith("curve-test-movie-") and ds.segmentation.endswith("-va-w4-h4")
     group = FeatureStore(tmp_path / "s", mode="r").open_group("files", ds.segmentation)
     t = group.item_table()
     assert t.id.tolist()[:2] == ["test-movie.mp4@0-4", "test-movie.mp4@4-8"]
@@ -109,27 +121,211 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+class Chromium:
+    """Headless Chromium driven over ``--remote-debugging-pipe`` (the
+    DevTools protocol on file descriptors 3 and 4: JSON messages ended by
+    NUL), one page, real mouse events; no network port is opened."""
+
+    def __init__(self, profile: Path) -> None:
+        to_child_r, self._to_child = os.pipe()
+        self._from_child, from_child_w = os.pipe()
+
+        def fds() -> None:  # via fresh copies: a pipe end may already be 3 or 4, and dup2(fd, fd) keeps CLOEXEC
+            a, b = os.dup(to_child_r), os.dup(from_child_w)
+            os.dup2(a, 3)
+            os.dup2(b, 4)
+
+        self.proc = subprocess.Popen(
+            [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--mute-audio",
+             "--remote-debugging-pipe", f"--user-data-dir={profile}", "--window-size=1200,1000",
+             "--autoplay-policy=no-user-gesture-required", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=fds, close_fds=False)
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._buf = b""
+        self._id = 0
+        self.session = None
+
+    def call(self, method: str, timeout: float = 60.0, **params):
+        import select
+        import time
+
+        self._id += 1
+        msg = {"id": self._id, "method": method, "params": params}
+        if self.session and not method.startswith("Target."):
+            msg["sessionId"] = self.session
+        os.write(self._to_child, json.dumps(msg).encode() + b"\0")
+        end = time.monotonic() + timeout
+        while True:
+            while b"\0" in self._buf:
+                raw, self._buf = self._buf.split(b"\0", 1)
+                reply = json.loads(raw)
+                if reply.get("id") == self._id:
+                    if "error" in reply:
+                        raise RuntimeError(f"{method}: {reply['error']}")
+                    return reply.get("result", {})
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self._from_child], [], [], left)[0]:
+                raise TimeoutError(method)
+            chunk = os.read(self._from_child, 1 << 16)
+            if not chunk:
+                raise RuntimeError("chromium closed the pipe")
+            self._buf += chunk
+
+    def open(self, url: str) -> None:
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.call("Page.enable")
+        self.call("Page.navigate", url=url)
+
+    def js(self, expression: str, timeout: float = 60.0):
+        r = self.call("Runtime.evaluate", timeout=timeout, expression=expression, awaitPromise=True,
+                      returnByValue=True)
+        if "exceptionDetails" in r:
+            raise RuntimeError(f"{expression}: {r['exceptionDetails']}")
+        return r["result"].get("value")
+
+    def wait(self, expression: str, timeout: float = 60.0):
+        import time
+
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                v = self.js(expression)
+            except RuntimeError:
+                v = None
+            if v:
+                return v
+            time.sleep(0.2)
+        raise TimeoutError(expression)
+
+    def click(self, x: float, y: float) -> None:
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left",
+                      clickCount=0 if kind == "mouseMoved" else 1)
+
+    def hover(self, x: float, y: float) -> None:
+        self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=10)
+        except Exception:  # noqa: BLE001 - it is going away anyway
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._to_child)
+        os.close(self._from_child)
+
+
+def _x_of_time(browser: Chromium, target: str, t: float) -> tuple[float, float]:
+    """Viewport coordinates of time ``t`` on ``target``'s plot (from the page's own axis)."""
+    return tuple(browser.js(f"""(function () {{
+        var svg = document.querySelector('svg[data-target="{target}"]');
+        svg.scrollIntoView({{block: "center"}});
+        var r = svg.getBoundingClientRect(), vb = svg.viewBox.baseVal;
+        var frame = svg.querySelector("rect");
+        var L = +frame.getAttribute("x"), w = +frame.getAttribute("width");
+        var dur = JSON.parse(document.getElementById("curve-data").textContent).duration;
+        var x = L + {t} / dur * w;
+        return [r.left + x / vb.width * r.width, r.top + r.height / 2];
+    }})()"""))
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(_chromium() is None, reason="Chromium not installed (.ci/run installs Debian's chromium)")
-def test_the_page_shows_the_plot_in_a_headless_browser(demo, tmp_path):
+def test_the_page_plays_the_film_beside_its_curves_in_a_headless_browser(demo, tmp_path):
     out = tmp_path / "curves"
     r = run_cli("curve", demo["film"], "--model", demo["bundle"], "--window", 4, "--store", tmp_path / "s",
                 "--out", out)
     assert r.returncode == 0, r.stdout + r.stderr
     page = out / "test-movie.mp4.curve.html"
-    base = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}"]
-    # no network at view time: the page opens with networking off
-    dom = subprocess.run([*base, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert 'data-plot="loaded"' in dom.stdout, dom.stdout[-2000:] + dom.stderr[-2000:]
-    shot = tmp_path / "shot.png"
-    subprocess.run([*base, f"--screenshot={shot}", "--window-size=1400,1000", page.as_uri()],
-                   capture_output=True, text=True, timeout=120)
-    with av.open(str(shot)) as c:
-        img = next(c.decode(video=0)).to_ndarray(format="rgb24").astype(np.int16)
-    # not a blank page: the plot's coloured lines are on it (blue valence, red arousal)
-    blue = (img[..., 2] > 150) & (img[..., 0] < 80)
-    red = (img[..., 0] > 170) & (img[..., 1] < 80) & (img[..., 2] < 80)
-    assert blue.sum() > 200 and red.sum() > 200, (blue.sum(), red.sum())
+    text = page.read_text()
+    assert os.path.relpath(demo["film"], out) in text  # linked by relative path ...
+    assert page.stat().st_size < demo["film"].stat().st_size  # ... never embedded
+    browser = Chromium(tmp_path / "profile")
+    try:
+        browser.open(page.as_uri())
+        assert browser.wait("document.body.getAttribute('data-curves') === 'drawn'")
+        # both curves drawn in the page: one line each, one point per window
+        assert browser.js("document.querySelectorAll('svg[data-target]').length") == 2
+        assert browser.js("document.querySelectorAll('svg[data-target=valence] circle.point').length") == 16
+        assert browser.js("document.querySelectorAll('svg[data-target=arousal] polyline.curve').length") == 1
+        assert browser.js("document.body.getAttribute('data-plot')") == "loaded"
+        # the film plays here (H.264/AAC in MP4)
+        assert browser.wait("document.body.getAttribute('data-video') === 'ok'", timeout=60)
+        assert browser.js("document.getElementById('film').duration") == pytest.approx(64.0, abs=0.2)
+        # values on hover: the window under the pointer, both targets
+        x, y = _x_of_time(browser, "arousal", 10.0)
+        browser.hover(x, y)
+        tip = browser.wait("document.getElementById('tip').style.display === 'block' && "
+                           "document.getElementById('tip').textContent")
+        df = read_curve_csv(out / "test-movie.mp4.curve.csv")
+        assert tip.startswith("8-12 s: valence ") and f"arousal {df.arousal[2]:.3f}" in tip, tip
+        # a click on the curves seeks the film there
+        x, y = _x_of_time(browser, "valence", 37.0)
+        browser.click(x, y)
+        browser.wait("Math.abs(document.getElementById('film').currentTime - 37) < 0.5 && "
+                     "!document.getElementById('film').seeking")
+        assert float(browser.js("document.body.getAttribute('data-clicked')")) == pytest.approx(37.0, abs=0.3)
+        # the cursor follows currentTime (set by the player, not by a click)
+        browser.js("new Promise(function (ok) { var v = document.getElementById('film');"
+                   " v.addEventListener('seeked', function () { setTimeout(ok, 50); }, {once: true});"
+                   " v.currentTime = 21.5; })")
+        cursor = browser.js("""(function () {
+            var c = document.querySelector('svg[data-target=arousal] line.cursor');
+            return [+c.getAttribute('x1'), +document.body.getAttribute('data-cursor')]; })()""")
+        frame_x = browser.js("""(function () { var f = document.querySelector('svg[data-target=arousal] rect');
+            return [+f.getAttribute('x'), +f.getAttribute('width')]; })()""")
+        assert cursor[1] == pytest.approx(21.5, abs=0.05)
+        assert cursor[0] == pytest.approx(frame_x[0] + 21.5 / 64.0 * frame_x[1], abs=1.0)
+        # and during playback
+        browser.js("document.getElementById('film').play()")
+        browser.wait("document.getElementById('film').currentTime > 22.2")
+        moved = browser.js("+document.body.getAttribute('data-cursor')")
+        assert moved > 21.6
+        browser.js("document.getElementById('film').pause()")
+    finally:
+        browser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="Chromium not installed (.ci/run installs Debian's chromium)")
+def test_the_page_says_why_when_the_browser_cannot_play_the_film(demo, tmp_path):
+    """MPEG-2 video in an MPEG program stream: a codec browsers do not play."""
+    film = tmp_path / "old-film.mpg"
+    with av.open(str(film), "w", format="mpeg") as c:
+        st = c.add_stream("mpeg2video", rate=25)
+        st.width, st.height, st.pix_fmt = 160, 120, "yuv420p"
+        for i in range(25 * 9):
+            img = np.full((120, 160, 3), (i * 3) % 255, dtype=np.uint8)
+            for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+    from aanbench.workflows import film_curve
+    from aanbench.curve import load_models
+
+    res = film_curve(film, load_models([demo["bundle"]]), store=tmp_path / "s", out_dir=tmp_path / "o", window=4)
+    assert res.html is not None and res.failed  # no audio stream: the windows fail, and are shaded
+    browser = Chromium(tmp_path / "profile")
+    try:
+        browser.open(res.html.as_uri())
+        assert browser.wait("document.body.getAttribute('data-curves') === 'drawn'")
+        assert browser.wait("document.body.getAttribute('data-video') === 'error'", timeout=60)
+        why = browser.js("document.getElementById('novideo').textContent")
+        assert "cannot play old-film.mpg" in why and "mpeg2video video in mpg" in why and "curves" in why
+        assert browser.js("document.querySelectorAll('svg[data-target=valence] rect.failed').length") == len(res.failed)
+        x, y = _x_of_time(browser, "valence", 5.0)  # the curves still work: a click places the cursor
+        browser.click(x, y)
+        assert float(browser.wait("document.body.getAttribute('data-clicked')")) == pytest.approx(5.0, abs=0.3)
+        assert float(browser.js("document.body.getAttribute('data-cursor')")) == pytest.approx(5.0, abs=0.3)
+    finally:
+        browser.close()
 
 
 def test_rerun_reuses_the_store(demo, tmp_path):
@@ -169,14 +365,54 @@ def test_truncated_film_reports_the_lost_windows_and_keeps_the_others(demo, tmp_
     assert (out / "cut.mp4.curve.png").is_file() and (out / "cut.mp4.curve.html").is_file()
 
 
-def test_unreadable_film_is_reported(demo, tmp_path):
+def test_a_file_that_is_not_media_gets_exit_2_and_no_files(demo, tmp_path):
     bad = tmp_path / "broken.mp4"
-    bad.write_bytes(b"\x00not a film" * 1000)
+    bad.write_text("this is a text file with a film's name\n" * 50)
     out = tmp_path / "curves"
     r = run_cli("curve", bad, "--model", demo["bundle"], "--store", tmp_path / "s", "--out", out)
-    assert r.returncode == 1, r.stdout + r.stderr
-    df = read_curve_csv(out / "broken.mp4.curve.csv")
-    assert len(df) == 1 and "not a media file" in df.reason[0]
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "broken.mp4" in r.stderr and "not a film" in r.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_folder_gives_one_output_set_per_film_and_lists_what_is_not_media(demo, tmp_path):
+    films = tmp_path / "films"
+    films.mkdir()
+    shutil.copy(demo["film"], films / "one.mp4")
+    make_clip(films / "sub" / "two.mp4", seconds=8.0, fps=10, size=(120, 160))
+    (films / "notes.txt").write_text("not a film")  # not a media name: not listed at all
+    (films / "fake.mp4").write_text("a text file named .mp4")
+    out = tmp_path / "curves"
+    r = run_cli("curve", films, "--model", demo["bundle"], "--window", 4, "--store", tmp_path / "s",
+                     "--out", out)
+    assert r.returncode == 1, r.stdout + r.stderr  # in a batch: exit 1, the bad file listed with its reason
+    assert "fake.mp4" in r.stdout and "not films" in r.stdout
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{n}.curve.{x}" for n in ("one.mp4", "two.mp4") for x in ("csv", "png", "html"))
+    assert len(read_curve_csv(out / "one.mp4.curve.csv")) == 16 and len(read_curve_csv(out / "two.mp4.curve.csv")) == 2
+
+
+def test_audio_that_outlasts_the_video_gets_every_window_and_exit_0(demo, tmp_path):
+    """A common mismatch (58.08 s of video, 58.43 s of audio in the issue):
+    windows are planned on what both streams cover."""
+    fps, rate = 10, 16000
+    rng = np.random.default_rng(1)
+    frames = np.repeat(rng.integers(0, 255, (1, 120, 160, 3), dtype=np.uint8), 100, axis=0)  # 10.0 s of video
+    frames[:, 40:60, :40] = 255
+    t = np.arange(int(10.35 * rate)) / rate  # 10.35 s of audio
+    film = write_clip(tmp_path / "longer-audio.mp4", frames, fps, (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32),
+                      rate)
+    assert probe_duration(film) == pytest.approx(10.35, abs=0.01)  # the container: its longest stream
+    assert probe_duration(film, ["video", "audio"]) == pytest.approx(10.0, abs=0.01)
+    assert probe_duration(film, ["audio"]) == pytest.approx(10.35, abs=0.01)
+    out = tmp_path / "curves"
+    r = run_cli("curve", film, "--model", demo["bundle"], "--window", 4, "--store", tmp_path / "s",
+                     "--out", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    df = read_curve_csv(out / "longer-audio.mp4.curve.csv")
+    assert list(zip(df.start, df.end)) == [(0.0, 4.0), (4.0, 8.0), (8.0, 10.0)]
+    assert df.reason.isna().all() and df[["valence", "arousal"]].notna().all().all()
+    assert "video 10.00 s, audio 10.35 s" in "\n".join(_comments(out / "longer-audio.mp4.curve.csv"))
 
 
 def test_configuration_errors_exit_2(demo, tmp_path):
@@ -208,7 +444,7 @@ def test_single_target_model_files_from_run_save_models(demo, tmp_path):
                 "--out", out)
     assert r.returncode == 0, r.stdout + r.stderr
     df = read_curve_csv(out / "test-movie.mp4.curve.csv")
-    assert list(df.columns) == ["start", "end", "arousal", "reason"] and len(df) == 16
+    assert list(df.columns) == ["start", "end", "arousal", "outside_range", "reason"] and len(df) == 16
     assert df.arousal.notna().all()
 
 
@@ -230,7 +466,10 @@ def test_converted_published_checkpoint_draws_a_curve_from_stored_features(demo,
 
     payload = load_any(model)
     dims = payload["targets"]["arousal"]["state"]["config"]["dims"]
-    ds = film_dataset(demo["film"], 5.0, 5.0)
+    from aanbench.curve import CurveModel
+    from aanbench.workflows.curve import model_streams
+
+    ds = film_dataset(demo["film"], 5.0, 5.0, model_streams([CurveModel(payload, str(model))]))
     items = ds.items(demo["film"])
     store = FeatureStore(tmp_path / "s")
     group = store.ensure_group(ds.name, items, segmentation=ds.segmentation, chunk_rows=32,
@@ -244,7 +483,7 @@ def test_converted_published_checkpoint_draws_a_curve_from_stored_features(demo,
                 env={"AANBENCH_WEIGHTS": str(tmp_path / "no-weights")})
     assert r.returncode == 0, r.stdout + r.stderr
     df = read_curve_csv(out / "test-movie.mp4.curve.csv")
-    assert list(df.columns) == ["start", "end", "arousal", "reason"]
+    assert list(df.columns) == ["start", "end", "arousal", "outside_range", "reason"]
     assert len(df) == len(items) and df.arousal.notna().all() and df.arousal.std() > 0
 
 

@@ -172,3 +172,59 @@ def test_overlapping_windows_seek_back_in_the_open_file(film, monkeypatch):
         # after a seek the AAC decoder restarts: allow its glitch within the 1 s pre-roll only
         assert np.abs(a[: expect.size] - expect).max() < 1e-4, it.id
     close_reader()
+
+
+def _longer_audio(path: Path, video_s: float, audio_s: float) -> Path:
+    frames = np.zeros((int(round(video_s * FPS)), 64, 80, 3), np.uint8)
+    frames[:, :, :40] = 200
+    t = np.arange(int(round(audio_s * RATE))) / RATE
+    return write_clip(path, frames, FPS, (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), RATE)
+
+
+def test_streams_option_plans_windows_on_what_every_stream_covers(tmp_path):
+    """Audio outlasting video by 0.35 s (as in many real films): with the
+    video needed, no window runs past the last frame; each window decodes."""
+    from aanbench.filmdecode import stream_durations
+
+    film = _longer_audio(tmp_path / "f.mp4", 5.0, 5.35)
+    lengths = stream_durations(film)
+    assert lengths["video"] == pytest.approx(5.0, abs=0.01) and lengths["audio"] == pytest.approx(5.35, abs=0.01)
+    files = get_plugins().dataset("files")
+    plain = files.configure(window=2)
+    both = files.configure(window=2, streams="video+audio")
+    audio = files.configure(window=2, streams="audio")
+    assert [(it.start, it.end) for it in plain.items(film)][-1] == (4.0, 5.35)  # the container's length
+    assert [(it.start, it.end) for it in both.items(film)] == [(0.0, 2.0), (2.0, 4.0), (4.0, 5.0)]
+    assert [(it.start, it.end) for it in audio.items(film)][-1] == (4.0, 5.35)
+    assert both.config() == {"window": 2.0, "hop": 2.0, "streams": "video+audio"}
+    req = MediaRequest(frames=4, short_side=32, audio_rate=RATE)
+    close_reader()
+    media = [decode_item(it, [req]) for it in both.items(film)]
+    assert media[-1].frames_for(req).shape[0] == 4 and media[-1].audio_for(req).size == RATE
+    close_reader()
+    with pytest.raises(ItemError, match="media ends at"):  # what the container's length gave before
+        for it in plain.items(film):
+            decode_item(it, [req])
+    close_reader()
+    with pytest.raises(AanbenchError, match="streams"):
+        files.configure(window=2, streams="subtitles")
+
+
+def test_stream_lengths_without_header_durations_come_from_the_packets(tmp_path):
+    """Matroska keeps no per-stream duration: the packets give it."""
+    from aanbench.filmdecode import stream_durations
+
+    src = _longer_audio(tmp_path / "f.mp4", 4.0, 4.35)
+    mkv = tmp_path / "f.mkv"
+    with av.open(str(src)) as inp, av.open(str(mkv), "w", format="matroska") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is None:
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    with av.open(str(mkv)) as c:
+        assert all(s.duration is None for s in c.streams)  # nothing in the header
+    lengths = stream_durations(mkv)  # on the file's clock: Matroska shifts both by the AAC priming (64 ms)
+    assert 4.0 <= lengths["video"] <= 4.1 and lengths["audio"] - lengths["video"] == pytest.approx(0.35, abs=0.01)
+    assert probe_duration(mkv, ["video", "audio"]) == pytest.approx(lengths["video"])

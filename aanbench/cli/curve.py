@@ -13,31 +13,39 @@ from aanbench.workflows import DEMO_WARNING, check_curve_request, curve, load_mo
 
 @command(app, "curve")
 def curve_cmd(
-    films: list[Path] = typer.Argument(..., metavar="FILM...", help="Film files (any format PyAV reads)."),
-    model: list[Path] = typer.Option(..., "--model", metavar="BUNDLE", help="Model bundle (`aanbench train`) or model file (`run --save-models`, `models import-aan`); repeat for one file per target."),
+    films: list[Path] = typer.Argument(..., metavar="FILM...", help="Film files (any format PyAV reads), or folders: every media file in them."),
+    model: list[str] = typer.Option(..., "--model", metavar="FILE|NAME", help="Model bundle (`aanbench train`), model file (`run --save-models`, `models import-aan`) or named model (`aanbench models list`, e.g. aan-cognimuse); repeat for one per target."),
     window: float = typer.Option(5.0, "--window", metavar="SECONDS", help="Window length."),
     hop: Optional[float] = typer.Option(None, "--hop", metavar="SECONDS", help="Step between window starts (default: the window)."),
     store: Path = typer.Option(Path(".aanbench-curve/store"), "--store", help="Feature store for the films' windows (reused and resumed)."),
     out: Path = typer.Option(Path("."), "--out", metavar="DIR", help="Folder for <film>.curve.csv, .png and .html."),
     smooth: Optional[float] = typer.Option(None, "--smooth", metavar="SECONDS", help="Also draw a centred moving average over this many seconds."),
-    workers: int = typer.Option(1, "--workers", "-j", help="Extraction workers."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Extraction workers (default: every usable CPU, as many as the windows and the available memory allow)."),
     device: str = typer.Option("cpu", "--device", help="Torch device for neural extractors."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Folder of pretrained weight files."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """The emotion curve of a film: valence and arousal window by window.
 
-    Cuts each film into windows (the last partial window is kept when at least
-    half a window long), extracts the model's features for them into the store,
-    predicts every target the model has and writes <film>.curve.csv
-    (start,end,<targets>,reason), <film>.curve.png (the targets over time and the
-    valence-arousal plane) and <film>.curve.html (one self-contained page). Exit 1
-    when some windows failed (listed with their reason), 2 on configuration errors.
+    Cuts each film into windows over the duration that every stream the model
+    needs covers (the last partial window is kept when at least half a window
+    long), extracts the model's features for them into the store, predicts every
+    target the model has and writes <film>.curve.csv
+    (start,end,<targets>,outside_range,reason), <film>.curve.png (the targets over
+    time on the training labels' scale, and the valence-arousal plane) and
+    <film>.curve.html (one self-contained page that plays the film, linked by
+    relative path, beside its curves). A folder means every media file in it.
+    Exit 1 when some windows failed or some file of a batch is not media (listed
+    with their reason), 2 on configuration errors (a single file that is not
+    media, missing weight files: each named).
 
     \b
     Example:
+      aanbench weights                   # the four extractor files to download
+      aanbench weights add resnet50-0676ba61.pth   # each of them, verified
+      aanbench curve film.mp4 --model aan-cognimuse --smooth 30 --out curves
       aanbench train ridge demo --store feats --out demo-ridge.pt
-      aanbench curve film.mp4 --model demo-ridge.pt --window 5 --smooth 30 --out curves
+      aanbench curve films/ --model demo-ridge.pt --window 5 --out curves
     """
     check_curve_request(films, window, hop)
     models = load_models(model)
@@ -65,12 +73,22 @@ def curve_cmd(
         stop()
         if as_json:
             return
+        if res.error:
+            console.print(f"[red]{res.film}: not a film[/] ({res.error}); nothing written", highlight=False,
+                          soft_wrap=True)
+            return
         failed = res.failed
         for note in res.notes:
             console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
         console.print(f"{res.film.name}: {len(res.reasons) - len(failed)}/{len(res.reasons)} windows of {window:g} s "
                       f"({', '.join(res.targets)}) -> {res.csv}, {res.png}, {res.html}", highlight=False,
                       soft_wrap=True)
+        for t in res.targets:
+            n_out = int(res.outside(t).sum())
+            if n_out:
+                console.print(f"[yellow]warning:[/] {n_out} of {len(res.reasons)} {t} values lie outside the "
+                              f"training labels' range ({res.scale.describe(t)}): the model is extrapolating "
+                              f"(outside_range column)", highlight=False, soft_wrap=True)
         if failed:
             console.print(f"[red]{len(failed)} windows failed[/] (start-end s: reason):")
             for s, e, why in failed[:50]:
@@ -89,8 +107,16 @@ def curve_cmd(
     finally:
         stop()
     if as_json:
-        echo_json([{"film": str(res.film), "windows": len(res.reasons), "failed": len(res.failed),
-                    "targets": res.targets, "csv": str(res.csv), "png": str(res.png), "html": str(res.html),
-                    "store_group": res.group, "failures": [list(f) for f in res.failed]} for res in results])
-    if any(res.failed for res in results):
+        echo_json([{"film": str(res.film), "error": res.error or None, "windows": len(res.reasons),
+                    "failed": len(res.failed), "targets": res.targets,
+                    "csv": str(res.csv) if res.csv else None, "png": str(res.png) if res.png else None,
+                    "html": str(res.html) if res.html else None, "store_group": res.group,
+                    "outside_range": {t: int(res.outside(t).sum()) for t in res.targets},
+                    "failures": [list(f) for f in res.failed]} for res in results])
+    refused = [res for res in results if res.error]
+    if refused and not as_json:
+        console.print(f"[red]{len(refused)} of {len(results)} files are not films[/] (no curve written):")
+        for res in refused:
+            console.print(f"  {res.film}: {res.error}", highlight=False, soft_wrap=True)
+    if any(res.failed or res.error for res in results):
         raise typer.Exit(1)

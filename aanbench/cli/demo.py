@@ -113,5 +113,11 @@ def demo_cmd(
         bars.close()
     for path in (res.curve.png, res.curve.html, res.curve.csv):
         console.print(f"wrote {path}")
+    if res.timings:
+        total = sum(sec for name, sec in res.timings if not name.startswith(" "))
+        console.print(f"where the time went ({total:.1f} s; load average "
+                      f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}):", highlight=False)
+        for name, sec in res.timings:
+            console.print(f"  {name:48s} {sec:7.1f} s", highlight=False)
     if res.failed:
         raise typer.Exit(1)

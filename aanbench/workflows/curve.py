@@ -1,26 +1,37 @@
 """The ``curve`` workflow: the emotion curve of a film, window by window.
 
-Steps: the film is cut into windows by the ``files`` dataset (``window``,
-``hop`` seconds; the last partial window is kept when at least half a
-window long); the models' features are extracted for those windows into
-the store (one group per film, ``files/<segmentation>``, so a rerun reuses
-and resumes it; windows are decoded in one pass, see
-:mod:`aanbench.filmdecode`); every target of every model is predicted.
-Sequence models get windows of the length, scope and labelling their
-bundle's sample spec says, with a stride of one window and the film's
+Steps: a folder means every media file below it (:func:`media_files`); a
+file that is not media is refused (:func:`film_problem`: alone, an error;
+in a batch, a result with ``error`` and no files). Each film is cut into
+windows by the ``files`` dataset (``window``, ``hop`` seconds) over the
+duration that every stream the models' extractors need covers
+(:func:`model_streams`; the last partial window is kept when at least half
+a window long); the weight files of the extractors whose features the
+store lacks are checked before any work (:func:`check_curve_weights`); the
+features are extracted for those windows into the store (one group per
+film, ``files/<segmentation>``, so a rerun reuses and resumes it; windows
+are decoded in one pass, see :mod:`aanbench.filmdecode`; by default with
+every usable CPU, :func:`default_workers`); every target of every model is
+predicted. Sequence models get windows of the length, scope and labelling
+their bundle's sample spec says, with a stride of one window and the film's
 first window repeated in front (``start = pad``), so every window has a
-prediction. Then per film (:mod:`aanbench.curve_output`):
+prediction. The training labels' range per target
+(:func:`aanbench.curve.label_scale`) is the plots' scale. Then per film
+(:mod:`aanbench.curve_output`):
 
 * ``<film>.curve.csv``: comment lines (``#``) naming the film, the models'
-  experiment, training dataset, features and seed, then
-  ``start,end,<targets>,reason`` (seconds; empty values and a reason for
-  windows that failed);
-* ``<film>.curve.png``: the targets over time (window centres, seconds),
-  an optional centred moving average (``smooth`` seconds), and the
-  valence-arousal plane with the path coloured by time;
-* ``<film>.curve.html``: one self-contained page (the PNG embedded as
-  base64, no network at view time) with the plot, the provenance and the
-  values.
+  experiment, training dataset, features and seed, each target's scale,
+  then ``start,end,<targets>,outside_range,reason`` (seconds; empty values
+  and a reason for windows that failed);
+* ``<film>.curve.png``: the targets over time (window centres) on the
+  training label range, values outside it marked, an optional centred
+  moving average (``smooth`` seconds) that never bridges a failed window,
+  and the valence-arousal plane with the path coloured by time; warnings
+  and the scale under it;
+* ``<film>.curve.html``: one self-contained page: the film in an HTML5
+  player (linked by relative path), the curves drawn in the page (hover,
+  click to seek, a cursor following playback), the scale, provenance, the
+  PNG (base64) and the values.
 """
 
 from __future__ import annotations
@@ -35,18 +46,55 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from aanbench.contracts import AanbenchError, SequenceSpec
-from aanbench.curve import CurveModel, FilmCurve, demo_warnings, load_models
+from aanbench.curve import CurveModel, FilmCurve, demo_warnings, label_scale, load_models
 from aanbench.curve_output import plot_curve, write_curve_csv, write_curve_html
 from aanbench.filmwrite import write_film
 
 
+def media_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The films ``paths`` name: a file is itself (whatever its name; whether
+    it is media is checked by :func:`film_problem`), a folder every file
+    below it whose extension is a media container's (as the ``files``
+    dataset lists them), sorted. A path that does not exist, or a folder
+    without media files, is an :class:`AanbenchError`."""
+    MEDIA_SUFFIXES = set(getattr(_files_plugin(), "media_suffixes", ()))
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES)
+            if not found:
+                raise AanbenchError(f"{p}: a folder without media files ({', '.join(sorted(MEDIA_SUFFIXES))})")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise AanbenchError(f"{p}: no such film (a media file or a folder of them is expected)")
+    return list(dict.fromkeys(out))
+
+
+def film_problem(film: Path) -> str:
+    """Why ``film`` is not a film (``''`` when it is): it cannot be opened
+    as media, or it has neither a video nor an audio stream."""
+    from aanbench.contracts import ItemError
+    from aanbench.filmdecode import stream_durations
+
+    try:
+        lengths = stream_durations(film)
+    except ItemError as exc:
+        return str(exc)
+    if not lengths:
+        return f"no video or audio stream: {film}"
+    return ""
+
+
 def check_curve_request(films: Sequence[str | Path], window: float, hop: float | None) -> None:
     """What :func:`curve` checks before any work: positive ``window`` /
-    ``hop``, no two films of one name (their files would overwrite each other)."""
+    ``hop``, no two films of one name (their files would overwrite each
+    other; folders are expanded first, :func:`media_files`)."""
     if window <= 0 or (hop is not None and hop <= 0):
         raise AanbenchError("--window and --hop must be positive seconds")
     names: dict[str, Path] = {}
-    for film in map(Path, films):
+    for film in media_files(films):
         if film.name in names and names[film.name] != film:
             raise AanbenchError(f"{names[film.name]} and {film} have the same name, so their curves would overwrite "
                                 "each other: draw them with separate --out folders")
@@ -62,7 +110,7 @@ def curve(
     window: float = 5.0,
     hop: float | None = None,
     smooth: float | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     device: str = "cpu",
     weights_dir: Path | None = None,
     on_film: Callable[[Path], None] | None = None,
@@ -70,32 +118,106 @@ def curve(
     on_planned: Callable[[Any, list[str], str], None] | None = None,
     on_progress: Callable[[Any], None] | None = None,
 ) -> list[FilmCurve]:
-    """The curve of each of ``films`` (:func:`film_curve`) drawn with
+    """The curve of each of ``films`` (files, or folders meaning every media
+    file below them, :func:`media_files`; :func:`film_curve`) drawn with
     ``models`` (loaded :class:`CurveModel` or model file paths), after
     :func:`check_curve_request`. ``on_film(film)`` before each film,
     ``on_curve(result)`` after it; ``on_planned`` / ``on_progress`` as in
-    :func:`film_curve`."""
+    :func:`film_curve`.
+
+    A file that is not media (:func:`film_problem`): when it is the only
+    film asked for, an :class:`AanbenchError`; in a batch, a result with
+    ``error`` set and no files, and the other films go on."""
     check_curve_request(films, window, hop)
     if any(not isinstance(m, CurveModel) for m in models):
         models = [m for m in models if isinstance(m, CurveModel)] + load_models(
             [m for m in models if not isinstance(m, CurveModel)])
+    paths = media_files(films)
+    check_curve_weights(paths, models, store=store, window=window, hop=hop, weights_dir=weights_dir)
     out = []
-    for film in map(Path, films):
+    for film in paths:
         if on_film is not None:
             on_film(film)
-        res = film_curve(film, models, store=store, out_dir=out_dir, window=window, hop=hop, smooth=smooth,
-                         workers=workers, device=device, weights_dir=weights_dir, on_planned=on_planned,
-                         on_progress=on_progress)
+        why = film_problem(film)
+        if why and len(paths) == 1:
+            raise AanbenchError(f"{film}: not a film ({why}); nothing written")
+        if why:
+            res = FilmCurve(film=film, start=np.zeros(0), end=np.zeros(0), values={}, reasons=[],
+                            models=list(models), window=float(window), hop=float(hop or window), error=why)
+        else:
+            res = film_curve(film, models, store=store, out_dir=out_dir, window=window, hop=hop, smooth=smooth,
+                             workers=workers, device=device, weights_dir=weights_dir, on_planned=on_planned,
+                             on_progress=on_progress)
         out.append(res)
         if on_curve is not None:
             on_curve(res)
     return out
 
 
-def film_segmentation(film: Path, window: float, hop: float) -> str:
+def check_curve_weights(films: Sequence[Path], models: Sequence[CurveModel], *, store: str | Path, window: float,
+                        hop: float | None, weights_dir: Path | None = None) -> None:
+    """Before any work: the weight files of the extractors whose features the
+    store still lacks for some of ``films`` must be in the weights folder;
+    otherwise one :class:`AanbenchError` naming each missing file, its
+    SHA-256, where to put it and where to get it
+    (:func:`aanbench.named_models.check_weights`)."""
+    from aanbench.named_models import check_weights
+    from aanbench.plugin_manager import get_plugins
+
+    plugins = get_plugins()
+    streams = model_streams(models, plugins)
+    hop_ = float(hop if hop is not None else window)
+    todo: list[str] = []
+    for film in films:
+        if film_problem(film):
+            continue
+        ds = film_dataset(film, float(window), hop_, streams)
+        todo.extend(n for n in _features_to_extract(models, Path(store), ds, plugins) if n not in todo)
+    if todo:
+        who = ", ".join(m.path or m.experiment for m in models)
+        check_weights(todo, weights_dir=weights_dir, plugins=plugins, needed_by=f"curve with {who}")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (``MemAvailable``), ``None`` where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+WORKER_MEMORY = {"weightfree": 600 << 20, "neural": 3 << 30}  # bytes one extraction worker may use, measured high
+
+
+def default_workers(features: Sequence[str], n_windows: int, plugins: Any = None) -> int:
+    """Extraction workers for ``n_windows`` windows of the extractors
+    ``features``: every usable CPU (:func:`aanbench.cpus.usable_cpus`), no
+    more than there are windows, and no more than the available memory holds
+    (:data:`WORKER_MEMORY` per worker: more for extractors with weight files)."""
+    from aanbench.cpus import usable_cpus
+
+    if plugins is None:
+        from aanbench.plugin_manager import get_plugins
+
+        plugins = get_plugins()
+    neural = any(getattr(plugins.extractors.get(n), "weights", ()) for n in features)
+    per = WORKER_MEMORY["neural" if neural else "weightfree"]
+    n = min(usable_cpus(), max(1, n_windows))
+    avail = _available_memory()
+    if avail is not None:
+        n = min(n, max(1, avail // per))
+    return max(1, n)
+
+
+def film_segmentation(film: Path, window: float, hop: float, streams: Sequence[str] = ()) -> str:
     """Store segmentation of ``film``'s windows: ``curve-<stem>-<hash of its
-    absolute path and size>-w<window>-h<hop>`` (one group per film and
-    windowing; a film replaced by another of another size gets a new group)."""
+    absolute path and size>[-<streams>]-w<window>-h<hop>`` (one group per
+    film, windowing and streams planned on, ``v``/``a``/``va``; a film
+    replaced by another of another size gets a new group)."""
     film = Path(film).resolve()
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", film.stem)[:40] or "film"
     size = film.stat().st_size if film.exists() else 0
@@ -104,18 +226,50 @@ def film_segmentation(film: Path, window: float, hop: float) -> str:
     def lab(x: float) -> str:
         return f"{x:.3f}".rstrip("0").rstrip(".")
 
-    return f"curve-{stem}-{digest}-w{lab(window)}-h{lab(hop)}"
+    tag = "".join(k[0] for k in streams)
+    return f"curve-{stem}-{digest}{'-' + tag if tag else ''}-w{lab(window)}-h{lab(hop)}"
 
 
-def film_dataset(film: Path, window: float, hop: float):
-    """The ``files`` dataset configured for ``film``'s windows."""
+def _files_plugin():
     from aanbench.plugin_manager import get_plugins
 
     plugins = get_plugins()
     if "files" not in plugins.datasets:
         raise AanbenchError("curve needs the `files` dataset plugin, which is not installed (see `aanbench plugins`)")
-    return plugins.dataset("files").configure(window=window, hop=hop,
-                                              segmentation=film_segmentation(film, window, hop))
+    return plugins.dataset("files")
+
+
+def film_dataset(film: Path, window: float, hop: float, streams: Sequence[str] = ()):
+    """The ``files`` dataset configured for ``film``'s windows, planned on
+    the duration every one of ``streams`` (``video``, ``audio``: what the
+    models' extractors need, :func:`model_streams`) covers."""
+    opts: dict[str, Any] = {"window": window, "hop": hop,
+                            "segmentation": film_segmentation(film, window, hop, streams)}
+    if streams:
+        opts["streams"] = "+".join(streams)
+    return _files_plugin().configure(**opts)
+
+
+def model_streams(models: Sequence[CurveModel], plugins: Any = None) -> tuple[str, ...]:
+    """The streams (``video``, ``audio``) the extractors of ``models``'
+    features decode (an extractor that is not installed counts for none:
+    its features can only come from the store)."""
+    if plugins is None:
+        from aanbench.plugin_manager import get_plugins
+
+        plugins = get_plugins()
+    kinds: set[str] = set()
+    for m in models:
+        for n in m.payload.features:
+            ex = plugins.extractors.get(n)
+            needs = getattr(ex, "needs", None)
+            if needs is None:
+                continue
+            if needs.wants_video:
+                kinds.add("video")
+            if needs.wants_audio:
+                kinds.add("audio")
+    return tuple(k for k in ("video", "audio") if k in kinds)
 
 
 def _features_to_extract(models: Sequence[CurveModel], store: Path, ds, plugins) -> list[str]:
@@ -162,7 +316,7 @@ def film_curve(
     window: float = 5.0,
     hop: float | None = None,
     smooth: float | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     chunk_rows: int = 32,
     batch_size: int = 8,
     device: str = "cpu",
@@ -178,7 +332,9 @@ def film_curve(
 
     ``on_planned(plan, skipped, backend)`` and ``on_progress(unit_result)``
     are :func:`aanbench.extraction.extract_dataset`'s callbacks (one unit
-    is a chunk of ``chunk_rows`` windows)."""
+    is a chunk of ``chunk_rows`` windows, fewer when ``workers`` share
+    the film). ``workers``: extraction workers, by default
+    :func:`default_workers` (every usable CPU, memory permitting)."""
     import time
 
     from aanbench.extraction import extract_dataset
@@ -193,12 +349,30 @@ def film_curve(
     window = float(window)
     if smooth is not None and not (smooth > 0 and math.isfinite(smooth)):
         raise AanbenchError(f"--smooth must be positive seconds, not {smooth!r}")
+    why = film_problem(film)
+    if why:
+        raise AanbenchError(f"{film}: not a film ({why}); nothing written")
     plugins = get_plugins()
-    ds = film_dataset(film, window, hop)
+    streams = model_streams(models, plugins)
+    ds = film_dataset(film, window, hop, streams)
+    notes: list[str] = []
+    if len(streams) > 1:
+        from aanbench.filmdecode import stream_durations
+
+        lengths = stream_durations(film)
+        if len(set(round(lengths.get(k, 0.0), 2) for k in streams)) > 1:
+            notes.append("the windows cover the " + f"{min(lengths.get(k, 0.0) for k in streams):.2f} s that every "
+                         "stream the model needs covers (" + ", ".join(f"{k} {lengths.get(k, 0.0):.2f} s"
+                                                                      for k in streams) + ")")
     todo = _features_to_extract(models, Path(store), ds, plugins)
     t0 = time.perf_counter()
     if todo:
-        extract_dataset(ds, film, Path(store), todo, workers=workers, chunk_rows=chunk_rows, batch_size=batch_size,
+        n_windows = len(ds.items(film))
+        if workers is None:
+            workers = default_workers(todo, n_windows, plugins)
+        workers = max(1, int(workers))
+        rows = max(1, min(chunk_rows, math.ceil(n_windows / workers)))
+        extract_dataset(ds, film, Path(store), todo, workers=workers, chunk_rows=rows, batch_size=batch_size,
                         device=device, weights_dir=weights_dir, on_planned=on_planned, on_progress=on_progress)
     seconds = time.perf_counter() - t0
     group = FeatureStore(store, mode="r").open_group(ds.name, ds.segmentation)
@@ -207,7 +381,6 @@ def film_curve(
     row_of = {sid: i for i, sid in enumerate(table["id"])}
     values: dict[str, np.ndarray] = {}
     reasons = [""] * n
-    notes: list[str] = []
     for m in models:
         payload = m.payload
         spec = payload.samples
@@ -233,7 +406,7 @@ def film_curve(
     res = FilmCurve(film=film, start=table["start"].to_numpy(np.float64), end=table["end"].to_numpy(np.float64),
                     values=values, reasons=reasons, models=list(models), window=window, hop=hop, group=group.path,
                     warnings=demo_warnings(models), notes=list(dict.fromkeys(notes)), extraction_seconds=seconds,
-                    truth=truth)
+                    truth=truth, scale=label_scale(models, plugins))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     res.csv = write_curve_csv(res, out / f"{film.name}.curve.csv")

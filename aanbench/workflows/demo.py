@@ -6,7 +6,8 @@ leaderboard, and the emotion curve of the test movies joined into one film."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ class DemoResult:
     extraction: Any
     benchmark: BenchmarkResult
     curve: Any
+    timings: list[tuple[str, float]] = field(default_factory=list)  # (step, seconds): where the time went
 
     @property
     def failed(self) -> bool:
@@ -114,12 +116,42 @@ def demo_prerequisites(generate: Any, experiments: list[str], workdir: Path, lea
     return sorted(features)
 
 
+class _Timed(BenchmarkEvents):
+    """Passes the benchmark's events on to ``inner`` and notes when the runs ended (the boards follow)."""
+
+    def __init__(self, inner: BenchmarkEvents) -> None:
+        self.inner = inner
+        self.runs_ended: float | None = None
+
+    def skipped(self, experiment: str, reason: str) -> None:
+        self.inner.skipped(experiment, reason)
+
+    def started(self, experiment: str | None, seed: int | None) -> None:
+        self.inner.started(experiment, seed)
+
+    def progress(self, done: int, total: int, what: str) -> None:
+        self.inner.progress(done, total, what)
+
+    def finished(self, run: Any) -> None:
+        self.inner.finished(run)
+
+    def failed(self, failure: Any) -> None:
+        self.inner.failed(failure)
+
+    def ended(self) -> None:
+        self.runs_ended = time.perf_counter()
+        self.inner.ended()
+
+
 def demo(workdir: str | Path = DEFAULT_WORKDIR, leaderboard: str | Path = Path("leaderboards/demo.md"), *,
          clips: int = 120, seed: int = 0, workers: int = 1, events: DemoEvents | None = None) -> DemoResult:
     """The five steps of ``aanbench demo`` (see the module's docstring) in
     ``workdir`` (``data/``, ``store/``, ``results/``, ``curve/``); the
     leaderboard goes to ``leaderboard``. Every prerequisite is checked
-    first. Idempotent: a second call reuses data and features."""
+    first. Idempotent: a second call reuses data and features.
+    ``DemoResult.timings``: the seconds of each step (clips, extraction with
+    decoding and each extractor's compute seconds summed over workers,
+    training, boards, curve)."""
     ev = events or DemoEvents()
     workdir, leaderboard = Path(workdir), Path(leaderboard)
     ds = get_plugins().dataset("demo")
@@ -130,19 +162,43 @@ def demo(workdir: str | Path = DEFAULT_WORKDIR, leaderboard: str | Path = Path("
         experiments = []  # demo_prerequisites reports the registry's problem
     features = demo_prerequisites(generate, experiments, workdir, leaderboard)  # before any work
     data = workdir / "data"
+    timings: list[tuple[str, float]] = []
+    t = time.perf_counter()
     ev.step(1, "demo dataset")
     generate(data, seed=seed, clips=clips, progress=ev.generating)
     ev.generated(data)
+    timings.append(("clips", time.perf_counter() - t))
     ev.step(2, "extract features")
     store = workdir / "store"
+    decode, per_ex = [0.0], {n: 0.0 for n in features}
+
+    def on_unit(unit: Any) -> None:
+        decode[0] += getattr(unit, "decode_seconds", 0.0)
+        for n, sec in getattr(unit, "extractor_seconds", {}).items():
+            per_ex[n] = per_ex.get(n, 0.0) + sec
+        ev.extract_progress(unit)
+
+    t = time.perf_counter()
     outcome = extract(ds, data, store, features, workers=workers, chunk_rows=16, on_planned=ev.extract_planned,
-                      on_progress=ev.extract_progress)
+                      on_progress=on_unit)
     ev.extracted(outcome)
+    timings.append((f"extraction ({workers} worker{'s' if workers != 1 else ''}, wall)", time.perf_counter() - t))
+    timings.append(("  decoding (summed over workers)", decode[0]))
+    timings.extend((f"  {n} (summed over workers)", sec) for n, sec in per_ex.items())
     ev.step(3, f"benchmark: {len(experiments)} experiments, leave-one-movie-out")
     cmd = "aanbench demo" + ("" if workdir == DEFAULT_WORKDIR else f" --workdir {workdir}")
-    bench = benchmark(ds, store, workdir / "results", leaderboard, protocol=DEMO_PROTOCOL, command=cmd, events=ev)
+    timed = _Timed(ev)
+    t = time.perf_counter()
+    bench = benchmark(ds, store, workdir / "results", leaderboard, protocol=DEMO_PROTOCOL, command=cmd,
+                      events=timed)
+    t_end = time.perf_counter()
+    t_runs = timed.runs_ended if timed.runs_ended is not None else t_end
+    timings.append((f"training ({len(experiments)} experiments)", t_runs - t))
+    timings.append(("boards", t_end - t_runs))
     ev.step(4, "leaderboard")
     ev.benchmarked(bench)
     ev.step(5, "emotion curve of the test movies, joined into one film")
+    t = time.perf_counter()
     fc = demo_curve(workdir, store, data=data, on_progress=ev.curve_progress)
-    return DemoResult(data, store, outcome, bench, fc)
+    timings.append(("curve (bundle, film, extraction, plots)", time.perf_counter() - t))
+    return DemoResult(data, store, outcome, bench, fc, timings)

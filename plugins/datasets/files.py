@@ -13,6 +13,12 @@ at least half a window long (see :func:`aanbench.filmdecode.film_windows`).
 A file whose duration cannot be read stays one whole-file item, so its
 failure is recorded with its reason. Windowed items go to the store
 segmentation ``window<W>-hop<H>`` (``-o segmentation=NAME`` names another).
+
+``-o streams=video`` (``audio``, ``video+audio``): the windows are planned on
+the duration that every one of these streams covers (the shortest of them,
+:func:`aanbench.filmdecode.probe_duration`), so a film whose audio outlasts
+its video by a fraction of a second gets no window past its last frame
+when video is needed. Without it, the file's duration (its longest stream).
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from aanbench import hookimpl
 from aanbench.contracts import AanbenchError, Dataset, Item, ItemError
 
 MEDIA_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wav", ".mp3", ".flac", ".ogg", ".m4a"}
-OPTIONS = ("window", "hop", "segmentation")
+OPTIONS = ("window", "hop", "segmentation", "streams")
+STREAMS = ("video", "audio")
 
 
 def _seconds(name: str, value: Any) -> float:
@@ -39,6 +46,16 @@ def _seconds(name: str, value: Any) -> float:
     return x
 
 
+def _streams(value: Any) -> tuple[str, ...]:
+    """``video``, ``audio``, ``video+audio`` (or a sequence of them) as a tuple in STREAMS order."""
+    parts = value if isinstance(value, (list, tuple)) else str(value).replace(",", "+").split("+")
+    names = {str(p).strip() for p in parts if str(p).strip()}
+    unknown = sorted(names - set(STREAMS))
+    if unknown:
+        raise AanbenchError(f"files: option streams takes video, audio or video+audio, not {value!r}")
+    return tuple(k for k in STREAMS if k in names)
+
+
 def _label(x: float) -> str:
     return f"{x:.3f}".rstrip("0").rstrip(".")
 
@@ -49,9 +66,14 @@ class FilesDataset(Dataset):
     targets = ()
     protocol = "none"
     card = "datasets/files.md"
+    media_suffixes = frozenset(MEDIA_SUFFIXES)  # what a folder's media files end with
 
-    def __init__(self, window: float | None = None, hop: float | None = None, segmentation: str | None = None) -> None:
+    streams: tuple[str, ...] = ()
+
+    def __init__(self, window: float | None = None, hop: float | None = None, segmentation: str | None = None,
+                 streams: tuple[str, ...] = ()) -> None:
         self.window = window
+        self.streams = tuple(streams)
         self.hop = hop if hop is not None else window
         if segmentation is not None:
             self.segmentation = segmentation
@@ -72,15 +94,19 @@ class FilesDataset(Dataset):
             seg = str(seg).strip()
             if not seg or "/" in seg or seg.startswith("."):
                 raise AanbenchError(f"files: segmentation must be a plain name, not {options['segmentation']!r}")
+        streams = _streams(options["streams"]) if options.get("streams") is not None else self.streams
         out = copy.copy(self)
         FilesDataset.__init__(out, window, hop if hop is not None else (self.hop if window == self.window else None),
-                              seg)
+                              seg, streams)
         return out
 
     def config(self) -> dict[str, Any]:
         if self.window is None:
             return {}
-        return {"window": self.window, "hop": self.hop}
+        cfg: dict[str, Any] = {"window": self.window, "hop": self.hop}
+        if self.streams:
+            cfg["streams"] = "+".join(self.streams)
+        return cfg
 
     def _files(self, root: Path) -> tuple[Path, list[Path]]:
         from aanbench.pluginkit.datacheck import require_root
@@ -106,7 +132,7 @@ class FilesDataset(Dataset):
         for p in files:
             fid = str(p.relative_to(base))
             try:
-                duration = probe_duration(p)
+                duration = probe_duration(p, self.streams)
             except ItemError:
                 duration = 0.0
             windows = film_windows(duration, self.window, self.hop) if duration > 0 else []  # type: ignore[arg-type]
