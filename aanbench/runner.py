@@ -96,6 +96,24 @@ def check_device(device: Any) -> str:
     return str(resolve_device(device))
 
 
+def resolve_settings(exp: ExperimentConfig, spec: ModelSpec, dataset: Dataset, targets: list[str] | None = None
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], SequenceSpec]:
+    """Per target (default: the dataset's), the model parameters and the
+    runner settings of ``exp``, and the windows (one set per run), without
+    reading a store: an error here (e.g. a sequence model on a dataset that
+    declares no windows) stops the run before any work."""
+    model_params, settings, specs = {}, {}, {}
+    for t in targets if targets is not None else list(dataset.targets):
+        given = exp.params_for(t)
+        model_params[t] = {**spec.params, **{k: v for k, v in given.items() if k not in RUNNER_SETTINGS}}
+        settings[t] = {**RUNNER_SETTINGS, **{k: v for k, v in given.items() if k in RUNNER_SETTINGS}}
+        specs[t] = resolve_spec(spec.input, dataset, settings[t], model=spec.name)
+    if len(set(specs.values())) > 1:
+        raise AanbenchError(f"experiment {exp.name}: {', '.join(SEQUENCE_SETTINGS)} must be the same for every "
+                            "target (one set of windows per run)")
+    return model_params, settings, next(iter(specs.values()))
+
+
 def plan_run(exp: ExperimentConfig, dataset: Dataset, group: DatasetGroup, plugins: Plugins,
              seed: int | None = None, device: Any = "cpu", threads: int | None = None) -> RunPlan:
     if threads is None:
@@ -111,16 +129,7 @@ def plan_run(exp: ExperimentConfig, dataset: Dataset, group: DatasetGroup, plugi
     targets = [t for t in dataset.targets if t in stored_targets]
     if not targets:
         raise AanbenchError(f"dataset {dataset.name}: the store holds no labels for {list(dataset.targets)}")
-    model_params, settings, specs = {}, {}, {}
-    for t in targets:
-        given = exp.params_for(t)
-        model_params[t] = {**spec.params, **{k: v for k, v in given.items() if k not in RUNNER_SETTINGS}}
-        settings[t] = {**RUNNER_SETTINGS, **{k: v for k, v in given.items() if k in RUNNER_SETTINGS}}
-        specs[t] = resolve_spec(spec.input, dataset, settings[t], model=spec.name)
-    if len(set(specs.values())) > 1:
-        raise AanbenchError(f"experiment {exp.name}: {', '.join(SEQUENCE_SETTINGS)} must be the same for every "
-                            "target (one set of windows per run)")
-    sample_spec = specs[targets[0]]
+    model_params, settings, sample_spec = resolve_settings(exp, spec, dataset, targets)
     feats = load_features(group, exp.features, plugins) if spec.needs_features else no_features(group.n_items)
     samples = samples_of(group, sample_spec)
     if not len(samples):

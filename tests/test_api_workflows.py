@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent("""
     seen = Seen()
     store, out, lb = sys.argv[1:4]
     res = benchmark("demo", store, out, lb, experiments=["ridge", "mean"], seeds=[0, 1],
-                    events=seen)
+                    protocol="fixed", events=seen)
     print(json.dumps({
         "ui_modules": sorted(m for m in ("typer", "rich", "click") if m in sys.modules),
         "leaderboard": str(res.leaderboard), "figure": str(res.figure),

@@ -250,8 +250,8 @@ class BenchmarkBars(BenchmarkEvents):
 
     def resumed(self, run: ExperimentRun) -> None:
         self._note(run.experiment, "resumed", str(run.seed))
-        console.print(f"[cyan]resumed[/] {run.experiment} seed {run.seed}: {run.path} is there with the same "
-                      "configuration (not retrained; --rerun trains again)", highlight=False, soft_wrap=True)
+        console.print(f"[cyan]resumed[/] {run.experiment} seed {run.seed}: same configuration in {run.path}, not "
+                      "retrained", highlight=False, soft_wrap=True)
 
     def started(self, experiment: str | None, seed: int | None) -> None:
         self.per_run = experiment is not None
@@ -291,6 +291,7 @@ class BenchmarkBars(BenchmarkEvents):
         """One row per experiment: ran / resumed (seeds) / failed, or skipped
         and why (the extractors whose features are not in ``store``)."""
         missing = {sk[0]: getattr(sk, "missing", ()) for sk in skips}
+        short = {sk[0]: getattr(sk, "short", sk[1]) for sk in skips}
         t = Table(title=f"benchmark: {sum(1 for r in self.rows.values() if 'ran' in r or 'resumed' in r)} of "
                         f"{len(self.rows)} experiments ran", title_justify="left")
         for c in ("experiment", "status", "seeds or reason"):
@@ -299,7 +300,7 @@ class BenchmarkBars(BenchmarkEvents):
             r = self.rows[name]
             if "skipped" in r:
                 why = (f"features not in {store}: {', '.join(missing[name])}" if missing.get(name)
-                       else "; ".join(r["skipped"]))
+                       else short.get(name) or "; ".join(r["skipped"]))
                 t.add_row(name, "[yellow]skipped[/]", why)
                 continue
             for status, style in (("ran", "green"), ("resumed", "cyan"), ("failed", "red")):
@@ -388,7 +389,7 @@ def benchmark_cmd(
     console.print(res.leaderboard.read_text(), markup=False, highlight=False, soft_wrap=True)
     bars.summary(store, res.skipped)
     console.print(f"wrote {res.leaderboard} and {res.figure}: {len(res.runs) - len(res.resumed)} runs, "
-                  f"{len(res.resumed)} resumed, {len(res.problems)} skipped or failed", highlight=False,
-                  soft_wrap=True)
+                  f"{len(res.resumed)} resumed" + (" (--rerun trains them again)" if res.resumed else "")
+                  + f", {len(res.problems)} skipped or failed", highlight=False, soft_wrap=True)
     if res.failed:
         raise typer.Exit(1)

@@ -26,7 +26,7 @@ from aanbench.workflows.curve import check_curve_request, curve, demo_curve, dem
 from aanbench.workflows.demo import DemoEvents, DemoResult, demo, demo_experiments, demo_prerequisites
 from aanbench.workflows.extract import extract, extract_summary
 from aanbench.workflows.fits import check_device, fit_backend, one_blas_thread
-from aanbench.workflows.predict import PredictionsWritten, model_info, predict
+from aanbench.workflows.predict import PredictionsWritten, model_info, named_models, predict
 from aanbench.workflows.run import (
     ExperimentRun,
     TrainedBundle,
@@ -39,7 +39,7 @@ from aanbench.workflows.run import (
     train,
 )
 from aanbench.workflows.store import ImportedArray, import_h5, store_summary
-from aanbench.workflows.datasets import check_dataset
+from aanbench.workflows.datasets import check_dataset, make_fixture
 
 __all__ = [
     "DEMO_WARNING", "ExtractionInterrupted", "check_dataset", "CurveModel", "FilmCurve", "leaderboard", "load_models", "model_info",
@@ -49,5 +49,5 @@ __all__ = [
     "extract_summary", "film_curve", "film_dataset", "film_segmentation", "fit_backend", "import_h5",
     "one_blas_thread", "parse_options", "plugins", "predict", "registry", "resolve_dataset", "run",
     "store_summary", "train", "NothingRan", "Skip", "existing_run", "configure_experiment", "check_format",
-    "default_leaderboard", "needed_features", "resolve_experiment",
+    "default_leaderboard", "needed_features", "resolve_experiment", "named_models", "make_fixture",
 ]

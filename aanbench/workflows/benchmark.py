@@ -27,10 +27,12 @@ class Skip(tuple):
     when the reason is another, e.g. a model plugin not installed)."""
 
     missing: tuple[str, ...]
+    short: str  # the reason in a few words, for a table
 
-    def __new__(cls, experiment: str, reason: str, missing: Sequence[str] = ()) -> "Skip":
+    def __new__(cls, experiment: str, reason: str, missing: Sequence[str] = (), short: str | None = None) -> "Skip":
         self = super().__new__(cls, (experiment, reason))
         self.missing = tuple(missing)
+        self.short = short or reason.split(": ")[0]
         return self
 
     @property
@@ -124,9 +126,12 @@ def benchmark_experiments(ds: Dataset, store: str | Path, *, registry: str | Pat
     """The registry experiments a benchmark of ``ds`` runs, resolved for it
     (``datasets.<name>`` settings applied; on the feature set ``features``
     and with ``protocol`` when given), and a :class:`Skip` for each it
-    skips: model plugin not installed, or features not in the store (a
+    skips: model plugin not installed, settings the dataset cannot take (a
+    sequence model where the dataset declares no windows: EIMT16's temporal
+    experiments run on ``eimt16-temporal``), or features not in the store (a
     model that reads no features, such as ``mean``, runs on any store).
     Every registry experiment is a candidate."""
+    from aanbench.runner import resolve_settings
     from aanbench.store import FeatureStore
 
     reg = load_registry(registry)
@@ -146,6 +151,11 @@ def benchmark_experiments(ds: Dataset, store: str | Path, *, registry: str | Pat
                                    installed=plugins)
         if exp.model not in plugins.models:
             skipped.append(Skip(name, f"model plugin {exp.model!r} is not installed"))
+            continue
+        try:  # e.g. a sequence model on a dataset that declares no windows
+            resolve_settings(exp, plugins.models[exp.model], ds)
+        except AanbenchError as exc:
+            skipped.append(Skip(name, str(exc)))
             continue
         missing = []
         for f in exp.features if plugins.models[exp.model].needs_features else ():

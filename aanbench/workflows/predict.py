@@ -83,3 +83,13 @@ def model_info(file: str | Path) -> dict[str, Any]:
         "fits": {t: v.fit for t, v in p.targets.items() if v.fit},
         "provenance": p.provenance,
     }
+
+
+def named_models() -> list[dict[str, Any]]:
+    """The named models shipped with aanbench (``aanbench models list``): per
+    model its name, summary, predicts, features, dataset, protocol, training
+    data, label range and units, licence and attribution
+    (:meth:`aanbench.named_models.NamedModel.to_dict`)."""
+    from aanbench.named_models import list_models
+
+    return [m.to_dict() for m in list_models()]
