@@ -191,7 +191,7 @@ def existing_run(exp: Any, seed: int | None, ds: Dataset, group: Any, out: str |
         return None
     fp = planned_fingerprint(plan)
     path = results_path(Path(out), exp.name, ds.name, plan.seed, fp)
-    if path.suffix != ".json" or not path.is_file():
+    if not path.is_file():
         return None
     try:
         payload = json.loads(path.read_text())
