@@ -30,7 +30,7 @@ import numpy as np
 from aanbench.bundle import ModelBundle
 from aanbench.contracts import AanbenchError, SequenceSpec
 from aanbench.csvformat import number_cell
-from aanbench.features import load_features, predict_samples
+from aanbench.features import load_features, no_features, predict_samples
 from aanbench.plugin_manager import Plugins
 from aanbench.samples import samples_of
 from aanbench.store import DatasetGroup
@@ -123,8 +123,6 @@ def predict_group(bundle: ModelBundle, group: DatasetGroup, plugins: Plugins, *,
     if bundle.features:
         feats = load_features(group, list(bundle.features), plugins, keys=trained_keys)
     else:  # a model that reads no features (e.g. the training mean)
-        from aanbench.runner import no_features
-
         feats = no_features(group.n_items)
     notes = []
     for i, key in enumerate(feats.keys):

@@ -21,7 +21,7 @@ import numpy as np
 from aanbench import __version__
 from aanbench.bundle import ModelBundle, TargetModel
 from aanbench.contracts import AanbenchError, Dataset, ModelSpec, OnDevice, SequenceSpec
-from aanbench.features import FeatureMatrix, Standardizer, load_features, predict_samples
+from aanbench.features import FeatureMatrix, Standardizer, load_features, no_features, predict_samples
 from aanbench.metrics import group_spread
 from aanbench.stats import evaluate
 from aanbench.plugin_manager import Plugins
@@ -140,15 +140,6 @@ def plan_run(exp: ExperimentConfig, dataset: Dataset, group: DatasetGroup, plugi
 
 
 NO_FEATURES = "none"  # the feature set a run of a model that reads no features records
-
-
-def no_features(n_items: int) -> FeatureMatrix:
-    """The features of a model that reads none (``ModelSpec.needs_features``
-    False): every row valid, and one ``float32 (n_items, 0)`` array so that
-    the model's ``fit`` and ``predict`` know how many samples they get."""
-    n = int(n_items)
-    return FeatureMatrix(names=[], keys=[], values=[np.zeros((n, 0), dtype=np.float32)],
-                         valid=np.ones(n, dtype=bool), provenance=[], dims=[0], oks=[], errors=[])
 
 
 def feature_set_of(plan: "RunPlan") -> str:

@@ -292,3 +292,10 @@ def test_weights_add_a_folder_of_downloads(tmp_path, tiny_plugin):  # noqa: F811
     _file(empty / "readme.txt", b"hello")
     r = invoke("weights", "add", empty, "--weights-dir", folder)
     assert r.exit_code == 2 and "no known weight file" in r.output
+
+
+def test_demo_scores_with_the_demo_datasets_own_protocol():
+    from aanbench.workflows import plugins
+    from aanbench.workflows.demo import DEMO_PROTOCOL
+
+    assert DEMO_PROTOCOL == plugins().dataset("demo").protocol == "leave-one-group-out"
