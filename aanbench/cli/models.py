@@ -28,7 +28,7 @@ def predict_cmd(
     store: Path = typer.Option(..., "--store", help="Feature store."),
     dataset: str = typer.Option(..., "--dataset", help="Dataset (store group) whose stored features to use.",
                                 autocompletion=complete_datasets),
-    out: Path = typer.Option(..., "--out", help="CSV to write: item_id,start,end,<targets>,reason."),
+    out: Path = typer.Option(..., "--out", help="CSV to write: item_id,start,end,<targets>[,<target>_label...,split,group],reason."),
     segmentation: Optional[str] = typer.Option(None, "--segmentation", help="Store segmentation group (default: the dataset's, else 'default')."),
     with_labels: bool = typer.Option(False, "--with-labels", help="Also write each sample's label (<target>_label), split and group (movie) where the store holds them, so the CSV can be scored."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),

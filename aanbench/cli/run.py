@@ -161,8 +161,8 @@ def train_cmd(
     features: Optional[str] = typer.Option(None, "--features", help=FEATURES_HELP, metavar="SET"),
     protocol: Optional[str] = typer.Option(
         None, "--protocol", metavar="PROTOCOL",
-        help="Which samples the model trains on: fixed (the train split) or leave-one-group-out (every movie). "
-             "Default: the experiment's, else the dataset's, as in `run`."),
+        help="Which samples the model trains on: fixed (the train split) or leave-one-group-out (every movie "
+             "but items the dataset marks test). Default: the experiment's, else the dataset's, as in `run`."),
     registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
     option: Optional[list[str]] = option_option(),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -172,9 +172,9 @@ def train_cmd(
 ) -> None:
     """Fit an experiment on all of a dataset's training samples (the protocol's
     training pool; validation carved from them as in `run`), for every target, and
-    write one model bundle: the
-    models, feature names and store keys, standardisers, windows, experiment,
-    dataset and provenance, seed. Apply it with `aanbench predict`.
+    write one model bundle: the models, feature names and store keys,
+    standardisers, windows, experiment, dataset and provenance, seed. Apply it
+    with `aanbench predict`.
 
     \b
     Example:
