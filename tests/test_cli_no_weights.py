@@ -299,3 +299,57 @@ def test_demo_scores_with_the_demo_datasets_own_protocol():
     from aanbench.workflows.demo import DEMO_PROTOCOL
 
     assert DEMO_PROTOCOL == plugins().dataset("demo").protocol == "leave-one-group-out"
+
+
+SLOW_REGISTRY = """
+[experiments.zz-slow-aan]
+extends = "feature-aan"
+description = "a Feature AAN long enough to be interrupted"
+datasets.demo.max_epochs = 400
+datasets.demo.patience = 400
+"""
+
+
+@pytest.mark.slow
+def test_benchmark_continues_after_ctrl_c(small_demo, tmp_path):  # noqa: F811
+    """Ctrl-C while the third run trains: the two runs already written stay,
+    and the same command reads them back and trains only the third."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import AANBENCH, default_sigint
+
+    reg = tmp_path / "slow.toml"
+    reg.write_text(SLOW_REGISTRY)
+    out = tmp_path / "res"
+    args = [*AANBENCH, "benchmark", "demo", "--store", str(small_demo["store"]), "--out", str(out), "--registry",
+            str(reg), "--experiments", "mean,ridge,zz-slow-aan", "--leaderboard", str(tmp_path / "lb.md")]
+    env = dict(os.environ, COLUMNS="200")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True, preexec_fn=default_sigint)
+    first = [out / "demo" / e / "seed0.json" for e in ("mean", "ridge")]
+    try:
+        deadline = time.monotonic() + 300
+        while not all(p.is_file() for p in first):
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "the first two runs did not finish"
+            time.sleep(0.2)
+        time.sleep(1.0)  # into the third run's training
+        assert proc.poll() is None, "the benchmark ended before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGINT)
+        text = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, text[-3000:]
+    assert not (out / "demo" / "zz-slow-aan").exists() and not (tmp_path / "lb.md").exists()
+    before = files_state(out)
+    assert sorted(before) == ["demo/mean/seed0.json", "demo/ridge/seed0.json"]
+
+    r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    after = files_state(out)
+    assert {k: after[k] for k in before} == before  # read back, not rewritten
+    assert "demo/zz-slow-aan/seed0.json" in after
+    assert "1 run, 2 resumed" in r.stdout and (tmp_path / "lb.md").is_file()

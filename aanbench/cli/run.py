@@ -388,7 +388,8 @@ def benchmark_cmd(
         bars.ended()
     console.print(res.leaderboard.read_text(), markup=False, highlight=False, soft_wrap=True)
     bars.summary(store, res.skipped)
-    console.print(f"wrote {res.leaderboard} and {res.figure}: {len(res.runs) - len(res.resumed)} runs, "
+    n_new = len(res.runs) - len(res.resumed)
+    console.print(f"wrote {res.leaderboard} and {res.figure}: {n_new} run{'' if n_new == 1 else 's'}, "
                   f"{len(res.resumed)} resumed" + (" (--rerun trains them again)" if res.resumed else "")
                   + f", {len(res.problems)} skipped or failed", highlight=False, soft_wrap=True)
     if res.failed:
