@@ -439,6 +439,11 @@ class ModelSpec:
     :class:`aanbench.batched.StackableNet` for its fast paths). The runner
     batches such a model's fits unless asked for sequential training; a
     model without the flag is always trained one fit at a time.
+
+    ``needs_features``: ``False`` for a model that reads no features (the
+    training-mean predictor): it runs on any store group with labels, every
+    labelled sample is usable, and its ``fit`` / ``predict`` receive one
+    ``(n, 0)`` array (no columns) so that they know ``n``.
     """
 
     name: str
@@ -451,6 +456,7 @@ class ModelSpec:
     input: str = "rows"
     wants_row_labels: bool = False
     stackable: bool = False
+    needs_features: bool = True
 
     def __post_init__(self) -> None:
         if self.input not in MODEL_INPUTS:

@@ -98,6 +98,15 @@ def load_features(group: DatasetGroup, names: tuple[str, ...] | list[str], plugi
     return FeatureMatrix(list(names), out_keys, values, valid, provs, dims, oks, errors)
 
 
+def no_features(n_items: int) -> FeatureMatrix:
+    """The features of a model that reads none (``ModelSpec.needs_features``
+    False): every row valid, and one ``float32 (n_items, 0)`` array so that
+    the model's ``fit`` and ``predict`` know how many samples they get."""
+    n = int(n_items)
+    return FeatureMatrix(names=[], keys=[], values=[np.zeros((n, 0), dtype=np.float32)],
+                         valid=np.ones(n, dtype=bool), provenance=[], dims=[0], oks=[], errors=[])
+
+
 def predict_samples(model: Any, scaler: Standardizer, samples: Samples, values: list[np.ndarray],
                     idx: np.ndarray, sequences: bool) -> np.ndarray:
     """``float32 (len(idx),)`` predictions of a fitted model for samples ``idx``."""

@@ -564,7 +564,7 @@ def board_markdown(board: dict[str, Any], figure: str | None = None) -> str:
         lines += ["", reported.rstrip("\n")]
     lines += ["", "Features per experiment:", ""]
     for exp, keys in board["features"].items():
-        lines.append(f"- {exp}: {keys}")
+        lines.append(f"- {exp}: {keys or 'none (the model reads no features)'}")
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@ and notebooks call it the same way::
     group = FeatureStore("feats", mode="r").open_group("demo")
     preds = predict_group(load_any("model.pt"), group, get_plugins())   # a ModelBundle
     preds.to_frame()        # item_id, start, end, valence, arousal, reason
+    predict_group(bundle, group, plugins, with_labels=True).write_csv("p.csv")  # + labels, split, group
 
 The same windows the model was trained with are rebuilt from the group's
 item table (the bundle's sample spec); a sample whose rows are not all
@@ -29,7 +30,7 @@ import numpy as np
 from aanbench.bundle import ModelBundle
 from aanbench.contracts import AanbenchError, SequenceSpec
 from aanbench.csvformat import number_cell
-from aanbench.features import load_features, predict_samples
+from aanbench.features import load_features, no_features, predict_samples
 from aanbench.plugin_manager import Plugins
 from aanbench.samples import samples_of
 from aanbench.store import DatasetGroup
@@ -49,6 +50,9 @@ class Predictions:
     spec: SequenceSpec
     feature_keys: list[str]
     notes: list[str] = field(default_factory=list)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)  # with_labels: per target, NaN = unlabelled
+    split: list[str] | None = None  # with_labels: each sample's split ('' where the dataset has none)
+    group: list[str] | None = None  # with_labels: each sample's group (movie)
 
     @property
     def targets(self) -> list[str]:
@@ -58,37 +62,57 @@ class Predictions:
     def n_left_out(self) -> int:
         return sum(1 for r in self.reasons if r)
 
+    def _extra_columns(self) -> dict[str, list[Any]]:
+        """The label columns (``<target>_label``, empty = unlabelled), then
+        ``split`` and ``group``, where they were asked for and exist."""
+        cols: dict[str, list[Any]] = {f"{t}_label": list(v) for t, v in self.labels.items()}
+        if self.split is not None and any(self.split):
+            cols["split"] = list(self.split)
+        if self.group is not None and any(self.group):
+            cols["group"] = list(self.group)
+        return cols
+
     def to_frame(self):
         import pandas as pd
 
         return pd.DataFrame({"item_id": self.ids, "start": self.start, "end": self.end,
-                             **{t: v for t, v in self.values.items()}, "reason": self.reasons})
+                             **{t: v for t, v in self.values.items()}, **self._extra_columns(),
+                             "reason": self.reasons})
 
     def write_csv(self, out: str | Path) -> Path:
-        """``item_id,start,end,<targets...>,reason``; empty cells for open
-        window bounds and for left-out samples (whose reason says why);
-        numbers round-trip exact (:func:`aanbench.csvformat.number_cell`)."""
+        """``item_id,start,end,<targets...>[,<target>_label...,split,group],reason``;
+        empty cells for open window bounds, for left-out samples (whose
+        reason says why) and for unlabelled samples; numbers round-trip
+        exact (:func:`aanbench.csvformat.number_cell`)."""
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
+        extra = self._extra_columns()
         tmp = out.with_name(out.name + ".tmp")
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
-            w.writerow(["item_id", "start", "end", *self.targets, "reason"])
+            w.writerow(["item_id", "start", "end", *self.targets, *extra, "reason"])
             for i, sid in enumerate(self.ids):
                 w.writerow([sid, number_cell(self.start[i]), number_cell(self.end[i]),
-                            *(number_cell(self.values[t][i]) for t in self.targets), self.reasons[i]])
+                            *(number_cell(self.values[t][i]) for t in self.targets),
+                            *(c[i] if isinstance(c[i], str) else number_cell(c[i]) for c in extra.values()),
+                            self.reasons[i]])
         tmp.replace(out)
         return out
 
     def summary(self) -> dict[str, Any]:
         return {"samples": len(self.ids), "predicted": len(self.ids) - self.n_left_out,
                 "left_out": self.n_left_out, "targets": self.targets, "feature_keys": self.feature_keys,
-                "windows": self.spec.to_dict(), "notes": self.notes}
+                "windows": self.spec.to_dict(), "notes": self.notes,
+                "columns": ["item_id", "start", "end", *self.targets, *self._extra_columns(), "reason"]}
 
 
-def predict_group(bundle: ModelBundle, group: DatasetGroup, plugins: Plugins) -> Predictions:
+def predict_group(bundle: ModelBundle, group: DatasetGroup, plugins: Plugins, *,
+                  with_labels: bool = False) -> Predictions:
     """Predict every sample of ``group`` with ``bundle`` (as :func:`aanbench.modelfile.load_any`
-    returns; a bundle's payload dict is read as :meth:`ModelBundle.from_payload` reads it)."""
+    returns; a bundle's payload dict is read as :meth:`ModelBundle.from_payload` reads it).
+    ``with_labels``: also each sample's label for every target the group
+    holds labels for (as a run scores it), its split and group (movie), so
+    that the predictions can be scored directly."""
     if not isinstance(bundle, ModelBundle):
         bundle = ModelBundle.from_payload(bundle)
     spec_model = plugins.model(bundle.model)
@@ -96,7 +120,10 @@ def predict_group(bundle: ModelBundle, group: DatasetGroup, plugins: Plugins) ->
         raise AanbenchError(f"model plugin {spec_model.name!r} cannot restore saved models")
     sample_spec = bundle.samples
     trained_keys = list(bundle.feature_keys)
-    feats = load_features(group, list(bundle.features), plugins, keys=trained_keys)
+    if bundle.features:
+        feats = load_features(group, list(bundle.features), plugins, keys=trained_keys)
+    else:  # a model that reads no features (e.g. the training mean)
+        feats = no_features(group.n_items)
     notes = []
     for i, key in enumerate(feats.keys):
         if i < len(trained_keys) and trained_keys[i] and trained_keys[i] != key:
@@ -118,7 +145,16 @@ def predict_group(bundle: ModelBundle, group: DatasetGroup, plugins: Plugins) ->
     reasons = [""] * len(samples)
     for i in np.flatnonzero(~usable):
         reasons[i] = _reason(samples.members[i], feats, ids)
-    return Predictions(samples.ids, samples.start, samples.end, values, reasons, sample_spec, feats.keys, notes)
+    preds = Predictions(samples.ids, samples.start, samples.end, values, reasons, sample_spec, feats.keys, notes)
+    if with_labels:
+        stored = group.targets()
+        preds.labels = {t: samples.labels(group.labels(t)) for t in bundle.targets if t in stored}
+        if not preds.labels:
+            preds.notes.append(f"store group {group.path} holds no labels for {', '.join(bundle.targets)}: "
+                               "no label columns")
+        preds.split = [str(x) for x in samples.split]
+        preds.group = [str(x) for x in samples.group]
+    return preds
 
 
 def _reason(members: np.ndarray, feats, ids: list[str]) -> str:

@@ -57,8 +57,13 @@ class LeaveOneGroupOut:
             yield Fold(g, np.flatnonzero(groups != g), np.flatnonzero(groups == g))
 
     def training_pool(self, splits: np.ndarray, groups: np.ndarray) -> np.ndarray:
-        """What a final model trains on (``aanbench train``): every group."""
-        return np.arange(len(groups))
+        """What a final model trains on (``aanbench train``): every group,
+        except samples the dataset itself marks ``test`` (the demo's held-out
+        movies stay unseen, e.g. for a curve of them)."""
+        pool = np.flatnonzero(np.asarray(splits) != "test")
+        if not len(pool):
+            raise AanbenchError("leave-one-group-out: every sample is marked test; nothing to train on")
+        return pool
 
 
 PROTOCOLS = {"fixed": FixedSplit, "leave-one-group-out": LeaveOneGroupOut}

@@ -22,7 +22,7 @@ import numpy as np
 from aanbench import __version__, atomicio
 from aanbench.bundle import ModelBundle, TargetModel
 from aanbench.contracts import AanbenchError, Dataset, ModelSpec, OnDevice, SequenceSpec
-from aanbench.features import FeatureMatrix, Standardizer, load_features, predict_samples
+from aanbench.features import FeatureMatrix, Standardizer, load_features, no_features, predict_samples
 from aanbench.metrics import group_spread
 from aanbench.names import check_name, inside
 from aanbench.paramspec import RUNNER_PARAM_SPECS
@@ -100,6 +100,24 @@ def check_device(device: Any) -> str:
     return str(resolve_device(device))
 
 
+def resolve_settings(exp: ExperimentConfig, spec: ModelSpec, dataset: Dataset, targets: list[str] | None = None
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], SequenceSpec]:
+    """Per target (default: the dataset's), the model parameters and the
+    runner settings of ``exp``, and the windows (one set per run), without
+    reading a store: an error here (e.g. a sequence model on a dataset that
+    declares no windows) stops the run before any work."""
+    model_params, settings, specs = {}, {}, {}
+    for t in targets if targets is not None else list(dataset.targets):
+        given = exp.params_for(t)
+        model_params[t] = {**spec.params, **{k: v for k, v in given.items() if k not in RUNNER_SETTINGS}}
+        settings[t] = {**RUNNER_SETTINGS, **{k: v for k, v in given.items() if k in RUNNER_SETTINGS}}
+        specs[t] = resolve_spec(spec.input, dataset, settings[t], model=spec.name)
+    if len(set(specs.values())) > 1:
+        raise AanbenchError(f"experiment {exp.name}: {', '.join(SEQUENCE_SETTINGS)} must be the same for every "
+                            "target (one set of windows per run)")
+    return model_params, settings, next(iter(specs.values()))
+
+
 def plan_run(exp: ExperimentConfig, dataset: Dataset, group: DatasetGroup, plugins: Plugins,
              seed: int | None = None, device: Any = "cpu", threads: int | None = None) -> RunPlan:
     if threads is None:
@@ -116,23 +134,23 @@ def plan_run(exp: ExperimentConfig, dataset: Dataset, group: DatasetGroup, plugi
     targets = [t for t in dataset.targets if t in stored_targets]
     if not targets:
         raise AanbenchError(f"dataset {dataset.name}: the store holds no labels for {list(dataset.targets)}")
-    model_params, settings, specs = {}, {}, {}
-    for t in targets:
-        given = exp.params_for(t)
-        model_params[t] = {**spec.params, **{k: v for k, v in given.items() if k not in RUNNER_SETTINGS}}
-        settings[t] = {**RUNNER_SETTINGS, **{k: v for k, v in given.items() if k in RUNNER_SETTINGS}}
-        specs[t] = resolve_spec(spec.input, dataset, settings[t], model=spec.name)
-    if len(set(specs.values())) > 1:
-        raise AanbenchError(f"experiment {exp.name}: {', '.join(SEQUENCE_SETTINGS)} must be the same for every "
-                            "target (one set of windows per run)")
-    sample_spec = specs[targets[0]]
-    feats = load_features(group, exp.features, plugins)
+    model_params, settings, sample_spec = resolve_settings(exp, spec, dataset, targets)
+    feats = load_features(group, exp.features, plugins) if spec.needs_features else no_features(group.n_items)
     samples = samples_of(group, sample_spec)
     if not len(samples):
         raise AanbenchError(f"store group {group.path}: no samples of {sample_spec.length} rows "
                             f"({sample_spec.scope} scope) in {group.n_items} items")
     return RunPlan(exp, spec, dataset, group, targets, model_params, settings, sample_spec, samples, feats,
                    protocol, exp.seed if seed is None else int(seed), check_device(device), int(threads))
+
+
+NO_FEATURES = "none"  # the feature set a run of a model that reads no features records
+
+
+def feature_set_of(plan: "RunPlan") -> str:
+    """The feature set a run records: the experiment's, or ``none`` for a
+    model that reads no features."""
+    return plan.exp.feature_set if plan.spec.needs_features else NO_FEATURES
 
 
 @dataclass
@@ -339,6 +357,44 @@ def fit_requests(plan: RunPlan, folds: list[Any]) -> list[FitRequest]:
     return out
 
 
+def run_header(plan: RunPlan) -> RunResult:
+    """The results document of a planned run before any fit: what it is
+    (experiment, model, dataset, features, protocol, windows, parameters),
+    no targets or predictions yet. Its :func:`config_fingerprint` is the
+    finished document's, so a benchmark can tell whether a results file on
+    disk is this run's before training (:func:`planned_fingerprint`)."""
+    exp, dataset, group, spec, feats, samples = plan.exp, plan.dataset, plan.group, plan.spec, plan.feats, plan.samples
+    return RunResult(
+        aanbench_version=__version__,
+        experiment=exp.name,
+        description=exp.description,
+        model=exp.model,
+        model_version=spec.version,
+        model_input=spec.input,
+        dataset=dataset.name,
+        dataset_config=dataset.config(),
+        group=group.path,
+        items_sha256=group.attrs.get("items_sha256", ""),
+        feature_set=feature_set_of(plan),
+        features=[{"name": n, "key": k, "dim": d, "provenance": p}
+                  for n, k, d, p in zip(feats.names, feats.keys, feats.dims, feats.provenance)],
+        protocol=plan.protocol.name,
+        seed=plan.seed,
+        device=plan.device,  # where torch models trained: changes rounding, not the experiment (not in CONFIG_KEYS)
+        environment=environment(plan.device),  # versions, threads, CPU kind (not in CONFIG_KEYS either)
+        samples={**plan.sample_spec.to_dict(), "n": len(samples)},
+        params={t: plan.model_params[t] for t in plan.targets},
+        settings={t: plan.settings[t] for t in plan.targets},
+        targets={},
+        predictions=[],
+    )
+
+
+def planned_fingerprint(plan: RunPlan) -> str:
+    """:func:`config_fingerprint` of the run ``plan`` will make."""
+    return config_fingerprint(run_header(plan))
+
+
 def results_doc(
     plan: RunPlan,
     folds: list[Any],
@@ -357,30 +413,7 @@ def results_doc(
     t0 = time.perf_counter() if t0 is None else t0
     exp, dataset, group = plan.exp, plan.dataset, plan.group
     spec, feats, samples, seed = plan.spec, plan.feats, plan.samples, plan.seed
-    doc = RunResult(
-        aanbench_version=__version__,
-        experiment=exp.name,
-        description=exp.description,
-        model=exp.model,
-        model_version=spec.version,
-        model_input=spec.input,
-        dataset=dataset.name,
-        dataset_config=dataset.config(),
-        group=group.path,
-        items_sha256=group.attrs.get("items_sha256", ""),
-        feature_set=exp.feature_set,
-        features=[{"name": n, "key": k, "dim": d, "provenance": p}
-                  for n, k, d, p in zip(feats.names, feats.keys, feats.dims, feats.provenance)],
-        protocol=plan.protocol.name,
-        seed=seed,
-        device=plan.device,  # where torch models trained: changes rounding, not the experiment (not in CONFIG_KEYS)
-        environment=environment(plan.device),  # versions, threads, CPU kind (not in CONFIG_KEYS either)
-        samples={**plan.sample_spec.to_dict(), "n": len(samples)},
-        params={t: plan.model_params[t] for t in plan.targets},
-        settings={t: plan.settings[t] for t in plan.targets},
-        targets={},
-        predictions=[],
-    )
+    doc = run_header(plan)
     total = len(plan.targets) * len(folds)
     done = 0
     for target in plan.targets:
@@ -479,7 +512,7 @@ def train_bundle(
         feature_keys=list(plan.feats.keys),
         dims=[int(d) for d in plan.feats.dims],
         samples=plan.sample_spec,
-        experiment=_plain({"name": exp.name, "description": exp.description, "feature_set": exp.feature_set,
+        experiment=_plain({"name": exp.name, "description": exp.description, "feature_set": feature_set_of(plan),
                            "protocol": plan.protocol.name, "registry": str(exp.source or "")}),
         dataset=_plain({"name": dataset.name, "version": getattr(dataset, "version", ""),
                         "config": dataset.config(), "group": group.path,

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import run_cli
 
-CLIPS = 36  # 3 movies of 12 clips (fixed split: m01, m02 train, m03 test)
+CLIPS = 36  # 3 movies of 12 clips (leave-one-movie-out by default; --protocol fixed: m01, m02 train, m03 test)
 
 
 def build(base: Path) -> dict:

@@ -1,7 +1,8 @@
 """`aanbench benchmark`: every registry experiment whose features are in the
-store runs (the others are skipped with the reason), results record what the
-intervals used and the per-movie spread, the leaderboard holds every run
-and, for EIMT16 and COGNIMUSE, the reported rows in their own section."""
+store runs (the others are skipped with the reason, in a short table),
+results record what the intervals used and the per-movie spread, the
+leaderboard holds every run and, for EIMT16 and COGNIMUSE, the reported rows
+in their own section."""
 
 from __future__ import annotations
 
@@ -40,7 +41,10 @@ def test_benchmark_runs_what_the_store_allows_and_skips_the_rest(small_demo, tmp
                 "--registry", reg, "--experiments", only, "--protocol", "leave-one-group-out",
                 "--seeds", "0,1", "--leaderboard", lb)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert re.search(r"skip\s+needs-neural: features not in .*: resnet50, flownets, i3d", r.stdout), r.stdout[-3000:]
+    # the summary table: one short row per experiment, the skipped one with its missing extractors
+    assert re.search(r"needs-neural\s+│ skipped\s+│ features not in .*: resnet50, flownets, i3d", r.stdout), \
+        r.stdout[-3000:]
+    assert re.search(r"quick-aan\s+│ ran\s+│ 0, 1", r.stdout), r.stdout[-3000:]
     ran = sorted(p.parent.name + "/" + p.name for p in (tmp_path / "res" / "demo").glob("*/seed*.json"))
     assert ran == [f"{e}/seed{s}.json" for e in ("linear", "lstm", "mean", "quick-aan", "ridge") for s in (0, 1)]
     n_movies = len(small_demo["movies"])
@@ -113,7 +117,7 @@ def test_official_layout_leaderboard_holds_the_reported_rows(tmp_path, dataset):
     ranked, reported = text.split("## Reported, not re-run")
     for method in load_reported(dataset)["method"]:
         assert method.replace("|", "/") in reported
-    assert re.search(r"skip\s+feature-aan: features not in", r.stdout)  # the paper's features: not in this store
+    assert re.search(r"feature-aan\s+│ skipped\s+│ features not in", r.stdout)  # the paper's features: not here
     assert "aanbench experiment `feature-aan`" in reported  # its twin, named (re-run links: test_leaderboard.py)
     assert "| wf-aan " in ranked and "| wf-mean " in ranked
     if dataset == "eimt16":  # the official files name no source film of the test excerpts: said in the header

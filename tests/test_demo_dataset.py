@@ -299,7 +299,7 @@ def test_items_from_labels_csv(demo_dir: Path):
         assert it.labels == {"valence": float(r["valence"]), "arousal": float(r["arousal"])}
         assert it.start is None and it.end is None
     ds = DemoDataset()
-    assert ds.name == "demo" and ds.protocol == "fixed" and ds.card == "datasets/demo.md"
+    assert ds.name == "demo" and ds.protocol == "leave-one-group-out" and ds.card == "datasets/demo.md"
     assert dict(ds.label_range) == {"valence": (-1.0, 1.0), "arousal": (-1.0, 1.0)}
     assert (Path(__file__).resolve().parents[1] / ds.card).is_file()
 

@@ -37,7 +37,7 @@ def test_eimt16_fixture_checks_ok_and_its_commands_run(tmp_path, cli):
     assert {i.group for i in items if i.split == "train"} == {"20_Mississippi", "Big_Buck_Bunny", "Sintel"}
 
     # the printed commands, as a user runs them (check, then extract the weight-free features)
-    check_cmd, extract_cmd = made.try_next
+    check_cmd, extract_cmd, mean_cmd, bench_cmd = made.try_next
     assert check_cmd.startswith("aanbench datasets check eimt16 ")
     r = cli(*check_cmd.split()[1:], "--json")
     assert r.exit_code == 0, r.output
@@ -50,6 +50,11 @@ def test_eimt16_fixture_checks_ok_and_its_commands_run(tmp_path, cli):
     r = cli(*args)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "eimt16-store" / "zarr.json").is_file()
+    # the sanity row needs no features at all
+    r = cli(*mean_cmd.split()[1:])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "eimt16-results" / "eimt16" / "mean" / "seed0.json").is_file()
+    assert "--features weightfree-both" in bench_cmd
 
 
 @pytest.mark.slow

@@ -85,7 +85,7 @@ def test_refuses_rows():
 @pytest.mark.parametrize("experiment", ["lstm", "bilstm"])
 def test_runs_through_aanbench_run_on_the_demo(small_demo, tmp_path, experiment):
     r = run_cli("run", experiment, "demo", "--store", small_demo["store"], "--out", tmp_path / "results",
-                "--json")
+                "--protocol", "fixed", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads((tmp_path / "results" / "demo" / experiment / "seed0.json").read_text())
     assert doc["model_input"] == "sequences"

@@ -199,7 +199,8 @@ def test_readme_model_plugin_runs_from_a_user_experiments_file(tmp_path: Path) -
     args = re.findall(r"^aanbench run median demo (.*)$", section, re.M)[0].split()
     assert args[:2] == ["--registry", "mine.toml"]  # the command the README shows, with this test's paths
     r = subprocess.run([sys.executable, "-c", script, str(tmp_path), "run", "median", "demo", "--registry", "mine.toml",
-                        "--store", str(tmp_path / "store"), "--out", str(tmp_path / "results"), "--json"],
+                        "--store", str(tmp_path / "store"), "--out", str(tmp_path / "results"), "--protocol", "fixed",
+                        "--json"],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     [result] = (tmp_path / "results").rglob("*.json")

@@ -170,8 +170,9 @@ class PlainGroup(TyperGroup):
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=True, rich_markup_mode=None, cls=PlainGroup,
                   context_settings={"help_option_names": ["-h", "--help"]})
 store_app = typer.Typer(help="Inspect and fill feature stores.", no_args_is_help=True)
-models_app = typer.Typer(help="Model files: convert published checkpoints, inspect.", no_args_is_help=True)
-datasets_app = typer.Typer(help="List datasets (no subcommand), make the demo, check a copy.",
+models_app = typer.Typer(help="Model files and named models: list the shipped ones, convert published checkpoints, "
+                              "inspect.", no_args_is_help=True)
+datasets_app = typer.Typer(help="List datasets (no subcommand), make the demo or a fixture, check a copy.",
                            invoke_without_command=True)
 app.add_typer(store_app, name="store")
 app.add_typer(models_app, name="models")

@@ -68,3 +68,27 @@ def datasets_check(
     from aanbench.workflows import check_dataset
 
     raise typer.Exit(check_dataset(ds, root, as_json, console))
+
+
+@command(datasets_app, "make-fixture")
+def datasets_make_fixture(
+    dataset: str = typer.Argument(..., help="eimt16 or cognimuse.", metavar="DATASET"),
+    directory: Path = typer.Argument(..., help="Folder to write into (new or empty).", metavar="DIR"),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the clips and labels; the same seed gives the same copy."),
+) -> None:
+    """Write a small GENERATED copy of EIMT16 or COGNIMUSE in its official layout
+    (tiny real clips, random labels, a note file saying so), to try the real
+    commands before you have the data. Prints the commands to try next.
+
+    \b
+    Example:
+      aanbench datasets make-fixture eimt16 eimt16-fixture
+    """
+    from aanbench.workflows.datasets import make_fixture
+
+    made = make_fixture(dataset, directory, seed=seed)
+    console.print(f"wrote a generated {made.dataset} copy ({made.n_videos} clips, {made.n_annotation_files} "
+                  f"annotation files) in the official layout: {made.root}", highlight=False, soft_wrap=True)
+    console.print("It is not the real data: its numbers mean nothing. Try:", highlight=False)
+    for c in made.try_next:
+        console.print(f"  {c}", highlight=False, soft_wrap=True, markup=False)

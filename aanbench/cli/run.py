@@ -35,16 +35,28 @@ from aanbench.output import debug_enabled, print_traceback
 from aanbench.workflows import (
     BenchmarkEvents,
     ExperimentRun,
+    NothingRan,
     RunFailure,
     benchmark,
     check_device,
+    check_format,
     fit_backend,
     leaderboard,
+    needed_features,
     registry as load_registry,
     resolve_dataset,
+    resolve_experiment,
     run,
     train,
 )
+
+FEATURES_HELP = ("Run on this feature set of the registry instead of the experiment's (any set `aanbench "
+                 "experiments` lists, e.g. weightfree-both: no weight files needed); results and leaderboard "
+                 "rows record it.")
+PROTOCOL_HELP = ("Evaluation protocol: fixed (the dataset's train/test split) or leave-one-group-out (every "
+                 "movie tests once). Default: the experiment's, else the dataset's (`aanbench datasets` lists "
+                 "it), the same for run, benchmark and demo; results and leaderboards name it.")
+FORMAT_HELP = "Leaderboard format: md (markdown), csv or json (every number the markdown shows)."
 
 
 @command(app, "experiments")
@@ -93,6 +105,8 @@ def run_cmd(
     out: Path = typer.Option(..., "--out", help="Results directory (each run goes to DATASET/EXPERIMENT/seedN.json) or a .json file."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset copy: extract the experiment's missing features first."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the experiment's seed."),
+    features: Optional[str] = typer.Option(None, "--features", help=FEATURES_HELP, metavar="SET"),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help=PROTOCOL_HELP, metavar="PROTOCOL"),
     registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
     save_models: Optional[Path] = typer.Option(None, "--save-models", help="Also save each trained model (one aanbench model file per target and fold) here."),
     option: Optional[list[str]] = option_option(),
@@ -104,29 +118,32 @@ def run_cmd(
     address: Optional[str] = typer.Option(None, "--address", help=RAY_FIT_ADDRESS_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help=RAY_FIT_WORKERS_HELP),
 ) -> None:
-    """Train and evaluate an experiment with the dataset's protocol; write a results
-    file (config, provenance, per-sample predictions with start/end, metrics) and
-    print a table. A second seed, or a changed configuration, goes beside the
-    first results file, never over it.
+    """Train and evaluate an experiment with the dataset's protocol (or --protocol);
+    write a results file (config, provenance, per-sample predictions with start/end,
+    metrics) and print a table. A second seed, or a changed configuration, goes
+    beside the first results file, never over it. `mean` reads no features: it runs
+    on any store with labels.
 
     \b
     Examples:
       aanbench run feature-aan eimt16 --store feats --out results
       aanbench run ridge cognimuse --store feats --out results      # leave-one-movie-out
+      aanbench run ridge eimt16 --store feats --out results --features weightfree-both
+      aanbench run mean eimt16 --store feats --out results          # no features needed
       aanbench run feature-aan demo --store feats --out results --root .aanbench-demo/data --save-models models
       aanbench run feature-aan cognimuse --store feats --out results --backend ray --workers 4
     """
     device = check_device(device)
     fits = fit_backend(backend, address=address, workers=workers, device=device, threads=threads)
     ds = resolve_dataset(dataset, option, labelled=True)
-    if root is not None:
-        exp = load_registry(registry).experiment(experiment, ds.name)
-        failed = extract_with_progress(ds, root, store, list(exp.features), quiet=as_json).failed
+    exp = resolve_experiment(experiment, ds, registry=registry, features=features, protocol=protocol)
+    if root is not None and needed_features(exp):
+        failed = extract_with_progress(ds, root, store, needed_features(exp), quiet=as_json).failed
         if failed and not as_json:
             console.print(f"[yellow]{len(failed)} item failures during extraction; those items are left out[/]")
     with LazyBar(fit_progress(f"[bold]{experiment}[/]", quiet=as_json, to_stderr=as_json)) as bar:
-        res = run(experiment, ds, store, out, seed=seed, registry=registry, save_models=save_models,
-                  sequential=sequential, backend=fits, command=invocation(),
+        res = run(experiment, ds, store, out, seed=seed, registry=registry, features=features, protocol=protocol,
+                  save_models=save_models, sequential=sequential, backend=fits, command=invocation(),
                   on_progress=lambda done, total, what: bar.update(done, total, what.split(": ", 1)[-1]))
     if as_json:
         echo_json(res.summary())
@@ -141,6 +158,11 @@ def train_cmd(
     store: Path = typer.Option(..., "--store", help="Feature store holding the dataset's features."),
     out: Path = typer.Option(..., "--out", help="Model bundle to write (e.g. model.pt)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the experiment's seed."),
+    features: Optional[str] = typer.Option(None, "--features", help=FEATURES_HELP, metavar="SET"),
+    protocol: Optional[str] = typer.Option(
+        None, "--protocol", metavar="PROTOCOL",
+        help="Which samples the model trains on: fixed (the train split) or leave-one-group-out (every movie "
+             "but items the dataset marks test). Default: the experiment's, else the dataset's, as in `run`."),
     registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
     option: Optional[list[str]] = option_option(),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -148,10 +170,11 @@ def train_cmd(
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, show_default=False, help=THREADS_HELP),
 ) -> None:
-    """Fit an experiment on all of a dataset's training samples (validation carved
-    from them as in `run`), for every target, and write one model bundle: the
-    models, feature names and store keys, standardisers, windows, experiment,
-    dataset and provenance, seed. Apply it with `aanbench predict`.
+    """Fit an experiment on all of a dataset's training samples (the protocol's
+    training pool; validation carved from them as in `run`), for every target, and
+    write one model bundle: the models, feature names and store keys,
+    standardisers, windows, experiment, dataset and provenance, seed. Apply it
+    with `aanbench predict`.
 
     \b
     Example:
@@ -161,7 +184,8 @@ def train_cmd(
     device = check_device(device)
     ds = resolve_dataset(dataset, option, labelled=True)
     with LazyBar(fit_progress(f"[bold]train {experiment}[/]", quiet=as_json, to_stderr=as_json)) as bar:
-        got = train(experiment, ds, store, out, seed=seed, registry=registry, sequential=sequential, device=device,
+        got = train(experiment, ds, store, out, seed=seed, registry=registry, features=features, protocol=protocol,
+                    sequential=sequential, device=device,
                     threads=threads, command=invocation(), on_progress=bar.update)
     if as_json:
         echo_json(got.summary())
@@ -177,14 +201,15 @@ def train_cmd(
 def leaderboard_cmd(
     dataset: str = dataset_argument(),
     results: list[Path] = typer.Option(..., "--results", help="Results directory or files (repeatable)."),
-    out: Path = typer.Option(..., "--out", help="Markdown file to write; the figure goes beside it (.png)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="File to write (default: leaderboards/DATASET.FORMAT); the figure goes beside it (.png)."),
+    fmt: str = typer.Option("md", "--format", help=FORMAT_HELP, metavar="md|csv|json"),
     group: Optional[str] = typer.Option(None, "--group", help="Group (movie) to plot; default: every test movie (the first 12)."),
 ) -> None:
-    """Write a leaderboard (one table per target, ranked by MSE, rows the data cannot
-    tell from the best marked; published numbers for EIMT16 and COGNIMUSE in their
-    own section) and a figure of predicted against true values per test movie,
-    from results files."""
-    md, fig = leaderboard(dataset, results, out, group=group, command=invocation())
+    """Write a leaderboard (one section per protocol, one table per target, ranked by
+    MSE, rows the data cannot tell from the best marked; published numbers for
+    EIMT16 and COGNIMUSE in their own section) as markdown, CSV or JSON, and a
+    figure of predicted against true values per test movie, from results files."""
+    md, fig = leaderboard(dataset, results, out, group=group, command=invocation(), fmt=check_format(fmt))
     console.print(md.read_text(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {md} and {fig}")
 
@@ -206,15 +231,27 @@ def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
 
 class BenchmarkBars(BenchmarkEvents):
     """The benchmark's progress: one bar per run (local fits), or one over
-    every fit (Ray); each run's table as its results file is written."""
+    every fit (Ray); each run's table as its results file is written; a
+    line for each run found on disk (resumed); and at the end
+    (:meth:`summary`) one short table of what ran, was resumed, failed or
+    was skipped (with the missing extractors)."""
 
     def __init__(self) -> None:
         self.prog: Any = None
         self.task: Any = None
         self.per_run = True
+        self.rows: dict[str, dict[str, list[str]]] = {}  # experiment -> status -> seeds / reasons
+
+    def _note(self, experiment: str, status: str, what: str) -> None:
+        self.rows.setdefault(experiment, {}).setdefault(status, []).append(what)
 
     def skipped(self, experiment: str, reason: str) -> None:
-        console.print(f"[yellow]skip[/] {experiment}: {reason}", highlight=False, soft_wrap=True)
+        self._note(experiment, "skipped", reason)
+
+    def resumed(self, run: ExperimentRun) -> None:
+        self._note(run.experiment, "resumed", str(run.seed))
+        console.print(f"[cyan]resumed[/] {run.experiment} seed {run.seed}: same configuration in {run.path}, not "
+                      "retrained", highlight=False, soft_wrap=True)
 
     def started(self, experiment: str | None, seed: int | None) -> None:
         self.per_run = experiment is not None
@@ -235,11 +272,13 @@ class BenchmarkBars(BenchmarkEvents):
     def finished(self, run: ExperimentRun) -> None:
         if self.per_run:
             self._stop()
+        self._note(run.experiment, "ran", str(run.seed))
         print_results(run)
 
     def failed(self, failure: RunFailure) -> None:
         if self.per_run:
             self._stop()
+        self._note(failure.experiment, "failed", f"seed {failure.seed}")
         if debug_enabled() and failure.error is not None:
             print_traceback(failure.error, err_console)
         console.print(f"[red]failed[/] {failure.experiment} (seed {failure.seed}): {escape(failure.reason)}",
@@ -247,6 +286,27 @@ class BenchmarkBars(BenchmarkEvents):
 
     def ended(self) -> None:
         self._stop()
+
+    def summary(self, store: Path, skips: list[Any]) -> None:
+        """One row per experiment: ran / resumed (seeds) / failed, or skipped
+        and why (the extractors whose features are not in ``store``)."""
+        missing = {sk[0]: getattr(sk, "missing", ()) for sk in skips}
+        short = {sk[0]: getattr(sk, "short", sk[1]) for sk in skips}
+        t = Table(title=f"benchmark: {sum(1 for r in self.rows.values() if 'ran' in r or 'resumed' in r)} of "
+                        f"{len(self.rows)} experiments ran", title_justify="left")
+        for c in ("experiment", "status", "seeds or reason"):
+            t.add_column(c, no_wrap=c == "experiment")
+        for name in sorted(self.rows):
+            r = self.rows[name]
+            if "skipped" in r:
+                why = (f"features not in {store}: {', '.join(missing[name])}" if missing.get(name)
+                       else short.get(name) or "; ".join(r["skipped"]))
+                t.add_row(name, "[yellow]skipped[/]", why)
+                continue
+            for status, style in (("ran", "green"), ("resumed", "cyan"), ("failed", "red")):
+                if status in r:
+                    t.add_row(name, f"[{style}]{status}[/]", ", ".join(r[status]))
+        console.print(t, highlight=False, soft_wrap=True)
 
 
 @command(app, "benchmark")
@@ -256,9 +316,18 @@ def benchmark_cmd(
     out: Path = typer.Option(..., "--out", help="Results directory (each run goes to DATASET/EXPERIMENT/seedN.json)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds to run, e.g. 0,1,2 (default: each experiment's own seed)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset copy: extract the experiments' missing features first (those that cannot be extracted are skipped)."),
-    leaderboard: Optional[Path] = typer.Option(None, "--leaderboard", help="Leaderboard markdown to write (default: leaderboards/DATASET.md); the figure goes beside it."),
+    leaderboard: Optional[Path] = typer.Option(None, "--leaderboard", help="Leaderboard file to write (default: leaderboards/DATASET.FORMAT); the figure goes beside it."),
+    fmt: str = typer.Option("md", "--format", help=FORMAT_HELP, metavar="md|csv|json"),
     experiments: Optional[str] = typer.Option(None, "--experiments", help="Only these experiments (comma-separated)."),
-    protocol: Optional[str] = typer.Option(None, "--protocol", help="Override every experiment's protocol (fixed, leave-one-group-out)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", metavar="PROTOCOL",
+                                           help="Override every experiment's protocol (fixed, leave-one-group-out). "
+                                                "Default: each experiment's, else the dataset's, as for run and demo."),
+    features: Optional[str] = typer.Option(None, "--features", metavar="SET",
+                                           help="Run every experiment on this feature set of the registry (e.g. "
+                                                "weightfree-both on a store without the paper's neural features)."),
+    rerun: bool = typer.Option(False, "--rerun", help="Train every run again, even those whose results file is "
+                               "already in --out with the same configuration (by default they are read, not "
+                               "retrained: a benchmark stopped by Ctrl-C continues where it stopped)."),
     group: Optional[str] = typer.Option(None, "--group", help="Group (movie) to plot; default: every test movie (the first 12)."),
     registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
     option: Optional[list[str]] = option_option(),
@@ -271,25 +340,33 @@ def benchmark_cmd(
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help=RAY_FIT_WORKERS_HELP),
 ) -> None:
     """Run every registry experiment whose features are in the store (each resolved
-    for DATASET: its datasets.DATASET settings applied), skipping with the reason
-    those whose features or model plugin are missing, for every seed; then write
-    the leaderboard of these runs. Exit 1 when an experiment failed.
+    for DATASET: its datasets.DATASET settings applied), skipping those whose
+    features or model plugin are missing, for every seed; then write the
+    leaderboard of these runs and a short table of what ran, was resumed, failed
+    or was skipped (and for which missing extractor). Resumes: an experiment x
+    seed whose results file is in --out with the same configuration is not
+    retrained (--rerun forces). Exit 1 when an experiment failed.
 
     \b
     Examples:
       aanbench benchmark eimt16 --store feats --out results --seeds 0,1,2
-      aanbench benchmark demo --store .aanbench-demo/store --out results --protocol leave-one-group-out
+      aanbench benchmark eimt16 --store feats --out results --features weightfree-both
+      aanbench benchmark demo --store .aanbench-demo/store --out results --format json
       aanbench benchmark cognimuse --store feats --out results --seeds 0,1,2 --backend ray --workers 8
     """
+    check_format(fmt)
     device = check_device(device)
     fits = fit_backend(backend, address=address, workers=workers, device=device, threads=threads)
     ds = resolve_dataset(dataset, option)
     only = [e.strip() for e in experiments.split(",") if e.strip()] if experiments else None
     seed_list = parse_seeds(seeds)
+    reg = load_registry(registry)
+    for n in sorted(reg.experiments):  # every name checked (--features, --protocol) before any work
+        if not only or n in only:
+            resolve_experiment(n, ds, registry=registry, features=features, protocol=protocol)
     if root is not None:
-        reg = load_registry(registry)
         names = sorted({f for n in reg.experiments if not only or n in only
-                        for f in reg.experiment(n, ds.name).features})
+                        for f in needed_features(resolve_experiment(n, ds, registry=registry, features=features))})
         for name in names:
             try:
                 failed_items = extract_with_progress(ds, root, store, [name]).failed
@@ -301,12 +378,19 @@ def benchmark_cmd(
     bars = BenchmarkBars()
     try:
         res = benchmark(ds, store, out, leaderboard, seeds=seed_list, experiments=only, protocol=protocol,
-                        group=group, registry=registry, sequential=sequential, backend=fits, command=invocation(),
-                        events=bars)
+                        features=features, rerun=rerun, fmt=fmt, group=group, registry=registry,
+                        sequential=sequential, backend=fits, command=invocation(), events=bars)
+    except NothingRan as exc:
+        bars.ended()
+        bars.summary(store, exc.skipped)
+        raise
     finally:
         bars.ended()
     console.print(res.leaderboard.read_text(), markup=False, highlight=False, soft_wrap=True)
-    console.print(f"wrote {res.leaderboard} and {res.figure}: {len(res.runs)} runs, {len(res.problems)} skipped or "
-                  "failed")
+    bars.summary(store, res.skipped)
+    n_new = len(res.runs) - len(res.resumed)
+    console.print(f"wrote {res.leaderboard} and {res.figure}: {n_new} run{'' if n_new == 1 else 's'}, "
+                  f"{len(res.resumed)} resumed" + (" (--rerun trains them again)" if res.resumed else "")
+                  + f", {len(res.problems)} skipped or failed", highlight=False, soft_wrap=True)
     if res.failed:
         raise typer.Exit(1)

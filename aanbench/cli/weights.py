@@ -1,10 +1,12 @@
 """``aanbench weights``: which pretrained files the installed extractors
 need, where they are looked for, and whether they are there; ``aanbench
-weights add FILE`` verifies a downloaded file and puts it in place.
+weights add FILE|FOLDER`` verifies a downloaded file (or every file in a
+folder of downloads) and puts it in place.
 
 Mounted by the main CLI (:mod:`aanbench.cli`) as ``app.add_typer(weights_app, name="weights")``.
-Exit codes: 0 done; 2 a refused file (unknown, or its SHA-256 differs) or,
-with ``--check``, a required file missing or different.
+Exit codes: 0 done; 2 a refused file (unknown, or its SHA-256 differs; for a
+folder: a file named like a weight file whose bytes differ, or no weight file
+in it) or, with ``--check``, a required file missing or different.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from aanbench.contracts import AanbenchError
-from aanbench.workflows.weights import ENV_VAR, add_weight_file, weight_status
+from aanbench.workflows.weights import ENV_VAR, add_weight_file, add_weight_folder, weight_status
 
 weights_app = typer.Typer(
     help="Pretrained weight files: list what is needed and its status; add a downloaded file.",
@@ -78,12 +80,36 @@ def weights_status(
 
 @weights_app.command("add")
 def weights_add(
-    file: Path = typer.Argument(..., help="A downloaded weight file."),
+    file: Path = typer.Argument(..., help="A downloaded weight file, or a folder of downloads (any names).",
+                                metavar="FILE|FOLDER"),
     weights_dir_opt: Optional[Path] = WeightsDirOpt,
 ) -> None:
-    """Verify FILE's SHA-256 against the known weight files and copy it into
-    the weights folder under its official name. Unknown or differing files
-    are refused (exit 2)."""
+    """Verify a downloaded file's SHA-256 against the known weight files and copy it
+    into the weights folder under its official name. A folder: every file in it
+    (searched recursively) is checked the same way, each placed or skipped with
+    its reason. Unknown or differing files are refused (exit 2); a folder exits 2
+    when a file named like a weight file differs or when no weight file is in it.
+
+    \b
+    Examples:
+      aanbench weights add ~/Downloads/resnet50-0676ba61.pth
+      aanbench weights add ~/Downloads/aanbench-weights/"""
+    if file.is_dir():
+        try:
+            got = add_weight_folder(file, weights_dir_opt)
+        except AanbenchError as exc:
+            _fail(str(exc))
+            return
+        for src, placed in got.placed:
+            verb = "copied to" if placed.copied else "already present at"
+            typer.echo(f"placed {src}: {placed.file.filename} (for {', '.join(placed.extractors)}) {verb} "
+                       f"{placed.path}")
+        for src, why in got.skipped:
+            typer.echo(f"skipped {src}: {why}")
+        if got.refused or not got.placed:
+            _fail(f"{len(got.refused)} file(s) refused (named like a weight file, other bytes: a broken or other "
+                  "download)" if got.refused else f"no known weight file in {file} (see `aanbench weights`)")
+        return
     try:
         placed = add_weight_file(file, weights_dir_opt)
     except AanbenchError as exc:

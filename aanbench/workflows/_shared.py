@@ -63,3 +63,46 @@ def extractor_names(extractors: str | Sequence[str] | None) -> list[str] | None:
         names = [n.strip() for n in extractors.split(",") if n.strip()]
         return names or None
     return list(extractors)
+
+
+def check_feature_set(name: str | None, reg: Any) -> None:
+    """A clear error, before any work, for a ``--features`` name the registry lacks."""
+    if name is not None and name not in reg.feature_sets:
+        raise AanbenchError(f"--features: no feature set {name!r} (known: {', '.join(sorted(reg.feature_sets))}; "
+                            "see `aanbench experiments`)")
+
+
+def check_protocol(name: str | None) -> None:
+    """A clear error, before any work, for an unknown ``--protocol``."""
+    if name is not None:
+        from aanbench.protocols import get_protocol
+
+        get_protocol(name)
+
+
+def configure_experiment(exp: Any, reg: Any, *, features: str | None = None, protocol: str | None = None,
+                         installed: Any = None) -> Any:
+    """``exp`` (an :class:`aanbench.registry.ExperimentConfig` resolved for a
+    dataset) run on the registry's feature set ``features`` and/or with
+    ``protocol`` instead of its own (``None``: keep it; an experiment without
+    a protocol uses its dataset's). The results record both, so the
+    leaderboard row says which. A ``fusion_groups`` parameter (indices into
+    the feature set: one late-fused model per group) is regrouped by the new
+    set's modalities (video, audio), as the registry groups the paper sets."""
+    from dataclasses import replace
+
+    check_feature_set(features, reg)
+    check_protocol(protocol)
+    if protocol is not None:
+        exp = replace(exp, protocol=protocol)
+    if features is None or features == exp.feature_set:
+        return exp
+    names = tuple(reg.feature_sets[features])
+    params = dict(exp.params)
+    if isinstance(params.get("fusion_groups"), list) and params["fusion_groups"]:
+        extractors = (installed or plugins()).extractors
+        by_modality: dict[str, list[int]] = {}
+        for i, n in enumerate(names):
+            by_modality.setdefault(str(getattr(extractors.get(n), "modality", n)), []).append(i)
+        params["fusion_groups"] = list(by_modality.values())
+    return replace(exp, feature_set=features, features=names, params=params)

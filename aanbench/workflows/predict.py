@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ class PredictionsWritten:
 
     predictions: Any
     path: Path
-    model: Path
+    model: str  # the --model argument (a file, or a named model: `NAME (<bundle path>)`)
+    warnings: list[str] = field(default_factory=list)  # e.g. DEMO_WARNING for a model trained on the demo
 
     @property
     def n_left_out(self) -> int:
@@ -23,36 +24,57 @@ class PredictionsWritten:
 
     def summary(self) -> dict[str, Any]:
         """What ``aanbench predict --json`` prints."""
-        return {"predictions": str(self.path), "model": str(self.model), **self.predictions.summary()}
+        return {"predictions": str(self.path), "model": str(self.model), "warnings": list(self.warnings),
+                **self.predictions.summary()}
+
+
+def model_warnings(payload: Any, source: str) -> list[str]:
+    """What a user must know before trusting ``payload``'s predictions: a
+    model trained on the generated demo (:data:`aanbench.curve.DEMO_WARNING`,
+    as ``curve`` warns)."""
+    from aanbench.curve import DEMO_WARNING
+
+    name = str((getattr(payload, "dataset", None) or {}).get("name") or "")
+    return [f"{source}: {DEMO_WARNING}"] if name == "demo" else []
 
 
 def predict(model: str | Path, store: str | Path, dataset: str, out: str | Path, *,
-            segmentation: str | None = None) -> PredictionsWritten:
-    """Apply ``model`` (a bundle from :func:`train`, or a single-target model
-    file) to the features stored for ``dataset`` (store group ``dataset``/
-    ``segmentation``, default the dataset's), rebuilding the windows it was
-    trained with; write ``out`` (CSV ``item_id,start,end,<targets>,reason``).
-    Samples without valid features get an empty prediction and a reason."""
-    from aanbench.modelfile import load_any
+            segmentation: str | None = None, with_labels: bool = False) -> PredictionsWritten:
+    """Apply ``model`` (a bundle from :func:`train`, a single-target model
+    file, or a named model: ``aanbench models list``) to the features stored
+    for ``dataset`` (store group ``dataset``/``segmentation``, default the
+    dataset's), rebuilding the windows it was trained with; write ``out``
+    (CSV ``item_id,start,end,<targets>,reason``; ``with_labels``: also
+    ``<target>_label``, ``split`` and ``group`` where the store holds them,
+    so the CSV can be scored). Samples without valid features get an empty
+    prediction and a reason. A model trained on the demo dataset gets a
+    warning (``warnings``)."""
+    from aanbench.named_models import resolve_model
     from aanbench.predict import predict_group
     from aanbench.store import FeatureStore
 
-    payload = load_any(model)
+    resolved = resolve_model(model)
     plugins = get_plugins()
     seg = segmentation or (plugins.datasets[dataset].segmentation if dataset in plugins.datasets else "default")
     group = FeatureStore(Path(store), mode="r").open_group(dataset, seg)
-    preds = predict_group(payload, group, plugins)
-    return PredictionsWritten(preds, preds.write_csv(out), Path(model))
+    preds = predict_group(resolved.payload, group, plugins, with_labels=with_labels)
+    return PredictionsWritten(preds, preds.write_csv(out), resolved.source,
+                              model_warnings(resolved.payload, resolved.source))
 
 
 def model_info(file: str | Path) -> dict[str, Any]:
-    """What a model bundle or model file predicts, from which features and
-    windows, trained on what (``aanbench models info --json``)."""
-    from aanbench.modelfile import load_any
+    """What a model bundle, model file or named model (``aanbench models
+    list``) predicts, from which features and windows, trained on what
+    (``aanbench models info --json``); a named model adds ``named``: its
+    summary, training data, label range, licence and attribution."""
+    from aanbench.named_models import resolve_model
 
-    p = load_any(file)
+    resolved = resolve_model(file)
+    p = resolved.payload
     return {
-        "file": str(file), "format": p.source_format, "model": p.model,
+        "file": str(resolved.named.path if resolved.named else file),
+        "named": resolved.named.to_dict() if resolved.named else None,
+        "format": p.source_format, "model": p.model,
         "model_version": p.model_version, "input": p.input,
         "targets": list(p.targets), "features": list(p.features),
         "feature_keys": list(p.feature_keys), "dims": list(p.dims),
@@ -61,3 +83,13 @@ def model_info(file: str | Path) -> dict[str, Any]:
         "fits": {t: v.fit for t, v in p.targets.items() if v.fit},
         "provenance": p.provenance,
     }
+
+
+def named_models() -> list[dict[str, Any]]:
+    """The named models shipped with aanbench (``aanbench models list``): per
+    model its name, summary, predicts, features, dataset, protocol, training
+    data, label range and units, licence and attribution
+    (:meth:`aanbench.named_models.NamedModel.to_dict`)."""
+    from aanbench.named_models import list_models
+
+    return [m.to_dict() for m in list_models()]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from aanbench.contracts import Dataset
-from aanbench.workflows._shared import plugins, registry as load_registry, resolve_dataset
+from aanbench.workflows._shared import configure_experiment, plugins, registry as load_registry, resolve_dataset
 from aanbench.workflows.fits import fit_backend
 
 #: ``on_progress(done, total, what)``: fits done of ``total`` (``what``: the
@@ -44,6 +44,22 @@ class ExperimentRun:
                 "metrics": self.metrics}
 
 
+def resolve_experiment(name: str, dataset: Dataset, *, registry: str | Path | None = None, features: str | None = None,
+                       protocol: str | None = None) -> Any:
+    """The registry experiment ``name`` resolved for ``dataset``, on the
+    feature set ``features`` and with ``protocol`` when given (else its own,
+    else the dataset's protocol); every name checked before any work."""
+    reg = load_registry(registry)
+    return configure_experiment(reg.experiment(name, dataset.name), reg, features=features, protocol=protocol)
+
+
+def needed_features(exp: Any) -> list[str]:
+    """The extractors a run of ``exp`` reads: its feature set, or none for
+    a model that reads no features (``ModelSpec.needs_features``)."""
+    spec = plugins().models.get(exp.model)
+    return [] if spec is not None and not spec.needs_features else list(exp.features)
+
+
 def _group(store: str | Path, ds: Dataset):
     from aanbench.store import FeatureStore
 
@@ -60,6 +76,8 @@ def run(
     *,
     seed: int | None = None,
     registry: str | Path | None = None,
+    features: str | None = None,
+    protocol: str | None = None,
     options: Sequence[str] | Mapping[str, Any] | None = None,
     save_models: str | Path | None = None,
     sequential: bool = False,
@@ -72,7 +90,9 @@ def run(
     on_progress: FitProgress | None = None,
 ) -> ExperimentRun:
     """Train and evaluate ``experiment`` on the stored features of
-    ``dataset`` with its protocol; write the results file
+    ``dataset`` with its protocol (``protocol``: another; default the
+    experiment's, else the dataset's), on its feature set (``features``:
+    another feature set of the registry); write the results file
     (``out/<dataset>/<experiment>/seed<N>.json``, or ``out`` when it ends in
     .json). ``backend``: where the fits run, ``local`` or ``ray`` (with
     ``address``, ``workers``), or a fit backend object
@@ -80,10 +100,10 @@ def run(
     results file. An error that stops the run is raised."""
     from aanbench.runner import write_results
 
+    ds = resolve_dataset(dataset, options, labelled=True)
+    exp = resolve_experiment(experiment, ds, registry=registry, features=features, protocol=protocol)
     fits = backend if not isinstance(backend, str) else fit_backend(
         backend, address=address, workers=workers, device=device, threads=threads)
-    ds = resolve_dataset(dataset, options, labelled=True)
-    exp = load_registry(registry).experiment(experiment, ds.name)
     group = _group(store, ds)
     [doc] = fits.run([(exp, seed)], ds, group, plugins(), sequential=sequential,
                      save_models=Path(save_models) if save_models is not None else None, on_progress=on_progress)
@@ -116,6 +136,8 @@ def train(
     *,
     seed: int | None = None,
     registry: str | Path | None = None,
+    features: str | None = None,
+    protocol: str | None = None,
     options: Sequence[str] | Mapping[str, Any] | None = None,
     sequential: bool = False,
     device: str = "cpu",
@@ -125,13 +147,16 @@ def train(
 ) -> TrainedBundle:
     """Fit ``experiment`` on all of ``dataset``'s training samples (validation
     carved from them as in :func:`run`), for every target, and write one
-    model bundle to ``out`` (apply it with :func:`predict`).
+    model bundle to ``out`` (apply it with :func:`predict`). The training
+    samples are the protocol's training pool (``protocol``, default as in
+    :func:`run`): the train split for ``fixed``, every movie for
+    ``leave-one-group-out``. ``features``: as in :func:`run`.
     ``on_progress(done, total, target)`` as each target's fit ends."""
     from aanbench.modelfile import save_bundle
     from aanbench.runner import train_bundle
 
     ds = resolve_dataset(dataset, options, labelled=True)
-    exp = load_registry(registry).experiment(experiment, ds.name)
+    exp = resolve_experiment(experiment, ds, registry=registry, features=features, protocol=protocol)
     group = _group(store, ds)
     payload = train_bundle(exp, ds, group, plugins(), seed=seed, sequential=sequential, device=device,
                            threads=threads,
@@ -140,16 +165,35 @@ def train(
     return TrainedBundle(save_bundle(out, payload), payload)
 
 
-def leaderboard(dataset: str, results: Sequence[str | Path], out: str | Path, *, group: str | None = None,
-                command: str = "") -> tuple[Path, Path]:
-    """Write the leaderboard of ``dataset`` (markdown ``out``, the figure
-    beside it) from the results files in ``results`` (folders or files);
-    returns (markdown, figure)."""
+def check_format(fmt: str) -> str:
+    """A leaderboard format (``md``, ``csv``, ``json``: :data:`aanbench.leaderboard.FORMATS`)
+    checked before any work."""
+    from aanbench.contracts import AanbenchError
+    from aanbench.leaderboard import FORMATS
+
+    if fmt not in FORMATS:
+        raise AanbenchError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    return fmt
+
+
+def default_leaderboard(dataset: str, fmt: str = "md") -> Path:
+    """Where a leaderboard goes by default: ``leaderboards/<dataset>.<fmt>``."""
+    return Path("leaderboards") / f"{dataset}.{fmt}"
+
+
+def leaderboard(dataset: str, results: Sequence[str | Path], out: str | Path | None = None, *,
+                group: str | None = None, command: str = "", fmt: str = "md") -> tuple[Path, Path]:
+    """Write the leaderboard of ``dataset`` in ``fmt`` (``md``, ``csv`` or
+    ``json``; to ``out``, default ``leaderboards/<dataset>.<fmt>``; the
+    figure beside it) from the results files in ``results`` (folders or
+    files); returns (leaderboard, figure)."""
     from aanbench.contracts import AanbenchError
     from aanbench.leaderboard import write_leaderboard
     from aanbench.runner import read_results
 
+    check_format(fmt)
     docs = read_results([Path(r) for r in results], dataset)
     if not docs:
         raise AanbenchError(f"no results for dataset {dataset!r} in {', '.join(map(str, results))}")
-    return write_leaderboard(dataset, docs, Path(out), group=group, command=command)
+    out = Path(out) if out is not None else default_leaderboard(dataset, fmt)
+    return write_leaderboard(dataset, docs, out, group=group, command=command, fmt=fmt)

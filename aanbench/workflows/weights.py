@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aanbench.weights import ENV_VAR, add_file, requirements, status_rows, weights_dir
+from aanbench.weights import ENV_VAR, add_file, add_folder, requirements, status_rows, weights_dir
 
-__all__ = ["ENV_VAR", "add_weight_file", "installed_weight_requirements", "weight_status", "weights_dir"]
+__all__ = ["ENV_VAR", "add_weight_file", "add_weight_folder", "installed_weight_requirements", "weight_status",
+           "weights_dir"]
 
 
 def installed_weight_requirements() -> Any:
@@ -30,3 +31,11 @@ def add_weight_file(file: str | Path, folder: str | Path | None = None) -> Any:
     """Verify ``file`` against the known weight files and place it in the
     weights folder under its official name (:func:`aanbench.weights.add_file`)."""
     return add_file(Path(file), weights_dir(folder), installed_weight_requirements())
+
+
+def add_weight_folder(src: str | Path, folder: str | Path | None = None) -> Any:
+    """Place every known weight file found in the folder of downloads
+    ``src`` (any names; matched by SHA-256) into the weights folder
+    (:func:`aanbench.weights.add_folder`: what was placed, what was skipped
+    and why)."""
+    return add_folder(Path(src), weights_dir(folder), installed_weight_requirements())

@@ -398,6 +398,12 @@ class Cognimuse(Dataset):
         return out
 
     # -------------------------------------------------------------- check
+    def make_fixture(self, root: Path, seed: int = 0):
+        """A small generated copy in the official layout (``aanbench datasets make-fixture``)."""
+        from aanbench_plugins.datasets.fixtures import make_fixture
+
+        return make_fixture("cognimuse", root, seed=seed)
+
     def check(self, root: Path) -> DatasetCheck:
         """Movies with annotations and with a video, against the chosen
         movies; unreadable videos; videos shorter than their annotations;

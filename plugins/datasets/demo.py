@@ -683,10 +683,10 @@ class DemoDataset(Dataset):
     description = (
         "Synthetic clips made from a seed (aanbench datasets make-demo): valence and arousal are known "
         "functions of motion, cuts, loudness, tempo, brightness, hue and harmony, plus noise; "
-        "by default 120 clips in 10 movies, fixed split 8 train / 2 test movies"
+        "by default 120 clips in 10 movies; scored leave-one-movie-out (--protocol fixed: 8 train / 2 test movies)"
     )
     label_range = {"valence": (-1.0, 1.0), "arousal": (-1.0, 1.0)}
-    protocol = "fixed"
+    protocol = "leave-one-group-out"  # run, benchmark and demo alike; `train` keeps the 2 test movies out
     card = "datasets/demo.md"
 
     def items(self, root: Path) -> list[Item]:

@@ -417,6 +417,12 @@ class Eimt16(Dataset):
         return out
 
     # -------------------------------------------------------------- check
+    def make_fixture(self, root: Path, seed: int = 0):
+        """A small generated copy in the official layout (``aanbench datasets make-fixture``)."""
+        from aanbench_plugins.datasets.fixtures import make_fixture
+
+        return make_fixture("eimt16", root, seed=seed)
+
     def check(self, root: Path) -> DatasetCheck:
         """Counts found against expected, missing and unreadable files,
         label ranges and the checksum manifest (see :mod:`aanbench.pluginkit.datacheck`)."""

@@ -328,6 +328,9 @@ def make_fixture(dataset: str, root: str | Path, *, seed: int = 0) -> MadeFixtur
     try_next = [
         f"aanbench datasets check {dataset} --root {root}{opt}",
         f"aanbench extract {dataset} --root {root}{opt} --store {store} --extractors affect,emobase2010,logmel",
+        f"aanbench run mean {dataset}{opt} --store {store} --out {root.parent / (root.name + '-results')}",
+        f"aanbench benchmark {dataset}{opt} --store {store} --out {root.parent / (root.name + '-results')} "
+        f"--features weightfree-both --leaderboard {root.parent / (root.name + '-leaderboard.md')}",
     ]
     (root / FIXTURE_NOTE).write_text(
         f"A small GENERATED copy of {dataset} in its official layout, written by aanbench "

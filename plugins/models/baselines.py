@@ -13,7 +13,8 @@ from aanbench.paramspec import Float, ListOf
 
 
 class MeanPredictor(Model):
-    """Predicts the mean of the training targets for every item."""
+    """Predicts the mean of the training targets for every item. It reads no
+    features (``needs_features=False``): it runs on any labelled store group."""
 
     name = "mean"
 
@@ -102,7 +103,7 @@ RIDGE_DEFAULTS: dict[str, Any] = {"alphas": [0.1, 1.0, 10.0, 100.0, 1000.0, 1000
 def aanbench_models():
     return [
         ModelSpec("mean", "Training-mean predictor (sanity floor)", lambda p, d: MeanPredictor(p, d),
-                  restore=_restore_mean, params={}),
+                  restore=_restore_mean, params={}, needs_features=False),
         ModelSpec("ridge", "Ridge regression on concatenated standardised features", lambda p, d: Ridge(p, d),
                   restore=_restore_ridge, params=RIDGE_DEFAULTS, param_specs={"alphas": ListOf(Float(gt=0))}),
     ]
