@@ -363,6 +363,7 @@ batched-test = ["logmel", "affect"]
 model = "feature-aan"
 description = "a short Feature AttendAffectNet"
 features = "batched-test"
+protocol = "fixed"  # the demo's own split (its default is now leave-one-movie-out: 4x the fits)
 params = { max_epochs = 20, patience = 6, batch_size = 16, lr = 0.005, val_fraction = 0.2 }
 """
 
