@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -38,6 +39,7 @@ from aanbench.workflows import (
     RunFailure,
     benchmark,
     check_device,
+    experiment_settings,
     fit_backend,
     leaderboard,
     registry as load_registry,
@@ -51,9 +53,30 @@ from aanbench.workflows import (
 def experiments_cmd(
     registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+    show: Optional[str] = typer.Option(None, "--show", metavar="NAME",
+                                       help="Print the settings experiment NAME runs with on --dataset and where each came from."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="With --show: the dataset whose settings to resolve."),
 ) -> None:
     """List the named experiments (the built-in registry plus your own file),
-    their model, feature set and where each is defined."""
+    their model, feature set and where each is defined. With --show NAME
+    --dataset D: every setting NAME runs with on D and the registry section
+    it came from (most specific first: NAME's datasets.D, NAME's params,
+    then the same of the experiment it extends)."""
+    if show is not None or dataset is not None:
+        if show is None or dataset is None:
+            raise AanbenchError("--show NAME and --dataset D go together")
+        got = experiment_settings(show, dataset, registry)
+        if as_json:
+            echo_json(got)
+            return
+        t = Table(title=f"{show} on {dataset}" + (f" (extends {' -> '.join(got['extends'])})" if got["extends"] else ""))
+        for c in ("setting", "value", "from"):
+            t.add_column(c, no_wrap=c == "setting")
+        for k, s in got["settings"].items():
+            t.add_row(k, escape(json.dumps(s["value"]) if not isinstance(s["value"], str) else s["value"]),
+                      escape(s["source"]))
+        console.print(t, highlight=False)
+        return
     reg = load_registry(registry)
     rows = []
     for name, e in sorted(reg.experiments.items()):

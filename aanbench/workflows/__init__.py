@@ -25,7 +25,7 @@ from aanbench.workflows.extract import extract, extract_summary
 from aanbench.workflows.fits import check_device, fit_backend, one_blas_thread
 from aanbench.workflows.predict import PredictionsWritten, model_info, predict
 from aanbench.workflows.run import ExperimentRun, TrainedBundle, leaderboard, run, train
-from aanbench.workflows.store import ImportedArray, import_h5, store_summary
+from aanbench.workflows.store import ImportedArray, experiment_settings, import_h5, store_summary, verify as verify_store
 from aanbench.workflows.datasets import check_dataset
 
 __all__ = [
@@ -35,5 +35,5 @@ __all__ = [
     "curve", "demo", "demo_curve", "demo_experiments", "demo_film", "demo_prerequisites", "extract",
     "extract_summary", "film_curve", "film_dataset", "film_segmentation", "fit_backend", "import_h5",
     "one_blas_thread", "parse_options", "plugins", "predict", "registry", "resolve_dataset", "run",
-    "store_summary", "train",
+    "store_summary", "train", "experiment_settings", "verify_store",
 ]

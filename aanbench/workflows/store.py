@@ -86,3 +86,29 @@ def import_h5(file: str | Path, store: str | Path, dataset: str, extractor: str,
             "weights": {}, "libraries": {}, "source": {"file": file.name, "sha256": digest}}
     arr = group.import_rows(f"{extractor}@imported", values, prov)
     return ImportedArray(int(values.shape[0]), int(values.shape[1]), digest, group.path, arr.key, file)
+
+
+def verify(store: str | Path):
+    """Check every array of the store at ``store`` (metadata against data,
+    every chunk against its CRC32C, shard files against size and index);
+    returns a :class:`aanbench.store.StoreVerification` (``.ok``,
+    ``.problems``, ``.lines()``). Nothing is written."""
+    from aanbench.store import verify_store
+
+    store = Path(store)
+    if not store.exists():
+        raise AanbenchError(f"{store}: no such feature store")
+    return verify_store(store)
+
+
+def experiment_settings(name: str, dataset: str, registry_file: str | Path | None = None) -> dict[str, Any]:
+    """The settings experiment ``name`` runs with on ``dataset`` (the
+    built-in registry plus ``registry_file``), each with where it came from:
+    ``{"experiment", "dataset", "files", "settings": {key: {"value", "source"}}}``."""
+    from aanbench.workflows._shared import registry
+
+    reg = registry(registry_file)
+    settings = reg.resolve_settings(name, dataset)
+    return {"experiment": name, "dataset": dataset, "files": [str(p) for p in reg.files],
+            "extends": reg.chain(name)[1:],
+            "settings": {k: {"value": s.value, "source": s.source} for k, s in settings.items()}}
