@@ -49,6 +49,10 @@ from aanbench.workflows import (
 )
 
 
+SKIP_DAMAGED_HELP = ("Score without the stored rows whose bytes are damaged (checksum mismatch; recorded in the "
+                     "results as skipped_damaged). Without it such rows refuse the run (exit 2).")
+
+
 @command(app, "experiments")
 def experiments_cmd(
     registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
@@ -126,6 +130,7 @@ def run_cmd(
     backend: str = typer.Option("local", "--backend", help=RAY_FIT_BACKEND_HELP),
     address: Optional[str] = typer.Option(None, "--address", help=RAY_FIT_ADDRESS_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help=RAY_FIT_WORKERS_HELP),
+    skip_damaged: bool = typer.Option(False, "--skip-damaged", help=SKIP_DAMAGED_HELP),
 ) -> None:
     """Train and evaluate an experiment with the dataset's protocol; write a results
     file (config, provenance, per-sample predictions with start/end, metrics) and
@@ -149,8 +154,11 @@ def run_cmd(
             console.print(f"[yellow]{len(failed)} item failures during extraction; those items are left out[/]")
     with LazyBar(fit_progress(f"[bold]{experiment}[/]", quiet=as_json, to_stderr=as_json)) as bar:
         res = run(experiment, ds, store, out, seed=seed, registry=registry, save_models=save_models,
-                  sequential=sequential, backend=fits, command=invocation(),
+                  sequential=sequential, backend=fits, command=invocation(), skip_damaged=skip_damaged,
                   on_progress=lambda done, total, what: bar.update(done, total, what.split(": ", 1)[-1]))
+    for d in res.doc.extra.get("skipped_damaged", []):
+        err_console.print(f"warning: {d['rows']} damaged row(s) of {d['array']} left out (--skip-damaged)",
+                          highlight=False, markup=False, soft_wrap=True)
     if as_json:
         echo_json(res.summary())
         return
@@ -292,6 +300,7 @@ def benchmark_cmd(
                                 "seed is submitted at once."),
     address: Optional[str] = typer.Option(None, "--address", help=RAY_FIT_ADDRESS_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help=RAY_FIT_WORKERS_HELP),
+    skip_damaged: bool = typer.Option(False, "--skip-damaged", help=SKIP_DAMAGED_HELP),
 ) -> None:
     """Run every registry experiment whose features are in the store (each resolved
     for DATASET: its datasets.DATASET settings applied), skipping with the reason
@@ -325,7 +334,7 @@ def benchmark_cmd(
     try:
         res = benchmark(ds, store, out, leaderboard, seeds=seed_list, experiments=only, protocol=protocol,
                         group=group, registry=registry, sequential=sequential, backend=fits, command=invocation(),
-                        events=bars)
+                        events=bars, skip_damaged=skip_damaged)
     finally:
         bars.ended()
     console.print(res.leaderboard.read_text(), markup=False, highlight=False, soft_wrap=True)
