@@ -63,6 +63,7 @@ def test_one_flipped_byte_predict_exits_1_naming_it_and_run_refuses(damaged, tmp
     assert r.returncode == 1, r.stdout + r.stderr
     said = " ".join((r.stdout + r.stderr).split())
     assert "checksum mismatch in" in said and "affect@" in said, said
+    assert "of them on damaged stored rows" in said and "store verify" in said, said
     rows = (tmp_path / "p.csv").read_text().splitlines()
     damaged_rows = [line for line in rows[1:] if "checksum mismatch" in line]
     assert damaged_rows and len(damaged_rows) < len(rows) - 1  # exactly some rows, not all
