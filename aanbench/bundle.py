@@ -39,6 +39,176 @@ MODEL_REQUIRED = ("format", "model", "target", "features", "state")
 # The windows of a single-target file written before files recorded them: single rows.
 ROWS_SAMPLES = {"length": 1, "stride": 1, "scope": "group", "label": "last", "start": "drop"}
 
+# What a model file may declare (checked before anything is allocated from it).
+INVALID = "not a valid aanbench model"
+MAX_FEATURES = 64  # feature arrays a model reads
+MAX_DIM = 1 << 20  # columns of one feature array
+MAX_TARGETS = 64
+MAX_NAME = 200  # characters of a model, target or feature name
+MAX_STATE_DEPTH = 16  # nesting of a model's state
+
+
+def invalid(where: str, why: str) -> AanbenchError:
+    """The error for a model file that fails its checks: ``WHERE: not a valid
+    aanbench model: WHY`` (exit 2)."""
+    return AanbenchError(f"{where}: {INVALID}: {why}")
+
+
+def _is_int(v: Any) -> bool:
+    import numbers
+
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _name(v: Any, what: str, where: str) -> str:
+    if not isinstance(v, str) or not v or len(v) > MAX_NAME:
+        raise invalid(where, f"{what} must be a non-empty name of at most {MAX_NAME} characters, not "
+                             f"{_show(v)}")
+    return v
+
+
+def _show(v: Any) -> str:
+    """A value for a message: short, its type when it is not plain."""
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        text = repr(v)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return f"a {type(v).__name__}"
+
+
+def _mapping_or_none(v: Any, what: str, where: str) -> dict[str, Any] | None:
+    if v is None:
+        return None
+    if not isinstance(v, Mapping):
+        raise invalid(where, f"{what} must be a table, not {_show(v)}")
+    return dict(v)
+
+
+def _names(v: Any, what: str, where: str, *, empty_ok: bool = False) -> list[str]:
+    if not isinstance(v, (list, tuple)):
+        raise invalid(where, f"{what} must be a list of names, not {_show(v)}")
+    if not v and not empty_ok:
+        raise invalid(where, f"{what} is empty")
+    if len(v) > MAX_FEATURES:
+        raise invalid(where, f"{what} lists {len(v)} entries (at most {MAX_FEATURES})")
+    for x in v:
+        if not isinstance(x, str) or len(x) > MAX_NAME or (not x and not empty_ok):
+            raise invalid(where, f"{what} holds {_show(x)}, not a name")
+    return list(v)
+
+
+def _dims(v: Any, n_features: int, where: str) -> list[int]:
+    if v is None:
+        return []
+    if not isinstance(v, (list, tuple)):
+        raise invalid(where, f"dims must be a list of integers, not {_show(v)}")
+    if v and len(v) != n_features:
+        raise invalid(where, f"dims lists {len(v)} sizes for {n_features} feature(s)")
+    for d in v:
+        if not _is_int(d) or not 1 <= int(d) <= MAX_DIM:
+            raise invalid(where, f"dims holds {_show(d)}; each must be an integer from 1 to {MAX_DIM}")
+    return [int(d) for d in v]
+
+
+def _vector(v: Any, what: str, dim: int | None, where: str) -> Any:
+    import numpy as np
+    import torch
+
+    if isinstance(v, torch.Tensor):
+        if v.is_complex() or not (v.is_floating_point() or v.dtype in (torch.int32, torch.int64)):
+            raise invalid(where, f"{what} is a {v.dtype} tensor, not real numbers")
+        shape = tuple(v.shape)
+    elif isinstance(v, np.ndarray):
+        if v.dtype.kind not in "fiu":
+            raise invalid(where, f"{what} is a {v.dtype} array, not real numbers")
+        shape = v.shape
+    elif isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        shape = (len(v),)
+    else:
+        raise invalid(where, f"{what} must be a vector of numbers, not {_show(v)}")
+    if len(shape) != 1 or (dim is not None and shape[0] != dim) or not 1 <= shape[0] <= MAX_DIM:
+        raise invalid(where, f"{what} has shape {list(shape)}" + (f", expected [{dim}]" if dim is not None else ""))
+    arr = np.asarray(v, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise invalid(where, f"{what} holds values that are not finite")
+    return arr
+
+
+def _check_standardize(sd: Any, dims: list[int], n_features: int, where: str, target: str) -> None:
+    if sd is None:
+        return
+    if not isinstance(sd, Mapping) or not {"mean", "std"} <= set(sd):
+        raise invalid(where, f"targets.{target}.standardize must be a table with mean and std, not {_show(sd)}")
+    for part in ("mean", "std"):
+        vs = sd[part]
+        if not isinstance(vs, (list, tuple)) or len(vs) != n_features:
+            raise invalid(where, f"targets.{target}.standardize.{part} must list one vector per feature "
+                                 f"({n_features}), not {_show(vs) if not isinstance(vs, (list, tuple)) else len(vs)}")
+        for k, v in enumerate(vs):
+            arr = _vector(v, f"targets.{target}.standardize.{part}[{k}]", dims[k] if dims else None, where)
+            if part == "std" and not (arr > 0).all():
+                raise invalid(where, f"targets.{target}.standardize.std[{k}] holds values that are not positive")
+
+
+def _check_state(state: Any, where: str, target: str, dims: list[int]) -> None:
+    """The state is plain containers, numbers, strings and real tensors; a
+    ``config.dims`` it declares (torch models) matches the file's ``dims``."""
+    import numpy as np
+    import torch
+
+    if not isinstance(state, Mapping):
+        raise invalid(where, f"targets.{target}.state must be a table, not {_show(state)}")
+    todo = [(f"targets.{target}.state", state, 0)]
+    while todo:
+        path, v, depth = todo.pop()
+        if depth > MAX_STATE_DEPTH:
+            raise invalid(where, f"{path} is nested deeper than {MAX_STATE_DEPTH} levels")
+        if isinstance(v, Mapping):
+            for k, x in v.items():
+                if not isinstance(k, (str, int)):
+                    raise invalid(where, f"{path} has a key of type {type(k).__name__}")
+                todo.append((f"{path}.{k}", x, depth + 1))
+        elif isinstance(v, (list, tuple)):
+            todo.extend((f"{path}[{i}]", x, depth + 1) for i, x in enumerate(v))
+        elif isinstance(v, torch.Tensor):
+            if v.is_complex() or v.dtype in (torch.quint8, torch.qint8, torch.qint32):
+                raise invalid(where, f"{path} is a {v.dtype} tensor")
+        elif not (v is None or isinstance(v, (str, bool, int, float, np.ndarray, np.generic))):
+            raise invalid(where, f"{path} holds {_show(v)}")
+    cfg = state.get("config")
+    if dims and isinstance(cfg, Mapping) and "dims" in cfg:
+        got = cfg["dims"]
+        if not isinstance(got, (list, tuple)) or [int(d) if _is_int(d) else d for d in got] != list(dims):
+            raise invalid(where, f"targets.{target}.state.config.dims {_show(got) if not isinstance(got, (list, tuple)) else list(got)} "
+                                 f"differ from the file's dims {list(dims)}")
+
+
+def _check_common(p: Mapping[str, Any], where: str) -> tuple[list[str], list[int]]:
+    """The fields both layouts share: model, features, dims, input, samples, seed."""
+    _name(p["model"], "model", where)
+    features = _names(p["features"], "features", where)
+    dims = _dims(p.get("dims"), len(features), where)
+    inp = p.get("input")
+    if inp is not None and inp not in ("rows", "sequences"):
+        raise invalid(where, f"input must be rows or sequences, not {_show(inp)}")
+    samples = p.get("samples")
+    if samples is not None:
+        if not isinstance(samples, Mapping):
+            raise invalid(where, f"samples must be a table, not {_show(samples)}")
+        from aanbench.paramspec import MAX_SEQUENCE_ROWS
+
+        for k in ("length", "stride"):
+            if k in samples and (not _is_int(samples[k]) or not 1 <= int(samples[k]) <= MAX_SEQUENCE_ROWS):
+                raise invalid(where, f"samples.{k} = {_show(samples[k])}; must be an integer from 1 to "
+                                     f"{MAX_SEQUENCE_ROWS}")
+        for k in ("scope", "label", "start"):
+            if k in samples and not isinstance(samples[k], str):
+                raise invalid(where, f"samples.{k} must be a name, not {_show(samples[k])}")
+    for k in ("model_version", "command"):
+        v = p.get(k)
+        if v is not None and (not isinstance(v, (str, int)) or isinstance(v, bool)):
+            raise invalid(where, f"{k} must be text, not {_show(v)}")
+    return features, dims
+
 
 @dataclass(eq=False)
 class TargetModel(PayloadView):
@@ -77,7 +247,7 @@ class TargetModel(PayloadView):
     @classmethod
     def from_payload(cls, d: Mapping[str, Any], where: str = "") -> "TargetModel":
         if not isinstance(d, Mapping) or "state" not in d:
-            raise AanbenchError(f"{where}: a damaged model bundle (a target lacks its state)")
+            raise invalid(where, "a damaged model bundle (a target lacks its state)")
         sd = d.get("standardize")
         return cls(dict(d["state"]), Standardizer.from_payload(sd) if sd else None,
                    _dict_or_none(d.get("params")), _dict_or_none(d.get("settings")), _dict_or_none(d.get("fit")))
@@ -200,23 +370,48 @@ class ModelBundle(PayloadView):
         ``where`` (the file) names it in errors."""
         where = where or "model payload"
         if not isinstance(payload, Mapping):
-            raise AanbenchError(f"{where}: not an aanbench model file (holds a {type(payload).__name__})")
+            raise invalid(where, f"not an aanbench model file (holds a {type(payload).__name__})")
         fmt = payload.get("format")
-        if fmt == BUNDLE_FORMAT:
-            return cls._from_bundle(payload, where)
-        if fmt == MODEL_FORMAT:
-            return cls._from_model(payload, where)
+        if fmt in (BUNDLE_FORMAT, MODEL_FORMAT):
+            try:
+                return cls._from_bundle(payload, where) if fmt == BUNDLE_FORMAT else cls._from_model(payload, where)
+            except AanbenchError:
+                raise
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
+                # a field the checks above let through but that does not read: still named, never a raw error
+                raise invalid(where, f"a damaged field ({type(exc).__name__}: {str(exc)[:200]})") from None
         if isinstance(fmt, str) and fmt.split("/")[0] in ("aanbench.bundle", "aanbench.model"):
             raise AanbenchError(f"{where}: model file format {fmt} is not one this aanbench reads "
                                 f"({BUNDLE_FORMAT}, {MODEL_FORMAT}); written by a newer aanbench? Upgrade to read it")
-        raise AanbenchError(f"{where}: not an aanbench model file (format {BUNDLE_FORMAT} or {MODEL_FORMAT} "
-                            f"expected, found {fmt!r})")
+        raise invalid(where, f"not an aanbench model file (format {BUNDLE_FORMAT} or {MODEL_FORMAT} "
+                             f"expected, found {_show(fmt)})")
 
     @classmethod
     def _from_bundle(cls, p: Mapping[str, Any], where: str) -> "ModelBundle":
         missing = [k for k in BUNDLE_REQUIRED if k not in p]
         if missing or not isinstance(p["targets"], Mapping) or not p["targets"]:
-            raise AanbenchError(f"{where}: a damaged model bundle (lacks {missing or ['targets']})")
+            raise invalid(where, f"a damaged model bundle (lacks {missing or ['targets']})")
+        features, dims = _check_common(p, where)
+        if len(p["targets"]) > MAX_TARGETS:
+            raise invalid(where, f"{len(p['targets'])} targets (at most {MAX_TARGETS})")
+        for t, v in p["targets"].items():
+            _name(t, "a target's name", where)
+            if not isinstance(v, Mapping) or "state" not in v:
+                raise invalid(where, f"a damaged model bundle (target {t} lacks its state)")
+            _check_state(v["state"], where, t, dims)
+            _check_standardize(v.get("standardize"), dims, len(features), where, t)
+            for k in ("params", "settings", "fit"):
+                _mapping_or_none(v.get(k), f"targets.{t}.{k}", where)
+        keys = p.get("feature_keys")
+        if keys:
+            keys = _names(keys, "feature_keys", where, empty_ok=True)
+            if len(keys) != len(features):
+                raise invalid(where, f"feature_keys lists {len(keys)} keys for {len(features)} feature(s)")
+        for k in ("experiment", "dataset", "provenance"):
+            _mapping_or_none(p.get(k), k, where)
+        seed = p.get("seed")
+        if seed is not None and (not _is_int(seed) or int(seed) < 0):
+            raise invalid(where, f"seed must be an integer >= 0, not {_show(seed)}")
         known = set(cls._KEYS) - {"source_format"}
         return cls(
             model=str(p["model"]),
@@ -241,8 +436,14 @@ class ModelBundle(PayloadView):
     def _from_model(cls, p: Mapping[str, Any], where: str) -> "ModelBundle":
         missing = [k for k in MODEL_REQUIRED if k not in p]
         if missing:
-            raise AanbenchError(f"{where}: a damaged model file (lacks {missing})")
-        prov = dict(p.get("provenance") or {})
+            raise invalid(where, f"a damaged model file (lacks {missing})")
+        features, dims = _check_common(p, where)
+        target_name = _name(p["target"], "target", where)
+        _check_state(p["state"], where, target_name, dims)
+        _check_standardize(p.get("standardize"), dims, len(features), where, target_name)
+        prov = _mapping_or_none(p.get("provenance"), "provenance", where) or {}
+        if prov.get("feature_keys"):
+            _names(prov["feature_keys"], "provenance.feature_keys", where, empty_ok=True)
         known = {"format", "model", "model_version", "target", "features", "standardize", "state", "provenance",
                  "input", "samples", "dims"}
         target = TargetModel.from_payload({"state": p["state"], "standardize": p.get("standardize")}, where)
@@ -269,4 +470,4 @@ def _spec(d: Any, where: str) -> SequenceSpec:
     try:
         return SequenceSpec.from_dict(d)
     except (AanbenchError, TypeError, ValueError) as exc:
-        raise AanbenchError(f"{where}: a damaged model file (windows: {exc})") from None
+        raise invalid(where, f"a damaged model file (windows: {exc})") from None

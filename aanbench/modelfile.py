@@ -55,7 +55,7 @@ from typing import Any
 
 import torch
 
-from aanbench.bundle import BUNDLE_FORMAT, BUNDLE_REQUIRED, MODEL_FORMAT, ModelBundle
+from aanbench.bundle import BUNDLE_FORMAT, BUNDLE_REQUIRED, MODEL_FORMAT, ModelBundle, invalid
 from aanbench.bundle import MODEL_REQUIRED as REQUIRED
 from aanbench.contracts import AanbenchError
 
@@ -89,17 +89,43 @@ def save_bundle(path: str | Path, bundle: ModelBundle) -> Path:
     return _save(path, bundle.to_payload())
 
 
+MAX_MODEL_BYTES = 4 << 30  # a model file larger than this is refused before reading
+
+
 def _read(path: str | Path) -> Any:
+    """The payload of a model file, loaded with ``weights_only=True`` (never
+    runs code); every way the file can fail to read is an
+    :class:`AanbenchError` "FILE: not a valid aanbench model: WHY"."""
+    import pickle
+    import zipfile
+
     path = Path(path)
     if not path.is_file():
         raise AanbenchError(f"{path}: no such model file")
+    size = path.stat().st_size
+    if size == 0:
+        raise invalid(str(path), "the file is empty (0 bytes)")
+    if size > MAX_MODEL_BYTES:
+        raise invalid(str(path), f"the file is {size} bytes, more than the {MAX_MODEL_BYTES} a model file may hold")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise AanbenchError(
-            f"{path}: not an aanbench model file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
-            "Legacy AttendAffectNet checkpoints must first be converted with `aanbench models import-aan`."
-        ) from None
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            # torch's text advises loading the file with the ordinary unpickler: not repeated here
+            raise invalid(str(path), "it holds objects other than tensors and plain containers, which aanbench "
+                                     "does not load (that would run code from the file). A legacy AttendAffectNet "
+                                     "checkpoint must first be converted with `aanbench models import-aan`") from None
+        raise invalid(str(path), f"not a readable torch file ({_first_line(exc)})") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError, TypeError,
+            AttributeError, MemoryError) as exc:
+        raise invalid(str(path), f"not a readable torch file, truncated or damaged? ({type(exc).__name__}: "
+                                 f"{_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error's text, without any advice about ``weights_only``."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip() and "weights_only" not in ln]
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def load_model(path: str | Path) -> dict[str, Any]:

@@ -136,10 +136,17 @@ def predict_group(bundle: ModelBundle, group: DatasetGroup, plugins: Plugins, *,
     idx = np.flatnonzero(usable)
     values: dict[str, np.ndarray] = {}
     for target, t in bundle.targets.items():
-        model = spec_model.restore(t.state)
         out = np.full(len(samples), np.nan, dtype=np.float32)
-        # converted published checkpoints have no standardiser: they take raw features
-        out[idx] = predict_samples(model, t.scaler(list(feats.dims)), samples, feats.values, idx, bundle.sequences)
+        try:  # a state that does not fit its model or the dims: the file is named, never a raw error
+            model = spec_model.restore(t.state)
+            # converted published checkpoints have no standardiser: they take raw features
+            out[idx] = predict_samples(model, t.scaler(list(feats.dims)), samples, feats.values, idx, bundle.sequences)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as exc:
+            from aanbench.bundle import invalid
+
+            raise invalid(bundle.path or "model", f"target {target}: its state does not fit model {bundle.model!r} "
+                          f"on features of dims {list(feats.dims)} ({type(exc).__name__}: "
+                          f"{(str(exc).splitlines() or [''])[0][:200]})") from None
         values[target] = out
     ids = group.item_ids()
     reasons = [""] * len(samples)

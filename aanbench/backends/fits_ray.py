@@ -209,6 +209,7 @@ def fit_runs_on_ray(
     import ray
 
     from aanbench.backends.ray import DEFAULT_OBJECT_STORE_MB, _env_number, connect
+    from aanbench.backends.ray import shutdown as ray_shutdown
 
     # Ray first (its start-up, then the workers' imports, overlap the planning of
     # the runs): a local object store sized for the features the runs name
@@ -306,7 +307,7 @@ def fit_runs_on_ray(
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
         if owned:
-            ray.shutdown()
+            ray_shutdown()
     for run in items:  # not reached normally: every run ends with a document or an error
         if not run.finished:
             finish(run, AanbenchError(f"{run.label}: fits did not come back from Ray"))

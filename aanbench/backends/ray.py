@@ -10,7 +10,11 @@ Where Ray runs
     address (``auto`` or ``host:port``) the driver joins that cluster and
     leaves it running: only its own actors are removed. If Ray is already
     initialised in this process (a notebook), that session is used and left
-    as it is.
+    as it is. ``ray.init`` runs from the folder holding the ``aanbench``
+    package (see :func:`_package_cwd`: a directory named ``aanbench`` in the
+    user's working directory is never imported by the workers). A local
+    instance has a watchdog process (:func:`_watch_local_instance`) that
+    ends every process of it when the driver exits or is killed.
 
 Start-up
     :meth:`RayBackend.prepare` (called by
@@ -58,7 +62,7 @@ Environment knobs (all optional)
     (seconds a pool with queued chunks may have no actor up, loading
     included, default 300),
     ``AANBENCH_RAY_OBJECT_STORE_MB`` (object store of a local instance,
-    default 256), ``AANBENCH_RAY_RUNTIME_ENV`` (JSON merged into the actors'
+    default 256), ``AANBENCH_RAY_WATCHDOG`` (``0``: no watchdog), ``AANBENCH_RAY_RUNTIME_ENV`` (JSON merged into the actors'
     ``runtime_env``, e.g. ``{"py_executable": "/opt/venv/bin/python"}``).
 """
 
@@ -147,12 +151,15 @@ def connect(address: str | None = None, object_store_mb: int | None = None) -> b
         RayBackend._probe(address)
     try:
         if address:
-            ray.init(address=address, **kwargs)
+            with _package_cwd():
+                ray.init(address=address, **kwargs)
         else:
             mb = int(object_store_mb or _env_number("AANBENCH_RAY_OBJECT_STORE_MB", DEFAULT_OBJECT_STORE_MB))
-            with _lean_local_instance():
+            with _lean_local_instance(), _package_cwd():
                 ray.init(address="local", num_cpus=_machine_cpus(), include_dashboard=False,
                          object_store_memory=max(80, mb) << 20, **kwargs)
+        if not address:
+            _watch_local_instance()
     except (ConnectionError, rex.RayError, ValueError, RuntimeError, OSError) as exc:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
         hint = ""
@@ -527,7 +534,7 @@ class RayBackend:
             with contextlib.suppress(Exception):
                 ray.kill(slot.handle, no_restart=True)
         if prep.owned and ray.is_initialized():
-            ray.shutdown()
+            shutdown()
 
     def _new_actor(self, pool: "_Pool", job_ref: Any, check_store: bool = True) -> Any:
         opts: dict[str, Any] = {"num_cpus": pool.cpus}
@@ -570,7 +577,7 @@ class RayBackend:
                         pass
             t1 = time.perf_counter()
             if owned:
-                ray.shutdown()
+                shutdown()
             self.stats["shutdown_s"] = time.perf_counter() - t1
             self.stats["wall_s"] = time.perf_counter() - t0
 
@@ -855,6 +862,143 @@ def _fits(prep: _Prepared, job: ExtractionJob, pools: dict[str, _Pool]) -> bool:
         if not set(pool.extractors) <= set(have.extractors):
             return False
     return True
+
+
+def shutdown() -> None:
+    """``ray.shutdown`` of the instance :func:`connect` started, then the end
+    of its watchdog (which removes any of its processes still there)."""
+    try:
+        ray.shutdown()
+    finally:
+        _release_watchdog()
+
+
+# The watchdog of a local instance (see _watch_local_instance): a separate
+# process reading a pipe from this driver; at end of file (the driver closed
+# it, or died, even by SIGKILL) it ends every process of the instance still
+# alive. Standard library only, run with ``python -I`` (no working directory
+# on sys.path). argv: the instance's own processes (gcs, raylet, ...); their
+# descendants (agents, workers) are noted every 2 s with their start times
+# (a reused pid is never signalled).
+_WATCHDOG = r"""
+import os, select, signal, sys, time
+roots = {int(a) for a in sys.argv[1:]}
+seen = {}
+def stat(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return int(rest[1]), rest[19]
+    except (OSError, IndexError, ValueError):
+        return None
+def note():
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = stat(int(d))
+            if st:
+                kids.setdefault(st[0], []).append((int(d), st[1]))
+    todo = [p for p in roots]
+    for p in roots:
+        st = stat(p)
+        if st and p not in seen:
+            seen[p] = st[1]
+    while todo:
+        for c, start in kids.get(todo.pop(), []):
+            if c not in seen and c != os.getpid():
+                seen[c] = start
+                todo.append(c)
+def alive():
+    return [p for p, start in seen.items() if (st := stat(p)) and st[1] == start]
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+while True:
+    note()
+    r, _, _ = select.select([sys.stdin], [], [], 2.0)
+    if r and not os.read(sys.stdin.fileno(), 4096):
+        break
+for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 1.0)):
+    pids = alive()
+    for p in pids:
+        try:
+            os.kill(p, sig)
+        except OSError:
+            pass
+    end = time.monotonic() + wait
+    while alive() and time.monotonic() < end:
+        time.sleep(0.1)
+"""
+
+_watchdog: Any = None
+
+
+def _watch_local_instance() -> None:
+    """Start the watchdog of the local instance this driver just started, so
+    that its processes never outlive the driver (killed or not): Ray's
+    agents otherwise stay about a minute after a SIGKILLed driver.
+    Nothing when Ray's process table is not where this Ray version keeps it,
+    or ``AANBENCH_RAY_WATCHDOG=0``."""
+    import subprocess
+    import sys
+
+    global _watchdog
+    if os.environ.get("AANBENCH_RAY_WATCHDOG", "").strip() == "0" or not os.path.isdir("/proc"):
+        return
+    _release_watchdog()
+    try:
+        from ray._private import worker as _worker
+
+        node = _worker._global_node
+        roots = [info.process.pid for infos in node.all_processes.values() for info in infos
+                 if getattr(info, "process", None) is not None]
+    except Exception:  # a private table of Ray: if it moved, Ray's own cleanup only
+        return
+    if not roots:
+        return
+    _watchdog = subprocess.Popen([sys.executable, "-I", "-c", _WATCHDOG, *map(str, roots)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                 close_fds=True)
+
+
+def _release_watchdog() -> None:
+    """Close the watchdog's pipe (it then ends what is left of the instance
+    and exits) and wait for it."""
+    global _watchdog
+    w, _watchdog = _watchdog, None
+    if w is None:
+        return
+    with contextlib.suppress(Exception):
+        w.stdin.close()
+    try:
+        w.wait(timeout=10)
+    except Exception:  # pragma: no cover - it always ends within 4 s of end of file
+        with contextlib.suppress(Exception):
+            w.kill()
+
+
+@contextlib.contextmanager
+def _package_cwd():
+    """Run ``ray.init`` from the folder that holds the ``aanbench`` package
+    this driver imported. ``ray.init`` puts the driver's working directory
+    at the front of every worker's ``sys.path`` (and a local instance's
+    workers start in it): from a folder that holds a directory named
+    ``aanbench`` (a checkout's parent, a data folder) the workers imported
+    that instead (``ImportError ... (unknown location)``). From the
+    package's own folder they import the driver's code. Paths handed to
+    workers are absolute (:func:`_absolute`), so their working directory
+    is not used otherwise. The driver's directory is restored at once."""
+    import aanbench
+
+    home = Path(aanbench.__file__).resolve().parent.parent
+    try:
+        old = os.getcwd()
+        os.chdir(home)
+    except OSError:  # pragma: no cover - an unreadable install folder: Ray as usual
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.chdir(old)
 
 
 @contextlib.contextmanager

@@ -57,6 +57,12 @@ def predict_cmd(
         if got.n_left_out:
             console.print(f"[red]{got.n_left_out} left out[/] (reason column), first: "
                           f"{next(r for r in preds.reasons if r)}", highlight=False, soft_wrap=True)
+            damaged = [r for r in preds.reasons if "checksum mismatch in " in r]
+            if damaged:  # stored bytes that failed their check: name the files
+                files = sorted({r.split("checksum mismatch in ", 1)[1].rstrip(")") for r in damaged})
+                console.print(f"[red]{len(damaged)} of them on damaged stored rows[/] (checksum mismatch in "
+                              f"{', '.join(files)}); `aanbench store verify {store}` lists them",
+                              highlight=False, soft_wrap=True)
     if got.n_left_out:
         raise typer.Exit(1)
 

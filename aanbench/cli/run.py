@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -40,6 +41,7 @@ from aanbench.workflows import (
     benchmark,
     check_device,
     check_format,
+    experiment_settings,
     fit_backend,
     leaderboard,
     needed_features,
@@ -59,13 +61,38 @@ PROTOCOL_HELP = ("Evaluation protocol: fixed (the dataset's train/test split) or
 FORMAT_HELP = "Leaderboard format: md (markdown), csv or json (every number the markdown shows)."
 
 
+SKIP_DAMAGED_HELP = ("Score without the stored rows whose bytes are damaged (checksum mismatch; recorded in the "
+                     "results as skipped_damaged). Without it such rows refuse the run (exit 2).")
+
+
 @command(app, "experiments")
 def experiments_cmd(
     registry: Optional[Path] = typer.Option(None, "--registry", help=REGISTRY_HELP, metavar="FILE"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+    show: Optional[str] = typer.Option(None, "--show", metavar="NAME",
+                                       help="Print the settings experiment NAME runs with on --dataset and where each came from."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="With --show: the dataset whose settings to resolve."),
 ) -> None:
     """List the named experiments (the built-in registry plus your own file),
-    their model, feature set and where each is defined."""
+    their model, feature set and where each is defined. With --show NAME
+    --dataset D: every setting NAME runs with on D and the registry section
+    it came from (most specific first: NAME's datasets.D, NAME's params,
+    then the same of the experiment it extends)."""
+    if show is not None or dataset is not None:
+        if show is None or dataset is None:
+            raise AanbenchError("--show NAME and --dataset D go together")
+        got = experiment_settings(show, dataset, registry)
+        if as_json:
+            echo_json(got)
+            return
+        t = Table(title=f"{show} on {dataset}" + (f" (extends {' -> '.join(got['extends'])})" if got["extends"] else ""))
+        for c in ("setting", "value", "from"):
+            t.add_column(c, no_wrap=c == "setting")
+        for k, s in got["settings"].items():
+            t.add_row(k, escape(json.dumps(s["value"]) if not isinstance(s["value"], str) else s["value"]),
+                      escape(s["source"]))
+        console.print(t, highlight=False)
+        return
     reg = load_registry(registry)
     rows = []
     for name, e in sorted(reg.experiments.items()):
@@ -117,6 +144,7 @@ def run_cmd(
     backend: str = typer.Option("local", "--backend", help=RAY_FIT_BACKEND_HELP),
     address: Optional[str] = typer.Option(None, "--address", help=RAY_FIT_ADDRESS_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help=RAY_FIT_WORKERS_HELP),
+    skip_damaged: bool = typer.Option(False, "--skip-damaged", help=SKIP_DAMAGED_HELP),
 ) -> None:
     """Train and evaluate an experiment with the dataset's protocol (or --protocol);
     write a results file (config, provenance, per-sample predictions with start/end,
@@ -144,7 +172,11 @@ def run_cmd(
     with LazyBar(fit_progress(f"[bold]{experiment}[/]", quiet=as_json, to_stderr=as_json)) as bar:
         res = run(experiment, ds, store, out, seed=seed, registry=registry, features=features, protocol=protocol,
                   save_models=save_models, sequential=sequential, backend=fits, command=invocation(),
+                  skip_damaged=skip_damaged,
                   on_progress=lambda done, total, what: bar.update(done, total, what.split(": ", 1)[-1]))
+    for d in res.doc.extra.get("skipped_damaged", []):
+        err_console.print(f"warning: {d['rows']} damaged row(s) of {d['array']} left out (--skip-damaged)",
+                          highlight=False, markup=False, soft_wrap=True)
     if as_json:
         echo_json(res.summary())
         return
@@ -338,6 +370,7 @@ def benchmark_cmd(
                                 "seed is submitted at once."),
     address: Optional[str] = typer.Option(None, "--address", help=RAY_FIT_ADDRESS_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help=RAY_FIT_WORKERS_HELP),
+    skip_damaged: bool = typer.Option(False, "--skip-damaged", help=SKIP_DAMAGED_HELP),
 ) -> None:
     """Run every registry experiment whose features are in the store (each resolved
     for DATASET: its datasets.DATASET settings applied), skipping those whose
@@ -379,7 +412,8 @@ def benchmark_cmd(
     try:
         res = benchmark(ds, store, out, leaderboard, seeds=seed_list, experiments=only, protocol=protocol,
                         features=features, rerun=rerun, fmt=fmt, group=group, registry=registry,
-                        sequential=sequential, backend=fits, command=invocation(), events=bars)
+                        sequential=sequential, backend=fits, command=invocation(), events=bars,
+                        skip_damaged=skip_damaged)
     except NothingRan as exc:
         bars.ended()
         bars.summary(store, exc.skipped)

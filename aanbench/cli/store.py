@@ -1,4 +1,4 @@
-"""``aanbench store``: info, import-h5, export."""
+"""``aanbench store``: info, verify, import-h5, export."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from aanbench.cli._common import DATASET_HELP, command, complete_datasets, complete_extractors, console, echo_json, store_app
-from aanbench.workflows import import_h5, store_summary
+from aanbench.contracts import AanbenchError
+from aanbench.workflows import import_h5, store_summary, verify_store
 
 
 @command(store_app, "info")
@@ -37,6 +38,26 @@ def store_info(
                 console.print(f"  [red]{a['key']}[/] {f['item_id']}: {f['reason']}", highlight=False, soft_wrap=True)
             if len(a["failures"]) > 20:
                 console.print(f"  ... {len(a['failures']) - 20} more (use --json)")
+
+
+@command(store_app, "verify")
+def store_verify(
+    store: Path = typer.Argument(..., help="Feature store directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout, for scripts."),
+) -> None:
+    """Read every array and check it: metadata against the data (shape, dtype,
+    row count), every chunk against its CRC32C checksum, shard files against
+    their size and index. Prints one line per problem (the file and the rows
+    it damages). Exit 0 when nothing is wrong, 1 otherwise. Writes nothing."""
+    rep = verify_store(store)
+    if as_json:
+        echo_json({"store": str(store), "ok": rep.ok, "groups": rep.groups, "arrays": rep.arrays, "rows": rep.rows,
+                   "damaged_rows": rep.damaged_rows, "problems": rep.problems, "unchecked": rep.unchecked})
+    else:
+        for line in rep.lines():
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
+    if not rep.ok:
+        raise typer.Exit(1)
 
 
 @command(store_app, "import-h5")
@@ -67,6 +88,7 @@ def store_export(
     fmt: Optional[str] = typer.Option(None, "--format", help="parquet, csv or hdf5, when the suffix does not say.",
                                       metavar="FORMAT"),
     valid_only: bool = typer.Option(False, "--valid-only", help="Only the rows valid for every extractor."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists (without it an existing file is refused, exit 2)."),
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON, for scripts."),
 ) -> None:
     """Export a store group's features, item table and labels for other tools.
@@ -75,13 +97,17 @@ def store_export(
     labels, then NAME_0, NAME_1, ... per extractor; NaN where an item
     failed). HDF5: items/, labels/, features/NAME@VERSION and ok/NAME@VERSION
     datasets (re-importable with `aanbench store import-h5 --key`).
+    An existing OUT is refused unless --force; the file is written under a
+    temporary name and renamed, so a crash never leaves half a file.
     The same from Python: `aanbench.api.open_features`.
     """
     from aanbench.api import export_features, export_format, open_features
 
     export_format(out, fmt)  # a wrong suffix fails before any reading
+    if out.exists() and not force:  # before any reading, too
+        raise AanbenchError(f"{out}: exists; not overwritten (use --force to replace it)")
     feats = open_features(store, dataset, extractors, segmentation=segmentation)
-    path, kind, rows = export_features(feats, out, fmt, valid_only=valid_only)
+    path, kind, rows = export_features(feats, out, fmt, valid_only=valid_only, overwrite=force)
     if as_json:
         echo_json({"path": str(path), "format": kind, "group": feats.group, "rows": rows,
                    "arrays": {feats.keys[n]: int(a.shape[1]) for n, a in feats.arrays.items()}})

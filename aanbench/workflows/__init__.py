@@ -38,7 +38,7 @@ from aanbench.workflows.run import (
     run,
     train,
 )
-from aanbench.workflows.store import ImportedArray, import_h5, store_summary
+from aanbench.workflows.store import ImportedArray, experiment_settings, import_h5, store_summary, verify as verify_store
 from aanbench.workflows.datasets import check_dataset, make_fixture
 
 __all__ = [
@@ -49,5 +49,5 @@ __all__ = [
     "extract_summary", "film_curve", "film_dataset", "film_segmentation", "fit_backend", "import_h5",
     "one_blas_thread", "parse_options", "plugins", "predict", "registry", "resolve_dataset", "run",
     "store_summary", "train", "NothingRan", "Skip", "existing_run", "configure_experiment", "check_format",
-    "default_leaderboard", "needed_features", "resolve_experiment", "named_models", "make_fixture",
+    "default_leaderboard", "needed_features", "resolve_experiment", "named_models", "make_fixture", "experiment_settings", "verify_store",
 ]

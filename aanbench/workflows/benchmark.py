@@ -227,6 +227,7 @@ def benchmark(
     workers: int | None = None,
     command: str = "",
     events: BenchmarkEvents | None = None,
+    skip_damaged: bool = False,
 ) -> BenchmarkResult:
     """Run every experiment :func:`benchmark_experiments` finds (or only
     ``experiments``), for each of ``seeds`` (default: the experiment's own),
@@ -240,7 +241,8 @@ def benchmark(
     not retrained (``events.resumed``), unless ``rerun``. ``backend``: where
     the fits run (``local``, or ``ray`` with ``address`` / ``workers``: every
     run submitted at once), or a fit backend object. A run that fails is
-    reported and the others go on; nothing ran at all is an error."""
+    reported and the others go on; nothing ran at all is an error. Damaged
+    stored rows refuse the benchmark unless ``skip_damaged`` (see :func:`run`)."""
     from aanbench.leaderboard import write_leaderboard
     from aanbench.runner import write_results
     from aanbench.store import FeatureStore
@@ -257,6 +259,9 @@ def benchmark(
         ev.skipped(sk[0], sk[1])
     grp = FeatureStore(Path(store), mode="r").open_group(ds.name, ds.segmentation)
     grp.check_dataset_config(ds.config())
+    from aanbench.workflows.store import refuse_damaged
+
+    damage = refuse_damaged(grp, exps, skip_damaged)
     plugins = get_plugins()
     wanted = [(e, seed) for e in exps for seed in seeds or [e.seed]]
     resumed: list[ExperimentRun] = []
@@ -284,6 +289,9 @@ def benchmark(
             ev.failed(failure)
         else:
             got.command = command
+            used = {f.get("key") for f in got.features or []}
+            if any(d["array"] in used for d in damage):
+                got.extra["skipped_damaged"] = [d for d in damage if d["array"] in used]
             written[i] = ExperimentRun(got, write_results(got, Path(out)))
             ev.finished(written[i])
         if per_run:

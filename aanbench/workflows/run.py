@@ -88,6 +88,7 @@ def run(
     workers: int | None = None,
     command: str = "",
     on_progress: FitProgress | None = None,
+    skip_damaged: bool = False,
 ) -> ExperimentRun:
     """Train and evaluate ``experiment`` on the stored features of
     ``dataset`` with its protocol (``protocol``: another; default the
@@ -97,19 +98,25 @@ def run(
     .json). ``backend``: where the fits run, ``local`` or ``ray`` (with
     ``address``, ``workers``), or a fit backend object
     (:func:`aanbench.workflows.fit_backend`). ``command``: recorded in the
-    results file. An error that stops the run is raised."""
+    results file. Rows whose stored bytes are damaged are refused unless
+    ``skip_damaged`` (then left out and recorded as ``skipped_damaged``).
+    An error that stops the run is raised."""
     from aanbench.runner import write_results
+    from aanbench.workflows.store import refuse_damaged
 
     ds = resolve_dataset(dataset, options, labelled=True)
     exp = resolve_experiment(experiment, ds, registry=registry, features=features, protocol=protocol)
     fits = backend if not isinstance(backend, str) else fit_backend(
         backend, address=address, workers=workers, device=device, threads=threads)
     group = _group(store, ds)
+    damage = refuse_damaged(group, [exp], skip_damaged)
     [doc] = fits.run([(exp, seed)], ds, group, plugins(), sequential=sequential,
                      save_models=Path(save_models) if save_models is not None else None, on_progress=on_progress)
     if isinstance(doc, BaseException):
         raise doc
     doc.command = command
+    if damage:
+        doc.extra["skipped_damaged"] = damage
     return ExperimentRun(doc, write_results(doc, Path(out)))
 
 

@@ -86,3 +86,80 @@ def import_h5(file: str | Path, store: str | Path, dataset: str, extractor: str,
             "weights": {}, "libraries": {}, "source": {"file": file.name, "sha256": digest}}
     arr = group.import_rows(f"{extractor}@imported", values, prov)
     return ImportedArray(int(values.shape[0]), int(values.shape[1]), digest, group.path, arr.key, file)
+
+
+def verify(store: str | Path):
+    """Check every array of the store at ``store`` (metadata against data,
+    every chunk against its CRC32C, shard files against size and index);
+    returns a :class:`aanbench.store.StoreVerification` (``.ok``,
+    ``.problems``, ``.lines()``). Nothing is written."""
+    from aanbench.store import verify_store
+
+    store = Path(store)
+    if not store.exists():
+        raise AanbenchError(f"{store}: no such feature store")
+    return verify_store(store)
+
+
+def experiment_settings(name: str, dataset: str, registry_file: str | Path | None = None) -> dict[str, Any]:
+    """The settings experiment ``name`` runs with on ``dataset`` (the
+    built-in registry plus ``registry_file``), each with where it came from:
+    ``{"experiment", "dataset", "files", "settings": {key: {"value", "source"}}}``."""
+    from aanbench.workflows._shared import registry
+
+    reg = registry(registry_file)
+    settings = reg.resolve_settings(name, dataset)
+    return {"experiment": name, "dataset": dataset, "files": [str(p) for p in reg.files],
+            "extends": reg.chain(name)[1:],
+            "settings": {k: {"value": s.value, "source": s.source} for k, s in settings.items()}}
+
+
+DAMAGE_MARK = "checksum mismatch"
+
+
+def damaged_rows(group: Any, feature_names: Any, plugins: Any = None) -> list[dict[str, Any]]:
+    """Per array of ``feature_names`` in the store group ``group`` that holds
+    rows whose stored bytes failed their check ("checksum mismatch in FILE"):
+    ``{"array", "rows", "items", "files"}`` (item ids, at most 20 named).
+    Features the group does not hold are passed over (the run says so)."""
+    import numpy as np
+
+    if plugins is None:
+        from aanbench.workflows._shared import plugins as get_plugins
+
+        plugins = get_plugins()
+    ids = None
+    out = []
+    for name in dict.fromkeys(feature_names):
+        installed = plugins.extractors.get(name)
+        try:
+            arr = group.resolve_feature(name, installed.version if installed else None)
+        except AanbenchError:
+            continue
+        errs = np.asarray(arr.errors(), dtype=object)
+        ok = np.asarray(arr.ok(), dtype=bool)
+        bad = np.flatnonzero(~ok & np.array([str(e).startswith(DAMAGE_MARK) for e in errs], dtype=bool))
+        if not bad.size:
+            continue
+        ids = group.item_ids() if ids is None else ids
+        files = sorted({str(errs[i])[len(DAMAGE_MARK):].removeprefix(" in ") for i in bad})
+        out.append({"array": arr.key, "rows": int(bad.size), "items": [str(ids[i]) for i in bad[:20]],
+                    "files": files})
+    return out
+
+
+def refuse_damaged(group: Any, experiments: Any, skip_damaged: bool = False) -> list[dict[str, Any]]:
+    """Check the arrays ``experiments`` (experiment configs) read from the
+    store group ``group`` for damaged rows (see :func:`damaged_rows`). Raise
+    :class:`AanbenchError` naming the arrays, rows and files unless
+    ``skip_damaged``; with it, return the damage (to record in the results:
+    those rows are left out of the scores as not valid)."""
+    names = [f for e in experiments for f in e.features]
+    damage = damaged_rows(group, names)
+    if damage and not skip_damaged:
+        what = "; ".join(f"{d['array']}: {d['rows']} row(s) ({', '.join(d['items'][:5])}"
+                         f"{', ...' if d['rows'] > 5 else ''}) in {', '.join(d['files'])}" for d in damage)
+        raise AanbenchError(f"store group {group.path}: damaged rows (checksum mismatch): {what}. Not scored: "
+                            "rerun `aanbench extract` on the store to recompute them (see `aanbench store verify`), "
+                            "or pass --skip-damaged to leave those rows out (recorded in the results)")
+    return damage
