@@ -202,9 +202,16 @@ def environment(device: str = "cpu") -> dict[str, Any]:
 def numeric_fields(record: Mapping[str, Any]) -> dict[str, str]:
     """The fields of an :func:`environment` record that can change numbers,
     flattened to ``label -> value`` (strings): package versions, FFmpeg
-    libraries, torch's CUDA build and CPU kernel level, thread counts, the
-    device and the CPU kind. Fields that are informational only (OS release,
-    logical CPU count, usable CPUs) are left out."""
+    libraries, torch's CUDA build and CPU kernel level, the thread variables
+    the user set (OMP/MKL/OpenBLAS), the BLAS kernel family, the device and
+    the CPU kind. Fields that are informational only are left out: OS
+    release, logical and usable CPU counts, and the thread counts in force
+    (torch's pools and the BLAS/OpenMP pools). aanbench sets those itself, per
+    kind of model within one run (one BLAS thread around classical fits, every
+    CPU for a batched stack's first layer), and its numbers are the same for
+    any count (tests/test_batched.py checks the stack bit for bit over thread
+    counts; issue 26 measured 0 of 240 predictions changed between one and two
+    threads): comparing them would call one machine's runs "mixed"."""
     out: dict[str, str] = {"python": str(record.get("python"))}
     for name, version in (record.get("packages") or {}).items():
         out[NUMERIC_PACKAGES.get(name, name)] = str(version) if version is not None else "not installed"
@@ -216,14 +223,10 @@ def numeric_fields(record: Mapping[str, Any]) -> dict[str, str]:
         if key in tinfo:
             out[f"torch {key.replace('_', ' ')}"] = str(tinfo[key])
     th = record.get("threads") or {}
-    for key in ("torch_intra_op", "torch_inter_op"):
-        if key in th:
-            out[f"{key.replace('_', ' ')} threads"] = str(th[key])
     for var, value in sorted((th.get("env") or {}).items()):
         out[var] = str(value)
     for pool in th.get("pools") or []:
         name = f"{pool.get('internal_api')} ({pool.get('prefix')})"
-        out[f"{name} threads"] = str(pool.get("num_threads"))
         if pool.get("version") is not None:
             out[f"{name} version"] = str(pool.get("version"))
         if pool.get("architecture"):

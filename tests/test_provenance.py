@@ -65,7 +65,11 @@ def test_thread_counts_are_those_in_force(monkeypatch):
     assert blas, "numpy's BLAS is loaded, threadpoolctl must see it"
     after = provenance.environment()
     assert after["threads"]["torch_intra_op"] == before
-    assert provenance.fingerprint(after) != provenance.fingerprint(rec)
+    # the counts in force are recorded but do not make two runs' environments differ (aanbench sets them
+    # itself per kind of model); a thread variable the user set does
+    assert provenance.fingerprint(after) == provenance.fingerprint(rec)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert provenance.fingerprint(provenance.environment()) != provenance.fingerprint(rec)
 
 
 def test_cuda_device_without_a_gpu_is_recorded_not_raised():
@@ -102,7 +106,7 @@ def test_differences_name_the_field_values_and_counts(record):
     assert diffs["Pillow"] == {record["packages"]["pillow"]: 2, "12.3.0": 1}
     assert diffs["CPU"] == {record["cpu"]["model"]: 2, "Intel Xeon": 1}
     assert diffs["CPU flags"]["avx avx2 fma"] == 1
-    assert diffs["torch intra op threads"][str(16)] == 1
+    assert "torch intra op threads" not in diffs  # recorded, informational (aanbench sets it per model kind)
     assert "numpy" not in diffs
     note = provenance.mixed_note([record, record, older])
     assert note.startswith("This board mixes environments: ")

@@ -62,13 +62,19 @@ def _cells(line: str) -> list[str]:
 
 def parse_board(text: str) -> dict[tuple[str, str], dict[str, str]]:
     """``{(section, experiment): {column (lower case): cell}}`` for every table
-    row under a ``## `` heading; tables without an ``experiment`` column are
-    skipped."""
+    row under a ``## `` heading (and its ``### `` sub-heading, e.g. ``protocol:
+    leave-one-group-out / valence (leave-one-group-out)``); rows of a per-seed
+    table are named ``experiment [seed N]``; tables without an ``experiment``
+    column are skipped."""
     rows: dict[tuple[str, str], dict[str, str]] = {}
-    section, header = "", None
+    h2, section, header = "", "", None
     for line in text.splitlines():
         if line.startswith("## "):
-            section, header = line[3:].strip().lower(), None
+            h2 = section = line[3:].strip().lower()
+            header = None
+            continue
+        if line.startswith("### "):
+            section, header = f"{h2} / {line[4:].strip().lower()}", None
             continue
         if not line.lstrip().startswith("|"):
             header = None
@@ -82,7 +88,8 @@ def parse_board(text: str) -> dict[tuple[str, str], dict[str, str]]:
         if "experiment" not in header or len(cells) != len(header):
             continue
         row = dict(zip(header, cells))
-        key = (section, row["experiment"])
+        name = row["experiment"] + (f" [seed {row['seed']}]" if "seed" in row else "")
+        key = (section, name)
         assert key not in rows, f"{key} twice in the board"
         rows[key] = row
     return rows
@@ -157,7 +164,8 @@ def compare(committed: dict, fresh: dict, exact: bool) -> list[str]:
 def test_parse_board_reads_the_committed_tables():
     rows = parse_board(BOARD.read_text())
     sections = {s for s, _ in rows}
-    assert {"valence", "arousal"} <= sections
+    for target in ("valence", "arousal"):  # one ranked table per target under the protocol's section
+        assert any(s.startswith("protocol: ") and s.split(" / ")[-1].startswith(target) for s in sections), sections
     some = next(iter(rows.values()))
     assert {"experiment", "mse", "pearson r", "ccc", "n"} <= set(some)
     assert len(numbers(some["mse"])) == 3  # estimate [low, high]
