@@ -83,10 +83,12 @@ def _mapping_or_none(v: Any, what: str, where: str) -> dict[str, Any] | None:
     return dict(v)
 
 
-def _names(v: Any, what: str, where: str, *, empty_ok: bool = False) -> list[str]:
+def _names(v: Any, what: str, where: str, *, empty_ok: bool = False, none_ok: bool = False) -> list[str]:
+    """A list of names; ``empty_ok``: names may be empty strings (and the list
+    empty); ``none_ok``: the list may be empty (a model that reads no features)."""
     if not isinstance(v, (list, tuple)):
         raise invalid(where, f"{what} must be a list of names, not {_show(v)}")
-    if not v and not empty_ok:
+    if not v and not (empty_ok or none_ok):
         raise invalid(where, f"{what} is empty")
     if len(v) > MAX_FEATURES:
         raise invalid(where, f"{what} lists {len(v)} entries (at most {MAX_FEATURES})")
@@ -125,7 +127,7 @@ def _vector(v: Any, what: str, dim: int | None, where: str) -> Any:
         shape = (len(v),)
     else:
         raise invalid(where, f"{what} must be a vector of numbers, not {_show(v)}")
-    if len(shape) != 1 or (dim is not None and shape[0] != dim) or not 1 <= shape[0] <= MAX_DIM:
+    if len(shape) != 1 or (dim is not None and shape[0] != dim) or not (1 if dim != 0 else 0) <= shape[0] <= MAX_DIM:
         raise invalid(where, f"{what} has shape {list(shape)}" + (f", expected [{dim}]" if dim is not None else ""))
     arr = np.asarray(v, dtype=np.float64)
     if not np.isfinite(arr).all():
@@ -185,8 +187,11 @@ def _check_state(state: Any, where: str, target: str, dims: list[int]) -> None:
 def _check_common(p: Mapping[str, Any], where: str) -> tuple[list[str], list[int]]:
     """The fields both layouts share: model, features, dims, input, samples, seed."""
     _name(p["model"], "model", where)
-    features = _names(p["features"], "features", where)
-    dims = _dims(p.get("dims"), len(features), where)
+    features = _names(p["features"], "features", where, none_ok=True)  # [] : a model that reads none (mean)
+    if not features and list(p.get("dims") or []) in ([], [0]):
+        dims = list(p.get("dims") or [])  # its one (n, 0) input, as aanbench.features.no_features makes it
+    else:
+        dims = _dims(p.get("dims"), len(features), where)
     inp = p.get("input")
     if inp is not None and inp not in ("rows", "sequences"):
         raise invalid(where, f"input must be rows or sequences, not {_show(inp)}")
@@ -399,7 +404,7 @@ class ModelBundle(PayloadView):
             if not isinstance(v, Mapping) or "state" not in v:
                 raise invalid(where, f"a damaged model bundle (target {t} lacks its state)")
             _check_state(v["state"], where, t, dims)
-            _check_standardize(v.get("standardize"), dims, len(features), where, t)
+            _check_standardize(v.get("standardize"), dims, max(len(features), len(dims)), where, t)
             for k in ("params", "settings", "fit"):
                 _mapping_or_none(v.get(k), f"targets.{t}.{k}", where)
         keys = p.get("feature_keys")
@@ -440,7 +445,7 @@ class ModelBundle(PayloadView):
         features, dims = _check_common(p, where)
         target_name = _name(p["target"], "target", where)
         _check_state(p["state"], where, target_name, dims)
-        _check_standardize(p.get("standardize"), dims, len(features), where, target_name)
+        _check_standardize(p.get("standardize"), dims, max(len(features), len(dims)), where, target_name)
         prov = _mapping_or_none(p.get("provenance"), "provenance", where) or {}
         if prov.get("feature_keys"):
             _names(prov["feature_keys"], "provenance.feature_keys", where, empty_ok=True)

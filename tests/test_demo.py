@@ -55,9 +55,10 @@ def test_demo_leaderboard_meets_the_bar(tmp_path) -> None:
         assert aan["pearson_r"] >= 0.5, (target, aan)
         assert aan["mse"] < mean["mse"], (target, aan["mse"], mean["mse"])
     text = lb.read_text()
-    assert "## Valence" in text and "## Arousal" in text and "feature-aan" in text
-    assert "Ranked by MSE" in text and "whole groups (movies), 10 units" in text
-    assert "120 from 10 movie(s)" in text and "Reported" not in text
+    assert "## Protocol: leave-one-group-out" in text and "feature-aan" in text
+    assert "### Valence (leave-one-group-out)" in text and "### Arousal (leave-one-group-out)" in text
+    assert "Ranked by MSE" in text and "jackknife over 10 movies" in text  # movies are the units
+    assert "120 from 10 group(s) (movies)" in text and "Reported" not in text
     assert (lb.with_suffix(".png")).stat().st_size > 10_000
     assert "Leaderboard: demo" in first.stdout
 
@@ -82,9 +83,10 @@ def test_demo_reuses_what_it_finds_and_runs_every_demo_experiment(small_demo_run
     movies = len(small_demo["movies"])
     _check_leave_one_movie_out(_metrics(work / "results"), CLIPS, movies)
     text = lb.read_text()
-    assert "## Valence" in text and "## Arousal" in text and "feature-aan" in text
-    assert "Ranked by MSE" in text and f"whole groups (movies), {movies} units" in text
-    assert f"{CLIPS} from {movies} movie(s)" in text and "Reported" not in text
+    assert "## Protocol: leave-one-group-out" in text and "feature-aan" in text
+    assert "### Valence (leave-one-group-out)" in text and "### Arousal (leave-one-group-out)" in text
+    assert "Ranked by MSE" in text and f"over {movies} movies" in text  # movies are the units (approximate: < 8)
+    assert f"{CLIPS} from {movies} group(s) (movies)" in text and "Reported" not in text
     assert (lb.with_suffix(".png")).stat().st_size > 10_000
     assert "Leaderboard: demo" in first.stdout
     assert sorted(p.name for p in (work / "curve").glob("*.curve.*")) == [

@@ -65,7 +65,7 @@ MALFORMED = [
     ("targets.valence.standardize.mean", [torch.zeros(5), torch.zeros(3, 2)], "has shape [3, 2]"),
     ("targets.valence.params", "lr=1", "targets.valence.params must be a table"),
     ("features", "fa,fb", "features must be a list of names"),
-    ("features", [], "features is empty"),
+    ("features", [], "dims lists 2 sizes for 0 feature(s)"),  # no features is a model's right (mean), with no dims
     ("features", ["fa", 3], "features holds 3"),
     ("features", [f"f{i}" for i in range(1000)], "at most 64"),
     ("feature_keys", ["fa@imported"], "feature_keys lists 1 keys for 2 feature(s)"),
