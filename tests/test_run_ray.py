@@ -156,7 +156,7 @@ def test_benchmark_on_ray_writes_the_local_results_and_goes_on_after_failures(sm
     assert re.search(r"failed bad-param \(seed 0\): \S*registry.toml: experiments.bad-param: model 'ridge' has no "
                      r"parameter 'no_such'", out), out[-3000:]
     assert re.search(r"failed bad-forest \(seed 1\): .*min_samples_leaf", out), out[-3000:]
-    assert "6 runs, 0 resumed, 4 skipped or failed" in out
+    assert "6 runs, 0 resumed, 4 skipped or failed" in out, out[-2000:] + on_ray.stderr[-3000:]
     want = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*.json"))
     got = sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*.json"))
     assert got == want and len(want) == 6  # quick-aan, ridge, mean x seeds 0, 1

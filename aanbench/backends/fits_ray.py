@@ -274,7 +274,7 @@ def fit_runs_on_ray(
             run.t0 = time.perf_counter()
             try:  # what run_experiment does before its fits; its AanbenchErrors fail this run only
                 plan = plan_run(run.exp, dataset, group, plugins, run.seed, threads=1)  # a task trains on one CPU
-                values = [arrays.setdefault(k, v) for k, v in zip(plan.feats.keys, plan.feats.values)]
+                values = [arrays.setdefault(k, v) for k, v in zip(_value_keys(plan.feats), plan.feats.values)]
                 run.plan = replace(plan, feats=replace(plan.feats, values=values))
                 run.folds = run_folds(run.plan)
                 run.requests = fit_requests(run.plan, run.folds)
@@ -287,14 +287,14 @@ def fit_runs_on_ray(
             if not run.requests:  # no usable fit: evaluated as the local path evaluates it
                 _finish_run(run, finish, save_models)
                 continue
-            for k, a in zip(run.plan.feats.keys, run.plan.feats.values):
+            for k, a in zip(_value_keys(run.plan.feats), run.plan.feats.values):
                 if k not in refs:
                     refs[k] = ray.put(a)
             labels = StoredLabels(run.plan.group.path, {t: run.plan.group.labels(t) for t in run.plan.targets})
             light = replace(run.plan, dataset=None, group=labels, protocol=None,
                             feats=replace(run.plan.feats, values=[], oks=[], errors=[], provenance=[]))
             plan_ref = ray.put(light)
-            value_refs = [refs[k] for k in run.plan.feats.keys]
+            value_refs = [refs[k] for k in _value_keys(run.plan.feats)]
             queue.extend((run, unit, plan_ref, value_refs) for unit in run.units)
             run.waiting = len(run.units)
             progress["total"] += len(run.requests)
@@ -312,6 +312,15 @@ def fit_runs_on_ray(
         if not run.finished:
             finish(run, AanbenchError(f"{run.label}: fits did not come back from Ray"))
     return results  # type: ignore[return-value]
+
+
+def _value_keys(feats: Any) -> list[str]:
+    """A name per array of ``feats.values`` to share them by: the store keys,
+    or, for a model that reads no features (one ``(n, 0)`` array and no keys,
+    :func:`aanbench.features.no_features`), a name of its row count."""
+    if len(feats.keys) == len(feats.values):
+        return list(feats.keys)
+    return [f"(no features: {len(v)} rows)" for v in feats.values]
 
 
 def _feature_bytes(exps: Sequence[ExperimentConfig], group: DatasetGroup, plugins: Plugins) -> int:
