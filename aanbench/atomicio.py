@@ -39,19 +39,25 @@ def atomic_open(path: str | Path, mode: str = "w", *, overwrite: bool = True,
             yield f
             f.flush()
             os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if it appeared meanwhile: never clobbers
-            except FileExistsError:
-                raise AanbenchError(f"{path}: exists; not overwritten (use --force to replace it)") from None
-            os.unlink(tmp)
-        _fsync_dir(path.parent)
+        _place(tmp, path, overwrite)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _place(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Put the finished temporary file ``tmp`` at ``path``: replace it, or
+    (``overwrite=False``) refuse an existing one; then fsync the folder."""
+    if overwrite:
+        os.replace(tmp, path)
+    else:
+        try:
+            os.link(tmp, path)  # fails if it appeared meanwhile: never clobbers
+        except FileExistsError:
+            raise AanbenchError(f"{path}: exists; not overwritten (use --force to replace it)") from None
+        os.unlink(tmp)
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -92,15 +98,7 @@ def write_with(path: str | Path, writer: Callable[[Path], None], *, overwrite: b
         writer(Path(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise AanbenchError(f"{path}: exists; not overwritten (use --force to replace it)") from None
-            os.unlink(tmp)
-        _fsync_dir(path.parent)
+        _place(tmp, path, overwrite)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
