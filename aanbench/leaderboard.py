@@ -66,13 +66,23 @@ def doc_seed(d: Any) -> Any:
 
 
 def doc_config(d: Any) -> str:
-    """The configuration fingerprint (computed where the file has none)."""
-    r = _run(d)
-    if r.config_fingerprint:
-        return str(r.config_fingerprint)
-    from aanbench.runner import config_fingerprint
+    """The configuration fingerprint (computed where the file has none, and
+    where it records skipped damaged rows: see
+    :func:`aanbench.runner.recorded_fingerprint`)."""
+    from aanbench.runner import recorded_fingerprint
 
-    return config_fingerprint(r.to_payload())
+    return recorded_fingerprint(_run(d))
+
+
+def doc_skipped(d: Any) -> list[dict[str, Any]]:
+    """The stored rows the run left out as damaged (``--skip-damaged``):
+    ``[{"array", "rows"}, ...]``, empty for a run that left none out."""
+    return [{"array": str(x.get("array")), "rows": x.get("rows")} for x in _run(d).skipped_damaged or []
+            if isinstance(x, dict)]
+
+
+def _skipped_text(skipped: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{x['array']}: {x['rows']} row(s)" for x in skipped)
 
 
 def doc_config_fields(d: Any) -> dict[str, Any]:
@@ -82,6 +92,8 @@ def doc_config_fields(d: Any) -> dict[str, Any]:
     r = _run(d)
     out = {k: r.get(k) for k in CONFIG_KEYS if k != "protocol"}
     out["features"] = [f.get("key") for f in r.features]
+    skipped = doc_skipped(d)
+    out["damaged_rows_left_out"] = _skipped_text(skipped) if skipped else "none"
     return out
 
 
@@ -345,7 +357,8 @@ def build_board(dataset: str, docs: list[dict[str, Any]], command: str = "") -> 
                 desc = doc_describe(ds[0])
                 rows.append({"experiment": k[1], "config": k[2], "config_note": notes.get(k, ""),
                              "model": desc["model"], "features": desc["features"], "protocol": protocol,
-                             "reported_as": twins.get(k[1], []), "docs": ds, **_row(ds, target, cache)})
+                             "reported_as": twins.get(k[1], []), "skipped_damaged": doc_skipped(ds[0]),
+                             "docs": ds, **_row(ds, target, cache)})
 
             def rank_key(r: dict[str, Any]) -> tuple:
                 v = r["mse"]["value"]
@@ -378,7 +391,7 @@ def build_board(dataset: str, docs: list[dict[str, Any]], command: str = "") -> 
         for k in sorted(keys, key=lambda k: (k[1], notes.get(k, ""))):
             for d in groups[k]:
                 entry: dict[str, Any] = {"experiment": k[1], "config": k[2], "config_note": notes.get(k, ""),
-                                         "seed": doc_seed(d), "targets": {}}
+                                         "seed": doc_seed(d), "skipped_damaged": doc_skipped(d), "targets": {}}
                 for t in targets:
                     if t not in doc_targets(d):
                         continue
@@ -457,13 +470,31 @@ def _table(head: list[str], rows: list[list[str]], numeric: set[int]) -> list[st
     return [line(head), rule] + [line(r) for r in rows]
 
 
+SKIPPED_MARK = "†"  # a row trained and scored without stored rows whose bytes were damaged (--skip-damaged)
+
+
 def _name(r: dict[str, Any]) -> str:
     name = r["experiment"]
+    if r.get("skipped_damaged"):
+        name += f" {SKIPPED_MARK}"
     if r.get("config_note"):
         name += f" ({r['config_note']})"
     if r.get("reported_as"):
         name += f" ([reported](#reported-not-re-run): {'; '.join(r['reported_as'])})"
     return name
+
+
+def _skipped_note(rows: list[dict[str, Any]]) -> list[str]:
+    """The footnote of a table with rows marked :data:`SKIPPED_MARK`."""
+    marked = [r for r in rows if r.get("skipped_damaged")]
+    if not marked:
+        return []
+    each = "; ".join(f"{r['experiment']}" + (f" ({r['config_note']})" if r.get("config_note") else "")
+                     + f": {_skipped_text(r['skipped_damaged'])}" for r in marked)
+    return ["", f"{SKIPPED_MARK} Trained and scored without stored rows whose bytes were damaged (checksum "
+            f"mismatch; `--skip-damaged`): {each}. Such a row saw fewer data than the others and is not "
+            "comparable with them; rerun `aanbench extract` on the store to recompute the rows "
+            "(`aanbench store verify` lists them)."]
 
 
 def _seeds(r: dict[str, Any]) -> str:
@@ -539,12 +570,14 @@ def board_markdown(board: dict[str, Any], figure: str | None = None) -> str:
                              "best" if vb.get("best") else _pcell(vb.get("pearson_r")), pmr,
                              str(r["n"]) if r["n"] is not None else "n/a"])
             lines += _table(head, rows, {0, 6, 7, 8, 11, 12})
+            lines += _skipped_note(table["rows"])
         if sec["per_seed"]:
             targets = [t["target"] for t in sec["tables"]]
             head = ["experiment", "seed"] + [f"{t} {m}" for t in targets for m in ("MSE", "r", "CCC")]
             rows = []
             for e in sec["per_seed"]:
-                name = e["experiment"] + (f" ({e['config_note']})" if e.get("config_note") else "")
+                name = (e["experiment"] + (f" {SKIPPED_MARK}" if e.get("skipped_damaged") else "")
+                        + (f" ({e['config_note']})" if e.get("config_note") else ""))
                 cells = [name, str(e["seed"])]
                 for t in targets:
                     v = e["targets"].get(t, {})
@@ -573,7 +606,7 @@ CSV_COLUMNS = ["dataset", "protocol", "target", "rank", "experiment", "config", 
 for _m in ("mse", "pearson_r", "ccc"):
     CSV_COLUMNS += [_m, f"{_m}_seed_sd", f"{_m}_lo", f"{_m}_hi"]
 CSV_COLUMNS += ["vs_best_mse_p_holm", "vs_best_mse", "vs_best_r_p_holm", "vs_best_r", "per_movie_r_mean",
-                "per_movie_r_sd"]
+                "per_movie_r_sd", "damaged_rows_left_out"]
 
 
 def board_csv(board: dict[str, Any]) -> str:
@@ -602,6 +635,8 @@ def board_csv(board: dict[str, Any]) -> str:
                     row[f"vs_best_{col}"] = "best" if vb.get("best") else c.get("mark")
                 pm = r.get("per_movie_r") or {}
                 row["per_movie_r_mean"], row["per_movie_r_sd"] = pm.get("mean"), pm.get("sd")
+                row["damaged_rows_left_out"] = " ".join(f"{x['array']}:{x['rows']}"
+                                                        for x in r.get("skipped_damaged") or [])
                 w.writerow({k: ("" if v is None else v) for k, v in row.items()})
     return buf.getvalue()
 

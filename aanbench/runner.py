@@ -357,6 +357,36 @@ def fit_requests(plan: RunPlan, folds: list[Any]) -> list[FitRequest]:
     return out
 
 
+#: The error a row reads with when its stored bytes failed their check
+#: (``checksum mismatch in FILE``, :mod:`aanbench.store`).
+DAMAGE_MARK = "checksum mismatch"
+
+
+def damaged_rows_of(group: DatasetGroup, feats: FeatureMatrix) -> list[dict[str, Any]]:
+    """The rows of ``feats`` left out because their stored bytes are damaged
+    (their error starts with :data:`DAMAGE_MARK`), one record per store
+    array that has any: ``{"array": key, "rows": count, "ids_sha256": the
+    first 16 hex digits of SHA-256 over the rows' item ids (sorted, one per
+    line), "items": the first 20 ids, "files": the damaged files}``. Empty
+    for a store without damage. The array, count and ids hash go into the
+    configuration fingerprint (:func:`config_fingerprint`): a run without
+    those rows is never taken for a run with them."""
+    out: list[dict[str, Any]] = []
+    ids: list[str] | None = None
+    for key, errors in zip(feats.keys, feats.errors):
+        errs = np.asarray(errors, dtype=object)
+        bad = np.flatnonzero(np.array([str(e).startswith(DAMAGE_MARK) for e in errs], dtype=bool))
+        if not bad.size:
+            continue
+        ids = [str(i) for i in group.item_ids()] if ids is None else ids
+        names = [ids[i] for i in bad]
+        files = sorted({str(errs[i])[len(DAMAGE_MARK):].removeprefix(" in ") for i in bad})
+        out.append({"array": str(key), "rows": int(bad.size),
+                    "ids_sha256": hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16],
+                    "items": names[:20], "files": files})
+    return out
+
+
 def run_header(plan: RunPlan) -> RunResult:
     """The results document of a planned run before any fit: what it is
     (experiment, model, dataset, features, protocol, windows, parameters),
@@ -385,6 +415,7 @@ def run_header(plan: RunPlan) -> RunResult:
         samples={**plan.sample_spec.to_dict(), "n": len(samples)},
         params={t: plan.model_params[t] for t in plan.targets},
         settings={t: plan.settings[t] for t in plan.targets},
+        skipped_damaged=damaged_rows_of(group, feats) or None,  # in the fingerprint when there are any
         targets={},
         predictions=[],
     )
@@ -486,8 +517,11 @@ def train_bundle(
 ) -> ModelBundle:
     """Fit ``exp`` on all of the dataset's training samples (the protocol's
     training pool; validation carved from it as in a run), one model per
-    target; returns the model bundle (:class:`aanbench.bundle.ModelBundle`)."""
+    target; returns the model bundle (:class:`aanbench.bundle.ModelBundle`).
+    Rows left out because their stored bytes are damaged are recorded in
+    the bundle's ``dataset["skipped_damaged"]`` (:func:`damaged_rows_of`)."""
     plan = plan_run(exp, dataset, group, plugins, seed, device=check_device(device), threads=threads)
+    skipped = damaged_rows_of(group, plan.feats)
     pool = plan.protocol.training_pool(plan.samples.split, plan.samples.group)
     targets: dict[str, TargetModel] = {}
     fits = fit_targets(plan, [(t, pool, plan.seed) for t in plan.targets], sequential=sequential)
@@ -517,7 +551,8 @@ def train_bundle(
         dataset=_plain({"name": dataset.name, "version": getattr(dataset, "version", ""),
                         "config": dataset.config(), "group": group.path,
                         "items_sha256": group.attrs.get("items_sha256", ""),
-                        "n_items": group.n_items, "n_samples": len(plan.samples)}),
+                        "n_items": group.n_items, "n_samples": len(plan.samples),
+                        **({"skipped_damaged": skipped} if skipped else {})}),
         provenance=_plain({"features": [{"name": n, "key": k, "provenance": p} for n, k, p in
                                         zip(plan.feats.names, plan.feats.keys, plan.feats.provenance)],
                            "aanbench_version": __version__, "device": plan.device,
@@ -538,13 +573,37 @@ CONFIG_KEYS = ("model", "model_version", "dataset_config", "items_sha256", "feat
                "params", "settings")
 
 
+def skipped_key(doc: RunResult | dict[str, Any]) -> list[list[Any]]:
+    """What the fingerprint takes of a document's ``skipped_damaged``: per
+    array, ``[array, rows, ids_sha256]`` (sorted; ids_sha256 None in files
+    written before it was recorded). Empty for a run that left no row out."""
+    got = doc.get("skipped_damaged") or []
+    return sorted([str(d.get("array")), d.get("rows"), d.get("ids_sha256")] for d in got if isinstance(d, dict))
+
+
 def config_fingerprint(doc: RunResult | dict[str, Any]) -> str:
     """SHA-256 (hex, first 12) of what makes two runs of one experiment and
     seed comparable: model, dataset options and items, features, protocol,
-    windows, parameters."""
+    windows, parameters, and the stored rows left out as damaged
+    (``skipped_damaged``: arrays, counts and item-id hashes; a run that left
+    none out has the fingerprint it had before they were recorded)."""
     cfg = {k: doc.get(k) for k in CONFIG_KEYS}
     cfg["features"] = [f.get("key") for f in doc.get("features", [])]
+    skipped = skipped_key(doc)
+    if skipped:
+        cfg["skipped_damaged"] = skipped
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def recorded_fingerprint(doc: RunResult | dict[str, Any]) -> str:
+    """The configuration fingerprint a results document stands for: the one
+    it records, computed again where it has none or where it records
+    skipped damaged rows (files written with ``--skip-damaged`` before the
+    fingerprint covered them carry a clean run's fingerprint)."""
+    stored = doc.get("config_fingerprint")
+    if stored and not skipped_key(doc):
+        return str(stored)
+    return config_fingerprint(doc)
 
 
 def results_path(out: Path, experiment: str, dataset: str, seed: int | None = None,
@@ -563,7 +622,7 @@ def results_path(out: Path, experiment: str, dataset: str, seed: int | None = No
         return path
     try:
         old = json.loads(path.read_text())
-        same = old.get("config_fingerprint", config_fingerprint(old)) == fingerprint
+        same = recorded_fingerprint(old) == fingerprint
     except (OSError, json.JSONDecodeError, AttributeError):
         same = False
     return path if same else path.with_name(f"{path.stem}-{fingerprint}.json")

@@ -62,7 +62,9 @@ FORMAT_HELP = "Leaderboard format: md (markdown), csv or json (every number the 
 
 
 SKIP_DAMAGED_HELP = ("Score without the stored rows whose bytes are damaged (checksum mismatch; recorded in the "
-                     "results as skipped_damaged). Without it such rows refuse the run (exit 2).")
+                     "results as skipped_damaged and in their configuration fingerprint, so a benchmark never "
+                     "resumes a clean run from them nor the reverse; leaderboards mark such rows with †). Without "
+                     "it such rows refuse the run (exit 2).")
 
 
 @command(app, "experiments")
@@ -124,6 +126,13 @@ def print_results(res: ExperimentRun) -> None:
     console.print(f"results: {res.path}", highlight=False, soft_wrap=True)
 
 
+def warn_skipped(skipped: Any) -> None:
+    """One warning line (stderr) per store array whose damaged rows were left out."""
+    for d in skipped or []:
+        err_console.print(f"warning: {d['rows']} damaged row(s) of {d['array']} left out (--skip-damaged)",
+                          highlight=False, markup=False, soft_wrap=True)
+
+
 @command(app, "run")
 def run_cmd(
     experiment: str = experiment_argument(),
@@ -174,9 +183,7 @@ def run_cmd(
                   save_models=save_models, sequential=sequential, backend=fits, command=invocation(),
                   skip_damaged=skip_damaged,
                   on_progress=lambda done, total, what: bar.update(done, total, what.split(": ", 1)[-1]))
-    for d in res.doc.extra.get("skipped_damaged", []):
-        err_console.print(f"warning: {d['rows']} damaged row(s) of {d['array']} left out (--skip-damaged)",
-                          highlight=False, markup=False, soft_wrap=True)
+    warn_skipped(res.doc.skipped_damaged)
     if as_json:
         echo_json(res.summary())
         return
@@ -201,12 +208,17 @@ def train_cmd(
     sequential: bool = typer.Option(False, "--sequential", help=SEQUENTIAL_HELP),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP, metavar="cpu|cuda|cuda:N"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, show_default=False, help=THREADS_HELP),
+    skip_damaged: bool = typer.Option(
+        False, "--skip-damaged",
+        help="Train without the stored rows whose bytes are damaged (checksum mismatch; recorded in the bundle "
+             "as skipped_damaged). Without it such rows refuse the training (exit 2)."),
 ) -> None:
     """Fit an experiment on all of a dataset's training samples (the protocol's
     training pool; validation carved from them as in `run`), for every target, and
     write one model bundle: the models, feature names and store keys,
     standardisers, windows, experiment, dataset and provenance, seed. Apply it
-    with `aanbench predict`.
+    with `aanbench predict`. Stored rows whose bytes are damaged (`aanbench store
+    verify`) refuse the training, as in `run`, unless --skip-damaged.
 
     \b
     Example:
@@ -217,8 +229,9 @@ def train_cmd(
     ds = resolve_dataset(dataset, option, labelled=True)
     with LazyBar(fit_progress(f"[bold]train {experiment}[/]", quiet=as_json, to_stderr=as_json)) as bar:
         got = train(experiment, ds, store, out, seed=seed, registry=registry, features=features, protocol=protocol,
-                    sequential=sequential, device=device,
+                    sequential=sequential, device=device, skip_damaged=skip_damaged,
                     threads=threads, command=invocation(), on_progress=bar.update)
+    warn_skipped(got.skipped_damaged)
     if as_json:
         echo_json(got.summary())
         return

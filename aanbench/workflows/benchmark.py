@@ -177,12 +177,14 @@ def existing_run(exp: Any, seed: int | None, ds: Dataset, group: Any, out: str |
     """The results file of ``exp`` with ``seed`` under ``out`` when one is
     there with the configuration fingerprint this run would have
     (:func:`aanbench.runner.config_fingerprint`: model, dataset options and
-    items, features, protocol, windows, parameters); else None. Planning
+    items, features, protocol, windows, parameters, and the stored rows left
+    out as damaged: a run without them never stands for one with them, nor
+    the other way round); else None. Planning
     reads the features but trains nothing; a run that cannot be planned is
     not found (running it reports why)."""
     import json
 
-    from aanbench.runner import plan_run, planned_fingerprint, results_path
+    from aanbench.runner import plan_run, planned_fingerprint, recorded_fingerprint, results_path
     from aanbench.results import RunResult
 
     try:
@@ -198,7 +200,8 @@ def existing_run(exp: Any, seed: int | None, ds: Dataset, group: Any, out: str |
         doc = RunResult.from_payload(payload, str(path))
     except (OSError, ValueError, AanbenchError):
         return None  # damaged or of another kind: run again (the new file replaces it only if it is ours)
-    if doc.config_fingerprint != fp or doc.experiment != exp.name or doc.seed != plan.seed:
+    if (doc.config_fingerprint != fp or recorded_fingerprint(doc) != fp  # a file of --skip-damaged written before
+            or doc.experiment != exp.name or doc.seed != plan.seed):  # the fingerprint covered it: recomputed
         return None
     doc.file = str(path)
     return ExperimentRun(doc, path)
@@ -261,7 +264,7 @@ def benchmark(
     grp.check_dataset_config(ds.config())
     from aanbench.workflows.store import refuse_damaged
 
-    damage = refuse_damaged(grp, exps, skip_damaged)
+    refuse_damaged(grp, exps, skip_damaged)
     plugins = get_plugins()
     wanted = [(e, seed) for e in exps for seed in seeds or [e.seed]]
     resumed: list[ExperimentRun] = []
@@ -288,10 +291,7 @@ def benchmark(
             failures.append(failure)
             ev.failed(failure)
         else:
-            got.command = command
-            used = {f.get("key") for f in got.features or []}
-            if any(d["array"] in used for d in damage):
-                got.extra["skipped_damaged"] = [d for d in damage if d["array"] in used]
+            got.command = command  # damaged rows left out: in got.skipped_damaged (and its fingerprint)
             written[i] = ExperimentRun(got, write_results(got, Path(out)))
             ev.finished(written[i])
         if per_run:

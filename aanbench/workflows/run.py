@@ -109,14 +109,12 @@ def run(
     fits = backend if not isinstance(backend, str) else fit_backend(
         backend, address=address, workers=workers, device=device, threads=threads)
     group = _group(store, ds)
-    damage = refuse_damaged(group, [exp], skip_damaged)
+    refuse_damaged(group, [exp], skip_damaged)
     [doc] = fits.run([(exp, seed)], ds, group, plugins(), sequential=sequential,
                      save_models=Path(save_models) if save_models is not None else None, on_progress=on_progress)
     if isinstance(doc, BaseException):
         raise doc
-    doc.command = command
-    if damage:
-        doc.extra["skipped_damaged"] = damage
+    doc.command = command  # damaged rows left out: in doc.skipped_damaged (and its fingerprint), from the runner
     return ExperimentRun(doc, write_results(doc, Path(out)))
 
 
@@ -132,7 +130,14 @@ class TrainedBundle:
         p = self.payload
         return {"bundle": str(self.path), "experiment": p.experiment["name"], "dataset": p.dataset["name"],
                 "model": p.model, "targets": list(p.targets), "features": p.feature_keys,
-                "windows": p.samples.to_dict(), "seed": p.seed, "fits": {t: v.fit for t, v in p.targets.items()}}
+                "windows": p.samples.to_dict(), "seed": p.seed, "fits": {t: v.fit for t, v in p.targets.items()},
+                "skipped_damaged": self.skipped_damaged}
+
+    @property
+    def skipped_damaged(self) -> list[dict[str, Any]]:
+        """The stored rows left out of training because their bytes are
+        damaged (``--skip-damaged``), per array; empty when none were."""
+        return list(self.payload.dataset.get("skipped_damaged") or [])
 
 
 def train(
@@ -151,6 +156,7 @@ def train(
     threads: int | None = None,
     command: str = "",
     on_progress: FitProgress | None = None,
+    skip_damaged: bool = False,
 ) -> TrainedBundle:
     """Fit ``experiment`` on all of ``dataset``'s training samples (validation
     carved from them as in :func:`run`), for every target, and write one
@@ -158,13 +164,20 @@ def train(
     samples are the protocol's training pool (``protocol``, default as in
     :func:`run`): the train split for ``fixed``, every movie for
     ``leave-one-group-out``. ``features``: as in :func:`run`.
-    ``on_progress(done, total, target)`` as each target's fit ends."""
+    ``on_progress(done, total, target)`` as each target's fit ends. Rows
+    whose stored bytes are damaged (checksum mismatch) refuse the training
+    (:class:`aanbench.contracts.AanbenchError` naming the store, arrays,
+    rows and files; the CLI exits 2) unless ``skip_damaged``: then they are
+    left out and recorded in the bundle (``dataset["skipped_damaged"]``,
+    :attr:`TrainedBundle.skipped_damaged`)."""
     from aanbench.modelfile import save_bundle
     from aanbench.runner import train_bundle
+    from aanbench.workflows.store import refuse_damaged
 
     ds = resolve_dataset(dataset, options, labelled=True)
     exp = resolve_experiment(experiment, ds, registry=registry, features=features, protocol=protocol)
     group = _group(store, ds)
+    refuse_damaged(group, [exp], skip_damaged, use="trained on", record="the model bundle")
     payload = train_bundle(exp, ds, group, plugins(), seed=seed, sequential=sequential, device=device,
                            threads=threads,
                            on_fit=(lambda t, done, total: on_progress(done, total, t)) if on_progress else None)

@@ -148,18 +148,23 @@ def damaged_rows(group: Any, feature_names: Any, plugins: Any = None) -> list[di
     return out
 
 
-def refuse_damaged(group: Any, experiments: Any, skip_damaged: bool = False) -> list[dict[str, Any]]:
+def refuse_damaged(group: Any, experiments: Any, skip_damaged: bool = False, *, use: str = "scored",
+                   record: str = "the results") -> list[dict[str, Any]]:
     """Check the arrays ``experiments`` (experiment configs) read from the
     store group ``group`` for damaged rows (see :func:`damaged_rows`). Raise
-    :class:`AanbenchError` naming the arrays, rows and files unless
-    ``skip_damaged``; with it, return the damage (to record in the results:
-    those rows are left out of the scores as not valid)."""
+    :class:`AanbenchError` naming the store, group, arrays, rows and files
+    unless ``skip_damaged``; with it, return the damage (to record in the
+    results: those rows are left out of the scores as not valid). ``use``
+    and ``record``: what the message says is refused ("Not scored") and
+    where skipped rows are recorded (``train``: "trained on", "the model bundle")."""
     names = [f for e in experiments for f in e.features]
     damage = damaged_rows(group, names)
     if damage and not skip_damaged:
         what = "; ".join(f"{d['array']}: {d['rows']} row(s) ({', '.join(d['items'][:5])}"
                          f"{', ...' if d['rows'] > 5 else ''}) in {', '.join(d['files'])}" for d in damage)
-        raise AanbenchError(f"store group {group.path}: damaged rows (checksum mismatch): {what}. Not scored: "
+        root = getattr(getattr(group, "store", None), "root", None)
+        where = f"store {root}, group {group.path}" if root is not None else f"store group {group.path}"
+        raise AanbenchError(f"{where}: damaged rows (checksum mismatch): {what}. Not {use}: "
                             "rerun `aanbench extract` on the store to recompute them (see `aanbench store verify`), "
-                            "or pass --skip-damaged to leave those rows out (recorded in the results)")
+                            f"or pass --skip-damaged to leave those rows out (recorded in {record})")
     return damage
