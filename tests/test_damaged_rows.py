@@ -246,3 +246,17 @@ def test_fingerprint_covers_the_skipped_rows_and_leaves_clean_runs_as_they_were(
     # a file that records skipped rows under a clean fingerprint stands for what it holds
     assert recorded_fingerprint({**one, "config_fingerprint": clean}) == config_fingerprint(one)
     assert recorded_fingerprint({**doc, "config_fingerprint": "kept"}) == "kept"
+
+
+def test_mean_reads_no_features_and_is_not_refused_for_damaged_feature_rows(stores, tmp_path: Path) -> None:
+    """`mean` reads no features (ModelSpec.needs_features is False), so rows
+    damaged in a feature array do not concern it: it runs on every item and
+    records no skipped rows, while a model that reads the array is refused."""
+    out = tmp_path / "mean.json"
+    r = run_cli("run", "mean", "demo", "--store", stores["damaged"], "--out", out, *VIDEO_ONLY)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(out.read_text())
+    assert not doc.get("skipped_damaged"), doc.get("skipped_damaged")
+    assert all(t["metrics"]["n"] == CLIPS for t in doc["targets"].values()), doc["targets"]
+    r = run_cli("run", "ridge", "demo", "--store", stores["damaged"], "--out", tmp_path / "ridge.json", *VIDEO_ONLY)
+    assert r.returncode == 2 and "damaged rows" in r.stderr, r.stdout + r.stderr

@@ -157,8 +157,18 @@ def refuse_damaged(group: Any, experiments: Any, skip_damaged: bool = False, *, 
     results: those rows are left out of the scores as not valid). ``use``
     and ``record``: what the message says is refused ("Not scored") and
     where skipped rows are recorded (``train``: "trained on", "the model bundle")."""
-    names = [f for e in experiments for f in e.features]
-    damage = damaged_rows(group, names)
+    from aanbench.workflows._shared import plugins as get_plugins
+
+    plugins = get_plugins()
+
+    def reads_features(e: Any) -> bool:  # `mean` reads none: damaged feature rows do not concern it
+        try:
+            return bool(plugins.model(e.model).needs_features)
+        except AanbenchError:  # an unknown model is reported by the run itself
+            return True
+
+    names = [f for e in experiments if reads_features(e) for f in e.features]
+    damage = damaged_rows(group, names, plugins)
     if damage and not skip_damaged:
         what = "; ".join(f"{d['array']}: {d['rows']} row(s) ({', '.join(d['items'][:5])}"
                          f"{', ...' if d['rows'] > 5 else ''}) in {', '.join(d['files'])}" for d in damage)
