@@ -37,8 +37,13 @@ lock:
 demo: $(STAMP)
 	$(VENV)/bin/aanbench demo
 
+# The whole suite on every usable CPU (pytest-xdist: one worker per CPU;
+# tests/conftest.py groups what must share a worker: Ray, the full demo, a
+# module's fixtures). Bytecode is cached even where PYTHONDONTWRITEBYTECODE
+# is set: every test that starts a fresh `aanbench` process would otherwise
+# compile the package again. `make test PYTEST_ARGS='-m "not slow"'` for the quick part.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -q -n auto --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m pytest tests/benchmarks --benchmark-enable -q

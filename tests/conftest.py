@@ -12,8 +12,11 @@ import signal
 import sys
 from pathlib import Path
 
+from typing import Any, Callable
+
 import numpy as np
 import pytest
+from filelock import FileLock
 from typer.testing import CliRunner
 
 from aanbench.pluginkit.mediawrite import write_clip
@@ -37,6 +40,54 @@ def make_clip(path: Path, *, level: int = 100, seconds: float = 2.0, fps: int = 
         t = np.arange(int(seconds * rate)) / rate
         sig = (amp * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
     return write_clip(path, frames, fps, sig, rate)
+
+
+def shared_build(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Any]) -> Path:
+    """A folder ``name`` made once per test run by ``build(folder)`` and
+    shared by every test that asks for it, in this process and in the other
+    pytest-xdist workers (``make test`` runs several): the first caller
+    builds it under a file lock while the others wait, later callers find it.
+    A build that fails leaves no ``done`` mark, so the next caller retries
+    and fails as loudly."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, shared by the workers
+    folder = root / "shared" / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / ".done").is_file():
+            folder.mkdir(exist_ok=True)
+            build(folder)
+            (folder / ".done").write_text("")
+    return folder
+
+
+#: Tests that share one expensive thing run on one xdist worker, one after
+#: the other (``--dist loadgroup``), listed here first so that they start first.
+#: Every Ray test: the instances would compete for the two cores and some
+#: tests look for Ray processes left behind. The full demo's two tests share one run.
+HEAVY_GROUPS = ("full-demo", "ray")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's ``--dist loadgroup``: a test keeps an
+    explicit ``xdist_group``; a Ray test joins "ray"; any other test its
+    module's group, so a module-scoped fixture is built once. The heavy
+    groups go first (the longest work starts first, the workers end together)."""
+    order = {g: i for i, g in enumerate(HEAVY_GROUPS)}
+    for item in items:
+        mark = item.get_closest_marker("xdist_group")
+        if mark is None:
+            group = "ray" if item.get_closest_marker("ray") else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(group))
+            item.stash[_GROUP] = group
+        else:
+            item.stash[_GROUP] = mark.args[0] if mark.args else mark.kwargs.get("name", "default")
+    items.sort(key=lambda it: order.get(it.stash[_GROUP], len(order)))  # stable: collection order otherwise
+
+
+_GROUP = pytest.StashKey[str]()
 
 
 @pytest.fixture

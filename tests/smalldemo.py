@@ -10,21 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, shared_build
 
 CLIPS = 36  # 3 movies of 12 clips (leave-one-movie-out by default; --protocol fixed: m01, m02 train, m03 test)
 
 
-def build(base: Path) -> dict:
-    work = base / "small-demo"
+def _build(work: Path) -> None:
+    r = run_cli("datasets", "make-demo", work / "data", "--clips", CLIPS)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("extract", "demo", "--root", work / "data", "--store", work / "store",
+                "-e", "affect,emobase2010,logmel")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def describe(work: Path) -> dict:
     store = work / "store"
-    if not (work / "done").is_file():
-        r = run_cli("datasets", "make-demo", work / "data", "--clips", CLIPS)
-        assert r.returncode == 0, r.stderr
-        r = run_cli("extract", "demo", "--root", work / "data", "--store", store,
-                    "-e", "affect,emobase2010,logmel")
-        assert r.returncode == 0, r.stdout + r.stderr
-        (work / "done").write_text("")
     labels = (work / "data" / "labels.csv").read_text().splitlines()[1:]
     n_test = sum(1 for line in labels if line.split(",")[3] == "test")
     movies = sorted({line.split(",")[2] for line in labels})
@@ -33,4 +33,7 @@ def build(base: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def small_demo(tmp_path_factory) -> dict:
-    return build(tmp_path_factory.getbasetemp())
+    """Built once per test run, shared with the other xdist workers
+    (:func:`conftest.shared_build`). Tests read it; one that changes the data
+    or the store works on a copy."""
+    return describe(shared_build(tmp_path_factory, "small-demo", _build))

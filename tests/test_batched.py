@@ -288,6 +288,7 @@ def _preds(doc: dict) -> dict:
     return {(p["item_id"], p["target"]): p["y_pred"] for p in doc["predictions"]}
 
 
+@pytest.mark.slow  # nine runs of a 5-fold Feature AAN (three seeds of each path)
 def test_batched_run_is_seeded_and_agrees_with_the_sequential_run(tmp_path: Path) -> None:
     plugins = get_plugins()
     g = _movie_store(tmp_path, movies=5, per_movie=24)
@@ -368,15 +369,16 @@ params = { max_epochs = 20, patience = 6, batch_size = 16, lr = 0.005, val_fract
 """
 
 
+@pytest.mark.slow  # eleven CLI runs of a Feature AAN on a 48-clip demo
 def test_run_and_sequential_run_on_the_demo_agree(tmp_path: Path) -> None:
     import json
 
-    from conftest import run_aanbench
+    from conftest import run_cli
 
-    r = run_aanbench("datasets", "make-demo", tmp_path / "data", "--clips", "48")
+    r = run_cli("datasets", "make-demo", tmp_path / "data", "--clips", "48")
     assert r.returncode == 0, r.stderr
-    r = run_aanbench("extract", "demo", "--root", tmp_path / "data", "--store", tmp_path / "store", "-e",
-                     "logmel,affect")
+    r = run_cli("extract", "demo", "--root", tmp_path / "data", "--store", tmp_path / "store", "-e",
+                "logmel,affect")
     assert r.returncode == 0, r.stdout + r.stderr
     (tmp_path / "registry.toml").write_text(DEMO_REGISTRY)
     docs = {}
@@ -387,8 +389,8 @@ def test_run_and_sequential_run_on_the_demo_agree(tmp_path: Path) -> None:
     runs += [(f"{path}-{seed}", ["--seed", str(seed)] + extra) for seed in SEEDS
              for path, extra in (("batched", []), ("sequential", ["--sequential"]))]
     for name, extra in runs:
-        r = run_aanbench("run", "batched-aan", "demo", "--store", tmp_path / "store", "--out",
-                         tmp_path / f"{name}.json", "--registry", tmp_path / "registry.toml", "--json", *extra)
+        r = run_cli("run", "batched-aan", "demo", "--store", tmp_path / "store", "--out",
+                    tmp_path / f"{name}.json", "--registry", tmp_path / "registry.toml", "--json", *extra)
         assert r.returncode == 0, r.stdout + r.stderr
         docs[name] = json.loads((tmp_path / f"{name}.json").read_text())
     assert _preds(docs["batched"]) == _preds(docs["again"])  # same seed, same numbers

@@ -176,6 +176,7 @@ def test_ctrl_c_with_two_workers(demo, tmp_path: Path, group: bool) -> None:
     _assert_same_store(ref, store)
 
 
+@pytest.mark.ray
 def test_ctrl_c_with_ray_backend(demo, tmp_path: Path) -> None:
     """Ctrl-C to the whole process group of `extract --backend ray` (a real
     local Ray instance, whose processes get the SIGINT too): exit 130 with

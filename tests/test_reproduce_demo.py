@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_aanbench
+from fulldemo import full_demo  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 BOARD = ROOT / "leaderboards" / "demo.md"
@@ -205,16 +205,16 @@ def test_compare_catches_a_moved_number_and_tolerates_within_intervals():
 
 
 @pytest.mark.slow
-def test_fresh_demo_reproduces_the_committed_board(tmp_path):
-    """Runs ``aanbench demo`` (generate, extract, benchmark) in a fresh work
-    folder, writing its board beside it, and compares it with the committed one."""
+@pytest.mark.xdist_group("full-demo")
+def test_fresh_demo_reproduces_the_committed_board(full_demo):  # noqa: F811
+    """``aanbench demo`` (generate, extract, benchmark) in a fresh work folder
+    and a fresh process, writing its board beside it (tests/fulldemo.py: the
+    run is shared with tests/test_demo.py), compared with the committed one."""
     committed_text = BOARD.read_text()
     committed = parse_board(committed_text)
     assert committed, f"no tables parsed from {BOARD}"
-    out = tmp_path / "demo.md"
-    r = run_aanbench("demo", "--workdir", tmp_path / "w", "--leaderboard", out, timeout=3600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    fresh = parse_board(out.read_text())
+    assert full_demo["returncode"] == 0, full_demo["stdout"][-3000:] + full_demo["stderr"][-3000:]
+    fresh = parse_board(full_demo["board"].read_text())
     cpu_then, cpu_now = board_cpu(committed_text), this_cpu()
     exact = cpu_then is None or cpu_then == cpu_now
     problems = compare(committed, fresh, exact=exact)
