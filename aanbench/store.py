@@ -1145,14 +1145,28 @@ class FeatureStore:
         else:
             if self.root.exists() and not self.root.is_dir():
                 raise AanbenchError(f"{self.root}: exists and is not a directory")
-            if self.root.exists() and not (self.root / "zarr.json").exists() and any(
-                    not p.name.endswith(".partial") for p in self.root.iterdir()):  # a write cut short is no content
-                raise AanbenchError(f"{self.root}: a non-empty directory that is not a feature store")
-            self.zroot = zarr.open_group(str(self.root), mode="a")
-            if "aanbench_store" not in self.zroot.attrs:
-                self.zroot.update_attributes({
-                    "aanbench_store": STORE_FORMAT,
-                    "description": "aanbench feature store: <dataset>/<segmentation>/features/<extractor>@<version>"})
+            existed = self.root.is_dir()
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise AanbenchError(f"{self.root}: cannot create the store folder ({exc.strerror})") from None
+            # Under the creation lock: two runs started at once on a new store would otherwise
+            # both find no root group and both create it (Zarr's ContainsGroupError for the second).
+            with self.creation_lock():
+                if not (self.root / "zarr.json").exists() and any(
+                        not p.name.endswith(".partial") for p in self.root.iterdir()):  # a write cut short is no content
+                    raise AanbenchError(f"{self.root}: a non-empty directory that is not a feature store")
+                try:
+                    self.zroot = zarr.open_group(str(self.root), mode="a")
+                    if "aanbench_store" not in self.zroot.attrs:
+                        self.zroot.update_attributes({
+                            "aanbench_store": STORE_FORMAT,
+                            "description": "aanbench feature store: "
+                                           "<dataset>/<segmentation>/features/<extractor>@<version>"})
+                except BaseException:
+                    if not existed and not any(self.root.iterdir()):
+                        self.root.rmdir()  # leave no empty folder behind a failed creation
+                    raise
 
     @contextlib.contextmanager
     def creation_lock(self, timeout: float = 600.0) -> Iterator[None]:
