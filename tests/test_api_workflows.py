@@ -50,6 +50,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_benchmark_from_python_without_typer_or_rich(small_demo, tmp_path):
     lb = tmp_path / "lb" / "demo.md"
     r = subprocess.run([sys.executable, "-c", SCRIPT, str(small_demo["store"]), str(tmp_path / "res"), str(lb)],

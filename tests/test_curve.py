@@ -63,6 +63,7 @@ def _comments(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line.startswith("#")]
 
 
+@pytest.mark.slow
 def test_joined_film_has_the_clips_one_after_another(demo):
     assert len(demo["truth"]) == 16
     assert [(s, e) for s, e, _ in demo["truth"]] == [(4.0 * i, 4.0 * i + 4.0) for i in range(16)]
@@ -375,6 +376,7 @@ def test_a_file_that_is_not_media_gets_exit_2_and_no_files(demo, tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.slow
 def test_a_folder_gives_one_output_set_per_film_and_lists_what_is_not_media(demo, tmp_path):
     films = tmp_path / "films"
     films.mkdir()
@@ -510,6 +512,7 @@ def test_sequence_model_gets_one_prediction_per_window(demo, tmp_path):
     assert len(df) == 16 and df.valence.notna().all() and df.arousal.notna().all()
 
 
+@pytest.mark.slow
 def test_demo_curve_draws_the_test_movies_with_a_bundle_trained_on_the_others(demo, tmp_path):
     """What `aanbench demo` calls last (aanbench.workflows.demo_curve)."""
     from aanbench.workflows import demo_curve

@@ -21,6 +21,7 @@ from conftest import make_clip, run_aanbench
 FOUR = ("resnet50-0676ba61.pth", "rgb_imagenet.pt", "flownets_EPE1.951.pth", "vggish-10086976.pth")
 
 
+@pytest.mark.slow
 def test_named_model_without_weights_exits_2_naming_the_four_files(tmp_path):
     film = make_clip(tmp_path / "film.mp4", seconds=4.0, size=(120, 160))
     empty = tmp_path / "no-weights"

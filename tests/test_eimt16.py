@@ -311,6 +311,7 @@ def test_root_that_does_not_exist_is_a_usage_error(tmp_path):
 # --------------------------------------------------------- end to end (CLI)
 
 
+@pytest.mark.slow
 def test_cli_check_extract_and_run_feature_aan(tmp_path, pristine, cli):
     """`aanbench datasets check`, `aanbench extract eimt16` and `aanbench run`
     of a feature-aan variant on the fixture. No pretrained weights exist offline,

@@ -163,6 +163,7 @@ def _features(path: Path, exs) -> dict[str, np.ndarray]:
     return {e.name: e.extract([media])[0] for e in exs}
 
 
+@pytest.mark.slow
 def test_pcm_stereo_and_5_1_with_equal_channels_give_the_mono_features(tmp_path: Path, audio_extractors) -> None:
     x = _signal(3.0)
     mono = _write_wav(tmp_path / "mono.wav", x[None], "mono")
@@ -192,6 +193,7 @@ def test_channel_mean_leaves_out_lfe(tmp_path: Path) -> None:
     np.testing.assert_array_equal(half, decode_media(Item("m", mono), [AUDIO]).audio[RATE] / 2)
 
 
+@pytest.mark.slow
 def test_aac_stereo_and_5_1_with_equal_channels_match_mono(tmp_path: Path, audio_extractors) -> None:
     """AAC is lossy and codes a mono and a multichannel file differently, so
     equality holds to the codec's noise: the decoded signals differ by under

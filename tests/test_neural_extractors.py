@@ -214,6 +214,7 @@ def test_missing_weights_name_file_hash_and_place(tmp_path):
 # outputs on a really decoded clip
 
 
+@pytest.mark.slow
 def test_outputs_have_the_papers_dims_on_a_decoded_clip(loaded, clip):
     exts = [loaded[k] for k in ("resnet50", "i3d", "flownets", "vggish")]
     a = _decode(clip, exts, 0.0, 1.2, "a")

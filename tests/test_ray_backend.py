@@ -154,6 +154,7 @@ def ray_session():
 # -------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow
 def test_cli_ray_starts_a_local_instance_and_matches_local_backend(demo, tmp_path) -> None:
     assert not ray.is_initialized(), "this test must start its own instance"
     store = tmp_path / "ray-store"
@@ -370,6 +371,7 @@ def test_workers_that_cannot_see_the_store_fail_the_run_clearly(ray_session, tmp
     assert ray.is_initialized()
 
 
+@pytest.mark.slow
 def test_workers_the_cluster_cannot_place_fail_after_the_start_timeout(ray_session, tmp_path) -> None:
     job = ExtractionJob(store_root=str(tmp_path / "s"), group_path="demo/default", items=[Item("a", None)],
                         extractors=["affect"], keys={"affect": "affect@2"}, weights_dir=str(tmp_path))

@@ -155,6 +155,7 @@ def _test_predictions(cli, store, out, reg, experiment):
 
 
 @pytest.mark.parametrize("kind", ["lstm", "bilstm"])
+@pytest.mark.slow
 def test_eimt16_test_prediction_depends_on_its_own_excerpt_only(eimt16_twice, tmp_path, cli, kind):
     """On an official-layout EIMT16 copy, replacing one test excerpt's media
     (then extracting and running again, same seed) changes that excerpt's

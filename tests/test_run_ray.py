@@ -89,6 +89,7 @@ def _same_results(got: dict, want: dict) -> None:
 @pytest.mark.parametrize("experiment, extra", [("quick-aan", []), ("quick-aan", ["--sequential"]),
                                                ("ridge-logo", [])],
                          ids=["batched", "sequential", "ridge"])
+@pytest.mark.slow
 def test_run_on_ray_gives_the_local_results(small_demo, registry, tmp_path, experiment, extra):  # noqa: F811
     common = [experiment, "demo", "--store", small_demo["store"], "--registry", registry, "--json", *extra]
     local = run_cli("run", *common, "--out", tmp_path / "local")
@@ -104,6 +105,7 @@ def test_run_on_ray_gives_the_local_results(small_demo, registry, tmp_path, expe
     assert got["command"].endswith("--backend ray --workers 2")
 
 
+@pytest.mark.slow
 def test_run_joins_a_running_cluster_by_address_and_leaves_it_running(small_demo, registry, tmp_path):  # noqa: F811
     """``--address``: the fits go to a cluster that is already running (here
     one this test process starts, whose workers run this checkout's code),
@@ -136,6 +138,7 @@ def test_run_joins_a_running_cluster_by_address_and_leaves_it_running(small_demo
     _same_results(got, want)
 
 
+@pytest.mark.slow
 def test_benchmark_on_ray_writes_the_local_results_and_goes_on_after_failures(small_demo, registry,  # noqa: F811
                                                                              tmp_path):
     common = ["benchmark", "demo", "--store", small_demo["store"], "--registry", registry, "--seeds", "0,1",
@@ -208,6 +211,7 @@ def _marked(mark: str) -> list[tuple[int, str]]:
     return found
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_no_ray_process_behind(small_demo, registry, tmp_path):  # noqa: F811
     mark = f"AANBENCH_TEST_RUN_RAY={os.getpid()}-{time.time_ns()}"
     env = dict(os.environ, COLUMNS="200", AANBENCH_TEST_RUN_RAY=mark.split("=", 1)[1])

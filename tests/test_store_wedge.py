@@ -142,6 +142,7 @@ def _steps(writes: list[str]) -> list[int]:
     return sorted(set(first.values()) | {len(writes)})
 
 
+@pytest.mark.slow
 def test_disk_full_at_every_step_then_space_back_completes_and_equals_clean(tmp_path: Path, clean,
                                                                            monkeypatch) -> None:
     snapshot, writes = clean
@@ -225,6 +226,7 @@ KILLER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_kill_9_at_steps_of_a_first_extraction_then_rerun_completes(tmp_path: Path, clean) -> None:
     snapshot, writes = clean
     writes = len(writes)

@@ -155,6 +155,7 @@ def test_the_flag_needs_sequences():
 
 
 @pytest.mark.parametrize("model", ["temporal-aan", "feature-temporal-aan"])
+@pytest.mark.slow
 def test_seeded_and_shuffled_test_labels_give_identical_predictions(tmp_path, model):
     plugins = get_plugins()
     items, a, b = _items()

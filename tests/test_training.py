@@ -90,6 +90,7 @@ AAN = dict(max_epochs=60, patience=10, batch_size=16, lr=0.005)
 
 
 @pytest.mark.parametrize("model, params", [("ridge", {}), ("feature-aan", AAN)])
+@pytest.mark.slow
 def test_runner_is_seeded_and_test_labels_never_leak(tmp_path: Path, model: str, params: dict) -> None:
     plugins = get_plugins()
     store, g, items = _synthetic_store(tmp_path)

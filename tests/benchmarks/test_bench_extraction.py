@@ -35,6 +35,7 @@ def clips(tmp_path_factory) -> list[Item]:
 
 @pytest.mark.parametrize("names", [("affect",), ("logmel",), ("emobase2010",), ("affect", "logmel", "emobase2010")],
                          ids=lambda n: "+".join(n))
+@pytest.mark.slow
 def test_extraction_items_per_second(benchmark, clips, tmp_path, names) -> None:
     plugins = get_plugins()
     exs = [plugins.extractor(n) for n in names]
