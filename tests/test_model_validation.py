@@ -87,7 +87,7 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize("field, value, words", MALFORMED, ids=[f"{f}={v!r}"[:40] for f, v, _ in MALFORMED])
+@pytest.mark.parametrize("field, value, words", MALFORMED, ids=[f"{f}={'<dropped>' if v is _DROP else repr(v)}"[:40] for f, v, _ in MALFORMED])
 def test_malformed_bundles_are_refused_field_by_field(good, tmp_path: Path, field, value, words) -> None:
     _, _, payload = good
     if value is object:
