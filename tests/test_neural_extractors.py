@@ -247,6 +247,7 @@ def test_batched_equals_one_item_at_a_time(loaded, clip):
     np.testing.assert_allclose(ext.extract(ms), alone, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_feature_is_the_mean_over_frames_and_pairs(loaded):
     """ResNet-50 averages per-frame features; FlowNetS per-pair features."""
     rng = np.random.default_rng(1)
@@ -281,6 +282,7 @@ def test_feature_is_the_mean_over_frames_and_pairs(loaded):
     np.testing.assert_allclose(tr.extract([m])[0], by_hand, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_i3d_recipes_differ_only_in_input_scaling(loaded):
     """Authors' I3D input: ImageNet mean/std; the original: [-1, 1]."""
     rng = np.random.default_rng(2)

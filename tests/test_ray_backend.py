@@ -170,6 +170,7 @@ def test_cli_ray_starts_a_local_instance_and_matches_local_backend(demo, tmp_pat
     _assert_same_store(store, demo["ref"])
 
 
+@pytest.mark.slow
 def test_a_plan_that_fails_after_prepare_leaves_no_ray_running(demo, tmp_path) -> None:
     """extract_dataset starts Ray before planning; a plan that fails must shut it down."""
     from aanbench.extraction import extract_dataset
@@ -250,6 +251,7 @@ def test_killed_worker_has_its_chunk_retried(demo, ray_session, tmp_path, caplog
     assert ray.is_initialized(), "a session the run did not start must be left running"
 
 
+@pytest.mark.slow
 def test_chunk_failing_past_retries_is_recorded_and_a_rerun_completes(demo, ray_session, tmp_path,
                                                                      monkeypatch) -> None:
     monkeypatch.setenv("AANBENCH_RAY_RETRIES", "0")
@@ -285,6 +287,7 @@ def test_chunk_failing_past_retries_is_recorded_and_a_rerun_completes(demo, ray_
         assert np.array_equal(after[key]["data"][keep], before[key]["data"][keep])
 
 
+@pytest.mark.slow
 def test_joins_a_running_cluster_by_address_and_leaves_it_running(demo, ray_session, tmp_path) -> None:
     store = tmp_path / "joined"
     # a fresh process: a driver of its own, which joins this test's cluster and leaves it

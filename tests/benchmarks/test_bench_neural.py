@@ -66,6 +66,7 @@ def _media(name: str, ex, i: int, n: int) -> Media:
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", ["batched", "unbatched"])
 @pytest.mark.parametrize("name", list(CLASSES))
+@pytest.mark.slow
 def test_bench_neural(benchmark, weight_files, name: str, mode: str, device: str) -> None:
     folder, files = weight_files
     cls = CLASSES[name]
