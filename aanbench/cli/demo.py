@@ -140,15 +140,24 @@ class DemoBars(BenchmarkBars, DemoEvents):
         self._stop()
 
 
-def print_timings(timings: list[tuple[str, float]]) -> None:
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished child processes."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def print_timings(timings: list[tuple[str, float]], cpu: float | None = None) -> None:
     """The demo's last words: a table of its steps and their wall seconds
     (indented rows: parts of the step above, or work beside it; not in the
-    total), with the load average, which says how quiet the machine was."""
+    total), with the CPU seconds of the demo's processes (``cpu``) and the
+    load average, which say how quiet the machine was: on N quiet cores the
+    wall time cannot be below CPU / N."""
     from rich.table import Table
 
     total = sum(sec for name, sec in timings if not name.startswith(" "))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    t = Table(title=f"where the time went: {total:.1f} s (load average {load})", title_justify="left")
+    used = f", {cpu:.0f} CPU-s" if cpu is not None else ""
+    t = Table(title=f"where the time went: {total:.1f} s{used} (load average {load})", title_justify="left")
     t.add_column("step")
     t.add_column("seconds", justify="right")
     for name, sec in timings:
@@ -180,6 +189,7 @@ def demo_cmd(
     data, features and results (--rerun trains again). Ends with a table of
     where the time went."""
     bars = DemoBars()
+    cpu0 = _cpu_seconds()
     try:
         res = demo(workdir, leaderboard, clips=clips, seed=seed, workers=workers, rerun=rerun, events=bars)
     except KeyboardInterrupt as exc:
@@ -195,6 +205,6 @@ def demo_cmd(
     for path in (res.curve.png, res.curve.html, res.curve.csv):
         console.print(f"wrote {path}")
     if res.timings:
-        print_timings(res.timings)
+        print_timings(res.timings, _cpu_seconds() - cpu0)
     if res.failed:
         raise typer.Exit(1)
