@@ -128,8 +128,9 @@ class DemoBars(BenchmarkBars, DemoEvents):
         if not self.pooled:
             return super().failed(failure)
         self._done(failure.experiment, failure.seed)
-        self.per_run = False  # the bar stays up: other runs go on
+        per_run, self.per_run = self.per_run, False  # the bar stays up: other runs go on
         super().failed(failure)
+        self.per_run = per_run
 
     def ended(self) -> None:
         if not self.pooled:

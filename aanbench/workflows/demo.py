@@ -277,7 +277,8 @@ def demo(workdir: str | Path = DEFAULT_WORKDIR, leaderboard: str | Path = Path("
                           events=timed, backend=fits)
         t_end = time.perf_counter()
         t_runs = timed.runs_ended if timed.runs_ended is not None else t_end
-        ran = [r for r in bench.runs if r not in bench.resumed]
+        resumed = {id(r) for r in bench.resumed}
+        ran = [r for r in bench.runs if id(r) not in resumed]
         timings.append((f"training ({len(ran)} of {len(experiments)} experiments"
                         + (f", {workers} at a time" if side else "") + ")", t_runs - t))
         for r in sorted(ran, key=lambda r: -_run_seconds(r))[:3]:  # the longest runs, each in one process

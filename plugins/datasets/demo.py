@@ -801,6 +801,8 @@ def aanbench_commands(cli):
         directory: Path = typer.Argument(..., help="folder to write the demo into (created if missing)"),
         seed: int = typer.Option(0, "--seed", help="random seed; the same seed gives the same dataset"),
         clips: int = typer.Option(120, "--clips", help="number of clips (at least 4)"),
+        workers: int = typer.Option(1, "--workers", "-j", min=1, metavar="N",
+                                    help="processes drawing and encoding clips (the same files with any N)"),
     ) -> None:
         """Generate the synthetic demo dataset (real MP4 clips with known labels)."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -816,7 +818,7 @@ def aanbench_commands(cli):
             bar.update(task, completed=done, total=total)
 
         try:
-            out = make_demo(directory, seed=seed, clips=clips, progress=tick)
+            out = make_demo(directory, seed=seed, clips=clips, progress=tick, workers=workers)
         finally:
             bar.stop()
         typer.echo(f"demo dataset ({clips} clips, seed {seed}) in {out}")
