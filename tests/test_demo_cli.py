@@ -38,6 +38,9 @@ def test_clips_made_by_two_processes_are_the_files_one_makes(tmp_path):
     (tmp_path / "two" / "labels.csv").unlink()
     make_demo(tmp_path / "two", clips=6, workers=2)
     assert _files(tmp_path / "two") == one
+    r = run_cli("datasets", "make-demo", tmp_path / "cli", "--clips", "6", "-j", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _files(tmp_path / "cli") == one
 
 
 def _predictions(out: Path) -> dict:
