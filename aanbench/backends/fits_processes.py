@@ -72,7 +72,9 @@ class ProcessFits:
 
     ``priority(experiment)``: runs start in decreasing priority (e.g. the
     expected seconds, longest first, so that a long run does not start
-    last); by default in the order given. Use as a context manager to keep
+    last); by default in the order given. ``torch_threads``: torch's
+    threads in each worker (default: the usable CPUs divided among the
+    workers, at least 1). Use as a context manager to keep
     the pool between :meth:`run` and jobs given to :meth:`submit`; without
     one, :meth:`run` makes a pool for its runs and closes it."""
 
