@@ -34,8 +34,9 @@ lock:
 	  --strip-extras --extra test --no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) \
 	  -o $(LOCK) pyproject.toml
 
+# `make demo DEMO_ARGS=--rerun` trains every experiment again (see `aanbench demo --help`)
 demo: $(STAMP)
-	$(VENV)/bin/aanbench demo
+	$(VENV)/bin/aanbench demo $(DEMO_ARGS)
 
 # The whole suite on every usable CPU (pytest-xdist: one worker per CPU;
 # tests/conftest.py groups what must share a worker: Ray, the full demo, a

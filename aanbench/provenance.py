@@ -225,12 +225,12 @@ def numeric_fields(record: Mapping[str, Any]) -> dict[str, str]:
     th = record.get("threads") or {}
     for var, value in sorted((th.get("env") or {}).items()):
         out[var] = str(value)
-    for pool in th.get("pools") or []:
-        name = f"{pool.get('internal_api')} ({pool.get('prefix')})"
-        if pool.get("version") is not None:
-            out[f"{name} version"] = str(pool.get("version"))
-        if pool.get("architecture"):
-            out[f"{name} kernels"] = str(pool.get("architecture"))
+    for pool in th.get("pools") or []:  # two libraries of one name (numpy's and scipy's OpenBLAS): both values,
+        name = f"{pool.get('internal_api')} ({pool.get('prefix')})"  # sorted, whatever order they were loaded in
+        for key, field in (("version", "version"), ("kernels", "architecture")):
+            if pool.get(field):
+                seen = set(out[f"{name} {key}"].split(", ")) if f"{name} {key}" in out else set()
+                out[f"{name} {key}"] = ", ".join(sorted(seen | {str(pool.get(field))}))
     dev = record.get("device") or {}
     out["device"] = str(dev.get("gpu") or dev.get("name") or "")
     for key in ("capability", "cudnn", "tf32_matmul", "tf32_cudnn"):

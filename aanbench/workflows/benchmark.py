@@ -187,6 +187,8 @@ def existing_run(exp: Any, seed: int | None, ds: Dataset, group: Any, out: str |
     from aanbench.runner import plan_run, planned_fingerprint, recorded_fingerprint, results_path
     from aanbench.results import RunResult
 
+    if not results_path(Path(out), exp.name, ds.name, seed if seed is not None else exp.seed).is_file():
+        return None  # no results for this seed at all: nothing to plan (a fingerprinted file sits beside this one)
     try:
         plan = plan_run(exp, ds, group, plugins or get_plugins(), seed, threads=1)
     except AanbenchError:

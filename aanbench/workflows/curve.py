@@ -433,12 +433,17 @@ def demo_film(data: str | Path, out: str | Path, *, movies: Sequence[str] | None
 
 def demo_curve(workdir: str | Path, store: str | Path, *, data: str | Path | None = None,
                experiment: str = "ridge", window: float = 4.0,
-               registry: Path | None = None, on_progress: Callable[[Any], None] | None = None) -> FilmCurve:
+               registry: Path | None = None, on_progress: Callable[[Any], None] | None = None,
+               workers: int | None = None, retrain: bool = False) -> FilmCurve:
     """For ``aanbench demo``'s last step: train ``experiment`` on the demo's
-    training movies (from the demo ``store``), join the test movies' clips
-    into one film and draw its curve into ``workdir/curve/``. Demo clips
-    last 4 s, so the default 4 s windows are the clips and the CSV can be
-    compared with the clips' labels (``workdir/curve/truth.csv``)."""
+    training movies (from the demo ``store``; a bundle already in
+    ``workdir/curve/`` is reused unless ``retrain``), join the test movies'
+    clips into one film and draw its curve into ``workdir/curve/`` (the
+    film's features in the store beside ``store``, ``<store>-curve``,
+    extracted by ``workers`` processes, default
+    :func:`default_workers`). Demo clips last 4 s, so the default 4 s
+    windows are the clips and the CSV can be compared with the clips'
+    labels (``workdir/curve/truth.csv``)."""
     from aanbench.modelfile import load_any, save_bundle
     from aanbench.plugin_manager import get_plugins
     from aanbench.registry import load_registry
@@ -452,7 +457,7 @@ def demo_curve(workdir: str | Path, store: str | Path, *, data: str | Path | Non
     plugins = get_plugins()
     ds = plugins.dataset("demo")
     bundle = out / f"demo-{experiment}.pt"
-    if not bundle.is_file():
+    if retrain or not bundle.is_file():
         exp = load_registry(registry).experiment(experiment, "demo")
         group = FeatureStore(store, mode="r").open_group(ds.name, ds.segmentation)
         save_bundle(bundle, train_bundle(exp, ds, group, plugins))
@@ -464,4 +469,4 @@ def demo_curve(workdir: str | Path, store: str | Path, *, data: str | Path | Non
             w.writerow([f"{s:g}", f"{e_:g}", f"{lab['valence']:.6g}", f"{lab['arousal']:.6g}"])
     return film_curve(film, [CurveModel(load_any(bundle), str(bundle))], store=Path(store).with_name(
         Path(store).name + "-curve"), out_dir=out, window=window, hop=window, smooth=3 * window,
-        on_progress=on_progress, truth=truth)
+        workers=workers, on_progress=on_progress, truth=truth)

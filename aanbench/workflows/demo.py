@@ -5,11 +5,12 @@ leaderboard, and the emotion curve of the test movies joined into one film."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from aanbench.contracts import AanbenchError
 from aanbench.workflows._shared import plugins as get_plugins, registry as load_registry
@@ -47,7 +48,14 @@ class DemoEvents(BenchmarkEvents):
         """The benchmark and its leaderboard are written."""
 
     def curve_progress(self, unit: Any) -> None:
-        """A chunk of the film's windows is extracted."""
+        """A chunk of the film's windows is extracted (only when the curve is
+        drawn after the training, in this process)."""
+
+    def training(self, experiments: int, at_a_time: int) -> None:
+        """Step 3 trains up to ``at_a_time`` runs at once (of ``experiments``
+        experiments, some perhaps resumed): the benchmark's ``started``
+        events then overlap, each run's ``finished`` (or ``failed``)
+        follows its own ``started``."""
 
 
 @dataclass
@@ -126,6 +134,9 @@ class _Timed(BenchmarkEvents):
     def skipped(self, experiment: str, reason: str) -> None:
         self.inner.skipped(experiment, reason)
 
+    def resumed(self, run: Any) -> None:
+        self.inner.resumed(run)
+
     def started(self, experiment: str | None, seed: int | None) -> None:
         self.inner.started(experiment, seed)
 
@@ -143,18 +154,77 @@ class _Timed(BenchmarkEvents):
         self.inner.ended()
 
 
+def run_priority(plugins: Any, results: Path, experiments: list[str]) -> Callable[[Any], float]:
+    """The order the demo starts its runs in (:class:`ProcessFits`'
+    ``priority``): longest first, so that a long run does not start last
+    and leave a worker idle. The seconds of each experiment's previous run
+    when every one of ``experiments`` has a results file under ``results``,
+    else a rough rank: sequence models trained one fit at a time (lstm,
+    bilstm), then the other sequence models, then the rest."""
+    import json
+
+    seconds: dict[str, float] = {}
+    for f in sorted(Path(results).glob("demo/*/seed*.json")):
+        try:
+            d = json.loads(f.read_text())
+            seconds[str(d["experiment"])] = max(seconds.get(str(d["experiment"]), 0.0), float(d["seconds"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    if experiments and all(n in seconds for n in experiments):
+        return lambda exp: seconds.get(exp.name, 0.0)
+
+    def rank(exp: Any) -> float:
+        spec = plugins.models.get(exp.model)
+        if getattr(spec, "input", "rows") != "sequences":
+            return 0.0
+        return 1.0 if getattr(spec, "stackable", False) else 2.0
+
+    return rank
+
+
+def _run_seconds(run: Any) -> float:
+    """A run's own seconds, as its results document records them."""
+    doc = run.doc
+    sec = doc.get("seconds") if isinstance(doc, dict) else getattr(doc, "seconds", None)
+    return float(sec or 0.0)
+
+
+def _curve_beside(workdir: Path, store: Path, data: Path, rerun: bool) -> tuple[Any, float]:
+    """The demo's curve as a job of the training pool (one extraction
+    worker: the pool's other worker trains meanwhile); returns the curve and
+    its wall seconds."""
+    t = time.perf_counter()
+    fc = demo_curve(workdir, store, data=data, workers=1, retrain=rerun)
+    return fc, time.perf_counter() - t
+
+
 def demo(workdir: str | Path = DEFAULT_WORKDIR, leaderboard: str | Path = Path("leaderboards/demo.md"), *,
-         clips: int = 120, seed: int = 0, workers: int = 1, events: DemoEvents | None = None) -> DemoResult:
+         clips: int = 120, seed: int = 0, workers: int = 1, rerun: bool = False,
+         events: DemoEvents | None = None) -> DemoResult:
     """The five steps of ``aanbench demo`` (see the module's docstring) in
     ``workdir`` (``data/``, ``store/``, ``results/``, ``curve/``); the
     leaderboard goes to ``leaderboard``. Every prerequisite is checked
-    first. Idempotent: a second call reuses data and features.
-    ``DemoResult.timings``: the seconds of each step (clips, extraction with
-    decoding and each extractor's compute seconds summed over workers,
-    training, boards, curve)."""
+    first. Idempotent: a second call reuses data, features and the results
+    of runs whose configuration is unchanged (``rerun``: train every
+    experiment, and the curve's model, again).
+
+    ``workers``: processes for each step. With more than one, the clips
+    are made and the features extracted by that many processes, the
+    experiments are trained that many at a time (:class:`ProcessFits`: each
+    run whole in one worker, the same numbers as one after another), and the
+    curve (step 5) is drawn in the same pool beside the training; its
+    result is collected after the leaderboard.
+
+    ``DemoResult.timings``: the wall seconds of each step (clips,
+    extraction, training, boards, curve) and, indented (not part of the
+    total), the decoding and each extractor's compute seconds summed over
+    workers, the longest runs, and the curve's own seconds when drawn
+    beside the training."""
     ev = events or DemoEvents()
     workdir, leaderboard = Path(workdir), Path(leaderboard)
-    ds = get_plugins().dataset("demo")
+    workers = max(1, int(workers))
+    plugins = get_plugins()
+    ds = plugins.dataset("demo")
     generate = getattr(ds, "generate", None)
     try:
         experiments = demo_experiments()
@@ -163,11 +233,12 @@ def demo(workdir: str | Path = DEFAULT_WORKDIR, leaderboard: str | Path = Path("
     features = demo_prerequisites(generate, experiments, workdir, leaderboard)  # before any work
     data = workdir / "data"
     timings: list[tuple[str, float]] = []
+    procs = f"{workers} worker{'s' if workers != 1 else ''}"
     t = time.perf_counter()
     ev.step(1, "demo dataset")
-    generate(data, seed=seed, clips=clips, progress=ev.generating)
+    generate(data, seed=seed, clips=clips, progress=ev.generating, workers=workers)
     ev.generated(data)
-    timings.append(("clips", time.perf_counter() - t))
+    timings.append((f"clips ({procs})", time.perf_counter() - t))
     ev.step(2, "extract features")
     store = workdir / "store"
     decode, per_ex = [0.0], {n: 0.0 for n in features}
@@ -182,23 +253,46 @@ def demo(workdir: str | Path = DEFAULT_WORKDIR, leaderboard: str | Path = Path("
     outcome = extract(ds, data, store, features, workers=workers, chunk_rows=16, on_planned=ev.extract_planned,
                       on_progress=on_unit)
     ev.extracted(outcome)
-    timings.append((f"extraction ({workers} worker{'s' if workers != 1 else ''}, wall)", time.perf_counter() - t))
+    timings.append((f"extraction ({procs})", time.perf_counter() - t))
     timings.append(("  decoding (summed over workers)", decode[0]))
     timings.extend((f"  {n} (summed over workers)", sec) for n, sec in per_ex.items())
-    ev.step(3, f"benchmark: {len(experiments)} experiments, leave-one-movie-out")
+    side = workers > 1
+    ev.step(3, f"benchmark: {len(experiments)} experiments, leave-one-movie-out"
+               + (f", {workers} at a time" if side else ""))
     cmd = "aanbench demo" + ("" if workdir == DEFAULT_WORKDIR else f" --workdir {workdir}")
     timed = _Timed(ev)
-    t = time.perf_counter()
-    bench = benchmark(ds, store, workdir / "results", leaderboard, protocol=DEMO_PROTOCOL, command=cmd,
-                      events=timed)
-    t_end = time.perf_counter()
-    t_runs = timed.runs_ended if timed.runs_ended is not None else t_end
-    timings.append((f"training ({len(experiments)} experiments)", t_runs - t))
-    timings.append(("boards", t_end - t_runs))
-    ev.step(4, "leaderboard")
-    ev.benchmarked(bench)
-    ev.step(5, "emotion curve of the test movies, joined into one film")
-    t = time.perf_counter()
-    fc = demo_curve(workdir, store, data=data, on_progress=ev.curve_progress)
-    timings.append(("curve (bundle, film, extraction, plots)", time.perf_counter() - t))
+    results = workdir / "results"
+    with contextlib.ExitStack() as stack:
+        if side:
+            from aanbench.backends.fits_processes import ProcessFits
+
+            fits: Any = stack.enter_context(ProcessFits(workers, priority=run_priority(plugins, results,
+                                                                                       experiments)))
+            ev.training(len(experiments), workers)
+            curve_job = fits.submit(_curve_beside, workdir, store, data, rerun)  # starts first: it holds one worker
+        else:
+            fits = "local"
+        t = time.perf_counter()
+        bench = benchmark(ds, store, results, leaderboard, protocol=DEMO_PROTOCOL, command=cmd, rerun=rerun,
+                          events=timed, backend=fits)
+        t_end = time.perf_counter()
+        t_runs = timed.runs_ended if timed.runs_ended is not None else t_end
+        resumed = {id(r) for r in bench.resumed}
+        ran = [r for r in bench.runs if id(r) not in resumed]
+        timings.append((f"training ({len(ran)} of {len(experiments)} experiments"
+                        + (f", {workers} at a time" if side else "") + ")", t_runs - t))
+        for r in sorted(ran, key=lambda r: -_run_seconds(r))[:3]:  # the longest runs, each in one process
+            timings.append((f"  {r.experiment} (its own seconds)", _run_seconds(r)))
+        timings.append(("boards", t_end - t_runs))
+        ev.step(4, "leaderboard")
+        ev.benchmarked(bench)
+        ev.step(5, "emotion curve of the test movies, joined into one film")
+        t = time.perf_counter()
+        if side:
+            fc, own = curve_job.result()
+            timings.append(("curve (waiting for it after the boards)", time.perf_counter() - t))
+            timings.append(("  the curve, drawn beside the training", own))  # bundle, film, extraction, plots
+        else:
+            fc = demo_curve(workdir, store, data=data, retrain=rerun, on_progress=ev.curve_progress)
+            timings.append(("curve (bundle, film, extraction, plots)", time.perf_counter() - t))
     return DemoResult(data, store, outcome, bench, fc, timings)

@@ -600,11 +600,27 @@ def _complete(out_dir: Path, recipe: dict[str, Any]) -> bool:
     return True
 
 
+def _write_demo_clip(recipe: dict[str, Any], index: int, clip_dir: str, write: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """Clip ``index`` of ``recipe``: encoded into ``clip_dir`` when ``write``
+    (through a hidden ``.part`` file, renamed when complete); returns its
+    factor row and label row. A pool worker's task in :func:`make_demo`."""
+    clip = render_clip(recipe, index, video=write)
+    if write:
+        from aanbench.pluginkit.mediawrite import write_clip
+
+        target = Path(clip_dir) / f"{clip.clip_id}.mp4"
+        tmp = Path(clip_dir) / f".{clip.clip_id}.mp4.part"
+        write_clip(tmp, clip.frames, FPS, clip.audio, AUDIO_RATE)
+        os.replace(tmp, target)
+    return clip.factors, clip.label_row()
+
+
 def make_demo(
     out_dir: Path,
     seed: int = 0,
     clips: int = 120,
     progress: ProgressFn | None = None,
+    workers: int = 1,
 ) -> Path:
     """Generate the demo dataset in ``out_dir`` and return ``out_dir``.
 
@@ -617,6 +633,10 @@ def make_demo(
     missing (a killed run), only the missing clips are made. A different
     recipe, or a non-empty folder without ``demo.json``, raises
     :class:`AanbenchError`. ``progress(done, total)`` is called after each clip.
+    ``workers``: processes that draw and encode the missing clips (spawned
+    when more than one); each clip's random numbers depend on its index
+    alone and the encoder is deterministic, so the files are the same with
+    any number.
     """
     out_dir = Path(out_dir)
     recipe = demo_recipe(seed, clips)
@@ -650,22 +670,38 @@ def make_demo(
     for stale in clip_dir.glob(".*.mp4.part"):  # left by a killed run of ours
         stale.unlink()
 
-    from aanbench.pluginkit.mediawrite import write_clip
+    ids = _clip_ids(recipe)
+    missing = [not ((clip_dir / f"{cid}.mp4").is_file() and (clip_dir / f"{cid}.mp4").stat().st_size > 0)
+               for cid in ids]
+    rows: list[tuple[dict[str, str], dict[str, str]] | None] = [None] * len(ids)
+    workers = max(1, min(int(workers), sum(missing)))
+    if workers == 1:
+        for index in range(len(ids)):
+            rows[index] = _write_demo_clip(recipe, index, str(clip_dir), missing[index])
+            if progress is not None:
+                progress(index + 1, clips)
+    else:
+        import concurrent.futures as cf
+        import multiprocessing as mp
 
-    label_rows: list[dict[str, str]] = []
-    factor_rows: list[dict[str, str]] = []
-    for index, cid in enumerate(_clip_ids(recipe)):
-        target = clip_dir / f"{cid}.mp4"
-        have = target.is_file() and target.stat().st_size > 0
-        clip = render_clip(recipe, index, video=not have)
-        if not have:
-            tmp = clip_dir / f".{cid}.mp4.part"
-            write_clip(tmp, clip.frames, FPS, clip.audio, AUDIO_RATE)
-            os.replace(tmp, target)
-        factor_rows.append(clip.factors)
-        label_rows.append(clip.label_row())
-        if progress is not None:
-            progress(index + 1, clips)
+        pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+        try:
+            futures = {pool.submit(_write_demo_clip, recipe, i, str(clip_dir), True): i
+                       for i in range(len(ids)) if missing[i]}
+            done = 0
+            for i in range(len(ids)):  # the clips already there: their rows, here
+                if not missing[i]:
+                    rows[i] = _write_demo_clip(recipe, i, str(clip_dir), False)
+                    done += 1
+            for fut in cf.as_completed(futures):
+                rows[futures[fut]] = fut.result()
+                done += 1
+                if progress is not None:
+                    progress(done, clips)
+        finally:  # on an error or Ctrl-C nothing queued starts; a half clip stays a .part file
+            pool.shutdown(wait=True, cancel_futures=True)
+    factor_rows = [r[0] for r in rows if r is not None]
+    label_rows = [r[1] for r in rows if r is not None]
     _write_text_atomic(out_dir / "factors.csv", _csv_text(FACTOR_COLUMNS, factor_rows))
     _write_text_atomic(out_dir / "labels.csv", _csv_text(LABEL_COLUMNS, label_rows))
     return out_dir
@@ -741,9 +777,11 @@ class DemoDataset(Dataset):
             raise AanbenchError(f"{path}: no clips listed")
         return items
 
-    def generate(self, root: Path, seed: int = 0, clips: int = 120, progress: ProgressFn | None = None) -> Path:
-        """Make the dataset in ``root`` (see :func:`make_demo`); returns ``root``."""
-        return make_demo(root, seed=seed, clips=clips, progress=progress)
+    def generate(self, root: Path, seed: int = 0, clips: int = 120, progress: ProgressFn | None = None,
+                 workers: int = 1) -> Path:
+        """Make the dataset in ``root`` (see :func:`make_demo`; ``workers``
+        processes); returns ``root``."""
+        return make_demo(root, seed=seed, clips=clips, progress=progress, workers=workers)
 
 
 @hookimpl
@@ -763,6 +801,8 @@ def aanbench_commands(cli):
         directory: Path = typer.Argument(..., help="folder to write the demo into (created if missing)"),
         seed: int = typer.Option(0, "--seed", help="random seed; the same seed gives the same dataset"),
         clips: int = typer.Option(120, "--clips", help="number of clips (at least 4)"),
+        workers: int = typer.Option(1, "--workers", "-j", min=1, metavar="N",
+                                    help="processes drawing and encoding clips (the same files with any N)"),
     ) -> None:
         """Generate the synthetic demo dataset (real MP4 clips with known labels)."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -778,7 +818,7 @@ def aanbench_commands(cli):
             bar.update(task, completed=done, total=total)
 
         try:
-            out = make_demo(directory, seed=seed, clips=clips, progress=tick)
+            out = make_demo(directory, seed=seed, clips=clips, progress=tick, workers=workers)
         finally:
             bar.stop()
         typer.echo(f"demo dataset ({clips} clips, seed {seed}) in {out}")
