@@ -111,12 +111,7 @@ def stream_durations(path: Path) -> dict[str, float]:
             else:
                 unknown[s.index] = s.type
         if unknown:  # e.g. Matroska/WebM: no per-stream duration in the header
-            last: dict[int, float] = {}
-            for packet in container.demux():
-                st = packet.stream
-                if st.index in unknown and packet.pts is not None and packet.time_base is not None:
-                    t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
-                    last[st.index] = max(last.get(st.index, 0.0), t)
+            last = _packet_ends(container, set(unknown))
             for idx, kind in unknown.items():
                 if idx in last:
                     out[kind] = max(out.get(kind, 0.0), last[idx])
@@ -156,18 +151,26 @@ def _container_duration(path: Path) -> float:
         d = media_duration(container)
         if d > 0:
             return d
-        last = 0.0
-        for packet in container.demux():
-            if packet.pts is not None and packet.time_base is not None:
-                t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
-                last = max(last, t)
-        return last
+        return max(_packet_ends(container).values(), default=0.0)
     except ItemError:
         raise
     except Exception as exc:
         raise ItemError(f"cannot read media ({_short(exc)}): {path}") from None
     finally:
         container.close()
+
+
+def _packet_ends(container, streams: set[int] | None = None) -> dict[int, float]:
+    """Per stream index (of ``streams``, default every stream), the end of
+    its last timed packet in seconds (``pts + duration``), from one demux
+    pass without decoding; streams without a timed packet are absent."""
+    last: dict[int, float] = {}
+    for packet in container.demux():
+        idx = packet.stream.index
+        if (streams is None or idx in streams) and packet.pts is not None and packet.time_base is not None:
+            t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+            last[idx] = max(last.get(idx, 0.0), t)
+    return last
 
 
 # --------------------------------------------------------------------------
