@@ -9,6 +9,7 @@ import typer
 
 from aanbench.cli._common import app, command, console, echo_json, err_console, item_progress, print_interrupted
 from aanbench.workflows import DEMO_WARNING, check_curve_request, curve, load_models
+from aanbench.curve import start_loading
 from aanbench.workflows.curve import start_curve_workers
 
 
@@ -60,8 +61,10 @@ def curve_cmd(
 def _curve(films: list[Path], model: list[str], window: float, hop: Optional[float], store: Path, out: Path,
            smooth: Optional[float], workers: Optional[int], device: str, weights_dir: Optional[Path], as_json: bool,
            pool: Any) -> None:
-    models = load_models(model)
-    if any(m.dataset == "demo" for m in models):
+    # with workers started, the features are extracted on the model files' headers while torch loads the models
+    loading = start_loading(model) if pool is not None else None
+    models: Any = loading if loading is not None else load_models(model)
+    if any(m.dataset == "demo" for m in (loading.headers if loading is not None else models)):
         err_console.print(f"[bold yellow]warning:[/] {DEMO_WARNING}", highlight=False, soft_wrap=True)
     state: dict[str, Any] = {"prog": None, "task": None}
 

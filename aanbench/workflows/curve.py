@@ -46,7 +46,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from aanbench.contracts import AanbenchError, SequenceSpec
-from aanbench.curve import CurveModel, FilmCurve, demo_warnings, label_scale, load_models
+from aanbench.curve import CurveModel, FilmCurve, ModelsLoading, demo_warnings, label_scale, load_models
 from aanbench.curve_output import plot_curve, write_curve_csv, write_curve_html
 from aanbench.filmwrite import write_film
 
@@ -103,7 +103,7 @@ def check_curve_request(films: Sequence[str | Path], window: float, hop: float |
 
 def curve(
     films: Sequence[str | Path],
-    models: Sequence[CurveModel | str | Path],
+    models: Sequence[CurveModel | str | Path] | ModelsLoading,
     *,
     store: str | Path,
     out_dir: str | Path,
@@ -121,7 +121,9 @@ def curve(
 ) -> list[FilmCurve]:
     """The curve of each of ``films`` (files, or folders meaning every media
     file below them, :func:`media_files`; :func:`film_curve`) drawn with
-    ``models`` (loaded :class:`CurveModel` or model file paths), after
+    ``models`` (loaded :class:`CurveModel` or model file paths, or
+    :class:`aanbench.curve.ModelsLoading`: the first film's features are
+    extracted on the models' headers while they load), after
     :func:`check_curve_request`. ``on_film(film)`` before each film,
     ``on_curve(result)`` after it; ``on_planned`` / ``on_progress`` as in
     :func:`film_curve`. ``pool``: extraction workers already started
@@ -131,7 +133,10 @@ def curve(
     film asked for, an :class:`AanbenchError`; in a batch, a result with
     ``error`` set and no files, and the other films go on."""
     check_curve_request(films, window, hop)
-    if any(not isinstance(m, CurveModel) for m in models):
+    loading = models if isinstance(models, ModelsLoading) else None
+    if loading is not None:
+        models = list(loading.headers)
+    elif any(not isinstance(m, CurveModel) for m in models):
         models = [m for m in models if isinstance(m, CurveModel)] + load_models(
             [m for m in models if not isinstance(m, CurveModel)])
     paths = media_files(films)
@@ -144,12 +149,16 @@ def curve(
         if why and len(paths) == 1:
             raise AanbenchError(f"{film}: not a film ({why}); nothing written")
         if why:
+            if loading is not None:
+                models, loading = loading.result(), None
             res = FilmCurve(film=film, start=np.zeros(0), end=np.zeros(0), values={}, reasons=[],
                             models=list(models), window=float(window), hop=float(hop or window), error=why)
         else:
             res = film_curve(film, models, store=store, out_dir=out_dir, window=window, hop=hop, smooth=smooth,
                              workers=workers, device=device, weights_dir=weights_dir, on_planned=on_planned,
-                             on_progress=on_progress, pool=pool)
+                             on_progress=on_progress, pool=pool, loading=loading)
+            if loading is not None:
+                models, loading = loading.result(), None
         out.append(res)
         if on_curve is not None:
             on_curve(res)
@@ -422,6 +431,7 @@ def film_curve(
     on_progress: Callable[[Any], None] | None = None,
     truth: list[tuple[float, float, dict[str, float]]] | None = None,
     pool: Any = None,
+    loading: ModelsLoading | None = None,
 ) -> FilmCurve:
     """Extract, predict and write the curve of ``film`` (see the module's docstring).
 
@@ -434,7 +444,11 @@ def film_curve(
     the film). ``workers``: extraction workers, by default
     :func:`default_workers` (every usable CPU, memory permitting), no more
     than ``pool`` has (workers already started, :func:`start_curve_workers`;
-    else they are started here)."""
+    else they are started here). ``loading``: the models still loading
+    (``models`` are then their headers, :func:`aanbench.curve.peek_model`):
+    the features are extracted meanwhile, then the loaded models are
+    checked against the store (anything the headers missed is extracted)
+    and predict."""
     import time
 
     from aanbench.extraction import extract_dataset
@@ -453,20 +467,14 @@ def film_curve(
     if why:
         raise AanbenchError(f"{film}: not a film ({why}); nothing written")
     plugins = get_plugins()
-    streams = model_streams(models, plugins)
-    ds = film_dataset(film, window, hop, streams)
-    notes: list[str] = []
-    if len(streams) > 1:
-        from aanbench.filmdecode import stream_durations
 
-        lengths = stream_durations(film)
-        if len(set(round(lengths.get(k, 0.0), 2) for k in streams)) > 1:
-            notes.append("the windows cover the " + f"{min(lengths.get(k, 0.0) for k in streams):.2f} s that every "
-                         "stream the model needs covers (" + ", ".join(f"{k} {lengths.get(k, 0.0):.2f} s"
-                                                                      for k in streams) + ")")
-    todo = _features_to_extract(models, Path(store), ds, plugins)
-    t0 = time.perf_counter()
-    if todo:
+    def extract(ms: Sequence[Any], workers: int | None) -> tuple[tuple[str, ...], Any, int | None]:
+        """Extract what the store lacks for ``ms``; (streams, dataset, workers)."""
+        streams = model_streams(ms, plugins)
+        ds = film_dataset(film, window, hop, streams)
+        todo = _features_to_extract(ms, Path(store), ds, plugins)
+        if not todo:
+            return streams, ds, workers
         n_windows = len(ds.items(film))
         if workers is None:
             workers = default_workers(todo, n_windows, plugins)
@@ -482,7 +490,23 @@ def film_curve(
         finally:
             if warm is not None:
                 warm.join()
+        return streams, ds, workers
+
+    t0 = time.perf_counter()
+    streams, ds, used = extract(models, workers)
+    if loading is not None:  # the headers served the extraction; the models now predict
+        models = loading.result()
+        streams, ds, _ = extract(models, used)  # nothing to do unless a header misled
     seconds = time.perf_counter() - t0
+    notes: list[str] = []
+    if len(streams) > 1:
+        from aanbench.filmdecode import stream_durations
+
+        lengths = stream_durations(film)
+        if len(set(round(lengths.get(k, 0.0), 2) for k in streams)) > 1:
+            notes.append("the windows cover the " + f"{min(lengths.get(k, 0.0) for k in streams):.2f} s that every "
+                         "stream the model needs covers (" + ", ".join(f"{k} {lengths.get(k, 0.0):.2f} s"
+                                                                      for k in streams) + ")")
     group = FeatureStore(store, mode="r").open_group(ds.name, ds.segmentation)
     table = group.item_table()
     n = len(table)
