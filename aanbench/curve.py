@@ -95,6 +95,7 @@ class ModelHeader:
     path: str
     experiment: str = "?"
     dataset: str = "?"
+    targets: list[str] = field(default_factory=list)
 
 
 class _Opaque:
@@ -156,12 +157,14 @@ def peek_model(path: str | Path) -> ModelHeader | None:
 
     features = names_of(payload.get("features"))
     keys = names_of(payload.get("feature_keys", []))
-    if features is None or keys is None:
+    targets = payload.get("targets")
+    targets = names_of(list(targets)) if isinstance(targets, dict) else names_of([payload.get("target")])
+    if features is None or keys is None or not targets:
         return None
     exp, ds = payload.get("experiment"), payload.get("dataset")
     return ModelHeader(_HeaderPayload(features, keys), str(path),
                        str(exp.get("name") or "?") if isinstance(exp, dict) else "?",
-                       str(ds.get("name") or "?") if isinstance(ds, dict) else "?")
+                       str(ds.get("name") or "?") if isinstance(ds, dict) else "?", targets)
 
 
 class ModelsLoading:
@@ -196,8 +199,9 @@ class ModelsLoading:
 
 def start_loading(paths: Sequence[str | Path]) -> ModelsLoading | None:
     """:class:`ModelsLoading` for ``paths`` when every one is a model file
-    whose header can be read without torch (:func:`peek_model`), else
-    ``None`` (load them with :func:`load_models`)."""
+    whose header can be read without torch (:func:`peek_model`) and no two
+    predict the same target, else ``None`` (load them with
+    :func:`load_models`, which reports what is wrong before any work)."""
     if not paths:
         return None
     headers = []
@@ -209,6 +213,9 @@ def start_loading(paths: Sequence[str | Path]) -> ModelsLoading | None:
             return None
         h.path = str(p)
         headers.append(h)
+    targets = [t for h in headers for t in h.targets]
+    if len(set(targets)) != len(targets):
+        return None
     return ModelsLoading(paths, headers)
 
 
