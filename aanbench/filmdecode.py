@@ -12,7 +12,9 @@ a whole-file item is decoded by :func:`aanbench.media.decode_media`.
 
 Memory: the reader holds the current window's sampled frames and audio,
 the last decoded frame, and what the container interleaves ahead of it
-(typically well under a second), whatever the film's length.
+(typically well under a second), whatever the film's length; before its
+first window inside a film, also the compressed video packets since the
+last keyframe (one group of pictures) and up to 8 s of audio.
 
 The numbers are those of :func:`aanbench.media.decode_media`: a frame wanted
 at time ``t`` is the last frame shown at or before ``t`` (the first frame
@@ -23,7 +25,12 @@ frame's time (zeros before a stream that starts late, and after one that
 ends within ``PAD_TOLERANCE_S`` of the window's end). Read straight
 through, the audio is exactly that of one decode of the whole file
 (``decode_media`` restarts the AAC decoder after its seek, which changes
-a few samples).
+a few samples). A reader whose first window lies inside the film (a worker
+given the second half of the windows) also decodes the audio from the
+file's start, and the video from the keyframe a seek would land on, so
+its windows are those of one reader from the start, whatever the number
+of workers (:meth:`FilmReader._start`); after a seek back (overlapping
+windows) the audio can differ in the way ``decode_media``'s does.
 
 A truncated or damaged file: a window whose data ends more than
 ``PAD_TOLERANCE_S`` before its end (or lies after the last data that could
@@ -181,8 +188,9 @@ class FilmReader:
     """One open media file read forward, window after window.
 
     ``read(item, requests)`` serves an item whose ``start`` is not before
-    the previous item's ``end`` (:meth:`can_serve`); the first read seeks
-    once to just before its start.
+    the previous item's ``end`` (:meth:`can_serve`); the first read
+    demuxes from the file's start and decodes from where it must
+    (:meth:`_start`).
     """
 
     def __init__(self, path: Path, requests: Sequence[MediaRequest]) -> None:
