@@ -9,8 +9,7 @@ import typer
 
 from aanbench.cli._common import app, command, console, echo_json, err_console, item_progress, print_interrupted
 from aanbench.workflows import DEMO_WARNING, check_curve_request, curve, load_models
-from aanbench.curve import start_loading
-from aanbench.workflows.curve import start_curve_workers
+from aanbench.workflows.curve import start_curve_workers, start_loading
 
 
 @command(app, "curve")

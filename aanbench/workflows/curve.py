@@ -46,7 +46,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from aanbench.contracts import AanbenchError, SequenceSpec
-from aanbench.curve import CurveModel, FilmCurve, ModelsLoading, demo_warnings, label_scale, load_models
+from aanbench.curve import (CurveModel, FilmCurve, ModelsLoading, demo_warnings, label_scale, load_models,  # noqa: F401
+                            start_loading)  # start_loading: re-exported for the command line
 from aanbench.curve_output import plot_curve, write_curve_csv, write_curve_html
 from aanbench.filmwrite import write_film
 
