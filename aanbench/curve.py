@@ -197,11 +197,11 @@ class ModelsLoading:
         return self._models
 
 
-def start_loading(paths: Sequence[str | Path]) -> ModelsLoading | None:
-    """:class:`ModelsLoading` for ``paths`` when every one is a model file
-    whose header can be read without torch (:func:`peek_model`) and no two
-    predict the same target, else ``None`` (load them with
-    :func:`load_models`, which reports what is wrong before any work)."""
+def peek_models(paths: Sequence[str | Path]) -> list[ModelHeader] | None:
+    """The headers (:func:`peek_model`) of ``paths`` when every one is a
+    model file whose header can be read without torch and no two predict the
+    same target, else ``None`` (load them with :func:`load_models`, which
+    reports what is wrong before any work)."""
     if not paths:
         return None
     headers = []
@@ -216,7 +216,14 @@ def start_loading(paths: Sequence[str | Path]) -> ModelsLoading | None:
     targets = [t for h in headers for t in h.targets]
     if len(set(targets)) != len(targets):
         return None
-    return ModelsLoading(paths, headers)
+    return headers
+
+
+def start_loading(paths: Sequence[str | Path], headers: list[ModelHeader] | None = None) -> ModelsLoading | None:
+    """:class:`ModelsLoading` for ``paths`` (their ``headers``, else
+    :func:`peek_models`), or ``None`` where :func:`peek_models` gives none."""
+    headers = headers if headers is not None else peek_models(paths)
+    return ModelsLoading(paths, headers) if headers is not None else None
 
 
 def demo_warnings(models: Sequence[CurveModel]) -> list[str]:

@@ -205,8 +205,16 @@ class WorkerPool:
         self._started = [self.executor.submit(_pool_ready) for _ in range(self.workers)]
 
     def close(self) -> None:
-        """Stop the workers (any still starting finish their start first)."""
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers. Call it when no run is in progress (a run
+        returns only once its units have ended): a worker still starting
+        (importing ``preload``) is terminated rather than waited for."""
+        procs = list(getattr(self.executor, "_processes", {}).values())
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
 
     def __enter__(self) -> "WorkerPool":
         return self

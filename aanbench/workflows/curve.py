@@ -47,7 +47,7 @@ import numpy as np
 
 from aanbench.contracts import AanbenchError, SequenceSpec
 from aanbench.curve import (CurveModel, FilmCurve, ModelsLoading, demo_warnings, label_scale, load_models,  # noqa: F401
-                            start_loading)  # start_loading: re-exported for the command line
+                            peek_models, start_loading)  # re-exported for the command line
 from aanbench.curve_output import plot_curve, write_curve_csv, write_curve_html
 from aanbench.filmwrite import write_film
 
@@ -226,7 +226,7 @@ def default_workers(features: Sequence[str], n_windows: int, plugins: Any = None
 
 
 def start_curve_workers(workers: int | None = None, *, films: Sequence[str | Path] = (), store: str | Path | None = None,
-                        window: float = 5.0, hop: float | None = None) -> Any:
+                        window: float = 5.0, hop: float | None = None, models: Sequence[str | Path] = ()) -> Any:
     """Extraction workers started now, before the model is loaded, so that
     their start (a fresh Python importing the extraction code and openSMILE,
     about 1 CPU-s each) runs beside the driver's (the model file needs torch,
@@ -235,7 +235,11 @@ def start_curve_workers(workers: int | None = None, *, films: Sequence[str | Pat
     at :data:`WORKER_MEMORY` ``["weightfree"]`` each), or ``None`` for fewer
     than 2. Pass it to :func:`curve` (``pool=``) and close it after.
 
-    ``None`` too when every one of ``films`` already has a complete group of
+    ``None`` too when ``models`` (the ``--model`` arguments) are not all
+    model files whose headers read well (:func:`aanbench.curve.peek_models`:
+    a named model, whose extractors need weight files and torch anyway, or
+    a file that will likely fail to load: no workers to wait for), and when
+    every one of ``films`` already has a complete group of
     windows in ``store`` (:func:`_looks_extracted`: a rerun extracts
     nothing, and workers started for nothing would slow it); should the
     model need more, :func:`film_curve` starts workers as usual. Fewer
@@ -244,6 +248,8 @@ def start_curve_workers(workers: int | None = None, *, films: Sequence[str | Pat
     from aanbench.backends.local import WorkerPool
     from aanbench.cpus import usable_cpus
 
+    if models and peek_models(models) is None:
+        return None
     if films and store is not None and _looks_extracted(films, Path(store), window, hop):
         return None
     n = workers
