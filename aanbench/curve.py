@@ -170,18 +170,30 @@ def peek_model(path: str | Path) -> ModelHeader | None:
 class ModelsLoading:
     """Model files loading in a thread (:func:`load_models`, which imports
     torch) while their headers (:func:`peek_model`) already serve the
-    extraction. :meth:`result` waits and returns the models (or raises what
-    loading raised)."""
+    extraction. :meth:`start` starts the thread (the curve workflow does so
+    once the extraction is planned and the workers have their windows, so
+    the two do not share this process's interpreter lock while planning);
+    :meth:`result` starts it if need be, waits and returns the models (or
+    raises what loading raised)."""
 
     def __init__(self, paths: Sequence[str | Path], headers: list[ModelHeader]) -> None:
-        import threading
-
         self.headers = headers
         self._paths = list(paths)
         self._models: list[CurveModel] | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._load, name="aanbench-model-load", daemon=True)
-        self._thread.start()
+        self._thread: Any = None
+
+    def start(self) -> None:
+        import threading
+
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._load, name="aanbench-model-load", daemon=True)
+            self._thread.start()
+
+    @property
+    def loading(self) -> bool:
+        """Started and not finished."""
+        return self._thread is not None and self._thread.is_alive()
 
     def _load(self) -> None:
         try:
@@ -190,6 +202,7 @@ class ModelsLoading:
             self._error = exc
 
     def result(self) -> list[CurveModel]:
+        self.start()
         self._thread.join()
         if self._error is not None:
             raise self._error

@@ -489,14 +489,25 @@ def film_curve(
         if pool is not None:
             workers = min(workers, pool.workers)
         rows = max(1, min(chunk_rows, math.ceil(n_windows / workers)))
-        warm = _warm_plotting() if workers > 1 else None
+        warm: list[Any] = []
+
+        def planned(plan: Any, skipped: list[str], backend: str) -> None:
+            # once the work is planned (Python, under this process's interpreter lock), the
+            # model loads and matplotlib warms up while the workers extract
+            if loading is not None:
+                loading.start()
+            if workers > 1 and plan.units:
+                warm.append(_warm_plotting())
+            if on_planned is not None:
+                on_planned(plan, skipped, backend)
+
         try:
             extract_dataset(ds, film, Path(store), todo, workers=workers, chunk_rows=rows, batch_size=batch_size,
-                            device=device, weights_dir=weights_dir, on_planned=on_planned, on_progress=on_progress,
+                            device=device, weights_dir=weights_dir, on_planned=planned, on_progress=on_progress,
                             backend_options={"pool": pool} if pool is not None and workers > 1 else None)
         finally:
-            if warm is not None:
-                warm.join()
+            for thread in warm:
+                thread.join()
         return streams, ds, workers
 
     t0 = time.perf_counter()
