@@ -189,7 +189,8 @@ class WorkerPool:
     ``preload`` (module names, or ``"module:function"`` to call) while the
     driver does something else. Give it to :class:`LocalBackend` (``pool=``,
     or ``backend_options={"pool": pool}``) for any number of runs; close it
-    when done (:meth:`close`, or use it as a context manager)."""
+    when done (:meth:`close`, or use it as a context manager), and after an
+    interrupted run (its workers keep the interrupt)."""
 
     def __init__(self, workers: int, preload: Sequence[str] = ()) -> None:
         import concurrent.futures as cf
