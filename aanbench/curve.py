@@ -78,6 +78,167 @@ def load_models(paths: Sequence[str | Path]) -> list[CurveModel]:
     return out
 
 
+@dataclass
+class _HeaderPayload:
+    features: list[str]
+    feature_keys: list[str]
+
+
+@dataclass
+class ModelHeader:
+    """What a model file says about its input, read without torch
+    (:func:`peek_model`): enough to plan and run the extraction
+    (``payload.features``, ``payload.feature_keys``) while the model itself
+    loads (:class:`ModelsLoading`)."""
+
+    payload: _HeaderPayload
+    path: str
+    experiment: str = "?"
+    dataset: str = "?"
+    targets: list[str] = field(default_factory=list)
+
+
+class _Opaque:
+    """What the header reader makes of every object a pickle names: nothing
+    (no class or function from the file is ever looked up or run)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+
+MAX_HEADER_PICKLE = 64 << 20  # a data.pkl larger than this is left to the real loader
+
+
+def peek_model(path: str | Path) -> ModelHeader | None:
+    """The input (features, their store keys), experiment and dataset names
+    of a model file (``torch.save`` zip of a bundle or a single-target
+    model), read from its pickle with an unpickler that resolves no global
+    at all (each becomes an inert placeholder) and skips the tensors'
+    data, so without torch (2 CPU-s to import). ``None`` when the file is
+    not such a zip or its fields are not plain names: the caller then
+    simply loads it (:func:`load_models`), which validates everything and
+    reports any problem."""
+    import io
+    import pickle
+    import zipfile
+
+    class _Reader(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:  # never the file's classes
+            return _Opaque
+
+        def persistent_load(self, pid: Any) -> Any:  # tensor storages: not read
+            return None
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+            if len(names) != 1 or z.getinfo(names[0]).file_size > MAX_HEADER_PICKLE:
+                return None
+            payload = _Reader(io.BytesIO(z.read(names[0]))).load()
+    except Exception:
+        return None
+    if not isinstance(payload, dict):
+        return None
+
+    def names_of(v: Any) -> list[str] | None:
+        return list(v) if isinstance(v, list) and all(isinstance(x, str) for x in v) else None
+
+    features = names_of(payload.get("features"))
+    keys = names_of(payload.get("feature_keys", []))
+    targets = payload.get("targets")
+    targets = names_of(list(targets)) if isinstance(targets, dict) else names_of([payload.get("target")])
+    if features is None or keys is None or not targets:
+        return None
+    exp, ds = payload.get("experiment"), payload.get("dataset")
+    return ModelHeader(_HeaderPayload(features, keys), str(path),
+                       str(exp.get("name") or "?") if isinstance(exp, dict) else "?",
+                       str(ds.get("name") or "?") if isinstance(ds, dict) else "?", targets)
+
+
+class ModelsLoading:
+    """Model files loading in a thread (:func:`load_models`, which imports
+    torch) while their headers (:func:`peek_model`) already serve the
+    extraction. :meth:`start` starts the thread (the curve workflow does so
+    once the extraction is planned and the workers have their windows, so
+    the two do not share this process's interpreter lock while planning);
+    :meth:`result` starts it if need be, waits and returns the models (or
+    raises what loading raised)."""
+
+    def __init__(self, paths: Sequence[str | Path], headers: list[ModelHeader]) -> None:
+        self.headers = headers
+        self._paths = list(paths)
+        self._models: list[CurveModel] | None = None
+        self._error: BaseException | None = None
+        self._thread: Any = None
+
+    def start(self) -> None:
+        import threading
+
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._load, name="aanbench-model-load", daemon=True)
+            self._thread.start()
+
+    @property
+    def loading(self) -> bool:
+        """Started and not finished."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _load(self) -> None:
+        try:
+            self._models = load_models(self._paths)
+        except BaseException as exc:  # raised in the caller's thread by result()
+            self._error = exc
+
+    def result(self) -> list[CurveModel]:
+        self.start()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._models is not None
+        return self._models
+
+
+def peek_models(paths: Sequence[str | Path]) -> list[ModelHeader] | None:
+    """The headers (:func:`peek_model`) of ``paths`` when every one is a
+    model file whose header can be read without torch and no two predict the
+    same target, else ``None`` (load them with :func:`load_models`, which
+    reports what is wrong before any work)."""
+    if not paths:
+        return None
+    headers = []
+    for p in paths:
+        if not Path(str(p)).expanduser().is_file():
+            return None  # a named model: resolved by load_models
+        h = peek_model(Path(str(p)).expanduser())
+        if h is None:
+            return None
+        h.path = str(p)
+        headers.append(h)
+    targets = [t for h in headers for t in h.targets]
+    if len(set(targets)) != len(targets):
+        return None
+    return headers
+
+
+def start_loading(paths: Sequence[str | Path], headers: list[ModelHeader] | None = None) -> ModelsLoading | None:
+    """:class:`ModelsLoading` for ``paths`` (their ``headers``, else
+    :func:`peek_models`), or ``None`` where :func:`peek_models` gives none."""
+    headers = headers if headers is not None else peek_models(paths)
+    return ModelsLoading(paths, headers) if headers is not None else None
+
+
 def demo_warnings(models: Sequence[CurveModel]) -> list[str]:
     return [f"{m.path or m.experiment}: {DEMO_WARNING}" for m in models if m.dataset == "demo"]
 

@@ -12,7 +12,9 @@ a whole-file item is decoded by :func:`aanbench.media.decode_media`.
 
 Memory: the reader holds the current window's sampled frames and audio,
 the last decoded frame, and what the container interleaves ahead of it
-(typically well under a second), whatever the film's length.
+(typically well under a second), whatever the film's length; before its
+first window inside a film, also the compressed video packets since the
+last keyframe (one group of pictures) and up to 8 s of audio.
 
 The numbers are those of :func:`aanbench.media.decode_media`: a frame wanted
 at time ``t`` is the last frame shown at or before ``t`` (the first frame
@@ -23,7 +25,12 @@ frame's time (zeros before a stream that starts late, and after one that
 ends within ``PAD_TOLERANCE_S`` of the window's end). Read straight
 through, the audio is exactly that of one decode of the whole file
 (``decode_media`` restarts the AAC decoder after its seek, which changes
-a few samples).
+a few samples). A reader whose first window lies inside the film (a worker
+given the second half of the windows) also decodes the audio from the
+file's start, and the video from the keyframe a seek would land on, so
+its windows are those of one reader from the start, whatever the number
+of workers (:meth:`FilmReader._start`); after a seek back (overlapping
+windows) the audio can differ in the way ``decode_media``'s does.
 
 A truncated or damaged file: a window whose data ends more than
 ``PAD_TOLERANCE_S`` before its end (or lies after the last data that could
@@ -111,12 +118,7 @@ def stream_durations(path: Path) -> dict[str, float]:
             else:
                 unknown[s.index] = s.type
         if unknown:  # e.g. Matroska/WebM: no per-stream duration in the header
-            last: dict[int, float] = {}
-            for packet in container.demux():
-                st = packet.stream
-                if st.index in unknown and packet.pts is not None and packet.time_base is not None:
-                    t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
-                    last[st.index] = max(last.get(st.index, 0.0), t)
+            last = _packet_ends(container, set(unknown))
             for idx, kind in unknown.items():
                 if idx in last:
                     out[kind] = max(out.get(kind, 0.0), last[idx])
@@ -156,18 +158,26 @@ def _container_duration(path: Path) -> float:
         d = media_duration(container)
         if d > 0:
             return d
-        last = 0.0
-        for packet in container.demux():
-            if packet.pts is not None and packet.time_base is not None:
-                t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
-                last = max(last, t)
-        return last
+        return max(_packet_ends(container).values(), default=0.0)
     except ItemError:
         raise
     except Exception as exc:
         raise ItemError(f"cannot read media ({_short(exc)}): {path}") from None
     finally:
         container.close()
+
+
+def _packet_ends(container, streams: set[int] | None = None) -> dict[int, float]:
+    """Per stream index (of ``streams``, default every stream), the end of
+    its last timed packet in seconds (``pts + duration``), from one demux
+    pass without decoding; streams without a timed packet are absent."""
+    last: dict[int, float] = {}
+    for packet in container.demux():
+        idx = packet.stream.index
+        if (streams is None or idx in streams) and packet.pts is not None and packet.time_base is not None:
+            t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+            last[idx] = max(last.get(idx, 0.0), t)
+    return last
 
 
 # --------------------------------------------------------------------------
@@ -178,8 +188,9 @@ class FilmReader:
     """One open media file read forward, window after window.
 
     ``read(item, requests)`` serves an item whose ``start`` is not before
-    the previous item's ``end`` (:meth:`can_serve`); the first read seeks
-    once to just before its start.
+    the previous item's ``end`` (:meth:`can_serve`); the first read
+    demuxes from the file's start and decodes from where it must
+    (:meth:`_start`).
     """
 
     def __init__(self, path: Path, requests: Sequence[MediaRequest]) -> None:
@@ -215,6 +226,11 @@ class FilmReader:
         self._audio_len: dict[int, int] = {r: 0 for r in self.rates}
         self._t0: float | None = None  # time of the first decoded audio frame
         self.last_audio_time: float | None = None
+        # a first read inside the file (see _start): video packets held until decoding must begin
+        self._rewound = False
+        self._video_from: float | None = None
+        self._held: list = []
+        self._audio_from: float | None = None
 
     # ------------------------------------------------------------ state
     def close(self) -> None:
@@ -254,24 +270,67 @@ class FilmReader:
         self._audio_base = {r: 0 for r in self.rates}
         self._audio_len = {r: 0 for r in self.rates}
         self._t0 = None
+        self._rewound = True
+        self._video_from, self._held, self._audio_from = None, [], None
         if self.vstream is not None and self.want_video:
             self.vstream.codec_context.flush_buffers()
         if self.astream is not None and self.want_audio:
             self.astream.codec_context.flush_buffers()
 
     def _start(self, start: float) -> None:
-        if start > 1.0 or self._frame_no or self.last_audio_time is not None:
-            self.container.seek(int(max(0.0, start - 1.0) * av.time_base), backward=True, any_frame=False)
+        """Position the reader for its first window (``start`` s).
+
+        After :meth:`rewind` (overlapping windows): a seek to the keyframe
+        before ``start - 1`` s. Otherwise the file is read from its
+        beginning, so the audio is decoded exactly as by a reader that began
+        at 0 (an AAC decoder that starts after a seek, or after the joins of
+        a film made of clips, gives other samples for a while; decoding the
+        audio from 0 costs about 0.01 CPU-s per minute of 16 kHz mono):
+        windows read by several workers, each from its first window on, are
+        those of one straight read. Video packets before ``start - 1`` s are
+        demuxed, not decoded: the packets from the last keyframe at or before
+        that time on are held and decoded once the demuxer passes it (where
+        the seek would have begun decoding), and audio before ``start - 1``
+        s is dropped as it comes."""
         streams = [s for s, want in ((self.vstream, self.want_video), (self.astream, self.want_audio)) if want]
+        if self._rewound:
+            self.container.seek(int(max(0.0, start - 1.0) * av.time_base), backward=True, any_frame=False)
+        elif start > 1.0:
+            self._video_from = start - 1.0 if (self.want_video and self.vstream is not None) else None
+            self._audio_from = start - 1.0
         self._packets = self.container.demux(*streams) if streams else iter(())
+
+    def _next_packet(self):
+        """The next packet to decode: while video is held (:meth:`_start`),
+        video packets before the hold's end are kept back, then replayed in
+        order."""
+        while True:
+            packet = next(self._packets)  # type: ignore[arg-type]
+            if self._video_from is None or packet.stream is not self.vstream:
+                return packet
+            ts = packet.pts if packet.pts is not None else packet.dts
+            t = float(ts * packet.time_base) if ts is not None and packet.time_base is not None else None
+            if t is not None and t <= self._video_from:
+                if packet.is_keyframe:
+                    self._held = [packet]  # decoding would begin here
+                elif self._held:
+                    self._held.append(packet)
+                continue  # (before the first keyframe: nothing decodable, dropped)
+            held, self._held, self._video_from = self._held, [], None
+            self._packets = _chain(held, [packet], self._packets)
+            return next(self._packets)
 
     def _pump(self) -> bool:
         """Decode one more packet; False at the end of the data."""
         if self.eof:
             return False
         try:
-            packet = next(self._packets)  # type: ignore[arg-type]
+            packet = self._next_packet()
         except StopIteration:
+            if self._held:  # the data ended before the hold did: decode what was held
+                held, self._held, self._video_from = self._held, [], None
+                self._packets = iter(held)
+                return True
             self._finish()
             return False
         except Exception as exc:
@@ -319,6 +378,16 @@ class FilmReader:
     def _append(self, rate: int, samples: np.ndarray) -> None:
         self._audio[rate].append(samples.astype(np.float32, copy=False))
         self._audio_len[rate] += samples.size
+        if self._audio_from is not None and self._t0 is not None and self._audio_len[rate] > 8 * rate:
+            # before the first window (a read that began at the file's start, _start): keep what it may need
+            drop = int((self._audio_from - self._t0) * rate) - self._audio_base[rate]
+            if drop > 0:
+                buf = np.concatenate(self._audio[rate])
+                drop = min(drop, buf.size)
+                rest = buf[drop:]
+                self._audio[rate] = [rest] if rest.size else []
+                self._audio_base[rate] += drop
+                self._audio_len[rate] = int(rest.size)
 
     # ------------------------------------------------------------ serving
     def read(self, item: Item, requests: Sequence[MediaRequest]) -> Media:
@@ -406,6 +475,11 @@ class FilmReader:
         self._audio_base[rate] = keep_from
         self._audio_len[rate] = int(rest.size)
         return piece
+
+
+def _chain(*parts):
+    for part in parts:
+        yield from part
 
 
 def _requests_key(requests: Sequence[MediaRequest]) -> tuple:

@@ -9,6 +9,7 @@ import typer
 
 from aanbench.cli._common import app, command, console, echo_json, err_console, item_progress, print_interrupted
 from aanbench.workflows import DEMO_WARNING, check_curve_request, curve, load_models
+from aanbench.workflows.curve import peek_models, start_curve_workers, start_loading
 
 
 @command(app, "curve")
@@ -48,8 +49,22 @@ def curve_cmd(
       aanbench curve films/ --model demo-ridge.pt --window 5 --out curves
     """
     check_curve_request(films, window, hop)
-    models = load_models(model)
-    if any(m.dataset == "demo" for m in models):
+    # extraction workers start while the model loads
+    pool = start_curve_workers(workers, films=films, store=store, window=window, hop=hop, models=model)
+    try:
+        _curve(films, model, window, hop, store, out, smooth, workers, device, weights_dir, as_json, pool)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _curve(films: list[Path], model: list[str], window: float, hop: Optional[float], store: Path, out: Path,
+           smooth: Optional[float], workers: Optional[int], device: str, weights_dir: Optional[Path], as_json: bool,
+           pool: Any) -> None:
+    # with workers started, the features are extracted on the model files' headers while torch loads the models
+    loading = start_loading(model, peek_models(model)) if pool is not None else None
+    models: Any = loading if loading is not None else load_models(model)
+    if any(m.dataset == "demo" for m in (loading.headers if loading is not None else models)):
         err_console.print(f"[bold yellow]warning:[/] {DEMO_WARNING}", highlight=False, soft_wrap=True)
     state: dict[str, Any] = {"prog": None, "task": None}
 
@@ -99,7 +114,7 @@ def curve_cmd(
     try:
         results = curve(films, models, store=store, out_dir=out, window=window, hop=hop, smooth=smooth,
                         workers=workers, device=device, weights_dir=weights_dir, on_film=on_film, on_curve=on_curve,
-                        on_planned=on_planned, on_progress=on_progress)
+                        on_planned=on_planned, on_progress=on_progress, pool=pool)
     except KeyboardInterrupt as exc:  # Ctrl-C: the chunks saved are kept; the same command resumes
         stop()
         print_interrupted(exc)

@@ -46,7 +46,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from aanbench.contracts import AanbenchError, SequenceSpec
-from aanbench.curve import CurveModel, FilmCurve, demo_warnings, label_scale, load_models
+from aanbench.curve import (CurveModel, FilmCurve, ModelsLoading, demo_warnings, label_scale, load_models,  # noqa: F401
+                            peek_models, start_loading)  # re-exported for the command line
 from aanbench.curve_output import plot_curve, write_curve_csv, write_curve_html
 from aanbench.filmwrite import write_film
 
@@ -103,7 +104,7 @@ def check_curve_request(films: Sequence[str | Path], window: float, hop: float |
 
 def curve(
     films: Sequence[str | Path],
-    models: Sequence[CurveModel | str | Path],
+    models: Sequence[CurveModel | str | Path] | ModelsLoading,
     *,
     store: str | Path,
     out_dir: str | Path,
@@ -117,19 +118,26 @@ def curve(
     on_curve: Callable[[FilmCurve], None] | None = None,
     on_planned: Callable[[Any, list[str], str], None] | None = None,
     on_progress: Callable[[Any], None] | None = None,
+    pool: Any = None,
 ) -> list[FilmCurve]:
     """The curve of each of ``films`` (files, or folders meaning every media
     file below them, :func:`media_files`; :func:`film_curve`) drawn with
-    ``models`` (loaded :class:`CurveModel` or model file paths), after
+    ``models`` (loaded :class:`CurveModel` or model file paths, or
+    :class:`aanbench.curve.ModelsLoading`: the first film's features are
+    extracted on the models' headers while they load), after
     :func:`check_curve_request`. ``on_film(film)`` before each film,
     ``on_curve(result)`` after it; ``on_planned`` / ``on_progress`` as in
-    :func:`film_curve`.
+    :func:`film_curve`. ``pool``: extraction workers already started
+    (:func:`start_curve_workers`), used for every film.
 
     A file that is not media (:func:`film_problem`): when it is the only
     film asked for, an :class:`AanbenchError`; in a batch, a result with
     ``error`` set and no files, and the other films go on."""
     check_curve_request(films, window, hop)
-    if any(not isinstance(m, CurveModel) for m in models):
+    loading = models if isinstance(models, ModelsLoading) else None
+    if loading is not None:
+        models = list(loading.headers)
+    elif any(not isinstance(m, CurveModel) for m in models):
         models = [m for m in models if isinstance(m, CurveModel)] + load_models(
             [m for m in models if not isinstance(m, CurveModel)])
     paths = media_files(films)
@@ -142,12 +150,16 @@ def curve(
         if why and len(paths) == 1:
             raise AanbenchError(f"{film}: not a film ({why}); nothing written")
         if why:
+            if loading is not None:
+                models, loading = loading.result(), None
             res = FilmCurve(film=film, start=np.zeros(0), end=np.zeros(0), values={}, reasons=[],
                             models=list(models), window=float(window), hop=float(hop or window), error=why)
         else:
             res = film_curve(film, models, store=store, out_dir=out_dir, window=window, hop=hop, smooth=smooth,
                              workers=workers, device=device, weights_dir=weights_dir, on_planned=on_planned,
-                             on_progress=on_progress)
+                             on_progress=on_progress, pool=pool, loading=loading)
+            if loading is not None:
+                models, loading = loading.result(), None
         out.append(res)
         if on_curve is not None:
             on_curve(res)
@@ -211,6 +223,107 @@ def default_workers(features: Sequence[str], n_windows: int, plugins: Any = None
     if avail is not None:
         n = min(n, max(1, avail // per))
     return max(1, n)
+
+
+def start_curve_workers(workers: int | None = None, *, films: Sequence[str | Path] = (), store: str | Path | None = None,
+                        window: float = 5.0, hop: float | None = None, models: Sequence[str | Path] = ()) -> Any:
+    """Extraction workers started now, before the model is loaded, so that
+    their start (a fresh Python importing the extraction code and openSMILE,
+    about 1 CPU-s each) runs beside the driver's (the model file needs torch,
+    about 2 CPU-s): a :class:`aanbench.backends.local.WorkerPool` of
+    ``workers`` (default: every usable CPU that the available memory holds
+    at :data:`WORKER_MEMORY` ``["weightfree"]`` each), or ``None`` for fewer
+    than 2. Pass it to :func:`curve` (``pool=``) and close it after.
+
+    ``None`` too when ``models`` (the ``--model`` arguments) are not all
+    model files whose headers read well (:func:`aanbench.curve.peek_models`:
+    a named model, whose extractors need weight files and torch anyway, or
+    a file that will likely fail to load: no workers to wait for), and when
+    every one of ``films`` already has a complete group of
+    windows in ``store`` (:func:`_looks_extracted`: a rerun extracts
+    nothing, and workers started for nothing would slow it); should the
+    model need more, :func:`film_curve` starts workers as usual. Fewer
+    windows, or extractors with weight files (more memory each), use fewer
+    of the pool's workers."""
+    from aanbench.backends.local import WorkerPool
+    from aanbench.cpus import usable_cpus
+
+    if models and peek_models(models) is None:
+        return None
+    if films and store is not None and _looks_extracted(films, Path(store), window, hop):
+        return None
+    n = workers
+    if n is None:
+        n = usable_cpus()
+        avail = _available_memory()
+        if avail is not None:
+            n = min(n, max(1, avail // WORKER_MEMORY["weightfree"]))
+    if int(n) < 2:
+        return None
+    return WorkerPool(int(n), preload=CURVE_PRELOAD)
+
+
+def _looks_extracted(films: Sequence[str | Path], store: Path, window: float, hop: float | None) -> bool:
+    """Whether each film has, in ``store``, a group of its windows (for any
+    of the streams a model may need) whose every feature array is done: a
+    guess made before the model is loaded, for :func:`start_curve_workers`
+    only (a wrong guess costs time, never a result)."""
+    from aanbench.store import FeatureStore
+
+    if not (store / "zarr.json").exists():
+        return False
+    try:
+        paths = media_files(films)
+        fs = FeatureStore(store, mode="r")
+    except AanbenchError:
+        return False
+    hop_ = float(hop if hop is not None else window)
+    for film in paths:
+        for streams in (("video", "audio"), ("audio",), ("video",)):
+            try:
+                group = fs.open_group("files", film_segmentation(film, float(window), hop_, streams))
+                keys = group.feature_keys()
+                if keys and all(group.feature(k).done().all() for k in keys):
+                    break
+            except (AanbenchError, OSError, ValueError, KeyError):
+                continue
+        else:
+            return False
+    return True
+
+
+CURVE_PRELOAD = ("aanbench.extraction_job", "aanbench.filmdecode", "aanbench.plugin_manager:get_plugins", "opensmile")
+
+
+def _warm_plotting() -> Any:
+    """A thread that imports matplotlib and draws a throw-away figure (fonts,
+    text layout, the PNG writer: about 1 CPU-s the first time in a process)
+    while the workers extract, so the curve's own PNG, drawn after them,
+    does not pay it. Join it before plotting (matplotlib is not thread-safe)."""
+    import threading
+
+    def warm() -> None:
+        try:
+            import io
+
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+            from matplotlib.collections import LineCollection  # noqa: F401
+
+            fig, ax = plt.subplots(figsize=(2, 2))
+            ax.plot([0, 1], [0, 1], marker="o")
+            ax.set_title("warm-up")
+            fig.tight_layout()
+            fig.savefig(io.BytesIO(), format="png", dpi=30)
+            plt.close(fig)
+        except Exception:  # the real plot reports any problem
+            pass
+
+    t = threading.Thread(target=warm, name="aanbench-plot-warmup", daemon=True)
+    t.start()
+    return t
 
 
 def film_segmentation(film: Path, window: float, hop: float, streams: Sequence[str] = ()) -> str:
@@ -324,6 +437,8 @@ def film_curve(
     on_planned: Callable[[Any, list[str], str], None] | None = None,
     on_progress: Callable[[Any], None] | None = None,
     truth: list[tuple[float, float, dict[str, float]]] | None = None,
+    pool: Any = None,
+    loading: ModelsLoading | None = None,
 ) -> FilmCurve:
     """Extract, predict and write the curve of ``film`` (see the module's docstring).
 
@@ -334,7 +449,13 @@ def film_curve(
     are :func:`aanbench.extraction.extract_dataset`'s callbacks (one unit
     is a chunk of ``chunk_rows`` windows, fewer when ``workers`` share
     the film). ``workers``: extraction workers, by default
-    :func:`default_workers` (every usable CPU, memory permitting)."""
+    :func:`default_workers` (every usable CPU, memory permitting), no more
+    than ``pool`` has (workers already started, :func:`start_curve_workers`;
+    else they are started here). ``loading``: the models still loading
+    (``models`` are then their headers, :func:`aanbench.curve.peek_model`):
+    the features are extracted meanwhile, then the loaded models are
+    checked against the store (anything the headers missed is extracted)
+    and predict."""
     import time
 
     from aanbench.extraction import extract_dataset
@@ -353,8 +474,48 @@ def film_curve(
     if why:
         raise AanbenchError(f"{film}: not a film ({why}); nothing written")
     plugins = get_plugins()
-    streams = model_streams(models, plugins)
-    ds = film_dataset(film, window, hop, streams)
+
+    def extract(ms: Sequence[Any], workers: int | None) -> tuple[tuple[str, ...], Any, int | None]:
+        """Extract what the store lacks for ``ms``; (streams, dataset, workers)."""
+        streams = model_streams(ms, plugins)
+        ds = film_dataset(film, window, hop, streams)
+        todo = _features_to_extract(ms, Path(store), ds, plugins)
+        if not todo:
+            return streams, ds, workers
+        n_windows = len(ds.items(film))
+        if workers is None:
+            workers = default_workers(todo, n_windows, plugins)
+        workers = max(1, int(workers))
+        if pool is not None:
+            workers = min(workers, pool.workers)
+        rows = max(1, min(chunk_rows, math.ceil(n_windows / workers)))
+        warm: list[Any] = []
+
+        def planned(plan: Any, skipped: list[str], backend: str) -> None:
+            # once the work is planned (Python, under this process's interpreter lock), the
+            # model loads and matplotlib warms up while the workers extract
+            if loading is not None:
+                loading.start()
+            if workers > 1 and plan.units:
+                warm.append(_warm_plotting())
+            if on_planned is not None:
+                on_planned(plan, skipped, backend)
+
+        try:
+            extract_dataset(ds, film, Path(store), todo, workers=workers, chunk_rows=rows, batch_size=batch_size,
+                            device=device, weights_dir=weights_dir, on_planned=planned, on_progress=on_progress,
+                            backend_options={"pool": pool} if pool is not None and workers > 1 else None)
+        finally:
+            for thread in warm:
+                thread.join()
+        return streams, ds, workers
+
+    t0 = time.perf_counter()
+    streams, ds, used = extract(models, workers)
+    if loading is not None:  # the headers served the extraction; the models now predict
+        models = loading.result()
+        streams, ds, _ = extract(models, used)  # nothing to do unless a header misled
+    seconds = time.perf_counter() - t0
     notes: list[str] = []
     if len(streams) > 1:
         from aanbench.filmdecode import stream_durations
@@ -364,17 +525,6 @@ def film_curve(
             notes.append("the windows cover the " + f"{min(lengths.get(k, 0.0) for k in streams):.2f} s that every "
                          "stream the model needs covers (" + ", ".join(f"{k} {lengths.get(k, 0.0):.2f} s"
                                                                       for k in streams) + ")")
-    todo = _features_to_extract(models, Path(store), ds, plugins)
-    t0 = time.perf_counter()
-    if todo:
-        n_windows = len(ds.items(film))
-        if workers is None:
-            workers = default_workers(todo, n_windows, plugins)
-        workers = max(1, int(workers))
-        rows = max(1, min(chunk_rows, math.ceil(n_windows / workers)))
-        extract_dataset(ds, film, Path(store), todo, workers=workers, chunk_rows=rows, batch_size=batch_size,
-                        device=device, weights_dir=weights_dir, on_planned=on_planned, on_progress=on_progress)
-    seconds = time.perf_counter() - t0
     group = FeatureStore(store, mode="r").open_group(ds.name, ds.segmentation)
     table = group.item_table()
     n = len(table)

@@ -18,7 +18,8 @@ units), the stock 60/10 and 25/10 ms LLD framing and several explicit
 settings the authors' file leaves at openSMILE's defaults; version 1 of
 this extractor used it with only the functionals windowed.
 
-Per item: one openSMILE call on the whole window (16 kHz mono), giving
+Per item: one openSMILE run on the whole window (16 kHz mono; one
+openSMILE instance per worker, reset between items, :class:`SmileRunner`), giving
 ``(n_windows, 1582)`` (one row per 320 ms window, as the authors' CSV); the
 output row is the mean over windows (float64 accumulation, stored as
 float32), as the authors' script averages the CSV's rows. The last
@@ -55,7 +56,6 @@ Licence: the ``opensmile`` package carries audEERING's research licence
 from __future__ import annotations
 
 import hashlib
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -132,10 +132,8 @@ class Emobase2010(Extractor):
         return cfg
 
     def load(self, ctx: LoadContext | None = None) -> None:
-        import opensmile
-
         config_sha256()  # a missing or unreadable config fails here, clearly
-        smile = opensmile.Smile(feature_set=str(CONFIG), feature_level="func", num_workers=1)
+        smile = SmileRunner(CONFIG)
         n = len(smile.feature_names)
         if n != DIM:
             raise AanbenchError(f"emobase2010: openSMILE config {CONFIG} gives {n} features, expected {DIM}")
@@ -151,12 +149,10 @@ class Emobase2010(Extractor):
         if audio.size < int(round(WINDOW_S * RATE)):
             raise ItemError(f"audio too short: {seconds:.3f} s < one {WINDOW_S * 1000:.0f} ms window")
         x = np.clip(audio, -1.0, 32767 / 32768).astype(np.float32, copy=False)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # opensmile warns "Segment too short"; checked below
-            frames = self._smile.process_signal(x, RATE).to_numpy()
+        frames = self._smile.frames(x, RATE)
         if frames.ndim != 2 or frames.shape[1] != DIM:
             raise ItemError(f"openSMILE returned shape {frames.shape}, expected (n, {DIM})")
-        if frames.shape[0] == 0 or np.isnan(frames).all():
+        if frames.shape[0] == 0 or np.isnan(frames).all():  # Smile.process_signal gave one NaN row here
             raise ItemError(
                 f"audio too short: {seconds:.3f} s gives no complete {WINDOW_S * 1000:.0f} ms window in openSMILE "
                 "(it needs about 0.6 s: a 320 ms frame, then a 320 ms window of 40 ms steps)"
@@ -181,6 +177,96 @@ class Emobase2010(Extractor):
         for i, media in enumerate(batch):
             out[i] = self.extract_one(media)
         return out
+
+
+class SmileRunner:
+    """openSMILE on one config, run through the ``opensmile`` wheel's C
+    library with the calls ``opensmile.Smile.process_signal`` makes for one
+    mono signal (same options, same int16 conversion, same sink), so the
+    frames are identical (tests/test_curve_speed.py compares them), minus
+    two costs that are not openSMILE's computation:
+
+    * ``opensmile.Smile()`` scans every installed package's file list
+      (audobject's class key, about 0.5 CPU-s per process);
+    * ``process_signal`` initialises openSMILE (parses the config, builds
+      the components) for every signal: here one instance is initialised
+      once and reset between signals (openSMILE's own ``reset``: "you may
+      call run again without the need to call initialize first"), about
+      0.1 CPU-s less per signal. After a run that did not end normally the
+      instance is freed and the next signal gets a fresh one.
+    """
+
+    def __init__(self, config: Path, level: str = "func") -> None:
+        import opensmile
+        from opensmile.core.config import config as smile_config
+
+        self._cfg = smile_config
+        self.config_path = str(Path(config).resolve())
+        root = Path(opensmile.__file__).resolve().parent / "core" / smile_config.CONFIG_ROOT
+        self._options = {  # as Smile._options() and Smile._extract() set them
+            "sink": str(root / smile_config.EXTERNAL_OUTPUT_SINGLE_CONFIG),
+            "sinkLevel": level,
+            "bufferModeRbConf": str(root / "shared/BufferModeRb.conf.inc"),
+            "frameModeFunctionalsConf": str(root / "shared/FrameModeFunctionals.conf.inc"),
+            "source": str(root / smile_config.EXTERNAL_INPUT_CONFIG),
+        }
+        self._smile: Any = None
+        self._rate: int | None = None
+        self._ended = False
+        smile = self._new(RATE)
+        sink = smile_config.EXTERNAL_OUTPUT_COMPONENT
+        self.feature_names = [smile.external_sink_get_element_name(sink, i)
+                              for i in range(smile.external_sink_get_num_elements(sink))]
+
+    def _new(self, rate: int) -> Any:
+        from opensmile.core.lib import OpenSMILE
+
+        self.close()
+        smile = OpenSMILE()
+        try:
+            smile.initialize(config_file=self.config_path, options={**self._options, "sampleRate": rate, "nBits": 16},
+                             loglevel=2, log_file=None, debug=False)
+        except BaseException:
+            smile.free()
+            raise
+        self._smile, self._rate, self._ended = smile, rate, False
+        return smile
+
+    def frames(self, signal: np.ndarray, rate: int) -> np.ndarray:
+        """``(n_frames, n_features)`` float32 for a mono float32 signal in
+        [-1, 1) (``(0, n_features)`` when openSMILE gives no frame)."""
+        if self._smile is not None and self._rate == rate and self._ended:
+            self._smile.reset()
+            self._ended = False
+        elif self._smile is None or self._rate != rate or self._ended:
+            self._new(rate)
+        smile, cfg = self._smile, self._cfg
+        rows: list[np.ndarray] = []
+        x = np.asarray(signal, dtype=np.float32).reshape(-1).copy()
+        x *= 32768  # as Smile._extract: float32 times 32768, then truncated to int16
+        try:
+            smile.external_sink_set_callback_ex(cfg.EXTERNAL_OUTPUT_COMPONENT, lambda data, meta: rows.append(data.copy()))
+            smile.external_audio_source_write_data(cfg.EXTERNAL_SOURCE_COMPONENT, bytes(x.astype(np.int16)))
+            smile.external_audio_source_set_eoi(cfg.EXTERNAL_SOURCE_COMPONENT)
+            smile.run()
+        except BaseException:
+            self.close()  # its state is unknown: the next signal gets a fresh instance
+            raise
+        self._ended = True
+        if not rows:
+            return np.zeros((0, len(self.feature_names)), dtype=np.float32)
+        return np.vstack(rows)
+
+    def close(self) -> None:
+        if self._smile is not None:
+            self._smile.free()
+            self._smile = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 def _audio_of(media: Media, rate: int) -> np.ndarray:

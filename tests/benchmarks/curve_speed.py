@@ -5,7 +5,7 @@ where the time goes, in one run.
 Usage (from the repository root)::
 
     .venv/bin/python tests/benchmarks/curve_speed.py [--work DIR] [--model BUNDLE]
-        [--workers N] [--seconds 58] [--window 5]
+        [--workers N] [--seconds 58] [--window 5] [--reference-store STORE]
 
 Steps:
 
@@ -17,19 +17,27 @@ Steps:
    demo dataset on logmel, affect and emobase2010 (the weight-free
    extractors; made once in ``--work``);
 3. ``aanbench curve`` in a fresh process on a fresh store (wall seconds,
-   film seconds per wall second), then again on the same store (a rerun);
-4. the breakdown, in this process with one worker: the film's windows
-   decoded once (seconds), each extractor on every window (seconds), and
-   for the curve command what is neither (start-up, model, plots).
+   film seconds per wall second, CPU seconds of all its processes), then
+   again on the same store (a rerun);
+4. with ``--reference-store``: the fresh store's feature arrays (values,
+   ok flags, errors) compared with that store's for the same film and
+   windows, bit for bit (e.g. a store made by another version of the code,
+   or with ``--workers 1``);
+5. the breakdown, in this process with one worker: the film's windows
+   decoded once (seconds), each extractor on every window (seconds), the
+   floor that emobase2010 alone sets on the usable CPUs (its seconds over
+   the CPUs: no schedule beats it without changing its values), and for
+   the curve command what is neither (start-up, torch, model, plots).
 
 Prints the machine's load average before and after: the numbers are only
-comparable on a quiet machine.
+comparable on a quiet machine (the CPU seconds vary less with load).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -132,6 +140,33 @@ def breakdown(film: Path, bundle: Path, window: float) -> list[tuple[str, float]
     return out
 
 
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def compare_stores(store: Path, reference: Path) -> tuple[int, list[str]]:
+    """(arrays compared, names of those that differ) between the curve
+    groups of two stores: every feature array's data, ok and error."""
+    import zarr
+
+    def arrays(root: Path) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        files = zarr.open_group(str(root), mode="r")["files"]
+        for gname, g in files.members():
+            for fname, f in g["features"].members():
+                for part in ("data", "ok", "error"):
+                    out[f"{gname}/{fname}/{part}"] = f[part][...]
+        return out
+
+    a, b = arrays(store), arrays(reference)
+    common = sorted(set(a) & set(b))
+    differ = [k for k in common if not (a[k].shape == b[k].shape and (
+        np.array_equal(a[k], b[k], equal_nan=True) if a[k].dtype.kind == "f" else np.array_equal(a[k], b[k])))]
+    differ += [f"{k} (only in one store)" for k in sorted(set(a) ^ set(b))]
+    return len(common), differ
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=None, help="folder for the film, demo bundle and stores (kept)")
@@ -139,6 +174,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="curve --workers (default: curve's own default)")
     ap.add_argument("--seconds", type=float, default=58.0)
     ap.add_argument("--window", type=float, default=5.0)
+    ap.add_argument("--reference-store", type=Path, default=None,
+                    help="a store holding this film's curve features: the fresh store's are compared with it bit for bit")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="aanbench-curve-speed-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -155,21 +192,34 @@ def main() -> None:
         cmd += ["--workers", args.workers]
     rows = []
     for label in ("curve, fresh store", "curve, rerun on the same store"):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), children_cpu()
         r = aanbench(*cmd)
-        wall = time.perf_counter() - t
+        wall, cpu = time.perf_counter() - t, children_cpu() - c
         if r.returncode != 0:
             sys.exit(f"curve failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
         rows.append((label, wall))
-        print(f"{label}: {wall:.2f} s wall = {args.seconds / wall:.2f} film seconds per wall second")
+        print(f"{label}: {wall:.2f} s wall = {args.seconds / wall:.2f} film seconds per wall second "
+              f"({cpu:.2f} CPU s in all its processes)")
+    if args.reference_store is not None:
+        n, differ = compare_stores(store, args.reference_store)
+        print(f"features against {args.reference_store}: {n - len(differ)} of {n} arrays bit-identical"
+              + ("" if not differ else "; DIFFERENT: " + ", ".join(differ)))
     parts = breakdown(film, bundle, args.window)
     t_import = time.perf_counter()
     aanbench("--help")
     startup = time.perf_counter() - t_import
+    t_import = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    torch_s = time.perf_counter() - t_import
     print("breakdown (one worker, in-process; curve's own run shares these across its workers):")
-    for name, sec in parts + [("start-up (aanbench --help)", startup)]:
+    for name, sec in parts + [("start-up (aanbench --help)", startup), ("import torch (to load the model)", torch_s)]:
         print(f"  {name:36s} {sec:7.2f} s")
     print(f"  {'rerun: start-up, store, model, plots':36s} {rows[1][1]:7.2f} s (no extraction)")
+    emo = dict(parts).get("extract emobase2010")
+    if emo:
+        n = args.workers or usable_cpus()
+        print(f"floor set by emobase2010 alone on {n} CPUs: {emo / n:.2f} s = {args.seconds * n / emo:.2f} film seconds "
+              "per wall second (its openSMILE settings are the authors'; its values must not change)")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
