@@ -30,6 +30,7 @@ def _signals() -> list[np.ndarray]:
     return [np.clip(x, -1.0, 32767 / 32768).astype(np.float32) for x in out]
 
 
+@pytest.mark.slow
 def test_smile_runner_frames_are_process_signals_bit_for_bit() -> None:
     import opensmile
 
@@ -52,6 +53,7 @@ def test_smile_runner_frames_are_process_signals_bit_for_bit() -> None:
     assert compared >= 6  # the too-short signal is the only one without frames
 
 
+@pytest.mark.slow
 def test_emobase2010_extractor_rows_are_process_signal_means() -> None:
     import opensmile
 
@@ -130,6 +132,7 @@ def _arrays(store) -> dict[str, np.ndarray]:
     return out
 
 
+@pytest.mark.slow
 def test_early_workers_and_header_extraction_give_one_workers_numbers(small, tmp_path):
     from aanbench.backends.local import WorkerPool
     from aanbench.curve import ModelsLoading, load_models, start_loading
@@ -168,6 +171,7 @@ def test_early_workers_and_header_extraction_give_one_workers_numbers(small, tmp
             assert np.array_equal(df[t].to_numpy(), ds_[t].to_numpy())
 
 
+@pytest.mark.slow
 def test_start_curve_workers_skips_a_rerun(small, tmp_path):
     from aanbench.workflows.curve import curve, start_curve_workers
     from aanbench.curve import load_models
@@ -185,6 +189,7 @@ def test_start_curve_workers_skips_a_rerun(small, tmp_path):
     pool.close()
 
 
+@pytest.mark.slow
 def test_peek_model_reads_the_header_without_torch_or_running_the_file(small, tmp_path):
     import io
     import pickle
@@ -223,6 +228,7 @@ def test_peek_model_reads_the_header_without_torch_or_running_the_file(small, tm
     assert peek_model(tmp_path / "odd.pt") is None  # not a list of names: left to the real loader
 
 
+@pytest.mark.slow
 def test_a_reader_that_begins_inside_the_film_gives_a_straight_reads_windows(small):
     """What each worker of a curve decodes for its first window and on is
     what one reader from the film's start decodes: on a film joined from
@@ -248,6 +254,7 @@ def test_a_reader_that_begins_inside_the_film_gives_a_straight_reads_windows(sma
                 assert np.array_equal(m.video[key], ref.video[key]), (k0, m.item.id)
 
 
+@pytest.mark.slow
 def test_configuration_errors_come_before_any_extraction_with_early_workers(small, tmp_path):
     from conftest import run_cli
 
