@@ -62,9 +62,9 @@ def shared_build(tmp_path_factory: pytest.TempPathFactory, name: str, build: Cal
     return folder
 
 
-#: Known gap (README, "Tests"): pytest 9.2 ignores the node-id suffix by which
-#: xdist 3.8 applies these groups, so today they are declared, not applied;
-#: the shared fixtures stay correct through shared_build's file lock.
+#: pytest 9.2 ignores the node-id suffix by which xdist 3.8 applies these
+#: groups (pytest-xdist issue 1386), so pyproject.toml pins pytest below 9.2;
+#: tests/test_suite_groups.py fails if an upgrade breaks them again.
 #: Tests that share one expensive thing run on one xdist worker, one after
 #: the other (``--dist loadgroup``), listed here first so that they start first.
 #: Every Ray test: the instances would compete for the two cores and some
