@@ -38,13 +38,19 @@ lock:
 demo: $(STAMP)
 	$(VENV)/bin/aanbench demo $(DEMO_ARGS)
 
-# The whole suite on every usable CPU (pytest-xdist: one worker per CPU;
-# tests/conftest.py groups what must share a worker: Ray, the full demo, a
-# module's fixtures). Bytecode is cached even where PYTHONDONTWRITEBYTECODE
-# is set: every test that starts a fresh `aanbench` process would otherwise
-# compile the package again. `make test PYTEST_ARGS='-m "not slow"'` for the quick part.
+# The whole suite on pytest-xdist workers: one per usable CPU and one more,
+# which takes the CPU a worker leaves idle while it waits (Ray starting,
+# fresh processes, Ctrl-C tests); on two cores 3 workers took 12 min 20 s
+# against 13 min 30 s for 2. tests/conftest.py groups what must share a
+# worker (Ray, the full demo, a module's fixtures) and orders the groups
+# longest first, in which order xdist hands them out (--no-loadscope-reorder).
+# Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: every test
+# that starts a fresh `aanbench` process would otherwise compile the package
+# again. `make test PYTEST_ARGS='-m "not slow"'` for the quick part;
+# `make test TEST_WORKERS=N` for another number of workers.
 test: $(STAMP)
-	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -q -n auto --dist loadgroup $(PYTEST_ARGS)
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -q -n $(or $(TEST_WORKERS),$$($(PY) -c 'import os; print(len(os.sched_getaffinity(0)) + 1)')) \
+	  --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m pytest tests/benchmarks --benchmark-enable -q

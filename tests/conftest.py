@@ -24,6 +24,15 @@ from aanbench.pluginkit.mediawrite import write_clip
 REPO = Path(__file__).resolve().parents[1]
 AANBENCH = [sys.executable, "-m", "aanbench"]
 
+# Ray starts its workers at nice 15 (its worker_niceness). On a machine the
+# test run already keeps busy (one pytest-xdist worker per CPU), the Ray
+# tests' workers then get CPU only when nothing else wants it, and the Ray
+# group, which runs one test after the other on one xdist worker, waited
+# minutes (a 41-s test took 361 s). The tests' Ray instances (started here
+# or by a driver this run starts, which inherit the variable) run their
+# workers at the tests' own priority; aanbench itself leaves Ray's default.
+os.environ.setdefault("RAY_worker_niceness", "0")
+
 
 def make_clip(path: Path, *, level: int = 100, seconds: float = 2.0, fps: int = 10, size=(48, 64),
               audio: bool = True, tone_hz: float = 440.0, amp: float = 0.3, rate: int = 16000) -> Path:
@@ -66,19 +75,28 @@ def shared_build(tmp_path_factory: pytest.TempPathFactory, name: str, build: Cal
 #: groups (pytest-xdist issue 1386), so pyproject.toml pins pytest below 9.2;
 #: tests/test_suite_groups.py fails if an upgrade breaks them again.
 #: Tests that share one expensive thing run on one xdist worker, one after
-#: the other (``--dist loadgroup``), listed here first so that they start first.
-#: Every Ray test: the instances would compete for the two cores and some
-#: tests look for Ray processes left behind. The full demo's two tests share one run.
-HEAVY_GROUPS = ("full-demo", "ray")
+#: the other (``--dist loadgroup``): the full demo's two tests share one run
+#: ("full-demo", by their marks); every Ray test is in "ray" (the instances
+#: would compete for the cores and some tests look for Ray processes left
+#: behind); any other test in its module's group (module fixtures built once).
+#:
+#: The seconds each group took in a whole run (tests/group_seconds.py remakes
+#: the file); a group not listed counts 1 s per test and SLOW_SECONDS per slow one.
+GROUP_SECONDS: dict[str, float] = json.loads((Path(__file__).with_name("group_seconds.json")).read_text())
+SLOW_SECONDS = 10.0
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Groups for pytest-xdist's ``--dist loadgroup``: a test keeps an
     explicit ``xdist_group``; a Ray test joins "ray"; any other test its
-    module's group, so a module-scoped fixture is built once. The heavy
-    groups go first (the longest work starts first, the workers end together)."""
-    order = {g: i for i, g in enumerate(HEAVY_GROUPS)}
+    module's group.
+
+    The order is the one in which xdist hands the groups out when its own
+    reordering (by number of tests) is off, as `make test` runs it
+    (``--no-loadscope-reorder``): the longest groups first (GROUP_SECONDS),
+    so that the workers end together rather than one waiting on a long
+    group started last. A group's tests keep their collection order."""
     for item in items:
         mark = item.get_closest_marker("xdist_group")
         if mark is None:
@@ -87,7 +105,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.stash[_GROUP] = group
         else:
             item.stash[_GROUP] = mark.args[0] if mark.args else mark.kwargs.get("name", "default")
-    items.sort(key=lambda it: order.get(it.stash[_GROUP], len(order)))  # stable: collection order otherwise
+    estimate: dict[str, float] = {}
+    for item in items:
+        g = item.stash[_GROUP]
+        estimate[g] = estimate.get(g, 0.0) + (SLOW_SECONDS if item.get_closest_marker("slow") else 1.0)
+    seconds = {g: GROUP_SECONDS.get(g, e) for g, e in estimate.items()}
+    items.sort(key=lambda it: (-seconds[it.stash[_GROUP]], it.stash[_GROUP]))  # stable within a group
 
 
 _GROUP = pytest.StashKey[str]()

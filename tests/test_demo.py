@@ -12,14 +12,13 @@ leaderboard."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
 from fulldemo import full_demo  # noqa: F401  (fixture)
-from smalldemo import CLIPS, small_demo  # noqa: F401  (fixture)
+from smalldemo import CLIPS, copy_run, small_demo, small_demo_run  # noqa: F401  (fixtures)
 
 DEMO_EXPERIMENTS = {"feature-aan", "feature-aan-video", "feature-aan-audio", "ridge", "mean", "linear", "svr-linear",
                     "svr-rbf", "random-forest", "lstm", "bilstm"}
@@ -65,23 +64,12 @@ def test_demo_leaderboard_meets_the_bar(full_demo) -> None:  # noqa: F811
     assert "Leaderboard: demo" in full_demo["stdout"]
 
 
-@pytest.fixture(scope="module")
-def small_demo_run(small_demo, tmp_path_factory):  # noqa: F811
-    """`aanbench demo --clips 36` in a workdir holding a copy of the shared
-    small demo's data and store (the same clips `demo` makes: seed 0)."""
-    work = tmp_path_factory.mktemp("demo") / "w"
-    shutil.copytree(small_demo["data"], work / "data")
-    shutil.copytree(small_demo["store"], work / "store")
-    lb = work.parent / "leaderboards" / "demo.md"
-    first = run_cli("demo", "--workdir", work, "--leaderboard", lb, "--clips", CLIPS)
-    return work, lb, first
-
-
 @pytest.mark.slow  # the fixture runs the benchmark of every demo experiment (about 1/5 of the full demo)
+@pytest.mark.xdist_group("small-demo-run")  # with the other tests of the one run (tests/test_demo_cli.py)
 def test_demo_reuses_what_it_finds_and_runs_every_demo_experiment(small_demo_run, small_demo) -> None:  # noqa: F811
-    work, lb, first = small_demo_run
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "0 chunks to compute" in first.stdout  # the copied store's features reused, not recomputed
+    work, lb, first = small_demo_run["work"], small_demo_run["board"], small_demo_run
+    assert first["returncode"] == 0, first["stdout"][-3000:] + first["stderr"][-3000:]
+    assert "0 chunks to compute" in first["stdout"]  # the copied store's features reused, not recomputed
     movies = len(small_demo["movies"])
     _check_leave_one_movie_out(_metrics(work / "results"), CLIPS, movies)
     text = lb.read_text()
@@ -90,19 +78,22 @@ def test_demo_reuses_what_it_finds_and_runs_every_demo_experiment(small_demo_run
     assert "Ranked by MSE" in text and f"over {movies} movies" in text  # movies are the units (approximate: < 8)
     assert f"{CLIPS} from {movies} group(s) (movies)" in text and "Reported" not in text
     assert (lb.with_suffix(".png")).stat().st_size > 10_000
-    assert "Leaderboard: demo" in first.stdout
+    assert "Leaderboard: demo" in first["stdout"]
     assert sorted(p.name for p in (work / "curve").glob("*.curve.*")) == [
         "demo-test-movies.mp4.curve.csv", "demo-test-movies.mp4.curve.html", "demo-test-movies.mp4.curve.png"]
 
 
 @pytest.mark.slow
-def test_demo_second_run_gives_the_same_numbers(small_demo_run) -> None:
-    work, lb, first = small_demo_run
-    assert first.returncode == 0, first.stderr[-3000:]
+@pytest.mark.xdist_group("small-demo-run")
+def test_demo_second_run_gives_the_same_numbers(small_demo_run, tmp_path) -> None:  # noqa: F811
+    assert small_demo_run["returncode"] == 0, small_demo_run["stderr"][-3000:]
+    run = copy_run(small_demo_run, tmp_path / "run")
+    work, lb = run["work"], run["board"]
     before = _metrics(work / "results")
     md_before = lb.read_text()
     again = run_cli("demo", "--workdir", work, "--leaderboard", lb, "--clips", CLIPS)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 chunks to compute" in again.stdout  # features reused, not recomputed
     assert _metrics(work / "results") == before
-    assert lb.read_text() == md_before
+    # the same board; it names the work folder, which the copy moved
+    assert lb.read_text() == md_before.replace(str(small_demo_run["work"]), str(work))
