@@ -34,7 +34,7 @@ from aanbench.registry import ExperimentConfig, check_params
 from aanbench.results import RESULTS_FORMAT as RESULTS_FORMAT  # noqa: F401 (where callers imported it from)
 from aanbench.results import RunResult, TargetResult, is_results_payload
 from aanbench.samples import SEQUENCE_SETTINGS, Samples, resolve_spec, samples_of
-from aanbench.store import DatasetGroup
+from aanbench.store import DatasetGroup, damage_record
 
 
 # Settings that belong to the runner, accepted in every experiment whatever
@@ -357,34 +357,14 @@ def fit_requests(plan: RunPlan, folds: list[Any]) -> list[FitRequest]:
     return out
 
 
-#: The error a row reads with when its stored bytes failed their check
-#: (``checksum mismatch in FILE``, :mod:`aanbench.store`).
-DAMAGE_MARK = "checksum mismatch"
-
-
 def damaged_rows_of(group: DatasetGroup, feats: FeatureMatrix) -> list[dict[str, Any]]:
-    """The rows of ``feats`` left out because their stored bytes are damaged
-    (their error starts with :data:`DAMAGE_MARK`), one record per store
-    array that has any: ``{"array": key, "rows": count, "ids_sha256": the
-    first 16 hex digits of SHA-256 over the rows' item ids (sorted, one per
-    line), "items": the first 20 ids, "files": the damaged files}``. Empty
-    for a store without damage. The array, count and ids hash go into the
-    configuration fingerprint (:func:`config_fingerprint`): a run without
+    """The rows of ``feats`` left out because their stored bytes are damaged,
+    one record per store array that has any (:func:`aanbench.store.damage_record`).
+    Empty for a store without damage. The array, count and ids hash go into
+    the configuration fingerprint (:func:`config_fingerprint`): a run without
     those rows is never taken for a run with them."""
-    out: list[dict[str, Any]] = []
-    ids: list[str] | None = None
-    for key, errors in zip(feats.keys, feats.errors):
-        errs = np.asarray(errors, dtype=object)
-        bad = np.flatnonzero(np.array([str(e).startswith(DAMAGE_MARK) for e in errs], dtype=bool))
-        if not bad.size:
-            continue
-        ids = [str(i) for i in group.item_ids()] if ids is None else ids
-        names = [ids[i] for i in bad]
-        files = sorted({str(errs[i])[len(DAMAGE_MARK):].removeprefix(" in ") for i in bad})
-        out.append({"array": str(key), "rows": int(bad.size),
-                    "ids_sha256": hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16],
-                    "items": names[:20], "files": files})
-    return out
+    found = (damage_record(key, errors, group.item_ids) for key, errors in zip(feats.keys, feats.errors))
+    return [r for r in found if r is not None]
 
 
 def run_header(plan: RunPlan) -> RunResult:

@@ -121,6 +121,34 @@ def items_fingerprint(items: Sequence[Item]) -> str:
     return h.hexdigest()
 
 
+#: How the error of a row whose stored bytes failed their check begins
+#: ("checksum mismatch in FILE", as this module writes it).
+DAMAGE_MARK = "checksum mismatch"
+
+
+def damage_record(key: str, errors: Sequence[Any], item_ids: Any, ok: Any = None) -> dict[str, Any] | None:
+    """The damaged rows of one feature array, from its per-row ``errors``
+    (and ``ok`` flags, when given: a damaged row is also not ok), or None
+    when it has none: ``{"array": key, "rows": count, "ids_sha256": the
+    first 16 hex digits of SHA-256 over the rows' item ids (sorted, one per
+    line), "items": the first 20 ids, "files": the damaged files}``.
+    ``item_ids``: a callable giving the group's item ids, called only when
+    there is damage."""
+    errs = np.asarray(errors, dtype=object)
+    bad = np.array([str(e).startswith(DAMAGE_MARK) for e in errs], dtype=bool)
+    if ok is not None:
+        bad &= ~np.asarray(ok, dtype=bool)
+    rows = np.flatnonzero(bad)
+    if not rows.size:
+        return None
+    ids = item_ids()
+    names = [str(ids[i]) for i in rows]
+    files = sorted({str(errs[i])[len(DAMAGE_MARK):].removeprefix(" in ") for i in rows})
+    return {"array": str(key), "rows": int(rows.size),
+            "ids_sha256": hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16],
+            "items": names[:20], "files": files}
+
+
 def _nan_if_none(x: float | None) -> float:
     return float("nan") if x is None else float(x)
 

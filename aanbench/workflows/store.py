@@ -114,21 +114,18 @@ def experiment_settings(name: str, dataset: str, registry_file: str | Path | Non
             "settings": {k: {"value": s.value, "source": s.source} for k, s in settings.items()}}
 
 
-DAMAGE_MARK = "checksum mismatch"
-
-
 def damaged_rows(group: Any, feature_names: Any, plugins: Any = None) -> list[dict[str, Any]]:
     """Per array of ``feature_names`` in the store group ``group`` that holds
     rows whose stored bytes failed their check ("checksum mismatch in FILE"):
-    ``{"array", "rows", "items", "files"}`` (item ids, at most 20 named).
-    Features the group does not hold are passed over (the run says so)."""
-    import numpy as np
+    :func:`aanbench.store.damage_record`'s ``{"array", "rows", "ids_sha256",
+    "items", "files"}`` (item ids, at most 20 named). Features the group does
+    not hold are passed over (the run says so)."""
+    from aanbench.store import damage_record
 
     if plugins is None:
         from aanbench.workflows._shared import plugins as get_plugins
 
         plugins = get_plugins()
-    ids = None
     out = []
     for name in dict.fromkeys(feature_names):
         installed = plugins.extractors.get(name)
@@ -136,15 +133,9 @@ def damaged_rows(group: Any, feature_names: Any, plugins: Any = None) -> list[di
             arr = group.resolve_feature(name, installed.version if installed else None)
         except AanbenchError:
             continue
-        errs = np.asarray(arr.errors(), dtype=object)
-        ok = np.asarray(arr.ok(), dtype=bool)
-        bad = np.flatnonzero(~ok & np.array([str(e).startswith(DAMAGE_MARK) for e in errs], dtype=bool))
-        if not bad.size:
-            continue
-        ids = group.item_ids() if ids is None else ids
-        files = sorted({str(errs[i])[len(DAMAGE_MARK):].removeprefix(" in ") for i in bad})
-        out.append({"array": arr.key, "rows": int(bad.size), "items": [str(ids[i]) for i in bad[:20]],
-                    "files": files})
+        record = damage_record(arr.key, arr.errors(), group.item_ids, ok=arr.ok())
+        if record is not None:
+            out.append(record)
     return out
 
 
