@@ -14,8 +14,9 @@ reads every results file aanbench has written under that format, the first
 ones included (without ``model_input``, ``dataset_config``,
 ``items_sha256``, ``samples``, ``settings``, ``device``, per-movie spread,
 ``n_samples`` or prediction ``start``/``end``: those stay absent).
-``skipped_damaged`` (the stored rows a ``--skip-damaged`` run left out,
-part of the configuration fingerprint) is present only where rows were left out. A newer
+``skipped_damaged`` (the stored rows a ``--skip-damaged`` run left out)
+and ``failed_rows`` (rows left out because their extraction failed), both
+part of the configuration fingerprint, are present only where rows were left out. A newer
 format (``aanbench.results/2``, ...) is refused with an error naming the
 file; keys this version does not know are kept (``extra``) and written back.
 
@@ -104,6 +105,9 @@ class RunResult(PayloadView):
     # stored rows left out because their bytes are damaged (``--skip-damaged``): per array
     # {"array", "rows", "ids_sha256", "items", "files"} (aanbench.runner.damaged_rows_of); absent when none
     skipped_damaged: list[dict[str, Any]] | None = None
+    # stored rows left out because they are not valid for another reason (their extraction failed):
+    # per array {"array", "rows", "ids_sha256", "items"} (aanbench.runner.failed_rows_of); absent when none
+    failed_rows: list[dict[str, Any]] | None = None
     seconds: float | None = None
     command: str | None = None  # the command line that ran it
     config_fingerprint: str | None = None  # set by write_results (aanbench.runner.config_fingerprint)
@@ -113,8 +117,8 @@ class RunResult(PayloadView):
     # JSON key order of the files aanbench writes
     _KEYS = ("format", "aanbench_version", "experiment", "description", "model", "model_version", "model_input",
              "dataset", "dataset_config", "group", "items_sha256", "feature_set", "features", "protocol", "seed",
-             "device", "environment", "samples", "params", "settings", "skipped_damaged", "targets", "predictions",
-             "seconds", "command", "config_fingerprint")
+             "device", "environment", "samples", "params", "settings", "skipped_damaged", "failed_rows", "targets",
+             "predictions", "seconds", "command", "config_fingerprint")
     _ALWAYS = ("format", "experiment", "model", "dataset", "protocol", "features", "targets", "predictions")
 
     def _payload_value(self, key: str) -> Any:
@@ -175,7 +179,8 @@ class RunResult(PayloadView):
             predictions=[dict(r) for r in p.get("predictions") or []],
             **{k: p.get(k) for k in ("aanbench_version", "description", "model_version", "model_input",
                                      "dataset_config", "group", "items_sha256", "feature_set", "seed", "device",
-                                     "environment", "samples", "params", "settings", "skipped_damaged", "seconds", "command",
+                                     "environment", "samples", "params", "settings", "skipped_damaged", "failed_rows", "seconds",
+                                     "command",
                                      "config_fingerprint")},
             features=[dict(f) for f in p.get("features") or []],
             extra={k: v for k, v in p.items() if k not in known},

@@ -34,7 +34,7 @@ from aanbench.registry import ExperimentConfig, check_params
 from aanbench.results import RESULTS_FORMAT as RESULTS_FORMAT  # noqa: F401 (where callers imported it from)
 from aanbench.results import RunResult, TargetResult, is_results_payload
 from aanbench.samples import SEQUENCE_SETTINGS, Samples, resolve_spec, samples_of
-from aanbench.store import DatasetGroup, damage_record
+from aanbench.store import DatasetGroup, damage_record, failed_record
 
 
 # Settings that belong to the runner, accepted in every experiment whatever
@@ -367,6 +367,19 @@ def damaged_rows_of(group: DatasetGroup, feats: FeatureMatrix) -> list[dict[str,
     return [r for r in found if r is not None]
 
 
+def failed_rows_of(group: DatasetGroup, feats: FeatureMatrix) -> list[dict[str, Any]]:
+    """The rows of ``feats`` left out because they are not valid for another
+    reason than damage (their extraction failed, or has not run), one record
+    per store array that has any (:func:`aanbench.store.failed_record`).
+    Empty when every row is valid. They go into the configuration
+    fingerprint as the damaged ones do: after `extract --retry-failed`
+    makes such rows valid, a benchmark trains again rather than resuming a
+    run that was scored without them."""
+    found = (failed_record(key, ok, errors, group.item_ids)
+             for key, ok, errors in zip(feats.keys, feats.oks, feats.errors))
+    return [r for r in found if r is not None]
+
+
 def run_header(plan: RunPlan) -> RunResult:
     """The results document of a planned run before any fit: what it is
     (experiment, model, dataset, features, protocol, windows, parameters),
@@ -396,6 +409,7 @@ def run_header(plan: RunPlan) -> RunResult:
         params={t: plan.model_params[t] for t in plan.targets},
         settings={t: plan.settings[t] for t in plan.targets},
         skipped_damaged=damaged_rows_of(group, feats) or None,  # in the fingerprint when there are any
+        failed_rows=failed_rows_of(group, feats) or None,  # likewise
         targets={},
         predictions=[],
     )
@@ -565,13 +579,17 @@ def config_fingerprint(doc: RunResult | dict[str, Any]) -> str:
     """SHA-256 (hex, first 12) of what makes two runs of one experiment and
     seed comparable: model, dataset options and items, features, protocol,
     windows, parameters, and the stored rows left out as damaged
-    (``skipped_damaged``: arrays, counts and item-id hashes; a run that left
-    none out has the fingerprint it had before they were recorded)."""
+    (``skipped_damaged``) or as failed (``failed_rows``): arrays, counts and
+    item-id hashes; a run that left none out has the fingerprint it had
+    before they were recorded."""
     cfg = {k: doc.get(k) for k in CONFIG_KEYS}
     cfg["features"] = [f.get("key") for f in doc.get("features", [])]
     skipped = skipped_key(doc)
     if skipped:
         cfg["skipped_damaged"] = skipped
+    failed = sorted([str(x.get("array")), x.get("rows"), x.get("ids_sha256")] for x in doc.get("failed_rows") or [])
+    if failed:
+        cfg["failed_rows"] = failed
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

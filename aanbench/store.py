@@ -126,14 +126,24 @@ def items_fingerprint(items: Sequence[Item]) -> str:
 DAMAGE_MARK = "checksum mismatch"
 
 
+def rows_record(key: str, rows: np.ndarray, item_ids: Any) -> dict[str, Any]:
+    """``{"array": key, "rows": count, "ids_sha256": the first 16 hex digits
+    of SHA-256 over the rows' item ids (sorted, one per line), "items": the
+    first 20 ids}`` of the row indices ``rows`` of one feature array;
+    ``item_ids``: a callable giving the group's item ids."""
+    ids = item_ids()
+    names = [str(ids[i]) for i in rows]
+    return {"array": str(key), "rows": int(len(rows)),
+            "ids_sha256": hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16],
+            "items": names[:20]}
+
+
 def damage_record(key: str, errors: Sequence[Any], item_ids: Any, ok: Any = None) -> dict[str, Any] | None:
     """The damaged rows of one feature array, from its per-row ``errors``
     (and ``ok`` flags, when given: a damaged row is also not ok), or None
-    when it has none: ``{"array": key, "rows": count, "ids_sha256": the
-    first 16 hex digits of SHA-256 over the rows' item ids (sorted, one per
-    line), "items": the first 20 ids, "files": the damaged files}``.
-    ``item_ids``: a callable giving the group's item ids, called only when
-    there is damage."""
+    when it has none: :func:`rows_record`'s record and ``"files"``, the
+    damaged files. ``item_ids``: a callable giving the group's item ids,
+    called only when there is damage."""
     errs = np.asarray(errors, dtype=object)
     bad = np.array([str(e).startswith(DAMAGE_MARK) for e in errs], dtype=bool)
     if ok is not None:
@@ -141,12 +151,18 @@ def damage_record(key: str, errors: Sequence[Any], item_ids: Any, ok: Any = None
     rows = np.flatnonzero(bad)
     if not rows.size:
         return None
-    ids = item_ids()
-    names = [str(ids[i]) for i in rows]
     files = sorted({str(errs[i])[len(DAMAGE_MARK):].removeprefix(" in ") for i in rows})
-    return {"array": str(key), "rows": int(rows.size),
-            "ids_sha256": hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16],
-            "items": names[:20], "files": files}
+    return {**rows_record(key, rows, item_ids), "files": files}
+
+
+def failed_record(key: str, ok: Any, errors: Sequence[Any], item_ids: Any) -> dict[str, Any] | None:
+    """The rows of one feature array that are not valid for a reason other
+    than damage (extraction failed: no audio, a clip that cannot be decoded,
+    not extracted yet), or None when there are none: :func:`rows_record`'s record."""
+    errs = np.asarray(errors, dtype=object)
+    damaged = np.array([str(e).startswith(DAMAGE_MARK) for e in errs], dtype=bool)
+    rows = np.flatnonzero(~np.asarray(ok, dtype=bool) & ~damaged)
+    return rows_record(key, rows, item_ids) if rows.size else None
 
 
 def _nan_if_none(x: float | None) -> float:
