@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import run_cli
 
 CLIPS = 12  # 3 movies of 4 clips (leave-one-movie-out)
@@ -25,6 +27,7 @@ def _bench(store: Path, out: Path):
     return r, json.loads(newest.read_text())
 
 
+@pytest.mark.slow  # about 8 s: a demo, three extractions, three benchmarks
 def test_a_mended_clip_is_trained_on_and_not_resumed_from_the_run_without_it(tmp_path: Path) -> None:
     data, store, out = tmp_path / "data", tmp_path / "store", tmp_path / "res"
     r = run_cli("datasets", "make-demo", data, "--clips", CLIPS)
