@@ -8,6 +8,7 @@ bundle (:func:`train_bundle`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -363,7 +364,8 @@ def damaged_rows_of(group: DatasetGroup, feats: FeatureMatrix) -> list[dict[str,
     Empty for a store without damage. The array, count and ids hash go into
     the configuration fingerprint (:func:`config_fingerprint`): a run without
     those rows is never taken for a run with them."""
-    found = (damage_record(key, errors, group.item_ids) for key, errors in zip(feats.keys, feats.errors))
+    ids = functools.cache(group.item_ids)  # read once, and only where there is damage
+    found = (damage_record(key, errors, ids) for key, errors in zip(feats.keys, feats.errors))
     return [r for r in found if r is not None]
 
 
@@ -375,8 +377,8 @@ def failed_rows_of(group: DatasetGroup, feats: FeatureMatrix) -> list[dict[str, 
     fingerprint as the damaged ones do: after `extract --retry-failed`
     makes such rows valid, a benchmark trains again rather than resuming a
     run that was scored without them."""
-    found = (failed_record(key, ok, errors, group.item_ids)
-             for key, ok, errors in zip(feats.keys, feats.oks, feats.errors))
+    ids = functools.cache(group.item_ids)
+    found = (failed_record(key, ok, errors, ids) for key, ok, errors in zip(feats.keys, feats.oks, feats.errors))
     return [r for r in found if r is not None]
 
 
@@ -567,11 +569,12 @@ CONFIG_KEYS = ("model", "model_version", "dataset_config", "items_sha256", "feat
                "params", "settings")
 
 
-def skipped_key(doc: RunResult | dict[str, Any]) -> list[list[Any]]:
-    """What the fingerprint takes of a document's ``skipped_damaged``: per
-    array, ``[array, rows, ids_sha256]`` (sorted; ids_sha256 None in files
-    written before it was recorded). Empty for a run that left no row out."""
-    got = doc.get("skipped_damaged") or []
+def skipped_key(doc: RunResult | dict[str, Any], field: str = "skipped_damaged") -> list[list[Any]]:
+    """What the fingerprint takes of a document's ``skipped_damaged`` (or
+    ``failed_rows``): per array, ``[array, rows, ids_sha256]`` (sorted;
+    ids_sha256 None in files written before it was recorded). Empty for a
+    run that left no row out."""
+    got = doc.get(field) or []
     return sorted([str(d.get("array")), d.get("rows"), d.get("ids_sha256")] for d in got if isinstance(d, dict))
 
 
@@ -587,7 +590,7 @@ def config_fingerprint(doc: RunResult | dict[str, Any]) -> str:
     skipped = skipped_key(doc)
     if skipped:
         cfg["skipped_damaged"] = skipped
-    failed = sorted([str(x.get("array")), x.get("rows"), x.get("ids_sha256")] for x in doc.get("failed_rows") or [])
+    failed = skipped_key(doc, "failed_rows")
     if failed:
         cfg["failed_rows"] = failed
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]

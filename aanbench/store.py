@@ -126,11 +126,18 @@ def items_fingerprint(items: Sequence[Item]) -> str:
 DAMAGE_MARK = "checksum mismatch"
 
 
+def _damaged(errors: np.ndarray) -> np.ndarray:
+    """Which rows' errors say their stored bytes are damaged."""
+    return np.array([str(e).startswith(DAMAGE_MARK) for e in errors], dtype=bool)
+
+
 def rows_record(key: str, rows: np.ndarray, item_ids: Any) -> dict[str, Any]:
     """``{"array": key, "rows": count, "ids_sha256": the first 16 hex digits
     of SHA-256 over the rows' item ids (sorted, one per line), "items": the
     first 20 ids}`` of the row indices ``rows`` of one feature array;
-    ``item_ids``: a callable giving the group's item ids."""
+    ``item_ids``: a callable giving the group's item ids (callers pass one
+    that reads them once: :meth:`DatasetGroup.item_ids` reads and checks the
+    stored array on each call)."""
     ids = item_ids()
     names = [str(ids[i]) for i in rows]
     return {"array": str(key), "rows": int(len(rows)),
@@ -145,7 +152,7 @@ def damage_record(key: str, errors: Sequence[Any], item_ids: Any, ok: Any = None
     damaged files. ``item_ids``: a callable giving the group's item ids,
     called only when there is damage."""
     errs = np.asarray(errors, dtype=object)
-    bad = np.array([str(e).startswith(DAMAGE_MARK) for e in errs], dtype=bool)
+    bad = _damaged(errs)
     if ok is not None:
         bad &= ~np.asarray(ok, dtype=bool)
     rows = np.flatnonzero(bad)
@@ -159,9 +166,7 @@ def failed_record(key: str, ok: Any, errors: Sequence[Any], item_ids: Any) -> di
     """The rows of one feature array that are not valid for a reason other
     than damage (extraction failed: no audio, a clip that cannot be decoded,
     not extracted yet), or None when there are none: :func:`rows_record`'s record."""
-    errs = np.asarray(errors, dtype=object)
-    damaged = np.array([str(e).startswith(DAMAGE_MARK) for e in errs], dtype=bool)
-    rows = np.flatnonzero(~np.asarray(ok, dtype=bool) & ~damaged)
+    rows = np.flatnonzero(~np.asarray(ok, dtype=bool) & ~_damaged(np.asarray(errors, dtype=object)))
     return rows_record(key, rows, item_ids) if rows.size else None
 
 

@@ -120,12 +120,15 @@ def damaged_rows(group: Any, feature_names: Any, plugins: Any = None) -> list[di
     :func:`aanbench.store.damage_record`'s ``{"array", "rows", "ids_sha256",
     "items", "files"}`` (item ids, at most 20 named). Features the group does
     not hold are passed over (the run says so)."""
+    import functools
+
     from aanbench.store import damage_record
 
     if plugins is None:
         from aanbench.workflows._shared import plugins as get_plugins
 
         plugins = get_plugins()
+    ids = functools.cache(group.item_ids)  # read once, and only where there is damage
     out = []
     for name in dict.fromkeys(feature_names):
         installed = plugins.extractors.get(name)
@@ -133,7 +136,7 @@ def damaged_rows(group: Any, feature_names: Any, plugins: Any = None) -> list[di
             arr = group.resolve_feature(name, installed.version if installed else None)
         except AanbenchError:
             continue
-        record = damage_record(arr.key, arr.errors(), group.item_ids, ok=arr.ok())
+        record = damage_record(arr.key, arr.errors(), ids, ok=arr.ok())
         if record is not None:
             out.append(record)
     return out
