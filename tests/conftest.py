@@ -71,6 +71,21 @@ def shared_build(tmp_path_factory: pytest.TempPathFactory, name: str, build: Cal
     return folder
 
 
+def save_result(folder: Path, r: subprocess.CompletedProcess) -> None:
+    """Keep a command's exit code and output in ``folder`` (for a
+    :func:`shared_build` that other tests and workers read back with
+    :func:`saved_result`)."""
+    (folder / "stdout.txt").write_text(r.stdout)
+    (folder / "stderr.txt").write_text(r.stderr)
+    (folder / "returncode").write_text(str(r.returncode))
+
+
+def saved_result(folder: Path) -> dict:
+    """``{"returncode", "stdout", "stderr"}`` kept by :func:`save_result`."""
+    return {"returncode": int((folder / "returncode").read_text()),
+            "stdout": (folder / "stdout.txt").read_text(), "stderr": (folder / "stderr.txt").read_text()}
+
+
 #: pytest 9.2 ignores the node-id suffix by which xdist 3.8 applies these
 #: groups (pytest-xdist issue 1386), so pyproject.toml pins pytest below 9.2;
 #: tests/test_suite_groups.py fails if an upgrade breaks them again.

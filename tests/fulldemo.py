@@ -12,21 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_aanbench, shared_build
+from conftest import run_aanbench, save_result, saved_result, shared_build
 
 
 def _build(folder: Path) -> None:
     r = run_aanbench("demo", "--workdir", folder / "w", "--leaderboard", folder / "leaderboards" / "demo.md",
                      timeout=3600)
-    (folder / "stdout.txt").write_text(r.stdout)
-    (folder / "stderr.txt").write_text(r.stderr)
-    (folder / "returncode").write_text(str(r.returncode))
+    save_result(folder, r)
 
 
 @pytest.fixture(scope="session")
 def full_demo(tmp_path_factory) -> dict:
     """``{"work", "board", "returncode", "stdout", "stderr"}`` of the one full demo run."""
     folder = shared_build(tmp_path_factory, "full-demo", _build)
-    return {"work": folder / "w", "board": folder / "leaderboards" / "demo.md",
-            "returncode": int((folder / "returncode").read_text()),
-            "stdout": (folder / "stdout.txt").read_text(), "stderr": (folder / "stderr.txt").read_text()}
+    return {"work": folder / "w", "board": folder / "leaderboards" / "demo.md", **saved_result(folder)}

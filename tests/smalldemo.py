@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, shared_build
+from conftest import run_cli, save_result, saved_result, shared_build
 
 CLIPS = 36  # 3 movies of 12 clips (leave-one-movie-out by default; --protocol fixed: m01, m02 train, m03 test)
 
@@ -57,9 +57,7 @@ def _build_run(folder: Path, demo: dict) -> None:
     shutil.copytree(demo["store"], work / "store")
     r = run_cli("demo", "--workdir", work, "--leaderboard", folder / "leaderboards" / "demo.md", "--clips", CLIPS,
                 "-j", "2")
-    (folder / "stdout.txt").write_text(r.stdout)
-    (folder / "stderr.txt").write_text(r.stderr)
-    (folder / "returncode").write_text(str(r.returncode))
+    save_result(folder, r)
 
 
 def copy_run(run: dict, dest: Path) -> dict:
@@ -76,5 +74,4 @@ def small_demo_run(small_demo, tmp_path_factory) -> dict:
     Read it; a test that runs `demo` again works on :func:`copy_run`."""
     folder = shared_build(tmp_path_factory, "small-demo-run", lambda f: _build_run(f, small_demo))
     return {"folder": folder, "work": folder / "w", "board": folder / "leaderboards" / "demo.md",
-            "returncode": int((folder / "returncode").read_text()),
-            "stdout": (folder / "stdout.txt").read_text(), "stderr": (folder / "stderr.txt").read_text()}
+            **saved_result(folder)}

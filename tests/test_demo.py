@@ -67,9 +67,10 @@ def test_demo_leaderboard_meets_the_bar(full_demo) -> None:  # noqa: F811
 @pytest.mark.slow  # the fixture runs the benchmark of every demo experiment (about 1/5 of the full demo)
 @pytest.mark.xdist_group("small-demo-run")  # with the other tests of the one run (tests/test_demo_cli.py)
 def test_demo_reuses_what_it_finds_and_runs_every_demo_experiment(small_demo_run, small_demo) -> None:  # noqa: F811
-    work, lb, first = small_demo_run["work"], small_demo_run["board"], small_demo_run
-    assert first["returncode"] == 0, first["stdout"][-3000:] + first["stderr"][-3000:]
-    assert "0 chunks to compute" in first["stdout"]  # the copied store's features reused, not recomputed
+    run = small_demo_run
+    work, lb = run["work"], run["board"]
+    assert run["returncode"] == 0, run["stdout"][-3000:] + run["stderr"][-3000:]
+    assert "0 chunks to compute" in run["stdout"]  # the copied store's features reused, not recomputed
     movies = len(small_demo["movies"])
     _check_leave_one_movie_out(_metrics(work / "results"), CLIPS, movies)
     text = lb.read_text()
@@ -78,7 +79,7 @@ def test_demo_reuses_what_it_finds_and_runs_every_demo_experiment(small_demo_run
     assert "Ranked by MSE" in text and f"over {movies} movies" in text  # movies are the units (approximate: < 8)
     assert f"{CLIPS} from {movies} group(s) (movies)" in text and "Reported" not in text
     assert (lb.with_suffix(".png")).stat().st_size > 10_000
-    assert "Leaderboard: demo" in first["stdout"]
+    assert "Leaderboard: demo" in run["stdout"]
     assert sorted(p.name for p in (work / "curve").glob("*.curve.*")) == [
         "demo-test-movies.mp4.curve.csv", "demo-test-movies.mp4.curve.html", "demo-test-movies.mp4.curve.png"]
 
