@@ -9,6 +9,9 @@ process behind.
 
 The demo is tests/smalldemo.py's (36 real clips, 3 movies); the experiments
 are left-one-movie-out (3 folds x 2 targets) so that a run has several fits.
+Where a driver's own start and end are not the point, the runs go in this
+process to one instance the module starts (``cluster``); one run, the
+``--address`` driver and the Ctrl-C test are fresh processes.
 """
 
 from __future__ import annotations
@@ -67,6 +70,23 @@ def registry(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def cluster() -> str:
+    """One local Ray instance, started in this test process, for the tests
+    whose point is the numbers and not a driver's own start and end (a fresh
+    driver process starting its own instance pays Ray's start and its
+    workers' imports each time): ``run_cli`` calls join it (aanbench uses
+    the Ray this process already holds and leaves it running), fresh
+    processes join it by ``--address``. The "ridge" case of
+    test_run_on_ray_gives_the_local_results and the Ctrl-C test still start
+    their own instance in a fresh driver, as a user's command does."""
+    assert not ray.is_initialized()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 << 20)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
 def _same_results(got: dict, want: dict) -> None:
     """Two results documents of one experiment and seed hold the same numbers
     (fit times aside)."""
@@ -86,16 +106,20 @@ def _same_results(got: dict, want: dict) -> None:
     assert got["config_fingerprint"] == want["config_fingerprint"]
 
 
-@pytest.mark.parametrize("experiment, extra", [("quick-aan", []), ("quick-aan", ["--sequential"]),
-                                               ("ridge-logo", [])],
+@pytest.mark.parametrize("experiment, extra, own", [("quick-aan", [], False), ("quick-aan", ["--sequential"], False),
+                                                    ("ridge-logo", [], True)],
                          ids=["batched", "sequential", "ridge"])
 @pytest.mark.slow
-def test_run_on_ray_gives_the_local_results(small_demo, registry, tmp_path, experiment, extra):  # noqa: F811
+def test_run_on_ray_gives_the_local_results(small_demo, registry, request, tmp_path, experiment, extra,  # noqa: F811
+                                            own):
     common = [experiment, "demo", "--store", small_demo["store"], "--registry", registry, "--json", *extra]
     local = run_cli("run", *common, "--out", tmp_path / "local")
     assert local.returncode == 0, local.stderr[-3000:]
-    # a fresh process for each Ray driver: it must end (and Ray's processes with it) when the command does
-    on_ray = run_aanbench("run", *common, "--out", tmp_path / "ray", "--backend", "ray", "--workers", "2")
+    if own:  # a fresh driver that starts its own instance and must end it (and Ray's processes) when it ends
+        on_ray = run_aanbench("run", *common, "--out", tmp_path / "ray", "--backend", "ray", "--workers", "2")
+    else:  # in this process, on the module's instance (see `cluster`)
+        request.getfixturevalue("cluster")
+        on_ray = run_cli("run", *common, "--out", tmp_path / "ray", "--backend", "ray", "--workers", "2")
     assert on_ray.returncode == 0, on_ray.stderr[-3000:]
     want = json.loads(Path(json.loads(local.stdout)["results"]).read_text())
     got = json.loads(Path(json.loads(on_ray.stdout)["results"]).read_text())
@@ -106,33 +130,30 @@ def test_run_on_ray_gives_the_local_results(small_demo, registry, tmp_path, expe
 
 
 @pytest.mark.slow
-def test_run_joins_a_running_cluster_by_address_and_leaves_it_running(small_demo, registry, tmp_path):  # noqa: F811
+def test_run_joins_a_running_cluster_by_address_and_leaves_it_running(small_demo, registry, cluster,  # noqa: F811
+                                                                      tmp_path):
     """``--address``: the fits go to a cluster that is already running (here
-    one this test process starts, whose workers run this checkout's code),
-    which the command leaves running; the numbers are the local run's."""
+    the module's, which this test process holds and whose workers run this
+    checkout's code), which the command leaves running; the numbers are the
+    local run's."""
+    from ray._private.state import jobs  # the cluster's record of its drivers (Ray 2.60, pinned)
+
     common = ["quick-aan", "demo", "--store", small_demo["store"], "--registry", registry, "--json"]
     local = run_cli("run", *common, "--out", tmp_path / "local")
     assert local.returncode == 0, local.stderr[-3000:]
-    assert not ray.is_initialized()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 << 20)
-    try:
-        address = ray.get_runtime_context().gcs_address
-        # a fresh process: this driver must leave the cluster that this test process holds
-        joined = run_aanbench("run", *common, "--out", tmp_path / "ray", "--backend", "ray", "--address", address)
-        assert joined.returncode == 0, joined.stderr[-3000:]
+    before = {j["JobID"] for j in jobs()}
+    # a fresh process: this driver must leave the cluster that this test process holds
+    joined = run_aanbench("run", *common, "--out", tmp_path / "ray", "--backend", "ray", "--address", cluster)
+    assert joined.returncode == 0, joined.stderr[-3000:]
 
-        @ray.remote
-        def ping() -> int:
-            return 7
+    @ray.remote
+    def ping() -> int:
+        return 7
 
-        assert ray.get(ping.remote(), timeout=60) == 7  # the cluster still serves after the driver left
-        from ray._private.state import jobs  # the cluster's record of its drivers (Ray 2.60, pinned)
-
-        drivers = [j for j in jobs() if j.get("DriverPid") != os.getpid()]
-        assert len(drivers) == 1 and drivers[0]["IsDead"], drivers  # aanbench's driver joined, then left
-    finally:
-        ray.shutdown()
+    assert ray.get(ping.remote(), timeout=60) == 7  # the cluster still serves after the driver left
+    drivers = [j for j in jobs() if j["JobID"] not in before]
+    assert len(drivers) == 1 and drivers[0]["IsDead"], drivers  # aanbench's driver joined, then left
+    assert drivers[0].get("DriverPid") != os.getpid()
     want = json.loads(Path(json.loads(local.stdout)["results"]).read_text())
     got = json.loads(Path(json.loads(joined.stdout)["results"]).read_text())
     _same_results(got, want)
@@ -140,7 +161,7 @@ def test_run_joins_a_running_cluster_by_address_and_leaves_it_running(small_demo
 
 @pytest.mark.slow
 def test_benchmark_on_ray_writes_the_local_results_and_goes_on_after_failures(small_demo, registry,  # noqa: F811
-                                                                             tmp_path):
+                                                                             cluster, tmp_path):
     common = ["benchmark", "demo", "--store", small_demo["store"], "--registry", registry, "--seeds", "0,1",
               "--protocol", "leave-one-group-out"]
     # bad-param is refused when planned; bad-forest fails inside its fits (scikit-learn refuses a parameter):
@@ -151,9 +172,9 @@ def test_benchmark_on_ray_writes_the_local_results_and_goes_on_after_failures(sm
     local_out = re.sub(r"\s+", " ", local.stdout)
     assert re.search(r"failed bad-forest \(seed 1\): .*min_samples_leaf", local_out), local_out[-3000:]
     assert "6 runs, 0 resumed, 4 skipped or failed" in local_out
-    on_ray = run_aanbench(*common, "--experiments", "quick-aan,ridge,mean,bad-param,bad-forest",
-                          "--out", tmp_path / "ray", "--leaderboard", tmp_path / "lb-ray" / "demo.md",
-                          "--backend", "ray", "--workers", "2")
+    on_ray = run_cli(*common, "--experiments", "quick-aan,ridge,mean,bad-param,bad-forest",  # on the module's Ray
+                     "--out", tmp_path / "ray", "--leaderboard", tmp_path / "lb-ray" / "demo.md",
+                     "--backend", "ray", "--workers", "2")
     assert on_ray.returncode == 1, on_ray.stdout[-3000:] + on_ray.stderr[-3000:]
     out = re.sub(r"\s+", " ", on_ray.stdout)
     assert re.search(r"failed bad-param \(seed 0\): \S*registry.toml: experiments.bad-param: model 'ridge' has no "
