@@ -63,17 +63,27 @@ class CurveModel:
 def load_models(paths: Sequence[str | Path]) -> list[CurveModel]:
     """Load model files or named models (``aanbench models list``,
     :func:`aanbench.named_models.resolve_models`: an existing file wins over
-    a name); two models predicting the same target are refused. Whether the
+    a name); two models predicting the same target are refused, and so is
+    a model that cannot predict (:func:`aanbench.predict.check_bundle`: its
+    plugin is not installed, or a state does not fit). Whether the
     extractors' weight files are there is checked where they are needed
     (:func:`aanbench.workflows.curve`: only for features the store lacks)."""
     from aanbench.bundle import ModelBundle
     from aanbench.named_models import resolve_models
+    from aanbench.plugin_manager import get_plugins
+    from aanbench.predict import check_bundle
 
     if not paths:
         raise AanbenchError("curve needs a model (--model FILE or NAME; see `aanbench models list`)")
     out = []
+    plugins = get_plugins()
     for r in resolve_models(paths):
         payload = r.payload if isinstance(r.payload, ModelBundle) else ModelBundle.from_payload(r.payload, r.source)
+        try:  # one that cannot predict is refused now, not after the film's extraction
+            check_bundle(payload, plugins)
+        except AanbenchError as exc:
+            msg = str(exc)
+            raise AanbenchError(msg if msg.startswith(str(r.source)) else f"{r.source}: {msg}") from None
         out.append(CurveModel(payload, r.source))
     return out
 
@@ -96,6 +106,7 @@ class ModelHeader:
     experiment: str = "?"
     dataset: str = "?"
     targets: list[str] = field(default_factory=list)
+    model: str = "?"  # the model plugin's name
 
 
 class _Opaque:
@@ -151,6 +162,10 @@ def peek_model(path: str | Path) -> ModelHeader | None:
         return None
     if not isinstance(payload, dict):
         return None
+    from aanbench.bundle import BUNDLE_FORMAT, MODEL_FORMAT
+
+    if payload.get("format") not in (BUNDLE_FORMAT, MODEL_FORMAT) or not isinstance(payload.get("model"), str):
+        return None  # loaded before any work, which says what is wrong with it
 
     def names_of(v: Any) -> list[str] | None:
         return list(v) if isinstance(v, list) and all(isinstance(x, str) for x in v) else None
@@ -164,7 +179,7 @@ def peek_model(path: str | Path) -> ModelHeader | None:
     exp, ds = payload.get("experiment"), payload.get("dataset")
     return ModelHeader(_HeaderPayload(features, keys), str(path),
                        str(exp.get("name") or "?") if isinstance(exp, dict) else "?",
-                       str(ds.get("name") or "?") if isinstance(ds, dict) else "?", targets)
+                       str(ds.get("name") or "?") if isinstance(ds, dict) else "?", targets, payload["model"])
 
 
 class ModelsLoading:
@@ -174,7 +189,7 @@ class ModelsLoading:
     once the extraction is planned and the workers have their windows, so
     the two do not share this process's interpreter lock while planning);
     :meth:`result` starts it if need be, waits and returns the models (or
-    raises what loading raised)."""
+    raises what loading raised); :meth:`check` raises a loading error early."""
 
     def __init__(self, paths: Sequence[str | Path], headers: list[ModelHeader]) -> None:
         self.headers = headers
@@ -201,6 +216,15 @@ class ModelsLoading:
         except BaseException as exc:  # raised in the caller's thread by result()
             self._error = exc
 
+    def check(self) -> None:
+        """Raise what loading raised, if it has finished with an error (does
+        not wait): the curve workflow calls it after each extracted chunk, so
+        that a model file which fails to load stops the extraction early
+        (the chunks already saved stay in the store) rather than after the
+        whole film."""
+        if self._error is not None and self._thread is not None and not self._thread.is_alive():
+            raise self._error
+
     def result(self) -> list[CurveModel]:
         self.start()
         self._thread.join()
@@ -212,17 +236,21 @@ class ModelsLoading:
 
 def peek_models(paths: Sequence[str | Path]) -> list[ModelHeader] | None:
     """The headers (:func:`peek_model`) of ``paths`` when every one is a
-    model file whose header can be read without torch and no two predict the
-    same target, else ``None`` (load them with :func:`load_models`, which
+    model file whose header can be read without torch, names a known file
+    format and an installed model plugin, and no two predict the same
+    target, else ``None`` (load them with :func:`load_models`, which
     reports what is wrong before any work)."""
     if not paths:
         return None
+    from aanbench.plugin_manager import get_plugins  # loads no torch
+
+    installed = get_plugins().models
     headers = []
     for p in paths:
         if not Path(str(p)).expanduser().is_file():
             return None  # a named model: resolved by load_models
         h = peek_model(Path(str(p)).expanduser())
-        if h is None:
+        if h is None or h.model not in installed:
             return None
         h.path = str(p)
         headers.append(h)

@@ -106,6 +106,47 @@ class Predictions:
                 "columns": ["item_id", "start", "end", *self.targets, *self._extra_columns(), "reason"]}
 
 
+#: What restoring a model from a saved state, or running it, raises when the
+#: state does not fit its model or the features (the file is then named).
+STATE_ERRORS = (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError)
+
+
+def _state_misfit(bundle: ModelBundle, target: str, dims: list[int], exc: BaseException) -> AanbenchError:
+    from aanbench.bundle import invalid
+
+    return invalid(bundle.path or "model", f"target {target}: its state does not fit model {bundle.model!r} "
+                   f"on features of dims {list(dims)} ({type(exc).__name__}: "
+                   f"{(str(exc).splitlines() or [''])[0][:200]})")
+
+
+def check_bundle(bundle: ModelBundle, plugins: Plugins) -> None:
+    """Refuse, before any work, a model file that reads well but cannot
+    predict: its model plugin is not installed, or a target's state (or
+    standardiser) does not fit the model on the features the file records
+    (``dims``). Each target's model is restored and predicts one sample of
+    zeros of those dims, as :func:`predict_group` feeds it; a file that
+    records no dims, or a model that reads no features, is checked by its
+    restore only."""
+    spec_model = plugins.model(bundle.model)
+    if spec_model.restore is None:
+        raise AanbenchError(f"model plugin {spec_model.name!r} cannot restore saved models")
+    dims = [int(d) for d in (bundle.dims or [])]
+    probe = bool(bundle.features) and len(dims) == len(bundle.features)
+    shape = (1, bundle.samples.length) if bundle.sequences else (1,)
+    for target, t in bundle.targets.items():
+        try:
+            model = spec_model.restore(t.state)
+            if probe:
+                scaler = t.scaler(dims)
+                x = [np.broadcast_to((np.zeros(d, np.float32) - m) / sd, (*shape, d)).astype(np.float32)
+                     for d, m, sd in zip(dims, scaler.mean, scaler.std)]
+                out = np.asarray(model.predict(x), dtype=np.float32).reshape(-1)
+                if out.size != 1:
+                    raise ValueError(f"{out.size} predictions for one sample")
+        except STATE_ERRORS as exc:
+            raise _state_misfit(bundle, target, dims, exc) from None
+
+
 def predict_group(bundle: ModelBundle, group: DatasetGroup, plugins: Plugins, *,
                   with_labels: bool = False) -> Predictions:
     """Predict every sample of ``group`` with ``bundle`` (as :func:`aanbench.modelfile.load_any`
@@ -141,12 +182,8 @@ def predict_group(bundle: ModelBundle, group: DatasetGroup, plugins: Plugins, *,
             model = spec_model.restore(t.state)
             # converted published checkpoints have no standardiser: they take raw features
             out[idx] = predict_samples(model, t.scaler(list(feats.dims)), samples, feats.values, idx, bundle.sequences)
-        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as exc:
-            from aanbench.bundle import invalid
-
-            raise invalid(bundle.path or "model", f"target {target}: its state does not fit model {bundle.model!r} "
-                          f"on features of dims {list(feats.dims)} ({type(exc).__name__}: "
-                          f"{(str(exc).splitlines() or [''])[0][:200]})") from None
+        except STATE_ERRORS as exc:
+            raise _state_misfit(bundle, target, list(feats.dims), exc) from None
         values[target] = out
     ids = group.item_ids()
     reasons = [""] * len(samples)

@@ -433,6 +433,67 @@ def test_configuration_errors_exit_2(demo, tmp_path):
     assert r.returncode == 2 and "same name" in r.stderr
 
 
+def _damaged_copies(bundle: Path, folder: Path) -> dict[str, Path]:
+    """Copies of a ridge bundle whose header still reads well (what `curve`
+    plans the extraction from): one for a newer file format, one naming a
+    model plugin that is not installed, one whose valence weights lack five
+    values, one whose arousal standardiser lacks one feature."""
+    import torch
+
+    good = torch.load(bundle, weights_only=True)
+    out = {}
+
+    def save(name: str, payload: dict) -> None:
+        out[name] = folder / f"{name}.pt"
+        torch.save(payload, out[name])
+
+    save("future", {**good, "format": "aanbench.bundle/9"})
+    save("no-plugin", {**good, "model": "no-such-model"})
+    short = {t: dict(v) for t, v in good["targets"].items()}
+    short["valence"]["state"] = {**short["valence"]["state"], "w": short["valence"]["state"]["w"][:-5]}
+    save("short-weights", {**good, "targets": short})
+    scaler = {t: dict(v) for t, v in good["targets"].items()}
+    sd = scaler["arousal"]["standardize"]
+    scaler["arousal"]["standardize"] = {"mean": [m[:-1] for m in sd["mean"]], "std": sd["std"]}
+    save("short-scaler", {**good, "targets": scaler})
+    return out
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_model_that_cannot_predict_is_refused_naming_the_file(demo, tmp_path, workers):
+    """A model file whose header reads well but which cannot predict is
+    refused with exit 2, naming the file and the problem: before any
+    extraction where it is loaded first (one worker; a file format or model
+    plugin this aanbench does not know, with any number), else at the
+    latest once the film's windows are extracted (they stay in the store)."""
+    bad = _damaged_copies(demo["bundle"], tmp_path)
+    expected = {"future": "model file format aanbench.bundle/9 is not one this aanbench reads",
+                "no-plugin": "unknown model 'no-such-model'",
+                "short-weights": "target valence: its state does not fit model 'ridge' on features of dims",
+                "short-scaler": "targets.arousal.standardize.mean[0] has shape [133], expected [134]"}
+    for name, path in bad.items():
+        store = tmp_path / f"store-{name}"
+        r = run_cli("curve", demo["film"], "--model", path, "--out", tmp_path / f"out-{name}", "--store", store,
+                    "--workers", workers)
+        msg = " ".join(r.stderr.split())
+        assert r.returncode == 2, (name, r.stdout[-2000:], r.stderr[-2000:])
+        assert f"error: {path}: " in msg and expected[name] in msg, (name, msg)
+        assert not (tmp_path / f"out-{name}").exists() or not list((tmp_path / f"out-{name}").iterdir())
+        if workers == "1" or name in ("future", "no-plugin"):
+            assert not store.exists(), (name, "extracted before the model was refused")
+
+
+def test_check_bundle_passes_the_models_that_predict(demo):
+    from aanbench.bundle import ModelBundle
+    from aanbench.modelfile import load_any
+    from aanbench.plugin_manager import get_plugins
+    from aanbench.predict import check_bundle
+
+    bundle = load_any(demo["bundle"])
+    assert isinstance(bundle, ModelBundle) and bundle.dims
+    check_bundle(bundle, get_plugins())  # raises on a model that cannot predict
+
+
 def test_single_target_model_files_from_run_save_models(demo, tmp_path):
     models = tmp_path / "models"
     r = run_cli("run", "curve-ridge", "demo", "--store", demo["work"] / "store", "--out", tmp_path / "res",

@@ -218,11 +218,16 @@ def test_peek_model_reads_the_header_without_torch_or_running_the_file(small, tm
 
     evil = tmp_path / "evil.pt"
     with zipfile.ZipFile(evil, "w") as z:
-        z.writestr("evil/data.pkl", pickle.dumps({"features": ["logmel"], "targets": {"valence": {"state": Evil()}},
+        z.writestr("evil/data.pkl", pickle.dumps({"format": "aanbench.bundle/1", "model": "ridge",
+                                                 "features": ["logmel"], "targets": {"valence": {"state": Evil()}},
                                                  "x": Evil()}, protocol=2))
     h = peek_model(evil)
     assert not marker.exists()  # the pickle's os.system was never looked up nor called
-    assert h is not None and h.payload.features == ["logmel"] and h.targets == ["valence"]
+    assert h is not None and h.payload.features == ["logmel"] and h.targets == ["valence"] and h.model == "ridge"
+    with zipfile.ZipFile(tmp_path / "future.pt", "w") as z:  # a format this aanbench does not read
+        z.writestr("future/data.pkl", pickle.dumps({"format": "aanbench.bundle/9", "model": "ridge",
+                                                   "features": ["logmel"], "targets": {"valence": {}}}, protocol=2))
+    assert peek_model(tmp_path / "future.pt") is None  # left to the real loader, which says so before any work
     (tmp_path / "text.pt").write_text("not a zip")
     assert peek_model(tmp_path / "text.pt") is None
     with zipfile.ZipFile(tmp_path / "odd.pt", "w") as z:

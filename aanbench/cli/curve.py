@@ -38,7 +38,9 @@ def curve_cmd(
     relative path, beside its curves). A folder means every media file in it.
     Exit 1 when some windows failed or some file of a batch is not media (listed
     with their reason), 2 on configuration errors (a single file that is not
-    media, missing weight files: each named).
+    media, missing weight files, a model file that cannot predict: each named;
+    a model file is checked before the extraction, or, while extraction workers
+    already run, as soon as a chunk of windows is done once it has loaded).
 
     \b
     Example:

@@ -455,7 +455,9 @@ def film_curve(
     (``models`` are then their headers, :func:`aanbench.curve.peek_model`):
     the features are extracted meanwhile, then the loaded models are
     checked against the store (anything the headers missed is extracted)
-    and predict."""
+    and predict. A model that fails to load stops the extraction at the
+    next finished chunk (the chunks saved stay in the store) with its
+    error."""
     import time
 
     from aanbench.extraction import extract_dataset
@@ -501,9 +503,15 @@ def film_curve(
             if on_planned is not None:
                 on_planned(plan, skipped, backend)
 
+        def progress(unit: Any) -> None:
+            if loading is not None:  # a model file that failed to load stops the extraction now
+                loading.check()
+            if on_progress is not None:
+                on_progress(unit)
+
         try:
             extract_dataset(ds, film, Path(store), todo, workers=workers, chunk_rows=rows, batch_size=batch_size,
-                            device=device, weights_dir=weights_dir, on_planned=planned, on_progress=on_progress,
+                            device=device, weights_dir=weights_dir, on_planned=planned, on_progress=progress,
                             backend_options={"pool": pool} if pool is not None and workers > 1 else None)
         finally:
             for thread in warm:
