@@ -13,6 +13,8 @@ re-exported here for callers of the driver.
 
 from __future__ import annotations
 
+import math
+
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -173,6 +175,18 @@ def run_plan(plan: Plan, backend: Backend, on_progress: Callable[[UnitResult], N
     return rep
 
 
+def default_chunk_rows(n_items: int, workers: int | None) -> int:
+    """Items per chunk when none is asked for: ``DEFAULT_CHUNK_ROWS`` (32),
+    or, with several workers, fewer where that would leave some without a chunk (a chunk is the
+    unit of work: 9 films with 2 workers make chunks of 5, not one chunk of
+    9 that one worker extracts while the other waits)."""
+    from aanbench.store import DEFAULT_CHUNK_ROWS
+
+    if not workers or int(workers) <= 1:
+        return DEFAULT_CHUNK_ROWS
+    return max(1, min(DEFAULT_CHUNK_ROWS, math.ceil(max(1, int(n_items)) / int(workers))))
+
+
 @contextmanager
 def _no_guard() -> Iterator[None]:
     yield
@@ -237,7 +251,7 @@ def extract_dataset(
     *,
     backend: str = "local",
     workers: int = 1,
-    chunk_rows: int = 32,
+    chunk_rows: int | None = None,
     batch_size: int = 8,
     device: str = "cpu",
     weights_dir: Path | None = None,
@@ -252,6 +266,8 @@ def extract_dataset(
     present. Resumes: chunks already done are not recomputed.
     ``on_planned(plan, skipped_extractors, backend_name)`` is called once the
     work is known, ``on_progress(unit_result)`` once per finished chunk.
+    ``chunk_rows``: items per chunk when the store group is created (fixed
+    after); ``None``: :func:`default_chunk_rows`.
 
     Ctrl-C (SIGINT) stops the run at the next item: the chunk in flight is
     discarded and :class:`ExtractionInterrupted` says how many chunks this
@@ -271,7 +287,7 @@ def extract_dataset(
 
 
 def _extract_dataset(dataset: Any, root: Path, store_path: Path, extractors: Sequence[str] | None, be: Any, *,
-                     chunk_rows: int, batch_size: int, device: str, weights_dir: Path | None,
+                     chunk_rows: int | None, batch_size: int, device: str, weights_dir: Path | None,
                      retry_failed: bool, on_planned: Callable[[Plan, list[str], str], None] | None,
                      on_progress: Callable[[UnitResult], None] | None) -> ExtractionOutcome:
     from aanbench.plugin_manager import get_plugins
@@ -280,6 +296,8 @@ def _extract_dataset(dataset: Any, root: Path, store_path: Path, extractors: Seq
     folder = wdir(weights_dir)
     exs, paths, skipped = select_extractors(extractors, folder)
     items = dataset.items(Path(root))
+    if chunk_rows is None:
+        chunk_rows = default_chunk_rows(len(items), getattr(be, "workers", None))
     prepare = getattr(be, "prepare", None)
     if prepare is not None:  # Ray: start the cluster and load the workers while the driver plans
         prepare(exs, weights_dir=str(folder), device=device, batch_size=batch_size,

@@ -199,6 +199,37 @@ def test_parallel_local_workers_give_the_same_store(tmp_path: Path, cli) -> None
                                       FeatureStore(two, mode="r").open_group("files").feature(key).read())
 
 
+def test_default_chunks_give_every_worker_work_and_a_store_keeps_its_chunking(tmp_path: Path) -> None:
+    """Without --chunk-rows a chunk holds 32 items, or fewer so that each
+    worker gets one (5 films and 2 workers: chunks of 3, not one chunk that
+    one worker extracts while the other waits); a group keeps the chunking
+    it was created with, whatever a later run's workers; --chunk-rows wins."""
+    from aanbench.extraction import default_chunk_rows
+
+    assert [default_chunk_rows(n, w) for n, w in [(5, 2), (5, 1), (100, 2), (64, 2), (65, 4), (0, 3), (7, None)]] \
+        == [3, 32, 32, 32, 17, 1, 32]
+    media = tmp_path / "media"
+    for i in range(5):
+        make_clip(media / f"c{i}.mp4", level=40 * i, seconds=1.0)
+
+    def extract(store: Path, *extra: str):
+        r = run_cli("extract", "files", "--root", media, "--store", store, "-e", "logmel", *extra)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return " ".join(r.stdout.split()), FeatureStore(store, mode="r").open_group("files")
+
+    out, g = extract(tmp_path / "two", "-j", "2")
+    assert "files: 5 items, 2 chunks of 3;" in out and (g.chunk_rows, g.n_chunks) == (3, 2)
+    out, g = extract(tmp_path / "two", "-j", "1")  # resumed: the chunking is the group's
+    assert "2 chunks of 3; extractors logmel; 0 chunks to compute" in out and g.chunk_rows == 3
+    out, g = extract(tmp_path / "one", "-j", "1")
+    assert (g.chunk_rows, g.n_chunks) == (32, 1)
+    out, g = extract(tmp_path / "asked", "-j", "2", "--chunk-rows", "1")
+    assert (g.chunk_rows, g.n_chunks) == (1, 5)
+    for store in ("one", "asked"):
+        np.testing.assert_array_equal(FeatureStore(tmp_path / store, mode="r").open_group("files").feature("logmel@1").read(),
+                                      FeatureStore(tmp_path / "two", mode="r").open_group("files").feature("logmel@1").read())
+
+
 def test_missing_weights_stop_before_any_work(tmp_path: Path, cli) -> None:
     media = tmp_path / "media"
     make_clip(media / "a.mp4")

@@ -73,7 +73,7 @@ def extract_cmd(
                                              help="Comma-separated extractor names. Default: every installed extractor whose weights are present."),
     backend: str = typer.Option("local", "--backend", help="Where work runs: local (this machine) or ray."),
     workers: int = typer.Option(1, "--workers", "-j", help="Parallel workers (processes or Ray actors)."),
-    chunk_rows: int = typer.Option(32, "--chunk-rows", help="Items per chunk, the unit of work and of resume (fixed when a store group is created)."),
+    chunk_rows: Optional[int] = typer.Option(None, "--chunk-rows", help="Items per chunk, the unit of work and of resume (fixed when a store group is created). Default: 32, or, with several workers, fewer so that every worker gets a chunk (items / workers, rounded up)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Items per extractor batch."),
     device: str = typer.Option("cpu", "--device", help="Torch device for neural extractors: cpu, cuda, cuda:1 ..."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Folder of pretrained weight files (default $AANBENCH_WEIGHTS or ~/.cache/aanbench/weights)."),

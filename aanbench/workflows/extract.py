@@ -18,7 +18,7 @@ def extract(
     options: Sequence[str] | Mapping[str, Any] | None = None,
     backend: str = "local",
     workers: int = 1,
-    chunk_rows: int = 32,
+    chunk_rows: int | None = None,
     batch_size: int = 8,
     device: str = "cpu",
     weights_dir: str | Path | None = None,
