@@ -177,8 +177,46 @@ def media_duration(container) -> float:
     return best
 
 
+def declared_end(stream) -> float | None:
+    """Where the container says ``stream`` ends, in seconds from the file's
+    start: its start time plus its duration (MP4 and most containers), or
+    Matroska/WebM's per-stream ``DURATION`` tag; ``None`` when it says
+    nothing. A file cut short keeps the end its header declared, so this
+    never hides a truncation."""
+    tb = stream.time_base
+    if stream.duration is not None and tb is not None:
+        return float(((stream.start_time or 0) + stream.duration) * tb)
+    tag = (stream.metadata or {}).get("DURATION")
+    if isinstance(tag, str):
+        try:
+            h, m, sec = tag.strip().split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            return None
+    return None
+
+
+def _whole_file_ends(container, start: float, end: float) -> dict[str, float]:
+    """For an item that is the whole file: the streams that the container
+    declares to end before the file does (by more than PAD_TOLERANCE_S, as
+    a film's audio often outlasts its video), each with its own end, so
+    that each is read to where it ends rather than failed as truncated.
+    Every other stream is read to the file's end, as before (their rows are
+    unchanged: only items that failed now succeed, hence no new
+    DECODER_VERSION)."""
+    ends = {}
+    for kind, streams in (("video", container.streams.video), ("audio", container.streams.audio)):
+        if streams:
+            d = declared_end(streams[0])
+            if d is not None and start < d < end - PAD_TOLERANCE_S:
+                ends[kind] = d
+    return ends
+
+
 def decode_media(item: Item, requests: Sequence[MediaRequest]) -> Media:
-    """Decode ``item``'s window once for all ``requests``."""
+    """Decode ``item``'s window once for all ``requests`` (an item without an
+    end is the whole file: each stream to its declared end, see
+    :func:`_whole_file_ends`)."""
     container = _open(item.path)
     try:
         duration = media_duration(container)
@@ -191,6 +229,7 @@ def decode_media(item: Item, requests: Sequence[MediaRequest]) -> Media:
         if end <= start:
             raise ItemError(f"empty window [{start:.2f}, {end:.2f}) s (file lasts {duration:.2f} s): {item.path}")
         media = Media(item=item, duration=end - start)
+        own = _whole_file_ends(container, start, end) if item.end is None else {}
 
         video_reqs = {r.video_key(): r for r in requests if r.wants_video}
         audio_rates = sorted({r.audio_rate for r in requests if r.wants_audio})  # type: ignore[type-var]
@@ -198,11 +237,11 @@ def decode_media(item: Item, requests: Sequence[MediaRequest]) -> Media:
             if video_reqs:
                 if not container.streams.video:
                     raise ItemError(f"no video stream: {item.path}")
-                _decode_video(container, media, list(video_reqs.values()), start, end)
+                _decode_video(container, media, list(video_reqs.values()), start, own.get("video", end))
             for rate in audio_rates:
                 if not container.streams.audio:
                     raise ItemError(f"no audio stream: {item.path}")
-                media.audio[rate] = _decode_audio(container, rate, start, end, item.path)
+                media.audio[rate] = _decode_audio(container, rate, start, own.get("audio", end), item.path)
         except ItemError:
             raise
         except Exception as exc:

@@ -123,6 +123,30 @@ def test_stream_ending_early_padded_only_within_tolerance(tmp_path: Path, short:
     decode_media(Item("bad", bad_clip, 1.0, 4.0), [req])
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+@pytest.mark.parametrize("short", ["audio", "video"])
+def test_whole_file_reads_each_stream_to_the_end_its_container_declares(tmp_path: Path, short: str,
+                                                                      suffix: str) -> None:
+    """A whole file (an item without a window, as the `files` dataset makes)
+    whose one stream ends 0.8 s before the other, as a film's audio often
+    outlasts its video: each stream is read to the end the container
+    declares for it (MP4: the stream's duration; Matroska: its DURATION
+    tag), not refused as truncated; the longer stream is read whole."""
+    video_s, audio_s = (5.0, 4.2) if short == "audio" else (4.2, 5.0)
+    clip = _clip(tmp_path / f"film{suffix}", video_s=video_s, audio_s=audio_s)
+    req = MediaRequest(fps=FPS, audio_rate=RATE)
+    media = decode_media(Item("film", clip), [req])
+    a, frames = media.audio[RATE], media.frames_for(req)
+    assert abs(a.size / RATE - audio_s) < 0.05 and abs(frames.shape[0] / FPS - video_s) < 0.15, (a.size, frames.shape)
+    # the same as a window over each stream alone
+    np.testing.assert_array_equal(frames, decode_media(Item("v", clip, 0.0, video_s), [MediaRequest(fps=FPS)])
+                                  .frames_for(MediaRequest(fps=FPS))[: frames.shape[0]])
+    np.testing.assert_array_equal(a[: int(4.0 * RATE)], decode_media(Item("a", clip, 0.0, 4.0), [AUDIO]).audio[RATE])
+    # a window of the file (a dataset's segment) still needs every stream to its end
+    with pytest.raises(ItemError, match=r"^media ends at 4\.\d\d s of a 5\.00 s window"):
+        decode_media(Item("segment", clip, 0.0, 5.0), [req])
+
+
 def test_window_message_gives_the_position_in_the_window(tmp_path: Path) -> None:
     clip = _clip(tmp_path / "c.mp4", video_s=6.0, audio_s=3.6)
     with pytest.raises(ItemError, match=r"^media ends at 1\.6\d s of a 2\.00 s window from 2\.00 s \(truncated\?\)"):
