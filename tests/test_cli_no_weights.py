@@ -206,8 +206,25 @@ def test_predict_warns_for_a_demo_model_and_writes_labels_and_split(small_demo, 
     r = invoke("predict", bundle, "--store", small_demo["store"], "--dataset", "demo", "--out", csv_path,
                "--with-labels")
     assert r.exit_code == 0, r.output
-    assert DEMO_WARNING in " ".join(r.output.split())
+    output = " ".join(r.output.split())
+    assert DEMO_WARNING in output
     rows = read_csv(csv_path)
+    for t in ("valence", "arousal"):  # predictions outside the training labels' range (-1 to 1) are counted
+        values = [float(row[t]) for row in rows]
+        n_out = sum(abs(v) > 1 for v in values)
+        said = f"{n_out} of {len(values)} {t} predictions lie outside the training labels' range"
+        assert (said in output) == (n_out > 0), (t, n_out, output[-2000:])
+    from types import SimpleNamespace
+
+    from aanbench.modelfile import load_any
+    from aanbench.plugin_manager import get_plugins
+    from aanbench.workflows.predict import range_warnings
+
+    fake = SimpleNamespace(targets=["valence", "arousal"],
+                           values={"valence": np.array([0.5, 3.0, np.nan, -1.0]), "arousal": np.array([0.1, -0.2])})
+    assert range_warnings(load_any(bundle), fake, get_plugins()) == [
+        "1 of 3 valence predictions lie outside the training labels' range (valence: training labels -1 to 1 "
+        "(demo dataset plugin)): the model is extrapolating"]
     assert list(rows[0]) == ["item_id", "start", "end", "valence", "arousal", "valence_label", "arousal_label",
                              "split", "group", "reason"]
     labels = {r["clip_id"]: r for r in read_csv(small_demo["data"] / "labels.csv")}

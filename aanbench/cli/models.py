@@ -37,7 +37,9 @@ def predict_cmd(
     it was trained with: one CSV row per sample, item_id,start,end (seconds; empty =
     the file's beginning/end), one column per target, and a reason for samples left
     out (a row without valid features: empty prediction). Exit 1 when any was left out.
-    A model trained on the generated demo gets a warning, as in `curve`.
+    A model trained on the generated demo gets a warning, as in `curve`, and so
+    does each target with predictions outside its training labels' range (the
+    model is extrapolating).
 
     \b
     Examples:

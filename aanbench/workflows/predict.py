@@ -48,7 +48,8 @@ def predict(model: str | Path, store: str | Path, dataset: str, out: str | Path,
     ``<target>_label``, ``split`` and ``group`` where the store holds them,
     so the CSV can be scored). Samples without valid features get an empty
     prediction and a reason. A model trained on the demo dataset gets a
-    warning (``warnings``)."""
+    warning (``warnings``), and so does each target with predictions outside
+    the range of its training labels (:func:`range_warnings`)."""
     from aanbench.named_models import resolve_model
     from aanbench.predict import predict_group
     from aanbench.store import FeatureStore
@@ -58,8 +59,27 @@ def predict(model: str | Path, store: str | Path, dataset: str, out: str | Path,
     seg = segmentation or (plugins.datasets[dataset].segmentation if dataset in plugins.datasets else "default")
     group = FeatureStore(Path(store), mode="r").open_group(dataset, seg)
     preds = predict_group(resolved.payload, group, plugins, with_labels=with_labels)
-    return PredictionsWritten(preds, preds.write_csv(out), resolved.source,
-                              model_warnings(resolved.payload, resolved.source))
+    warnings = model_warnings(resolved.payload, resolved.source) + range_warnings(resolved.payload, preds, plugins)
+    return PredictionsWritten(preds, preds.write_csv(out), resolved.source, warnings)
+
+
+def range_warnings(payload: Any, preds: Any, plugins: Any) -> list[str]:
+    """One warning per target with predictions outside the range of the
+    labels the model was trained on (as ``curve`` marks them:
+    :func:`aanbench.curve.label_scale`): the model is extrapolating."""
+    import numpy as np
+
+    from aanbench.curve import CurveModel, label_scale
+
+    scale = label_scale([CurveModel(payload)], plugins)
+    out = []
+    for t in preds.targets:
+        values = np.asarray(preds.values[t], dtype=np.float64)
+        n_out, n = int(scale.outside(t, values).sum()), int(np.isfinite(values).sum())
+        if n_out:
+            out.append(f"{n_out} of {n} {t} predictions lie outside the training labels' range "
+                       f"({scale.describe(t)}): the model is extrapolating")
+    return out
 
 
 def model_info(file: str | Path) -> dict[str, Any]:
