@@ -222,7 +222,7 @@ class ModelsLoading:
         that a model file which fails to load stops the extraction early
         (the chunks already saved stay in the store) rather than after the
         whole film."""
-        if self._error is not None and self._thread is not None and not self._thread.is_alive():
+        if self._error is not None:
             raise self._error
 
     def result(self) -> list[CurveModel]:
@@ -294,6 +294,12 @@ class CurveScale:
         lo, hi = self.ranges[target]
         with np.errstate(invalid="ignore"):
             return np.isfinite(v) & ((v < lo) | (v > hi))
+
+    def extrapolating(self, target: str, n_out: int, n: int, noun: str = "values") -> str:
+        """The warning for ``n_out`` of ``n`` ``noun`` of ``target`` outside
+        the training labels' range (``curve`` and ``predict`` say it alike)."""
+        return (f"{n_out} of {n} {target} {noun} lie outside the training labels' range "
+                f"({self.describe(target)}): the model is extrapolating")
 
     def describe(self, target: str) -> str:
         """``valence: training labels -1 to 1 (units; from <dataset>)``, or why unknown."""

@@ -14,7 +14,6 @@ re-exported here for callers of the driver.
 from __future__ import annotations
 
 import math
-
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -177,9 +176,9 @@ def run_plan(plan: Plan, backend: Backend, on_progress: Callable[[UnitResult], N
 
 def default_chunk_rows(n_items: int, workers: int | None) -> int:
     """Items per chunk when none is asked for: ``DEFAULT_CHUNK_ROWS`` (32),
-    or, with several workers, fewer where that would leave some without a chunk (a chunk is the
-    unit of work: 9 films with 2 workers make chunks of 5, not one chunk of
-    9 that one worker extracts while the other waits)."""
+    or, with several workers, fewer where that would leave some without a
+    chunk (a chunk is the unit of work: 9 films with 2 workers make chunks
+    of 5, not one chunk of 9 that one worker extracts while the other waits)."""
     from aanbench.store import DEFAULT_CHUNK_ROWS
 
     if not workers or int(workers) <= 1:

@@ -119,6 +119,14 @@ def _state_misfit(bundle: ModelBundle, target: str, dims: list[int], exc: BaseEx
                    f"{(str(exc).splitlines() or [''])[0][:200]})")
 
 
+def _restorer(bundle: ModelBundle, plugins: Plugins) -> Any:
+    """The model plugin that restores ``bundle``'s targets (an unknown name is refused)."""
+    spec_model = plugins.model(bundle.model)
+    if spec_model.restore is None:
+        raise AanbenchError(f"model plugin {spec_model.name!r} cannot restore saved models")
+    return spec_model
+
+
 def check_bundle(bundle: ModelBundle, plugins: Plugins) -> None:
     """Refuse, before any work, a model file that reads well but cannot
     predict: its model plugin is not installed, or a target's state (or
@@ -127,19 +135,17 @@ def check_bundle(bundle: ModelBundle, plugins: Plugins) -> None:
     zeros of those dims, as :func:`predict_group` feeds it; a file that
     records no dims, or a model that reads no features, is checked by its
     restore only."""
-    spec_model = plugins.model(bundle.model)
-    if spec_model.restore is None:
-        raise AanbenchError(f"model plugin {spec_model.name!r} cannot restore saved models")
+    spec_model = _restorer(bundle, plugins)
     dims = [int(d) for d in (bundle.dims or [])]
     probe = bool(bundle.features) and len(dims) == len(bundle.features)
-    shape = (1, bundle.samples.length) if bundle.sequences else (1,)
+    length = bundle.samples.length if bundle.sequences else None
     for target, t in bundle.targets.items():
         try:
             model = spec_model.restore(t.state)
             if probe:
-                scaler = t.scaler(dims)
-                x = [np.broadcast_to((np.zeros(d, np.float32) - m) / sd, (*shape, d)).astype(np.float32)
-                     for d, m, sd in zip(dims, scaler.mean, scaler.std)]
+                x = t.scaler(dims).apply([np.zeros((1, d), np.float32) for d in dims])
+                if length is not None:  # one window of `length` rows
+                    x = [np.repeat(v[:, None, :], length, axis=1) for v in x]
                 out = np.asarray(model.predict(x), dtype=np.float32).reshape(-1)
                 if out.size != 1:
                     raise ValueError(f"{out.size} predictions for one sample")
@@ -156,9 +162,7 @@ def predict_group(bundle: ModelBundle, group: DatasetGroup, plugins: Plugins, *,
     that the predictions can be scored directly."""
     if not isinstance(bundle, ModelBundle):
         bundle = ModelBundle.from_payload(bundle)
-    spec_model = plugins.model(bundle.model)
-    if spec_model.restore is None:
-        raise AanbenchError(f"model plugin {spec_model.name!r} cannot restore saved models")
+    spec_model = _restorer(bundle, plugins)
     sample_spec = bundle.samples
     trained_keys = list(bundle.feature_keys)
     if bundle.features:

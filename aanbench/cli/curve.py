@@ -103,8 +103,7 @@ def _curve(films: list[Path], model: list[str], window: float, hop: Optional[flo
         for t in res.targets:
             n_out = int(res.outside(t).sum())
             if n_out:
-                console.print(f"[yellow]warning:[/] {n_out} of {len(res.reasons)} {t} values lie outside the "
-                              f"training labels' range ({res.scale.describe(t)}): the model is extrapolating "
+                console.print(f"[yellow]warning:[/] {res.scale.extrapolating(t, n_out, len(res.reasons))} "
                               f"(outside_range column)", highlight=False, soft_wrap=True)
         if failed:
             console.print(f"[red]{len(failed)} windows failed[/] (start-end s: reason):")

@@ -77,8 +77,7 @@ def range_warnings(payload: Any, preds: Any, plugins: Any) -> list[str]:
         values = np.asarray(preds.values[t], dtype=np.float64)
         n_out, n = int(scale.outside(t, values).sum()), int(np.isfinite(values).sum())
         if n_out:
-            out.append(f"{n_out} of {n} {t} predictions lie outside the training labels' range "
-                       f"({scale.describe(t)}): the model is extrapolating")
+            out.append(scale.extrapolating(t, n_out, n, "predictions"))
     return out
 
 
