@@ -55,7 +55,8 @@ PAD_TOLERANCE_S = 0.25
 # Revision of what this module returns for the same file; part of every
 # array's provenance ("libraries"), so a store is never filled by two.
 # 2: channel mean instead of libswresample's downmix; truncation limits.
-DECODER_VERSION = "2"
+# 3: frames turned upright by the stream's display matrix (phone footage).
+DECODER_VERSION = "3"
 LFE_CHANNELS = frozenset({"LFE", "LFE2", "LFE3"})
 
 
@@ -261,21 +262,71 @@ def _target_size(w: int, h: int, short_side: int | None) -> tuple[int, int]:
     return max(1, int(short_side * w / h)), short_side
 
 
-def _resized_rgb(frame, size: tuple[int, int]) -> np.ndarray:
-    """``uint8 (H, W, 3)`` RGB of ``frame`` at ``size`` (width, height).
+def display_transform(frame) -> tuple[bool, bool, bool]:
+    """How a player turns ``frame`` to show it, from the display matrix of
+    its stream (phones store footage shot upright or upside down in the
+    sensor's orientation and record the turn there; FFmpeg's ``ffmpeg`` and
+    browsers apply it, PyAV's ``to_ndarray`` does not): ``(transpose,
+    flip_rows, flip_columns)``, applied in that order to the stored picture
+    (``(False, False, False)`` without a matrix). Any right-angle turn, with or
+    without a mirror, is one of these eight; any other matrix (a tilt, a
+    scale) is refused rather than ignored.
 
-    Colour conversion at the native size, then PIL's antialiased bilinear
-    resize: what ``torchvision.transforms.Resize`` does to a PIL image and
-    what the AttendAffectNet authors' scripts used. swscale's bilinear
-    (``frame.to_ndarray(width=..., height=...)``) differs from it by 1-3/255
-    on average when shrinking, so it is not used for resizing.
+    FFmpeg's matrix ``[a b u; c d v; x y w]`` maps a stored pixel ``(p, q)``
+    (column, row) to ``(a p + c q, b p + d q)`` on screen."""
+    import av.sidedata.sidedata as sdmod
+
+    matrix = None
+    for sd in getattr(frame, "side_data", ()) or ():
+        if sd.type == sdmod.Type.DISPLAYMATRIX:
+            matrix = struct.unpack("<9i", bytes(sd)[:36])
+            break
+    if matrix is None:
+        return (False, False, False)
+    a, b, c, d = (v / 65536.0 for v in (matrix[0], matrix[1], matrix[3], matrix[4]))
+    signs = [round(v) for v in (a, b, c, d)]
+    if any(abs(v - r) > 0.02 for v, r in zip((a, b, c, d), signs)) or sorted(map(abs, signs)) != [0, 0, 1, 1] \
+            or (signs[0] == 0) != (signs[3] == 0):
+        raise ItemError(f"the video's display matrix turns it by {float(getattr(frame, 'rotation', 0) or 0):g} "
+                        "degrees or scales it; aanbench applies right-angle turns and mirrors only "
+                        "(re-encode the video upright)")
+    if signs[0] == 0:  # (p, q) -> (c q, b p): rows and columns swap
+        return (True, signs[1] < 0, signs[2] < 0)
+    return (False, signs[3] < 0, signs[0] < 0)
+
+
+def displayed_size(frame) -> tuple[int, int]:
+    """``(width, height)`` of ``frame`` as a player shows it
+    (:func:`display_transform`)."""
+    if display_transform(frame)[0]:
+        return frame.height, frame.width
+    return frame.width, frame.height
+
+
+def _resized_rgb(frame, size: tuple[int, int]) -> np.ndarray:
+    """``uint8 (H, W, 3)`` RGB of ``frame`` as a player shows it
+    (:func:`display_transform`) at ``size`` (width, height).
+
+    Colour conversion at the native size, the turn, then PIL's antialiased
+    bilinear resize: what ``torchvision.transforms.Resize`` does to a PIL
+    image of the upright frame and what the AttendAffectNet authors' scripts
+    used. swscale's bilinear (``frame.to_ndarray(width=..., height=...)``)
+    differs from it by 1-3/255 on average when shrinking, so it is not used
+    for resizing.
     """
-    if (frame.width, frame.height) == tuple(size):
+    transpose, flip_rows, flip_columns = display_transform(frame)
+    if not (transpose or flip_rows or flip_columns) and (frame.width, frame.height) == tuple(size):
         return frame.to_ndarray(format="rgb24")
     from PIL import Image
 
     img = frame.to_image()  # RGB at the native size
-    return np.asarray(img.resize(tuple(size), Image.BILINEAR))
+    for do, op in ((transpose, Image.Transpose.TRANSPOSE), (flip_rows, Image.Transpose.FLIP_TOP_BOTTOM),
+                   (flip_columns, Image.Transpose.FLIP_LEFT_RIGHT)):
+        if do:
+            img = img.transpose(op)
+    if img.size != tuple(size):
+        img = img.resize(tuple(size), Image.BILINEAR)
+    return np.asarray(img)
 
 
 def _centre_crop(img: np.ndarray, crop: int | None) -> np.ndarray:
@@ -295,8 +346,9 @@ def cached_crop(cache: dict[tuple[int, tuple[int, int]], np.ndarray], frame: Any
     """Decoded ``frame`` (number ``frame_no``) as ``req`` wants it: resized to
     its short side, then centre-cropped. The resized RGB is kept in ``cache``
     by (frame number, size), so requests sharing a size resize once; the
-    cache is emptied when it holds more than 8."""
-    size = _target_size(frame.width, frame.height, req.short_side)
+    cache is emptied when it holds more than 8. Sizes are those of the
+    upright frame (:func:`displayed_size`)."""
+    size = _target_size(*displayed_size(frame), req.short_side)
     key = (frame_no, size)
     if key not in cache:
         if len(cache) > 8:

@@ -205,6 +205,28 @@ def _crc_codecs(compress: bool) -> list[Any]:
     return [ZstdCodec(), Crc32cCodec()] if compress else [Crc32cCodec()]
 
 
+class ProvenanceMismatch(AanbenchError):
+    """An existing array was made by another extractor version, configuration,
+    set of weights or library versions (the decoder's revision included) than
+    the one about to write into it: the store refuses to mix the two.
+    ``changes``: ``"key: old -> new"`` for each provenance value that
+    differs (each library's version apart)."""
+
+    def __init__(self, message: str, old: dict[str, Any] | None = None, new: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        old, new = old or {}, new or {}
+        self.changes: list[str] = []
+        for k in PROVENANCE_KEYS:
+            a, b = old.get(k), new.get(k)
+            if a == b:
+                continue
+            if isinstance(a, dict) and isinstance(b, dict):
+                self.changes += [f"{lib} {a.get(lib, '(none)')} -> {b.get(lib, '(none)')}"
+                                 for lib in sorted(set(a) | set(b)) if a.get(lib) != b.get(lib)]
+            else:
+                self.changes.append(f"{k}: {a} -> {b}")
+
+
 class _Damage:
     """Rows whose stored bytes failed a check, with the reason per row."""
 
@@ -1046,10 +1068,10 @@ class DatasetGroup:
             new = {k: _jsonable(provenance.get(k)) for k in PROVENANCE_KEYS}
             if old != new:
                 diff = [k for k in PROVENANCE_KEYS if old.get(k) != new.get(k)]
-                raise AanbenchError(
+                raise ProvenanceMismatch(
                     f"store {self.store.root}: array {self.path}/{path} was made with a different "
                     f"{', '.join(diff)} ({_diff_text(old, new, diff)}); it is left untouched. "
-                    "Extract into a new store, or bump the extractor's version."
+                    "Extract into a new store, or bump the extractor's version.", old, new
                 )
             if arr.dim != dim:
                 raise AanbenchError(f"store array {self.path}/{path} has dim {arr.dim}, extractor gives {dim}")

@@ -66,6 +66,11 @@ class DemoBars(BenchmarkBars, DemoEvents):
         self.bar.update(self.bar_task, total=plan.n_items_todo)
         print_plan(self.bar.console, "demo", plan, skipped, backend)  # the demo dataset's name
 
+    def store_replaced(self, reason: str, moved: list[tuple[Path, Path]]) -> None:
+        self.bar.console.print(f"[yellow]the demo's features were computed by other versions ({reason})[/]: "
+                               "extracting and training again; "
+                               + ", ".join(f"{a.name} moved to {b.name}" for a, b in moved), highlight=False)
+
     def extract_progress(self, unit: Any) -> None:
         self.bar.advance(self.bar_task, unit.unit.n_items)
         task = self.bar.tasks[0]
@@ -187,7 +192,9 @@ def demo_cmd(
     baselines), which writes the leaderboard; last, the emotion curve of the
     test movies joined into one film, from a model trained on the other movies
     (WORKDIR/curve/*.curve.png, .csv, .html). Idempotent: a second run reuses
-    data, features and results (--rerun trains again). Ends with a table of
+    data, features and results (--rerun trains again; features made by
+    other library versions, after an upgrade, are moved aside to
+    WORKDIR/store.previous and extracted and trained again). Ends with a table of
     where the time went."""
     bars = DemoBars()
     cpu0 = _cpu_seconds()

@@ -25,6 +25,7 @@ def write_clip(
     layout: str = "mono",
     faststart: bool = False,
     audio_bit_rate: int | None = None,
+    rotation: int = 0,
 ) -> Path:
     """Write ``frames`` (``uint8 (T, H, W, 3)`` RGB, even H and W) at ``fps``
     and ``audio`` (``float32`` in [-1, 1]: ``(n,)`` mono, or
@@ -36,7 +37,9 @@ def write_clip(
     file with one FFmpeg build. ``audio_bit_rate``: AAC bits per second for
     all channels together (FFmpeg's default when ``None``). ``faststart``: the index (``moov`` box)
     before the media data, as files made for streaming have it; by default
-    it follows the data.
+    it follows the data. ``rotation``: counter-clockwise degrees by which the
+    stream's display matrix tells a player to turn the frames (as a phone
+    records footage shot upright); the frames are stored as given.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +55,8 @@ def write_clip(
             # mbtree off: with it, x264 re-encoding the same frames in one process
             # gave different streams (measured); without it the output repeats.
             vs.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"}
+            if rotation:
+                vs.set_display_rotation(rotation)
         if audio is not None:
             as_ = out.add_stream("aac", rate=rate)
             as_.layout = layout

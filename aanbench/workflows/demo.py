@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from aanbench.contracts import AanbenchError
+from aanbench.store import ProvenanceMismatch
 from aanbench.workflows._shared import plugins as get_plugins, registry as load_registry
 from aanbench.workflows.benchmark import BenchmarkEvents, BenchmarkResult, benchmark
 from aanbench.workflows.curve import demo_curve
@@ -37,6 +39,11 @@ class DemoEvents(BenchmarkEvents):
 
     def extract_planned(self, plan: Any, skipped: list[str], backend: str) -> None:
         """:func:`aanbench.extraction.extract_dataset`'s ``on_planned``."""
+
+    def store_replaced(self, reason: str, moved: list[tuple[Path, Path]]) -> None:
+        """The demo's stores were made by other versions of the libraries
+        (``reason``: what changed) and moved aside (``(store, new place)``): extracted again,
+        every experiment and the curve's model trained again."""
 
     def extract_progress(self, unit: Any) -> None:
         """A chunk of items is extracted."""
@@ -198,6 +205,43 @@ def _curve_beside(workdir: Path, store: Path, data: Path, rerun: bool) -> tuple[
     return fc, time.perf_counter() - t
 
 
+def extract_demo_store(ds: Any, data: Path, store: Path, features: list[str], *, workers: int = 1,
+                       on_planned: Callable[..., None] | None = None,
+                       on_progress: Callable[[Any], None] | None = None,
+                       on_replaced: Callable[[str, list], None] | None = None) -> tuple[Any, tuple[str, list] | None]:
+    """The demo's features in ``store`` (chunks of 16 clips). A store made by
+    other versions of the libraries (after an upgrade: the store refuses to
+    mix them) is the demo's own cache: it is moved aside to
+    ``store.previous``, with the curve's ``store-curve``, and extracted
+    again. Returns the extraction's outcome and, where the store was
+    replaced, ``(what changed, [(store, moved to), ...])``, also given to
+    ``on_replaced`` before the extraction starts again."""
+    try:
+        return extract(ds, data, store, features, workers=workers, chunk_rows=16, on_planned=on_planned,
+                       on_progress=on_progress), None
+    except ProvenanceMismatch as exc:
+        replaced = (", ".join(exc.changes) or str(exc), _move_aside([store, store.with_name(store.name + "-curve")]))
+        if on_replaced is not None:
+            on_replaced(*replaced)
+        outcome = extract(ds, data, store, features, workers=workers, chunk_rows=16, on_planned=on_planned,
+                          on_progress=on_progress)
+        return outcome, replaced
+
+
+def _move_aside(stores: list[Path]) -> list[tuple[Path, Path]]:
+    """Rename each existing store ``S`` to ``S.previous`` (replacing an older
+    one there); ``(S, S.previous)`` for each moved."""
+    moved = []
+    for s in stores:
+        if s.exists():
+            old = s.with_name(s.name + ".previous")
+            if old.exists():
+                shutil.rmtree(old)
+            s.rename(old)
+            moved.append((s, old))
+    return moved
+
+
 def demo(workdir: str | Path = DEFAULT_WORKDIR, leaderboard: str | Path = Path("leaderboards/demo.md"), *,
          clips: int = 120, seed: int = 0, workers: int = 1, rerun: bool = False,
          events: DemoEvents | None = None) -> DemoResult:
@@ -206,7 +250,10 @@ def demo(workdir: str | Path = DEFAULT_WORKDIR, leaderboard: str | Path = Path("
     leaderboard goes to ``leaderboard``. Every prerequisite is checked
     first. Idempotent: a second call reuses data, features and the results
     of runs whose configuration is unchanged (``rerun``: train every
-    experiment, and the curve's model, again).
+    experiment, and the curve's model, again). A store made by other
+    versions of the libraries (after an upgrade; the store refuses to mix
+    them) is moved aside to ``store.previous`` with the curve's, and the
+    demo extracts and trains again.
 
     ``workers``: processes for each step. With more than one, the clips
     are made and the features extracted by that many processes, the
@@ -250,8 +297,10 @@ def demo(workdir: str | Path = DEFAULT_WORKDIR, leaderboard: str | Path = Path("
         ev.extract_progress(unit)
 
     t = time.perf_counter()
-    outcome = extract(ds, data, store, features, workers=workers, chunk_rows=16, on_planned=ev.extract_planned,
-                      on_progress=on_unit)
+    outcome, replaced = extract_demo_store(ds, data, store, features, workers=workers, on_planned=ev.extract_planned,
+                                           on_progress=on_unit, on_replaced=ev.store_replaced)
+    if replaced is not None:
+        rerun = True  # results are reused by configuration, not by feature values: train on the new ones
     ev.extracted(outcome)
     timings.append((f"extraction ({procs})", time.perf_counter() - t))
     timings.append(("  decoding (summed over workers)", decode[0]))
