@@ -344,6 +344,20 @@ def test_rerun_reuses_the_store(demo, tmp_path):
     assert calls == []  # nothing extracted again
     assert np.array_equal(a.values["valence"], b.values["valence"])
 
+    # the store knows a film by its content: a copy elsewhere (new path, new
+    # time) finds its features; the same name with other bytes of the same
+    # size (a file replaced in place) is extracted again
+    moved = tmp_path / "elsewhere" / demo["film"].name
+    moved.parent.mkdir()
+    moved.write_bytes(demo["film"].read_bytes())
+    c = film_curve(moved, models, store=tmp_path / "s", out_dir=tmp_path / "o2", window=4, on_progress=calls.append)
+    assert calls == [] and np.array_equal(a.values["valence"], c.values["valence"])
+    data = bytearray(moved.read_bytes())
+    data[len(data) // 2] ^= 0x40  # one bit in the media data: another film of the same size
+    moved.write_bytes(bytes(data))
+    film_curve(moved, models, store=tmp_path / "s", out_dir=tmp_path / "o3", window=4, on_progress=calls.append)
+    assert sum(c.unit.n_items for c in calls) == 16
+
 
 def test_truncated_film_reports_the_lost_windows_and_keeps_the_others(demo, tmp_path):
     fast = remux_faststart(demo["film"], tmp_path / "fast.mp4")
