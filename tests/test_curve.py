@@ -390,6 +390,21 @@ def test_a_file_that_is_not_media_gets_exit_2_and_no_files(demo, tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_a_film_without_a_stream_the_model_needs_is_refused_before_any_work(demo, tmp_path):
+    """The demo model's features include video ones: an audio-only file (a
+    song, a voice-over) used to be cut into windows that all failed after
+    its audio features were extracted; it is refused first, naming what is
+    missing."""
+    t = np.arange(16000 * 12) / 16000
+    song = write_clip(tmp_path / "song.m4a", None, 10, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+    out = tmp_path / "curves"
+    r = run_cli("curve", song, "--model", demo["bundle"], "--store", tmp_path / "s", "--out", out)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "song.m4a: not a film the models can draw" in r.stderr, r.stderr
+    assert "no video stream, which the model's features need; the file has audio only" in r.stderr
+    assert not out.exists() and not (tmp_path / "s").exists()  # nothing extracted, nothing written
+
+
 @pytest.mark.slow
 def test_a_folder_gives_one_output_set_per_film_and_lists_what_is_not_media(demo, tmp_path):
     films = tmp_path / "films"
@@ -398,11 +413,13 @@ def test_a_folder_gives_one_output_set_per_film_and_lists_what_is_not_media(demo
     make_clip(films / "sub" / "two.mp4", seconds=8.0, fps=10, size=(120, 160))
     (films / "notes.txt").write_text("not a film")  # not a media name: not listed at all
     (films / "fake.mp4").write_text("a text file named .mp4")
+    write_clip(films / "voice.m4a", None, 10, np.zeros(16000 * 8, np.float32), 16000)  # no video: listed too
     out = tmp_path / "curves"
     r = run_cli("curve", films, "--model", demo["bundle"], "--window", 4, "--store", tmp_path / "s",
                      "--out", out)
     assert r.returncode == 1, r.stdout + r.stderr  # in a batch: exit 1, the bad file listed with its reason
     assert "fake.mp4" in r.stdout and "not films" in r.stdout
+    assert "voice.m4a: no video stream" in r.stdout, r.stdout
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"{n}.curve.{x}" for n in ("one.mp4", "two.mp4") for x in ("csv", "png", "html"))
     assert len(read_curve_csv(out / "one.mp4.curve.csv")) == 16 and len(read_curve_csv(out / "two.mp4.curve.csv")) == 2

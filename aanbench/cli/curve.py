@@ -36,9 +36,10 @@ def curve_cmd(
     time on the training labels' scale, and the valence-arousal plane) and
     <film>.curve.html (one self-contained page that plays the film, linked by
     relative path, beside its curves). A folder means every media file in it.
-    Exit 1 when some windows failed or some file of a batch is not media (listed
-    with their reason), 2 on configuration errors (a single file that is not
-    media, missing weight files, a model file that cannot predict: each named;
+    Exit 1 when some windows failed or some file of a batch is not media or
+    lacks a stream the model needs, e.g. a song for a model with video
+    features (listed with their reason), 2 on configuration errors (a single
+    such file, missing weight files, a model file that cannot predict: each named;
     a model file is checked before the extraction, or, while extraction workers
     already run, as soon as a chunk of windows is done once it has loaded).
 

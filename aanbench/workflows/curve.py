@@ -1,7 +1,8 @@
 """The ``curve`` workflow: the emotion curve of a film, window by window.
 
 Steps: a folder means every media file below it (:func:`media_files`); a
-file that is not media is refused (:func:`film_problem`: alone, an error;
+file that is not media, or lacks a stream the models need, is refused
+(:func:`film_problem`: alone, an error;
 in a batch, a result with ``error`` and no files). Each film is cut into
 windows by the ``files`` dataset (``window``, ``hop`` seconds) over the
 duration that every stream the models' extractors need covers
@@ -73,9 +74,11 @@ def media_files(paths: Sequence[str | Path]) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def film_problem(film: Path) -> str:
-    """Why ``film`` is not a film (``''`` when it is): it cannot be opened
-    as media, or it has neither a video nor an audio stream."""
+def film_problem(film: Path, streams: Sequence[str] = ()) -> str:
+    """Why ``film`` is not a film the models can draw (``''`` when it is): it
+    cannot be opened as media, it has neither a video nor an audio stream,
+    or it lacks a kind of stream of ``streams`` (what the models' features
+    are extracted from, :func:`model_streams`: every window would fail)."""
     from aanbench.contracts import ItemError
     from aanbench.filmdecode import stream_durations
 
@@ -85,6 +88,10 @@ def film_problem(film: Path) -> str:
         return str(exc)
     if not lengths:
         return f"no video or audio stream: {film}"
+    missing = [k for k in streams if k not in lengths]
+    if missing:
+        return (f"no {' or '.join(missing)} stream, which the model's features need; the file has "
+                f"{' and '.join(sorted(lengths))} only: {film}")
     return ""
 
 
@@ -130,7 +137,8 @@ def curve(
     :func:`film_curve`. ``pool``: extraction workers already started
     (:func:`start_curve_workers`), used for every film.
 
-    A file that is not media (:func:`film_problem`): when it is the only
+    A file that is not media, or lacks a kind of stream the models'
+    features are extracted from (:func:`film_problem`): when it is the only
     film asked for, an :class:`AanbenchError`; in a batch, a result with
     ``error`` set and no files, and the other films go on."""
     check_curve_request(films, window, hop)
@@ -142,13 +150,14 @@ def curve(
             [m for m in models if not isinstance(m, CurveModel)])
     paths = media_files(films)
     check_curve_weights(paths, models, store=store, window=window, hop=hop, weights_dir=weights_dir)
+    streams = model_streams(models)
     out = []
     for film in paths:
         if on_film is not None:
             on_film(film)
-        why = film_problem(film)
+        why = film_problem(film, streams)
         if why and len(paths) == 1:
-            raise AanbenchError(f"{film}: not a film ({why}); nothing written")
+            raise AanbenchError(f"{film}: not a film the models can draw ({why}); nothing written")
         if why:
             if loading is not None:
                 models, loading = loading.result(), None
@@ -181,7 +190,7 @@ def check_curve_weights(films: Sequence[Path], models: Sequence[CurveModel], *, 
     hop_ = float(hop if hop is not None else window)
     todo: list[str] = []
     for film in films:
-        if film_problem(film):
+        if film_problem(film, streams):
             continue
         ds = film_dataset(film, float(window), hop_, streams)
         todo.extend(n for n in _features_to_extract(models, Path(store), ds, plugins) if n not in todo)
@@ -494,10 +503,10 @@ def film_curve(
     window = float(window)
     if smooth is not None and not (smooth > 0 and math.isfinite(smooth)):
         raise AanbenchError(f"--smooth must be positive seconds, not {smooth!r}")
-    why = film_problem(film)
-    if why:
-        raise AanbenchError(f"{film}: not a film ({why}); nothing written")
     plugins = get_plugins()
+    why = film_problem(film, model_streams(models, plugins))
+    if why:
+        raise AanbenchError(f"{film}: not a film the models can draw ({why}); nothing written")
 
     def extract(ms: Sequence[Any], workers: int | None) -> tuple[tuple[str, ...], Any, int | None]:
         """Extract what the store lacks for ``ms``; (streams, dataset, workers)."""
