@@ -159,11 +159,15 @@ def default_sigint() -> None:
 
 
 def run_aanbench(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the CLI in a fresh process (fresh plugin discovery)."""
+    """Run the CLI in a fresh process (fresh plugin discovery); ``env``
+    values replace this process's (``None``: the variable left out)."""
     e = dict(os.environ)
     e.setdefault("COLUMNS", "200")
-    if env:
-        e.update(env)
+    for k, v in (env or {}).items():
+        if v is None:
+            e.pop(k, None)
+        else:
+            e[k] = v
     return subprocess.run([*AANBENCH, *map(str, args)], capture_output=True, text=True, env=e, timeout=timeout)
 
 
