@@ -263,7 +263,8 @@ def extract_dataset(
 
     ``extractors``: names, or ``None`` for every extractor whose weights are
     present. Resumes: chunks already done are not recomputed.
-    ``on_planned(plan, skipped_extractors, backend_name)`` is called once the
+    ``on_planned(plan, skipped_extractors, backend_label)`` (its name, and
+    for Ray its workers) is called once the
     work is known, ``on_progress(unit_result)`` once per finished chunk.
     ``chunk_rows``: items per chunk when the store group is created (fixed
     after); ``None``: :func:`default_chunk_rows`.
@@ -295,12 +296,12 @@ def _extract_dataset(dataset: Any, root: Path, store_path: Path, extractors: Seq
     folder = wdir(weights_dir)
     exs, paths, skipped = select_extractors(extractors, folder)
     items = dataset.items(Path(root))
-    if chunk_rows is None:
-        chunk_rows = default_chunk_rows(len(items), getattr(be, "workers", None))
     prepare = getattr(be, "prepare", None)
     if prepare is not None:  # Ray: start the cluster and load the workers while the driver plans
         prepare(exs, weights_dir=str(folder), device=device, batch_size=batch_size,
                 video_frames=getattr(dataset, "video_frames", None))
+    if chunk_rows is None:  # after prepare: a Ray backend sized by its cluster knows its workers then
+        chunk_rows = default_chunk_rows(len(items), getattr(be, "resolved_workers", None) or getattr(be, "workers", None))
     try:
         store = FeatureStore(store_path)
         plugins = get_plugins()
@@ -312,7 +313,7 @@ def _extract_dataset(dataset: Any, root: Path, store_path: Path, extractors: Seq
             video_frames=getattr(dataset, "video_frames", None),
         )
         if on_planned:
-            on_planned(plan, skipped, be.name)
+            on_planned(plan, skipped, getattr(be, "label", be.name))
         check_interrupt()
         report = run_plan(plan, be, on_progress)
     except BaseException:

@@ -353,7 +353,9 @@ class RayBackend:
     """Runs extraction units on Ray actors (see the module docstring).
 
     ``workers``: actors per pool (CPU pool, and GPU pool when a GPU extractor
-    runs on ``cuda``; the GPU pool is capped by the cluster's GPUs).
+    runs on ``cuda``; the GPU pool is capped by the cluster's GPUs); ``None``:
+    as many as the cluster takes, one per CPU (``cpus_per_worker`` each when
+    given) and one per GPU share, known once Ray is up (``resolved_workers``).
     ``address``: ``None`` starts a local instance; ``auto`` or ``host:port``
     joins a running cluster. ``gpus_per_worker``: GPUs each GPU actor asks
     for (fractions share a card; 0 means 1). ``cpus_per_worker``: CPUs each
@@ -380,7 +382,7 @@ class RayBackend:
 
     def __init__(
         self,
-        workers: int = 1,
+        workers: int | None = 1,
         address: str | None = None,
         gpus_per_worker: float = 0.0,
         cpus_per_worker: float | None = None,
@@ -388,7 +390,8 @@ class RayBackend:
         start_timeout: float | None = None,
         runtime_env: dict[str, Any] | None = None,
     ) -> None:
-        self.workers = max(1, int(workers))
+        self.workers = None if workers is None else max(1, int(workers))
+        self.resolved_workers: int | None = self.workers  # the largest pool, once planned
         self.address = address or None
         self.gpus_per_worker = float(gpus_per_worker or 0.0)
         if self.gpus_per_worker < 0:
@@ -408,6 +411,12 @@ class RayBackend:
         # Measured by the last run (seconds unless named otherwise).
         self.stats: dict[str, Any] = {}
         self._prepared: _Prepared | None = None
+
+    @property
+    def label(self) -> str:
+        """``ray`` with its workers per pool once known (the plan's line)."""
+        n = self.resolved_workers
+        return f"ray ({n} worker{'s' if n != 1 else ''} per pool)" if n else "ray"
 
     # ----------------------------------------------------------- Ray session
     def _connect(self) -> bool:
@@ -450,13 +459,17 @@ class RayBackend:
         on_cuda = str(job.device).startswith("cuda")
         group_of = {n: (GPU if on_cuda and plugins.extractor(n).uses_gpu else CPU) for n in job.extractors}
         wanted = {g: tuple(n for n in job.extractors if group_of[n] == g) for g in (GPU, CPU)}
+        resources = ray.cluster_resources()
+        share = self.gpus_per_worker or 1.0
+        limit = self.workers
+        if limit is None:  # as many as the cluster takes
+            per = float(self.cpus_per_worker) if self.cpus_per_worker else 1.0
+            limit = max(1, int(math.floor(float(resources.get("CPU", 0.0)) / per + 1e-9)))
         if units is None:  # not planned yet (prepare): as if every chunk needs every extractor
-            n_parts = {g: (self.workers if wanted[g] else 0) for g in (GPU, CPU)}
+            n_parts = {g: (limit if wanted[g] else 0) for g in (GPU, CPU)}
         else:
             n_parts = {g: sum(1 for u in units if any(group_of[n] == g for n in u.extractors)) for g in (GPU, CPU)}
-        resources = ray.cluster_resources()
         sizes: dict[str, int] = {}
-        share = self.gpus_per_worker or 1.0
         if n_parts[GPU]:
             have = float(resources.get("GPU", 0.0))
             if have < share:
@@ -464,9 +477,11 @@ class RayBackend:
                     f"extractors {', '.join(wanted[GPU])} run on {job.device}, each worker asking for {share:g} GPU, "
                     f"but the Ray cluster has {have:g} GPU; use --device cpu, or a cluster with GPUs"
                 )
-            sizes[GPU] = max(1, min(self.workers, n_parts[GPU], int(math.floor(have / share + 1e-9))))
+            sizes[GPU] = max(1, min(limit, n_parts[GPU], int(math.floor(have / share + 1e-9))))
         if n_parts[CPU]:
-            sizes[CPU] = max(1, min(self.workers, n_parts[CPU]))
+            sizes[CPU] = max(1, min(limit, n_parts[CPU]))
+        if units is None:
+            self.resolved_workers = max(sizes.values(), default=limit)
         total_cpus = float(resources.get("CPU", 0.0))
         if self.cpus_per_worker is not None:
             cpus = float(self.cpus_per_worker)

@@ -72,7 +72,7 @@ def extract_cmd(
     extractors: Optional[str] = typer.Option(None, "--extractors", "-e", autocompletion=complete_extractors,
                                              help="Comma-separated extractor names. Default: every installed extractor whose weights are present."),
     backend: str = typer.Option("local", "--backend", help="Where work runs: local (this machine) or ray."),
-    workers: int = typer.Option(1, "--workers", "-j", help="Parallel workers (processes or Ray actors)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Parallel workers: processes (default 1), or with --backend ray actors per pool (default: as many as the cluster takes, one per CPU and one per GPU share)."),
     chunk_rows: Optional[int] = typer.Option(None, "--chunk-rows", help="Items per chunk, the unit of work and of resume (fixed when a store group is created). Default: 32, or, with several workers, fewer so that every worker gets a chunk (items / workers, rounded up)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Items per extractor batch."),
     device: str = typer.Option("cpu", "--device", help="Torch device for neural extractors: cpu, cuda, cuda:1 ..."),

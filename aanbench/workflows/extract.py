@@ -17,7 +17,7 @@ def extract(
     *,
     options: Sequence[str] | Mapping[str, Any] | None = None,
     backend: str = "local",
-    workers: int = 1,
+    workers: int | None = None,
     chunk_rows: int | None = None,
     batch_size: int = 8,
     device: str = "cpu",
@@ -33,7 +33,9 @@ def extract(
     ``(item_id, extractor, reason)``, ``plan``, ``skipped_extractors``).
 
     ``extractors``: names (a list or ``"a,b"``), None for every installed
-    extractor whose weights are present. ``address`` and
+    extractor whose weights are present. ``workers``: processes (default 1)
+    or, with ``backend="ray"``, actors per pool (default: as many as the
+    cluster takes, one per CPU and one per GPU share). ``address`` and
     ``gpus_per_worker`` are options of ``backend="ray"``. The callbacks are
     :func:`aanbench.extraction.extract_dataset`'s: ``on_planned(plan,
     skipped_extractors, backend_name)`` once, ``on_progress(unit_result)``
@@ -47,6 +49,8 @@ def extract(
         backend_options = {"address": address, "gpus_per_worker": gpus_per_worker}
     elif address or gpus_per_worker:
         raise AanbenchError("--address and --gpus-per-worker are options of --backend ray")
+    if workers is None and backend != "ray":
+        workers = 1
     return extract_dataset(ds, Path(root), Path(store), extractor_names(extractors), backend=backend,
                            workers=workers, chunk_rows=chunk_rows, batch_size=batch_size, device=device,
                            weights_dir=Path(weights_dir) if weights_dir is not None else None,
