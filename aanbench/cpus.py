@@ -15,3 +15,9 @@ def usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+#: Bytes one extraction worker (a process or a Ray actor) may use, measured
+#: high: weight-free extractors, or extractors with weight files (torch and
+#: a network). Sizes default worker counts by the memory there is.
+WORKER_MEMORY = {"weightfree": 600 << 20, "neural": 3 << 30}

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 ray = pytest.importorskip("ray")
 
-from aanbench.backends.ray import ACTOR_CLASS_NAME, RayBackend, _Chunk, _merge  # noqa: E402
+from aanbench.backends.ray import ACTOR_CLASS_NAME, RayBackend, _Chunk, _merge, cluster_workers  # noqa: E402
 from aanbench.cli import app  # noqa: E402
 from aanbench.contracts import AanbenchError, Item  # noqa: E402
 from aanbench.extraction import ExtractionJob, UnitResult, WorkUnit  # noqa: E402
@@ -152,6 +152,20 @@ def ray_session():
 
 
 # -------------------------------------------------------------------- tests
+
+
+def test_default_workers_are_what_the_cluster_takes_in_cpus_and_memory() -> None:
+    """Without --workers: one actor per CPU, as many as the memory Ray
+    offers actors holds (600 MiB each weight-free, 3 GiB with a neural
+    extractor), at least one."""
+    gib = float(1 << 30)
+    assert cluster_workers({"CPU": 16.0, "memory": 64 * gib}) == 16
+    assert cluster_workers({"CPU": 16.0, "memory": 64 * gib}, neural=True) == 16  # 21 would fit
+    assert cluster_workers({"CPU": 16.0, "memory": 16 * gib}, neural=True) == 5  # 16 GiB // 3 GiB
+    assert cluster_workers({"CPU": 16.0, "memory": 3 * gib}) == 5  # 3 GiB // 600 MiB
+    assert cluster_workers({"CPU": 16.0, "memory": 64 * gib}, cpus_per_worker=4) == 4
+    assert cluster_workers({"CPU": 2.0}) == 2  # no memory figure: the CPUs alone
+    assert cluster_workers({"CPU": 0.5, "memory": 1.0}) == 1
 
 
 @pytest.mark.slow

@@ -349,13 +349,32 @@ def _merge(chunk: _Chunk) -> UnitResult:
                       error="\n".join(errors) if errors else None)
 
 
+def cluster_workers(resources: dict[str, float], cpus_per_worker: float | None = None,
+                    neural: bool = False) -> int:
+    """Actors per pool that a cluster with ``resources`` (``ray.cluster_resources()``)
+    takes: one per CPU (``cpus_per_worker`` CPUs each when given), no more than
+    its ``memory`` (what Ray offers tasks and actors) holds at
+    :data:`aanbench.cpus.WORKER_MEMORY` each (``neural``: an extractor with
+    weight files runs), at least 1."""
+    from aanbench.cpus import WORKER_MEMORY
+
+    per = float(cpus_per_worker) if cpus_per_worker else 1.0
+    n = max(1, int(math.floor(float(resources.get("CPU", 0.0)) / per + 1e-9)))
+    memory = float(resources.get("memory", 0.0))
+    if memory > 0:
+        n = min(n, max(1, int(memory // WORKER_MEMORY["neural" if neural else "weightfree"])))
+    return n
+
+
 class RayBackend:
     """Runs extraction units on Ray actors (see the module docstring).
 
     ``workers``: actors per pool (CPU pool, and GPU pool when a GPU extractor
     runs on ``cuda``; the GPU pool is capped by the cluster's GPUs); ``None``:
     as many as the cluster takes, one per CPU (``cpus_per_worker`` each when
-    given) and one per GPU share, known once Ray is up (``resolved_workers``).
+    given) and one per GPU share, no more than the memory Ray offers actors
+    holds (:data:`aanbench.cpus.WORKER_MEMORY` each), known once Ray is up
+    (``resolved_workers``).
     ``address``: ``None`` starts a local instance; ``auto`` or ``host:port``
     joins a running cluster. ``gpus_per_worker``: GPUs each GPU actor asks
     for (fractions share a card; 0 means 1). ``cpus_per_worker``: CPUs each
@@ -463,8 +482,8 @@ class RayBackend:
         share = self.gpus_per_worker or 1.0
         limit = self.workers
         if limit is None:  # as many as the cluster takes
-            per = float(self.cpus_per_worker) if self.cpus_per_worker else 1.0
-            limit = max(1, int(math.floor(float(resources.get("CPU", 0.0)) / per + 1e-9)))
+            neural = any(getattr(plugins.extractor(n), "weights", ()) for n in job.extractors)
+            limit = cluster_workers(resources, self.cpus_per_worker, neural)
         if units is None:  # not planned yet (prepare): as if every chunk needs every extractor
             n_parts = {g: (limit if wanted[g] else 0) for g in (GPU, CPU)}
         else:

@@ -47,6 +47,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from aanbench.contracts import AanbenchError, SequenceSpec
+from aanbench.cpus import WORKER_MEMORY  # bytes one extraction worker may use, measured high
 from aanbench.curve import (CurveModel, FilmCurve, ModelsLoading, demo_warnings, label_scale, load_models,  # noqa: F401
                             peek_models, start_loading)  # re-exported for the command line
 from aanbench.curve_output import plot_curve, write_curve_csv, write_curve_html
@@ -211,7 +212,6 @@ def _available_memory() -> int | None:
     return None
 
 
-WORKER_MEMORY = {"weightfree": 600 << 20, "neural": 3 << 30}  # bytes one extraction worker may use, measured high
 
 
 def default_workers(features: Sequence[str], n_windows: int, plugins: Any = None) -> int:
