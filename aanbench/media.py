@@ -295,17 +295,9 @@ def display_transform(frame) -> tuple[bool, bool, bool]:
     return (False, signs[3] < 0, signs[0] < 0)
 
 
-def displayed_size(frame) -> tuple[int, int]:
-    """``(width, height)`` of ``frame`` as a player shows it
-    (:func:`display_transform`)."""
-    if display_transform(frame)[0]:
-        return frame.height, frame.width
-    return frame.width, frame.height
-
-
-def _resized_rgb(frame, size: tuple[int, int]) -> np.ndarray:
-    """``uint8 (H, W, 3)`` RGB of ``frame`` as a player shows it
-    (:func:`display_transform`) at ``size`` (width, height).
+def _resized_rgb(frame, size: tuple[int, int], turn: tuple[bool, bool, bool]) -> np.ndarray:
+    """``uint8 (H, W, 3)`` RGB of ``frame`` as a player shows it (``turn``:
+    its :func:`display_transform`) at ``size`` (width, height).
 
     Colour conversion at the native size, the turn, then PIL's antialiased
     bilinear resize: what ``torchvision.transforms.Resize`` does to a PIL
@@ -314,7 +306,7 @@ def _resized_rgb(frame, size: tuple[int, int]) -> np.ndarray:
     differs from it by 1-3/255 on average when shrinking, so it is not used
     for resizing.
     """
-    transpose, flip_rows, flip_columns = display_transform(frame)
+    transpose, flip_rows, flip_columns = turn
     if not (transpose or flip_rows or flip_columns) and (frame.width, frame.height) == tuple(size):
         return frame.to_ndarray(format="rgb24")
     from PIL import Image
@@ -347,13 +339,15 @@ def cached_crop(cache: dict[tuple[int, tuple[int, int]], np.ndarray], frame: Any
     its short side, then centre-cropped. The resized RGB is kept in ``cache``
     by (frame number, size), so requests sharing a size resize once; the
     cache is emptied when it holds more than 8. Sizes are those of the
-    upright frame (:func:`displayed_size`)."""
-    size = _target_size(*displayed_size(frame), req.short_side)
+    frame as a player shows it (:func:`display_transform`, read once here)."""
+    turn = display_transform(frame)
+    shown = (frame.height, frame.width) if turn[0] else (frame.width, frame.height)
+    size = _target_size(*shown, req.short_side)
     key = (frame_no, size)
     if key not in cache:
         if len(cache) > 8:
             cache.clear()
-        cache[key] = _resized_rgb(frame, size)
+        cache[key] = _resized_rgb(frame, size, turn)
     return _centre_crop(cache[key], req.crop)
 
 

@@ -216,16 +216,17 @@ def extract_demo_store(ds: Any, data: Path, store: Path, features: list[str], *,
     again. Returns the extraction's outcome and, where the store was
     replaced, ``(what changed, [(store, moved to), ...])``, also given to
     ``on_replaced`` before the extraction starts again."""
-    try:
+    def run() -> Any:
         return extract(ds, data, store, features, workers=workers, chunk_rows=16, on_planned=on_planned,
-                       on_progress=on_progress), None
+                       on_progress=on_progress)
+
+    try:
+        return run(), None
     except ProvenanceMismatch as exc:
         replaced = (", ".join(exc.changes) or str(exc), _move_aside([store, store.with_name(store.name + "-curve")]))
         if on_replaced is not None:
             on_replaced(*replaced)
-        outcome = extract(ds, data, store, features, workers=workers, chunk_rows=16, on_planned=on_planned,
-                          on_progress=on_progress)
-        return outcome, replaced
+        return run(), replaced
 
 
 def _move_aside(stores: list[Path]) -> list[tuple[Path, Path]]:
