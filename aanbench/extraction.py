@@ -45,7 +45,7 @@ from aanbench.extraction_job import (  # noqa: F401  (re-exported: the job proto
     record_unit_failure,
     request_interrupt,
 )
-from aanbench.store import DatasetGroup, FeatureStore
+from aanbench.store import PROVENANCE_KEYS, DatasetGroup, FeatureStore, comparable_provenance, provenance_changes
 
 
 @dataclass
@@ -58,6 +58,30 @@ class Plan:
     @property
     def n_items_todo(self) -> int:
         return sum(u.n_items for u in self.units)
+
+
+def provenance_changes_in(group: Any, extractors: Sequence[Extractor], *,
+                          video_frames: int | None = None) -> dict[str, list[str]]:
+    """For each of ``extractors`` whose array (``name@version``) ``group``
+    holds: what differs between the provenance it was made with and the one
+    an extraction by this installation would write (the libraries, the
+    decoder's revision, the config, the declared weights), as
+    :func:`aanbench.store.provenance_changes` words it. Arrays that match are
+    left out. ``video_frames``: the dataset's frames per item, as
+    :func:`plan_extraction` applies them."""
+    keys = set(group.feature_keys())
+    out: dict[str, list[str]] = {}
+    for ex in extractors:
+        ex = apply_sampling(ex, frames_for_dataset(ex, video_frames))
+        key = feature_key(ex)
+        if key not in keys:
+            continue
+        stored = group.feature(key).provenance
+        changes = provenance_changes({k: stored.get(k) for k in PROVENANCE_KEYS},
+                                     comparable_provenance(provenance_for(ex, {})))
+        if changes:
+            out[key] = changes
+    return out
 
 
 def plan_extraction(

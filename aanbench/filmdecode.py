@@ -99,12 +99,34 @@ def film_windows(duration: float, window: float, hop: float) -> list[tuple[float
 STREAM_KINDS = ("video", "audio")
 
 
+_DURATIONS: dict[tuple[str, int, int], dict[str, float]] = {}  # (path, size, mtime): stream_durations
+
+
 def stream_durations(path: Path) -> dict[str, float]:
     """How long each kind of stream of the file lasts (``{"video": s,
     "audio": s}``, the end of its last data on the streams' own clock, the
     one windows are cut on; the longest stream of a kind), from the streams' headers, else from their last packets (one
     demux pass, no decoding). A kind the file lacks is absent; raises
-    :class:`ItemError` for a file that cannot be opened."""
+    :class:`ItemError` for a file that cannot be opened. Kept per process
+    for a file of the same path, size and modification time (a film without
+    per-stream durations in its header, such as Matroska, is read to its end
+    to find them, and `curve` asks several times)."""
+    try:
+        st = os.stat(path)
+        key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _DURATIONS:
+        return dict(_DURATIONS[key])
+    out = _stream_durations(path)
+    if key is not None:
+        if len(_DURATIONS) >= 256:
+            _DURATIONS.clear()
+        _DURATIONS[key] = dict(out)
+    return out
+
+
+def _stream_durations(path: Path) -> dict[str, float]:
     container = _open(path)
     try:
         out: dict[str, float] = {}

@@ -214,17 +214,29 @@ class ProvenanceMismatch(AanbenchError):
 
     def __init__(self, message: str, old: dict[str, Any] | None = None, new: dict[str, Any] | None = None) -> None:
         super().__init__(message)
-        old, new = old or {}, new or {}
-        self.changes: list[str] = []
-        for k in PROVENANCE_KEYS:
-            a, b = old.get(k), new.get(k)
-            if a == b:
-                continue
-            if isinstance(a, dict) and isinstance(b, dict):
-                self.changes += [f"{lib} {a.get(lib, '(none)')} -> {b.get(lib, '(none)')}"
-                                 for lib in sorted(set(a) | set(b)) if a.get(lib) != b.get(lib)]
-            else:
-                self.changes.append(f"{k}: {a} -> {b}")
+        self.changes: list[str] = provenance_changes(old or {}, new or {})
+
+
+def provenance_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two provenances, one ``"what: old -> new"`` per
+    value of :data:`PROVENANCE_KEYS` (a dict value, such as the libraries or
+    the config, one line per entry that differs: ``"aanbench-decoder 2 -> 3"``)."""
+    changes: list[str] = []
+    for k in PROVENANCE_KEYS:
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += [f"{'' if k == 'libraries' else k + ' '}{sub} {_short(a.get(sub, '(none)'))} -> "
+                        f"{_short(b.get(sub, '(none)'))}" for sub in sorted(set(a) | set(b)) if a.get(sub) != b.get(sub)]
+        else:
+            changes.append(f"{k}: {_short(a)} -> {_short(b)}")
+    return changes
+
+
+def _short(v: Any) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class _Damage:
@@ -1065,13 +1077,15 @@ class DatasetGroup:
         if path in self.group:
             arr = self.feature(key)
             old = {k: arr.provenance.get(k) for k in PROVENANCE_KEYS}
-            new = {k: _jsonable(provenance.get(k)) for k in PROVENANCE_KEYS}
+            new = comparable_provenance(provenance)
             if old != new:
                 diff = [k for k in PROVENANCE_KEYS if old.get(k) != new.get(k)]
                 raise ProvenanceMismatch(
                     f"store {self.store.root}: array {self.path}/{path} was made with a different "
-                    f"{', '.join(diff)} ({_diff_text(old, new, diff)}); it is left untouched. "
-                    "Extract into a new store, or bump the extractor's version.", old, new
+                    f"{', '.join(diff)} ({'; '.join(provenance_changes(old, new))}); it is left untouched. "
+                    + ("Rows from two versions of the libraries are never mixed in one array: extract into a new "
+                       "store (--store), or run with the versions that made it." if diff == ["libraries"] else
+                       "Extract into a new store, or bump the extractor's version."), old, new
                 )
             if arr.dim != dim:
                 raise AanbenchError(f"store array {self.path}/{path} has dim {arr.dim}, extractor gives {dim}")
@@ -1106,6 +1120,19 @@ class DatasetGroup:
         arr = FeatureArray(key, fg, n)
         arr._ensure_staging(clean=True)
         return arr
+
+    def drop_feature(self, key: str) -> bool:
+        """Remove feature array ``key`` and its rows (for a cache whose array
+        was made by other versions: the curve's store). Its metadata goes
+        first, so a removal cut short leaves an incomplete array, which the
+        next :meth:`create_feature` clears. Returns whether it existed."""
+        with self.store.creation_lock():
+            fdir = Path(self.store.root) / self.path / "features" / key
+            if not fdir.is_dir():
+                return False
+            (fdir / "zarr.json").unlink(missing_ok=True)
+            shutil.rmtree(fdir)
+            return True
 
     def _feature_complete(self, path: str) -> bool:
         """Whether the feature array at ``path`` was created whole: its group
@@ -1370,15 +1397,14 @@ class FeatureStore:
         return DatasetGroup(self, zg)
 
 
+def comparable_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
+    """The values of ``provenance`` that an existing array must match
+    (:data:`PROVENANCE_KEYS`), as the store records them (JSON types)."""
+    return {k: _jsonable(provenance.get(k)) for k in PROVENANCE_KEYS}
+
+
 def _jsonable(v: Any) -> Any:
     return json.loads(json.dumps(v, sort_keys=True, default=str))
-
-
-def _diff_text(old: dict, new: dict, keys: list[str]) -> str:
-    parts = []
-    for k in keys:
-        parts.append(f"{k}: stored {json.dumps(old.get(k), sort_keys=True)[:120]} vs now {json.dumps(new.get(k), sort_keys=True)[:120]}")
-    return "; ".join(parts)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import zarr
 
 from aanbench.curve_output import read_curve_csv
 from aanbench.workflows.curve import demo_film, film_dataset
@@ -360,6 +361,35 @@ def test_rerun_reuses_the_store(demo, tmp_path):
     moved.write_bytes(demo["film"].read_bytes())
     c = film_curve(moved, models, store=tmp_path / "s", out_dir=tmp_path / "o2", window=4, on_progress=calls.append)
     assert calls == [] and np.array_equal(a.values["valence"], c.values["valence"])
+
+    # after an upgrade (here: an older decoder revision stamped on one array)
+    # the film's features are extracted again with this installation instead
+    # of being read as they were; half done, they were refused ("Extract into
+    # a new store") where the user of `curve` has no store of their own
+    from aanbench.media import DECODER_VERSION
+
+    group_dir = tmp_path / "s" / a.group
+    [logmel] = [p for p in (group_dir / "features").iterdir() if p.name.startswith("logmel@")]
+    for half_done in (False, True):
+        meta = json.loads((logmel / "zarr.json").read_text())
+        meta["attributes"]["provenance"]["libraries"]["aanbench-decoder"] = "1"
+        (logmel / "zarr.json").write_text(json.dumps(meta))
+        if half_done:
+            zarr.open_array(str(logmel / "done"), mode="r+")[0] = False
+        calls.clear()
+        d = film_curve(demo["film"], models, store=tmp_path / "s", out_dir=tmp_path / "o4", window=4,
+                       on_progress=calls.append)
+        assert sum(c.unit.n_items for c in calls) == 16 and {c.unit.extractors for c in calls} == {("logmel",)}
+        assert f"{logmel.name}: the features the store held for this film were made by other versions " \
+               f"(aanbench-decoder 1 -> {DECODER_VERSION}); extracted again" in d.notes
+        meta = json.loads((logmel / "zarr.json").read_text())
+        assert meta["attributes"]["provenance"]["libraries"]["aanbench-decoder"] == DECODER_VERSION
+        assert zarr.open_array(str(logmel / "done"), mode="r")[:].all()
+        assert np.array_equal(a.values["valence"], d.values["valence"])  # nothing else changed: the same curve
+    calls.clear()
+    film_curve(demo["film"], models, store=tmp_path / "s", out_dir=tmp_path / "o4", window=4, on_progress=calls.append)
+    assert calls == []  # made by this installation: reused
+
     data = bytearray(moved.read_bytes())
     data[len(data) // 2] ^= 0x40  # one bit in the media data: another film of the same size
     moved.write_bytes(bytes(data))

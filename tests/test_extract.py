@@ -114,6 +114,7 @@ def test_rerun_skips_done_chunks_and_provenance_guard(messy_folder: Path, tmp_pa
     r = cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect", "--retry-failed")
     assert r.exit_code == 2
     assert "different config" in r.output and "left untouched" in r.output
+    assert "(config fps 99 -> " in " ".join(r.output.split())  # what changed, not a dump of both configs
     after = FeatureStore(store, mode="r").open_group("files").feature("affect@2").read()
     np.testing.assert_array_equal(np.nan_to_num(snapshot, nan=-1), np.nan_to_num(after, nan=-1))
 

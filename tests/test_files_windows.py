@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
+
 import numpy as np
 import pytest
 
@@ -228,3 +230,18 @@ def test_stream_lengths_without_header_durations_come_from_the_packets(tmp_path)
     lengths = stream_durations(mkv)  # on the file's clock: Matroska shifts both by the AAC priming (64 ms)
     assert 4.0 <= lengths["video"] <= 4.1 and lengths["audio"] - lengths["video"] == pytest.approx(0.35, abs=0.01)
     assert probe_duration(mkv, ["video", "audio"]) == pytest.approx(lengths["video"])
+
+    # read once per process; a file written again (another length) is read again
+    from aanbench import filmdecode
+
+    demuxed = []
+    real = filmdecode._packet_ends
+    try:
+        filmdecode._packet_ends = lambda *a, **k: demuxed.append(1) or real(*a, **k)
+        assert stream_durations(mkv) == lengths and probe_duration(mkv, ["video", "audio"]) == pytest.approx(lengths["video"])
+        assert demuxed == []
+        mkv.write_bytes(mkv.read_bytes()[: mkv.stat().st_size // 2])  # cut: its packets end earlier
+        os.utime(mkv, ns=(1, 1))
+        assert stream_durations(mkv)["video"] < lengths["video"] - 1 and demuxed == [1]
+    finally:
+        filmdecode._packet_ends = real

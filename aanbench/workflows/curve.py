@@ -416,25 +416,61 @@ def model_streams(models: Sequence[CurveModel], plugins: Any = None) -> tuple[st
     return tuple(k for k in ("video", "audio") if k in kinds)
 
 
-def _features_to_extract(models: Sequence[CurveModel], store: Path, ds, plugins) -> list[str]:
-    """Extractor names whose arrays for this film are missing or not done
-    (features already complete in the store need no extractor, nor its weights)."""
+def _replace_stale_features(models: Sequence[CurveModel], store: Path, ds, plugins) -> dict[str, list[str]]:
+    """Remove the film's arrays (of the installed extractors the models read)
+    that were made by other versions of aanbench, its decoder, the libraries,
+    the config or the weights (after an upgrade), so that they are extracted
+    again with this installation instead of being read as they were (a
+    complete array) or refused (one half done: the store never mixes the two).
+    The curve's store is a cache of what the film gives: nothing in it is
+    lost that cannot be computed again. Returns ``{key: what changed}``."""
+    from aanbench.extraction import provenance_changes_in
+
+    group = _film_group(store, ds, mode="a")
+    if group is None:
+        return {}
+    stale = _stale_features(models, group, ds, plugins)
+    for key in stale:
+        group.drop_feature(key)
+    return stale
+
+
+def _stale_features(models: Sequence[CurveModel], group: Any, ds, plugins) -> dict[str, list[str]]:
+    """``{key: what changed}`` for the film's arrays that this installation
+    would not have made (:func:`aanbench.extraction.provenance_changes_in`)."""
+    from aanbench.extraction import provenance_changes_in
+
+    names = list(dict.fromkeys(n for m in models for n in m.payload.features))
+    extractors = [plugins.extractors[n] for n in names if n in plugins.extractors]
+    return provenance_changes_in(group, extractors, video_frames=getattr(ds, "video_frames", None))
+
+
+def _film_group(store: Path, ds, mode: str = "r") -> Any:
+    """The film's group in ``store``, or None where there is none."""
     from aanbench.store import FeatureStore
 
+    if not (Path(store) / "zarr.json").exists():
+        return None
+    try:
+        return FeatureStore(store, mode=mode).open_group(ds.name, ds.segmentation)
+    except AanbenchError:
+        return None
+
+
+def _features_to_extract(models: Sequence[CurveModel], store: Path, ds, plugins) -> list[str]:
+    """Extractor names whose arrays for this film are missing, not done or
+    made by other versions (:func:`_stale_features`); features already
+    complete in the store need no extractor, nor its weights."""
     names: list[str] = []
     for m in models:
         for n in m.payload.features:
             if n not in names:
                 names.append(n)
-    group = None
-    if (Path(store) / "zarr.json").exists():
-        try:
-            group = FeatureStore(store, mode="r").open_group(ds.name, ds.segmentation)
-        except AanbenchError:
-            group = None
+    group = _film_group(store, ds)
     if group is None:
         return names
     keys = set(group.feature_keys())
+    stale = _stale_features(models, group, ds, plugins)
     todo = []
     for n in names:
         trained = [k for m in models for k, f in zip(m.payload.feature_keys, m.payload.features)
@@ -446,7 +482,7 @@ def _features_to_extract(models: Sequence[CurveModel], store: Path, ds, plugins)
                 cand = [group.resolve_feature(n, ex.version if ex is not None else None).key]
             except AanbenchError:
                 cand = []
-        if not cand or not group.feature(cand[0]).done().all():
+        if not cand or cand[0] in stale or not group.feature(cand[0]).done().all():
             todo.append(n)
     return todo
 
@@ -512,6 +548,9 @@ def film_curve(
         """Extract what the store lacks for ``ms``; (streams, dataset, workers)."""
         streams = model_streams(ms, plugins)
         ds = film_dataset(film, window, hop, streams)
+        for key, changes in _replace_stale_features(ms, Path(store), ds, plugins).items():
+            notes.append(f"{key}: the features the store held for this film were made by other versions "
+                         f"({', '.join(changes)}); extracted again")
         todo = _features_to_extract(ms, Path(store), ds, plugins)
         if not todo:
             return streams, ds, workers
@@ -549,13 +588,13 @@ def film_curve(
                 thread.join()
         return streams, ds, workers
 
+    notes: list[str] = []
     t0 = time.perf_counter()
     streams, ds, used = extract(models, workers)
     if loading is not None:  # the headers served the extraction; the models now predict
         models = loading.result()
         streams, ds, _ = extract(models, used)  # nothing to do unless a header misled
     seconds = time.perf_counter() - t0
-    notes: list[str] = []
     if len(streams) > 1:
         from aanbench.filmdecode import stream_durations
 
