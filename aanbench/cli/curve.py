@@ -18,7 +18,7 @@ def curve_cmd(
     model: list[str] = typer.Option(..., "--model", metavar="FILE|NAME", help="Model bundle (`aanbench train`), model file (`run --save-models`, `models import-aan`) or named model (`aanbench models list`, e.g. aan-cognimuse); repeat for one per target."),
     window: float = typer.Option(5.0, "--window", metavar="SECONDS", help="Window length."),
     hop: Optional[float] = typer.Option(None, "--hop", metavar="SECONDS", help="Step between window starts (default: the window)."),
-    store: Path = typer.Option(Path(".aanbench-curve/store"), "--store", help="Feature store for the films' windows (reused and resumed)."),
+    store: Path = typer.Option(Path(".aanbench-curve/store"), "--store", help="Feature store for the films' windows (reused and resumed; features made by other versions are extracted again)."),
     out: Path = typer.Option(Path("."), "--out", metavar="DIR", help="Folder for <film>.curve.csv, .png and .html."),
     smooth: Optional[float] = typer.Option(None, "--smooth", metavar="SECONDS", help="Also draw a centred moving average over this many seconds."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Extraction workers (default: every usable CPU, as many as the windows and the available memory allow)."),
