@@ -150,6 +150,9 @@ def plot_curve(res: FilmCurve, path: Path, smooth: float | None = None) -> Path:
             ax.axhline(v, color="0.35", lw=0.9, ls=":")
     if yr is not None:
         ax.set_ylim(*yr)
+    span = res.end[np.isfinite(res.end)]
+    if span.size and span.max() > 0:  # the whole film, from 0 (one short window is not a 0.1-s axis around its centre)
+        ax.set_xlim(0.0, float(span.max()))
     ax.set_xlabel("time in the film (s, window centres)")
     if len(ranges) == 1 and all(t in res.scale.ranges for t in res.targets):
         t0 = res.targets[0]

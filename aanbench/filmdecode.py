@@ -78,7 +78,9 @@ def film_windows(duration: float, window: float, hop: float) -> list[tuple[float
     Windows start at ``0, hop, 2 hop, ...`` and last ``window`` s while they
     fit. When the last full window ends before the film does, one more
     window ``[k hop, duration)`` covers the tail if it is at least half a
-    window long (a shorter tail is dropped). Times are rounded to 1 ms.
+    window long (a shorter tail is dropped). A film shorter than one window
+    is one window, the whole of it: ``[0, duration)`` (none when the
+    duration is 0). Times are rounded to 1 ms.
     """
     if not (window > 0 and hop > 0) or not (math.isfinite(window) and math.isfinite(hop)):
         raise AanbenchError(f"window and hop must be positive seconds, not window={window!r}, hop={hop!r}")
@@ -91,7 +93,7 @@ def film_windows(duration: float, window: float, hop: float) -> list[tuple[float
         k += 1
     last_end = out[-1][1] if out else 0.0
     s = round(k * hop, 3)
-    if last_end < duration and s < duration and duration - s >= window / 2.0 - 1e-9:
+    if last_end < duration and s < duration and (duration - s >= window / 2.0 - 1e-9 or not out):
         out.append((s, duration))
     return out
 

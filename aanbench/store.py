@@ -1289,6 +1289,20 @@ class FeatureStore:
         finally:
             os.close(fd)  # releases the lock
 
+    def drop_group(self, dataset: str, segmentation: str = "default") -> bool:
+        """Remove the group of ``dataset``/``segmentation`` and every array in
+        it (for a cache whose group no longer fits: the curve's store). Its
+        metadata goes first, so a removal cut short leaves an incomplete
+        group, which the next :meth:`ensure_group` clears. Returns whether it
+        existed."""
+        with self.creation_lock():
+            gdir = self.root / dataset / segmentation
+            if not gdir.is_dir():
+                return False
+            (gdir / "zarr.json").unlink(missing_ok=True)
+            shutil.rmtree(gdir)
+            return True
+
     def _group_complete(self, path: str) -> bool:
         try:
             meta = json.loads((self.root / path / "zarr.json").read_text())

@@ -397,6 +397,32 @@ def test_rerun_reuses_the_store(demo, tmp_path):
     assert sum(c.unit.n_items for c in calls) == 16
 
 
+def test_a_film_shorter_than_a_window_is_one_window_with_its_times(demo, tmp_path):
+    """A 1.5-s sting with 4-s windows: one window [0, 1.5) with a value (it
+    was one whole-file item without times: empty start and end in the CSV,
+    nothing drawn). A store holding the film's windows as an older version
+    planned them is replaced, not read as it was."""
+    from aanbench.contracts import Item
+    from aanbench.curve import load_models
+    from aanbench.workflows import film_curve
+    from aanbench.workflows.curve import model_streams
+
+    sting = make_clip(tmp_path / "sting.mp4", seconds=1.5, fps=25, size=(120, 160))
+    models = load_models([demo["bundle"]])
+    ds = film_dataset(sting, 4.0, 4.0, model_streams(models))
+    old = FeatureStore(tmp_path / "s").ensure_group(ds.name, [Item(id="sting.mp4", path=sting, group="sting.mp4")],
+                                                    segmentation=ds.segmentation, chunk_rows=1, dataset_config=ds.config())
+    assert old.n_items == 1
+    res = film_curve(sting, models, store=tmp_path / "s", out_dir=tmp_path / "o", window=4)
+    assert any(n.startswith("the store held other windows for this film") for n in res.notes), res.notes
+    df = read_curve_csv(res.csv)
+    assert len(df) == 1 and df.start[0] == 0.0 and 1.4 <= df.end[0] <= 1.5 and df.reason.isna().all()
+    assert np.isfinite(df.valence[0]) and np.isfinite(df.arousal[0])
+    again = film_curve(sting, models, store=tmp_path / "s", out_dir=tmp_path / "o", window=4)
+    assert not any(n.startswith("the store held") for n in again.notes)  # the new group is reused
+    assert again.values["valence"][0] == res.values["valence"][0]
+
+
 @pytest.mark.skipif(_chromium() is None, reason="Chromium not installed (.ci/run installs Debian's chromium)")
 def test_truncated_film_reports_the_lost_windows_and_keeps_the_others(demo, tmp_path):
     fast = remux_faststart(demo["film"], tmp_path / "fast.mp4")

@@ -45,7 +45,8 @@ def test_windows_cover_the_film_and_keep_a_tail_of_at_least_half_a_window():
     assert film_windows(22.0, 5, 5) == [(0, 5), (5, 10), (10, 15), (15, 20)]  # 2 s tail < 2.5 s: dropped
     assert film_windows(22.5, 5, 5)[-1] == (20, 22.5)  # exactly half a window: kept
     assert film_windows(12.0, 5, 2.5) == [(0, 5), (2.5, 7.5), (5, 10), (7.5, 12.0)]
-    assert film_windows(2.0, 5, 5) == []
+    assert film_windows(2.0, 5, 5) == [(0, 2.0)]  # shorter than a window: one window, the whole film
+    assert film_windows(0.04, 5, 2.5) == [(0, 0.04)] and film_windows(0.0, 5, 5) == []
     with pytest.raises(AanbenchError):
         film_windows(10, 0, 5)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,7 +31,7 @@ def curve_cmd(
 
     Cuts each film into windows over the duration that every stream the model
     needs covers (the last partial window is kept when at least half a window
-    long), extracts the model's features for them into the store, predicts every
+    long; a film shorter than a window is one window), extracts the model's features for them into the store, predicts every
     target the model has and writes <film>.curve.csv
     (start,end,<targets>,outside_range,reason), <film>.curve.png (the targets over
     time on the training labels' scale, and the valence-arousal plane) and
@@ -109,7 +110,8 @@ def _curve(films: list[Path], model: list[str], window: float, hop: Optional[flo
         if failed:
             console.print(f"[red]{len(failed)} windows failed[/] (start-end s: reason):")
             for s, e, why in failed[:50]:
-                console.print(f"  {s:g}-{e:g}: {why}", highlight=False, soft_wrap=True)
+                span = f"{s:g}-{e:g}" if math.isfinite(s) and math.isfinite(e) else "the whole film"
+                console.print(f"  {span}: {why}", highlight=False, soft_wrap=True)
             if len(failed) > 50:
                 console.print(f"  ... and {len(failed) - 50} more (reason column of {res.csv})", highlight=False)
 

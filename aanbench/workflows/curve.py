@@ -435,6 +435,28 @@ def _replace_stale_features(models: Sequence[CurveModel], store: Path, ds, plugi
     return stale
 
 
+def _replace_replanned_group(store: Path, ds, film: Path) -> str:
+    """Remove the film's group where it holds other windows than this
+    installation plans for the film (after an upgrade that plans windows
+    otherwise, e.g. a film shorter than a window, once one whole-file item
+    without times, now the window ``[0, duration)``): it would be read as it
+    was, or refused. Returns a note saying so, or ``""``."""
+    from aanbench.store import items_fingerprint
+
+    group = _film_group(store, ds)
+    if group is None:
+        return ""
+    items = ds.items(film)
+    if group.attrs.get("items_sha256") == items_fingerprint(items):
+        return ""
+    from aanbench.store import FeatureStore
+
+    stored = group.n_items
+    FeatureStore(store).drop_group(ds.name, ds.segmentation)
+    return (f"the store held other windows for this film ({stored} stored, {len(items)} planned now, by "
+            "another version of aanbench); extracted again")
+
+
 def _stale_features(models: Sequence[CurveModel], group: Any, ds, plugins) -> dict[str, list[str]]:
     """``{key: what changed}`` for the film's arrays that this installation
     would not have made (:func:`aanbench.extraction.provenance_changes_in`)."""
@@ -548,6 +570,9 @@ def film_curve(
         """Extract what the store lacks for ``ms``; (streams, dataset, workers)."""
         streams = model_streams(ms, plugins)
         ds = film_dataset(film, window, hop, streams)
+        replanned = _replace_replanned_group(Path(store), ds, film)
+        if replanned:
+            notes.append(replanned)
         for key, changes in _replace_stale_features(ms, Path(store), ds, plugins).items():
             notes.append(f"{key}: the features the store held for this film were made by other versions "
                          f"({', '.join(changes)}); extracted again")

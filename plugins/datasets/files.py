@@ -9,7 +9,8 @@ With ``-o window=SECONDS`` (and ``-o hop=SECONDS``, default: the window)
 each file is cut into windows ``[k hop, k hop + window)``; each window is
 one item ``<file>@<start>-<end>`` whose group is the file, with start and
 end in the store's item table. The last partial window is kept when it is
-at least half a window long (see :func:`aanbench.filmdecode.film_windows`).
+at least half a window long; a file shorter than one window is one window,
+the whole of it (see :func:`aanbench.filmdecode.film_windows`).
 A file whose duration cannot be read stays one whole-file item, so its
 failure is recorded with its reason. Windowed items go to the store
 segmentation ``window<W>-hop<H>`` (``-o segmentation=NAME`` names another).
@@ -136,7 +137,7 @@ class FilesDataset(Dataset):
             except ItemError:
                 duration = 0.0
             windows = film_windows(duration, self.window, self.hop) if duration > 0 else []  # type: ignore[arg-type]
-            if not windows:  # unreadable, or shorter than half a window: one item, whose failure says why
+            if not windows:  # unreadable (or empty): one item, whose failure says why
                 out.append(Item(id=fid, path=p, group=fid))
                 continue
             out.extend(Item(id=window_id(fid, s, e), path=p, start=s, end=e, group=fid) for s, e in windows)
