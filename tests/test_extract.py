@@ -98,8 +98,13 @@ def test_usage_errors_exit_2_without_traceback(tmp_path: Path, cli) -> None:
 
 
 def test_rerun_skips_done_chunks_and_provenance_guard(messy_folder: Path, tmp_path: Path, cli) -> None:
+    from aanbench.cpus import usable_cpus
+
     store = tmp_path / "store"
-    cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect", "--chunk-rows", "3")
+    r = cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect", "--chunk-rows", "3")
+    assert "backend local (1 worker)" in r.output
+    # one worker of several CPUs on several chunks: the output says how to use them
+    assert ("`-j N` extracts N at once" in r.output) == (usable_cpus() > 1), r.output
     chunk_file = store / "files" / "default" / "features" / "affect@2" / "data" / "c" / "0" / "0"
     before = chunk_file.stat().st_mtime_ns
     r = cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect")

@@ -122,6 +122,11 @@ class LocalBackend:
         self.workers = max(1, int(workers))
         self.pool = pool
 
+    @property
+    def label(self) -> str:
+        """``local`` with its workers (the plan's line)."""
+        return f"local ({self.workers} worker{'s' if self.workers != 1 else ''})"
+
     def run(self, job: ExtractionJob, units: Sequence[WorkUnit], on_result: Callable[[UnitResult], None]) -> None:
         """Runs ``units``; on an interrupt, returns early (after reporting the
         chunks finished) with the interrupt still pending, or raises
