@@ -157,6 +157,42 @@ def test_benchmark_without_the_paper_features_says_which_extractors_are_missing(
     assert not (tmp_path / "lb2.md").exists()
 
 
+def test_a_single_modality_experiment_keeps_its_modality_on_another_feature_set(small_demo, tmp_path):  # noqa: F811
+    """`--features weightfree-both` ran feature-aan-video on the audio too,
+    in a row linked to the paper's video-only number."""
+    from aanbench.contracts import AanbenchError
+    from aanbench.plugin_manager import get_plugins
+    from aanbench.registry import load_registry
+    from aanbench.workflows._shared import configure_experiment
+    from aanbench.workflows.benchmark import benchmark_experiments
+
+    reg = load_registry(None)
+    video = configure_experiment(reg.experiment("feature-aan-video", "eimt16"), reg, features="weightfree-both")
+    assert (video.feature_set, video.features) == ("weightfree-video", ("affect",))
+    audio = configure_experiment(reg.experiment("temporal-aan-audio", "cognimuse"), reg, features="weightfree-both")
+    assert (audio.feature_set, audio.features) == ("weightfree-audio", ("emobase2010", "logmel"))
+    both = configure_experiment(reg.experiment("feature-aan", "eimt16"), reg, features="weightfree-both")
+    assert (both.feature_set, both.features) == ("weightfree-both", ("affect", "emobase2010", "logmel"))
+    with pytest.raises(AanbenchError, match="feature-aan-audio reads audio features only, and feature set "
+                                            "weightfree-video .affect. has none"):
+        configure_experiment(reg.experiment("feature-aan-audio", "eimt16"), reg, features="weightfree-video")
+    # a part no registry set names (this order is none's) gets the set's name and the part
+    custom = tmp_path / "registry.toml"
+    custom.write_text('[feature_sets]\nmixed = ["logmel", "affect", "emobase2010"]\n')
+    reg2 = load_registry(custom)
+    part = configure_experiment(reg2.experiment("feature-aan-audio", "eimt16"), reg2, features="mixed")
+    assert (part.feature_set, part.features) == ("mixed (audio part)", ("logmel", "emobase2010"))
+
+    ds = get_plugins().dataset("demo")
+    run, skipped = benchmark_experiments(ds, small_demo["store"], only=["feature-aan-audio", "feature-aan-video"],
+                                         features="weightfree-video")
+    assert [e.name for e in run] == ["feature-aan-video"]
+    assert [(s.experiment, "reads audio features only" in s.reason) for s in skipped] == [("feature-aan-audio", True)]
+    r = invoke("run", "feature-aan-audio", "demo", "--store", small_demo["store"], "--out", tmp_path / "o",
+               "--features", "weightfree-video")
+    assert r.exit_code == 2 and "reads audio features only" in r.output and not (tmp_path / "o").exists()
+
+
 def test_unknown_feature_set_protocol_and_format_are_refused_before_any_work(tmp_path):
     for args, msg in ((["--features", "nope"], "no feature set 'nope'"),
                       (["--protocol", "nope"], "unknown protocol 'nope'"),

@@ -53,8 +53,9 @@ from aanbench.workflows import (
 )
 
 FEATURES_HELP = ("Run on this feature set of the registry instead of the experiment's (any set `aanbench "
-                 "experiments` lists, e.g. weightfree-both: no weight files needed); results and leaderboard "
-                 "rows record it.")
+                 "experiments` lists, e.g. weightfree-both: no weight files needed); a video-only or audio-only "
+                 "experiment takes the set's features of its modality (weightfree-both: weightfree-video for "
+                 "feature-aan-video). Results and leaderboard rows record the set used.")
 PROTOCOL_HELP = ("Evaluation protocol: fixed (the dataset's train/test split) or leave-one-group-out (every "
                  "movie tests once). Default: the experiment's, else the dataset's (`aanbench datasets` lists "
                  "it), the same for run, benchmark and demo; results and leaderboards name it.")
@@ -369,7 +370,9 @@ def benchmark_cmd(
                                                 "Default: each experiment's, else the dataset's, as for run and demo."),
     features: Optional[str] = typer.Option(None, "--features", metavar="SET",
                                            help="Run every experiment on this feature set of the registry (e.g. "
-                                                "weightfree-both on a store without the paper's neural features)."),
+                                                "weightfree-both on a store without the paper's neural features); "
+                                                "video-only and audio-only experiments take its features of their "
+                                                "modality, and are skipped where it has none."),
     rerun: bool = typer.Option(False, "--rerun", help="Train every run again, even those whose results file is "
                                "already in --out with the same configuration (by default they are read, not "
                                "retrained: a benchmark stopped by Ctrl-C continues where it stopped)."),

@@ -88,7 +88,16 @@ def configure_experiment(exp: Any, reg: Any, *, features: str | None = None, pro
     a protocol uses its dataset's). The results record both, so the
     leaderboard row says which. A ``fusion_groups`` parameter (indices into
     the feature set: one late-fused model per group) is regrouped by the new
-    set's modalities (video, audio), as the registry groups the paper sets."""
+    set's modalities (video, audio), as the registry groups the paper sets.
+
+    A single-modality experiment (every feature of its own set video, or
+    every one audio: ``feature-aan-video``) keeps its modality: it runs on
+    the features of ``features`` of that modality, named as the registry's
+    set of exactly those features where there is one (``weightfree-both``
+    for a video experiment: ``weightfree-video``), else ``SET (video part)``,
+    so that its row never reads as a video model while it saw the audio too.
+    Where ``features`` has none of that modality, :class:`AanbenchError`
+    says so (``benchmark`` skips the experiment with that reason)."""
     from dataclasses import replace
 
     check_feature_set(features, reg)
@@ -97,12 +106,26 @@ def configure_experiment(exp: Any, reg: Any, *, features: str | None = None, pro
         exp = replace(exp, protocol=protocol)
     if features is None or features == exp.feature_set:
         return exp
+    extractors = (installed or plugins()).extractors
     names = tuple(reg.feature_sets[features])
+    label = features
+    own = {getattr(extractors.get(n), "modality", None) for n in exp.features}
+    if len(own) == 1 and None not in own:  # a single-modality experiment keeps its modality
+        [modality] = own
+        part = tuple(n for n in names if getattr(extractors.get(n), "modality", None) == modality)
+        if not part:
+            raise AanbenchError(f"{exp.name} reads {modality} features only, and feature set {features} "
+                                f"({', '.join(names)}) has none")
+        if part != names:
+            same = [k for k, v in reg.feature_sets.items() if tuple(v) == part]
+            label = same[0] if same else f"{features} ({modality} part)"
+            names = part
+    if label == exp.feature_set:
+        return exp
     params = dict(exp.params)
     if isinstance(params.get("fusion_groups"), list) and params["fusion_groups"]:
-        extractors = (installed or plugins()).extractors
         by_modality: dict[str, list[int]] = {}
         for i, n in enumerate(names):
             by_modality.setdefault(str(getattr(extractors.get(n), "modality", n)), []).append(i)
         params["fusion_groups"] = list(by_modality.values())
-    return replace(exp, feature_set=features, features=names, params=params)
+    return replace(exp, feature_set=label, features=names, params=params)

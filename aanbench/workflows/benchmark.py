@@ -147,8 +147,12 @@ def benchmark_experiments(ds: Dataset, store: str | Path, *, registry: str | Pat
     for name in sorted(reg.experiments):
         if only and name not in only:
             continue
-        exp = configure_experiment(reg.experiment(name, ds.name), reg, features=features, protocol=protocol,
-                                   installed=plugins)
+        try:  # a single-modality experiment on a --features set without its modality
+            exp = configure_experiment(reg.experiment(name, ds.name), reg, features=features, protocol=protocol,
+                                       installed=plugins)
+        except AanbenchError as exc:
+            skipped.append(Skip(name, str(exc)))
+            continue
         if exp.model not in plugins.models:
             skipped.append(Skip(name, f"model plugin {exp.model!r} is not installed"))
             continue
