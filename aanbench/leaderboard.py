@@ -540,7 +540,8 @@ def board_markdown(board: dict[str, Any], figure: str | None = None) -> str:
               "p-values Holm-adjusted across the table's rows (in parentheses); `≈` where the adjusted p is at least "
               f"{board['alpha']}, so the data cannot tell the row from the best, else `worse`/`better`. The best "
               "row was chosen on these same test data, which favours it. Per-movie r: mean ± sd over the test "
-              "movies of each movie's own r (averaged over seeds)."]
+              "movies of each movie's own r (averaged over seeds), over the movies with at least 3 predictions "
+              "(with 2, r is +1 or -1 whatever the model): n/a where none has."]
     if board.get("environment"):
         lines += ["", board["environment"]]
     if board.get("duplicates_ignored"):

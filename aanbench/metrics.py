@@ -68,13 +68,19 @@ def _metrics_from_sums(t: np.ndarray) -> dict[str, np.ndarray]:
         return {"mse": sd2 / n, "pearson_r": np.clip(r, -1, 1), "ccc": c}
 
 
+MIN_GROUP_R = 3  # a group's Pearson r needs 3 predictions: with 2 it is +1 or -1 whatever the model
+
+
 def group_spread(y: np.ndarray, p: np.ndarray, groups: np.ndarray) -> dict:
     """Per-group (per-movie) metrics: mean and sample sd over groups of each
-    metric, and the per-group values (NaN where a metric is undefined)."""
+    metric, and the per-group values (NaN where a metric is undefined; a
+    group's Pearson r where it has fewer than :data:`MIN_GROUP_R`
+    predictions, as a sequence model's 2 per movie give)."""
     y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
     g = np.asarray(groups).astype(str)
     names = sorted(set(g.tolist()))
-    per = {name: {m: fn(y[g == name], p[g == name]) for m, fn in METRICS.items()} for name in names}
+    per = {name: {m: (float("nan") if m == "pearson_r" and int((g == name).sum()) < MIN_GROUP_R
+                      else fn(y[g == name], p[g == name])) for m, fn in METRICS.items()} for name in names}
     out: dict = {"groups": per}
     for m in METRICS:
         vals = np.array([per[name][m] for name in names], dtype=np.float64)

@@ -156,3 +156,10 @@ def test_group_spread_by_hand():
     assert s["pearson_r"]["mean"] == pytest.approx(np.mean(rs))
     assert s["pearson_r"]["sd"] == pytest.approx(np.std(rs, ddof=1))
     assert s["groups"]["c"]["mse"] == pytest.approx(0.25 / 3)
+    # two predictions per movie (a sequence model's): each movie's r would be +1 or -1 whatever the
+    # model predicts, so it is undefined there and the spread has no movie to average
+    y2, p2, g2 = np.array([0.0, 1.0, 0.0, 1.0]), np.array([0.3, 0.2, 0.1, 0.9]), np.array(["a", "a", "b", "b"])
+    assert sorted(pearson(y2[g2 == k], p2[g2 == k]) for k in "ab") == pytest.approx([-1.0, 1.0])
+    s2 = group_spread(y2, p2, g2)
+    assert np.isnan(s2["groups"]["a"]["pearson_r"]) and s2["pearson_r"]["k"] == 0
+    assert np.isnan(s2["pearson_r"]["mean"]) and s2["groups"]["a"]["mse"] == pytest.approx((0.09 + 0.64) / 2)
