@@ -134,6 +134,21 @@ def test_benchmark_on_weightfree_features_resumes_and_reports_what_it_skipped(ei
     assert files_state(out)["eimt16/ridge/seed0.json"] == after["eimt16/ridge/seed0.json"]
 
 
+def test_run_and_train_without_the_paper_features_name_every_missing_one_and_the_way_on(eimt16, tmp_path):
+    """They stopped at the first missing extractor (resnet50), without the
+    others or the weight-free set the store holds."""
+    for cmd, out in ((["run", "feature-aan-video"], ["--out", tmp_path / "o"]),
+                     (["train", "feature-aan"], ["--out", tmp_path / "m.pt"])):
+        r = invoke(*cmd, "eimt16", *OPT, "--store", eimt16["store"], *out)
+        text = " ".join(r.output.split())
+        assert r.exit_code == 2, r.output
+        want = "resnet50, flownets, i3d" if cmd[1] == "feature-aan-video" else "resnet50, flownets, i3d, vggish"
+        assert f"has no {want} for eimt16 (it has affect, emobase2010, logmel)" in text, text
+        assert f"--extractors {want.replace(', ', ',')}`" in text and "`aanbench weights`" in text
+        assert "run on a feature set the store holds: --features weightfree-both" in text, text
+    assert not (tmp_path / "o").exists() and not (tmp_path / "m.pt").exists()
+
+
 @pytest.mark.slow
 def test_benchmark_without_the_paper_features_says_which_extractors_are_missing(eimt16, tmp_path):
     out = tmp_path / "res"

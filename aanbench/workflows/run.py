@@ -60,6 +60,35 @@ def needed_features(exp: Any) -> list[str]:
     return [] if spec is not None and not spec.needs_features else list(exp.features)
 
 
+def check_features_stored(exp: Any, group: Any, ds: Dataset, store: str | Path,
+                          registry: str | Path | None = None) -> None:
+    """Every feature ``exp`` reads is in ``group``; else one error naming
+    each missing extractor, what the store has, and the ways on: extract
+    them, or run on a feature set of the registry that the store holds."""
+    from aanbench.contracts import AanbenchError
+
+    pl = plugins()
+    missing = []
+    for f in needed_features(exp):
+        ex = pl.extractors.get(f)
+        try:
+            group.resolve_feature(f, ex.version if ex is not None else None)
+        except AanbenchError:
+            missing.append(f)
+    if not missing:
+        return
+    have = sorted({k.split("@", 1)[0] for k in group.feature_keys()})
+    sets = load_registry(registry).feature_sets
+    held = sorted((k for k, v in sets.items() if v and set(v) <= set(have)), key=lambda k: (-len(sets[k]), k))
+    ways = [f"Extract them (`aanbench extract {ds.name} ... --store {store} --extractors {','.join(missing)}`; "
+            "their weight files: `aanbench weights`)"]
+    if held:
+        ways.append(f"run on a feature set the store holds: --features {held[0]}")
+    raise AanbenchError(f"{exp.name} reads {', '.join(exp.features)} (feature set {exp.feature_set}); store {store} "
+                        f"has no {', '.join(missing)} for {ds.name} (it has {', '.join(have) or 'no features'}). "
+                        + "; or ".join(ways) + ".")
+
+
 def _group(store: str | Path, ds: Dataset):
     from aanbench.store import FeatureStore
 
@@ -109,6 +138,7 @@ def run(
     fits = backend if not isinstance(backend, str) else fit_backend(
         backend, address=address, workers=workers, device=device, threads=threads)
     group = _group(store, ds)
+    check_features_stored(exp, group, ds, store, registry)
     refuse_damaged(group, [exp], skip_damaged)
     [doc] = fits.run([(exp, seed)], ds, group, plugins(), sequential=sequential,
                      save_models=Path(save_models) if save_models is not None else None, on_progress=on_progress)
@@ -177,6 +207,7 @@ def train(
     ds = resolve_dataset(dataset, options, labelled=True)
     exp = resolve_experiment(experiment, ds, registry=registry, features=features, protocol=protocol)
     group = _group(store, ds)
+    check_features_stored(exp, group, ds, store, registry)
     refuse_damaged(group, [exp], skip_damaged, use="trained on", record="the model bundle")
     payload = train_bundle(exp, ds, group, plugins(), seed=seed, sequential=sequential, device=device,
                            threads=threads,
