@@ -21,7 +21,7 @@ from aanbench.cli._common import (
 )
 from aanbench.contracts import Dataset
 from aanbench.workflows import extract, extract_summary, resolve_dataset
-from aanbench.workflows.extract import chunks_computed
+from aanbench.workflows.extract import chunks_computed, idle_cpus_hint
 
 
 def print_plan(out: Any, dataset: str, plan: Any, skipped: list[str], backend_name: str) -> None:
@@ -35,12 +35,9 @@ def print_plan(out: Any, dataset: str, plan: Any, skipped: list[str], backend_na
         f"extractors {', '.join(plan.job.extractors)}; {len(plan.units)} chunks to compute"
         + (f" ({done_already} extractor-chunks already done)" if done_already else "")
         + f"; backend {backend_name}", highlight=False)
-    if backend_name == "local (1 worker)" and len(plan.units) > 1:
-        from aanbench.cpus import usable_cpus
-
-        if usable_cpus() > 1:
-            out.print(f"[dim]one chunk at a time on 1 of {usable_cpus()} CPUs: `-j N` extracts N at once "
-                      "(the same features)[/]", highlight=False)
+    hint = idle_cpus_hint(plan, backend_name)
+    if hint:
+        out.print(f"[dim]{hint}[/]", highlight=False)
 
 
 def extract_with_progress(dataset: Dataset, root: Path, store: Path, extractors: Any, *, quiet: bool = False,
