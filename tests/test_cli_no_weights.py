@@ -172,13 +172,12 @@ def test_benchmark_without_the_paper_features_says_which_extractors_are_missing(
     assert not (tmp_path / "lb2.md").exists()
 
 
-def test_a_single_modality_experiment_keeps_its_modality_on_another_feature_set(small_demo, tmp_path):  # noqa: F811
+def test_a_single_modality_experiment_keeps_its_modality_on_another_feature_set(eimt16, tmp_path):
     """`--features weightfree-both` ran feature-aan-video on the audio too,
     in a row linked to the paper's video-only number."""
     from aanbench.contracts import AanbenchError
-    from aanbench.plugin_manager import get_plugins
     from aanbench.registry import load_registry
-    from aanbench.workflows._shared import configure_experiment
+    from aanbench.workflows._shared import configure_experiment, resolve_dataset
     from aanbench.workflows.benchmark import benchmark_experiments
 
     reg = load_registry(None)
@@ -198,12 +197,12 @@ def test_a_single_modality_experiment_keeps_its_modality_on_another_feature_set(
     part = configure_experiment(reg2.experiment("feature-aan-audio", "eimt16"), reg2, features="mixed")
     assert (part.feature_set, part.features) == ("mixed (audio part)", ("logmel", "emobase2010"))
 
-    ds = get_plugins().dataset("demo")
-    run, skipped = benchmark_experiments(ds, small_demo["store"], only=["feature-aan-audio", "feature-aan-video"],
+    ds = resolve_dataset("eimt16", OPT[1:])
+    run, skipped = benchmark_experiments(ds, eimt16["store"], only=["feature-aan-audio", "feature-aan-video"],
                                          features="weightfree-video")
     assert [e.name for e in run] == ["feature-aan-video"]
     assert [(s.experiment, "reads audio features only" in s.reason) for s in skipped] == [("feature-aan-audio", True)]
-    r = invoke("run", "feature-aan-audio", "demo", "--store", small_demo["store"], "--out", tmp_path / "o",
+    r = invoke("run", "feature-aan-audio", "eimt16", *OPT, "--store", eimt16["store"], "--out", tmp_path / "o",
                "--features", "weightfree-video")
     assert r.exit_code == 2 and "reads audio features only" in r.output and not (tmp_path / "o").exists()
 
