@@ -238,7 +238,10 @@ def _codecs(film: Path) -> str:
 
     try:
         with av.open(str(film)) as c:
-            parts = [f"{s.codec_context.name} {s.type}" for s in c.streams if s.type in ("video", "audio")]
+            from aanbench.media import is_cover_art
+
+            parts = [f"{s.codec_context.name} {s.type}" for s in c.streams
+                     if s.type in ("video", "audio") and not is_cover_art(s)]
             return f"{', '.join(parts)} in {film.suffix.lstrip('.') or 'a file'}"
     except Exception:  # noqa: BLE001 - only a hint on the page
         return ""

@@ -55,7 +55,8 @@ import numpy as np
 
 from aanbench.contracts import AanbenchError, Item, ItemError, Media, MediaRequest
 from aanbench.media import (END_TOLERANCE_S, PAD_TOLERANCE_S, _channel_mean, _ends_early, _open, _short,
-                            cached_crop, decode_media, media_duration, wanted_frames)
+                            cached_crop, decode_media, is_cover_art, media_duration, no_video_reason, video_streams,
+                            wanted_frames)
 
 # --------------------------------------------------------------------------
 # Windows
@@ -134,7 +135,7 @@ def _stream_durations(path: Path) -> dict[str, float]:
         out: dict[str, float] = {}
         unknown: dict[int, str] = {}
         for s in container.streams:
-            if s.type not in STREAM_KINDS:
+            if s.type not in STREAM_KINDS or is_cover_art(s):
                 continue
             if s.duration is not None and s.time_base is not None and s.duration > 0:
                 end = float(((s.start_time or 0) + s.duration) * s.time_base)
@@ -224,7 +225,8 @@ class FilmReader:
         self.requests_key = _requests_key(requests)
         self.container = _open(self.path)
         self.duration = media_duration(self.container)
-        self.vstream = self.container.streams.video[0] if self.container.streams.video else None
+        footage = video_streams(self.container)
+        self.vstream = footage[0] if footage else None
         self.astream = self.container.streams.audio[0] if self.container.streams.audio else None
         if self.vstream is not None:
             self.vstream.thread_type = "SLICE"
@@ -430,7 +432,7 @@ class FilmReader:
         wants_video = [r for r in requests if r.wants_video]
         if wants_video:
             if self.vstream is None:
-                raise ItemError(f"no video stream: {item.path}")
+                raise ItemError(f"{no_video_reason(self.container)}: {item.path}")
             self._video(media, list({r.video_key(): r for r in wants_video}.values()), start, end)
         for rate in sorted({r.audio_rate for r in requests if r.wants_audio}):  # type: ignore[type-var]
             if self.astream is None:

@@ -75,6 +75,33 @@ def sample_times(request: MediaRequest, start: float, duration: float) -> np.nda
     return start + (np.arange(n) + 0.5) * step
 
 
+def is_cover_art(stream) -> bool:
+    """Whether ``stream`` is a still picture attached to the file (the cover
+    art of an MP3, M4A or Matroska file: FFmpeg's ``attached_pic``
+    disposition), not footage: one picture, no time."""
+    try:
+        return bool(int(stream.disposition) & int(av.stream.Disposition.attached_pic))
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def video_streams(container) -> list:
+    """The container's video streams that are footage (cover art left out,
+    :func:`is_cover_art`): a song with its album cover has none. Cover art
+    follows the footage in the files FFmpeg reads (MP4 ``covr``, Matroska
+    attachments), so leaving it out changes no row of a file with footage;
+    a file whose only picture is its cover now has no video stream, where
+    its windows failed as truncated."""
+    return [s for s in container.streams.video if not is_cover_art(s)]
+
+
+def no_video_reason(container) -> str:
+    """``no video stream``, saying when the file's only picture is its cover art."""
+    if container.streams.video:
+        return "no video stream (its only picture is a still, the cover art)"
+    return "no video stream"
+
+
 def _open(path: Path | None):
     if path is None:
         raise ItemError("item has no media file")
@@ -206,7 +233,7 @@ def _whole_file_ends(container, start: float, end: float) -> dict[str, float]:
     unchanged: only items that failed now succeed, hence no new
     DECODER_VERSION)."""
     ends = {}
-    for kind, streams in (("video", container.streams.video), ("audio", container.streams.audio)):
+    for kind, streams in (("video", video_streams(container)), ("audio", list(container.streams.audio))):
         if streams:
             d = declared_end(streams[0])
             if d is not None and start < d < end - PAD_TOLERANCE_S:
@@ -236,8 +263,8 @@ def decode_media(item: Item, requests: Sequence[MediaRequest]) -> Media:
         audio_rates = sorted({r.audio_rate for r in requests if r.wants_audio})  # type: ignore[type-var]
         try:
             if video_reqs:
-                if not container.streams.video:
-                    raise ItemError(f"no video stream: {item.path}")
+                if not video_streams(container):
+                    raise ItemError(f"{no_video_reason(container)}: {item.path}")
                 _decode_video(container, media, list(video_reqs.values()), start, own.get("video", end))
             for rate in audio_rates:
                 if not container.streams.audio:
@@ -361,7 +388,7 @@ def wanted_frames(reqs: Sequence[MediaRequest], start: float, duration: float) -
 
 
 def _decode_video(container, media: Media, reqs: list[MediaRequest], start: float, end: float) -> None:
-    stream = container.streams.video[0]
+    stream = video_streams(container)[0]
     stream.thread_type = "SLICE"
     native_fps = float(stream.average_rate) if stream.average_rate else None
     media.native_fps = native_fps

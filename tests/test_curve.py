@@ -20,7 +20,7 @@ import zarr
 from aanbench.curve_output import read_curve_csv
 from aanbench.workflows.curve import demo_film, film_dataset
 from aanbench.filmdecode import film_windows, probe_duration
-from aanbench.pluginkit.mediawrite import remux_faststart, write_clip
+from aanbench.pluginkit.mediawrite import remux_faststart, write_clip, write_song_with_cover
 from aanbench.store import FeatureStore
 
 from conftest import REPO, make_clip, run_aanbench, run_cli
@@ -475,6 +475,16 @@ def test_a_film_without_a_stream_the_model_needs_is_refused_before_any_work(demo
     assert "song.m4a: not a film the models can draw" in r.stderr, r.stderr
     assert "no video stream, which the model's features need; the file has audio only" in r.stderr
     assert not out.exists() and not (tmp_path / "s").exists()  # nothing extracted, nothing written
+    # a song with its album cover: the cover is a picture stream, not footage (every window failed
+    # as "media ends at 0.00 s ... (truncated?)" after the audio features were extracted)
+    cover = np.zeros((120, 160, 3), np.uint8)
+    cover[:, :80] = 200
+    mp3 = write_song_with_cover(tmp_path / "song.mp3", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32),
+                                16000, cover)
+    r = run_cli("curve", mp3, "--model", demo["bundle"], "--store", tmp_path / "s", "--out", out)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "the file has audio only (its only picture is a still, the cover art)" in r.stderr, r.stderr
+    assert not out.exists() and not (tmp_path / "s").exists()
 
 
 @pytest.mark.slow

@@ -246,3 +246,31 @@ def test_stream_lengths_without_header_durations_come_from_the_packets(tmp_path)
         assert stream_durations(mkv)["video"] < lengths["video"] - 1 and demuxed == [1]
     finally:
         filmdecode._packet_ends = real
+
+
+def test_cover_art_is_not_footage(tmp_path):
+    """An MP3's album cover is a one-picture video stream (FFmpeg's
+    attached_pic): not a video stream to window, decode or check."""
+    from aanbench.filmdecode import stream_durations
+    from aanbench.pluginkit.datacheck import probe_media
+    from aanbench.pluginkit.mediawrite import write_song_with_cover
+
+    t = np.arange(RATE * 6) / RATE
+    song = write_song_with_cover(tmp_path / "song.mp3", (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), RATE,
+                                 np.full((64, 80, 3), 120, np.uint8))
+    with av.open(str(song)) as c:
+        assert [s.type for s in c.streams] == ["audio", "video"]  # the picture is there
+    assert set(stream_durations(song)) == {"audio"}
+    req = MediaRequest(frames=4, short_side=32, audio_rate=RATE)
+    whole = get_plugins().dataset("files").items(song)
+    windows = get_plugins().dataset("files").configure(window=2).items(song)
+    for decode in (lambda it: decode_media(it, [req]), lambda it: decode_item(it, [req])):
+        for item in (whole[0], windows[0]):
+            with pytest.raises(ItemError, match="no video stream .its only picture is a still, the cover art."):
+                decode(item)
+            close_reader()
+    audio_only = MediaRequest(audio_rate=RATE)
+    assert decode_item(windows[0], [audio_only]).audio_for(audio_only).size == 2 * RATE
+    close_reader()
+    probe = probe_media(song, need_video=True)
+    assert probe.error == "no video stream" and probe.has_audio

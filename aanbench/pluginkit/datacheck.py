@@ -350,7 +350,7 @@ def _short(exc: BaseException) -> str:
 def probe_media(path: str | Path, need_video: bool = True, need_audio: bool = False) -> MediaProbe:
     """Open ``path`` with PyAV, list its streams and decode its first video
     frame. Never raises: problems come back in ``error`` / ``warning``."""
-    from aanbench.media import media_duration
+    from aanbench.media import media_duration, video_streams
 
     p = Path(path)
     sp = str(p)
@@ -365,7 +365,7 @@ def probe_media(path: str | Path, need_video: bool = True, need_audio: bool = Fa
     except Exception as exc:  # PyAV raises several error types for bad data
         return MediaProbe(sp, error=f"cannot open ({_short(exc)})")
     try:
-        has_video = bool(container.streams.video)
+        has_video = bool(video_streams(container))  # a song's cover art is not footage
         has_audio = bool(container.streams.audio)
         duration = media_duration(container)
         if need_video and not has_video:
@@ -375,7 +375,7 @@ def probe_media(path: str | Path, need_video: bool = True, need_audio: bool = Fa
         if has_video:
             got = False
             try:
-                for _frame in container.decode(video=0):
+                for _frame in container.decode(video_streams(container)[0]):
                     got = True
                     break
             except Exception as exc:

@@ -101,3 +101,32 @@ def remux_faststart(src: str | Path, dst: str | Path) -> Path:
             pkt.stream = streams[pkt.stream.index]
             out.mux(pkt)
     return Path(dst)
+
+
+def write_song_with_cover(path: str | Path, audio: np.ndarray, rate: int, cover: np.ndarray) -> Path:
+    """An MP3 of mono ``audio`` (``float32`` in [-1, 1]) with ``cover``
+    (``uint8 (H, W, 3)`` RGB, even H and W) as its album cover: a JPEG
+    picture stream with the ``attached_pic`` disposition, as music files
+    carry their cover art."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = np.asarray(audio, dtype=np.float32).reshape(1, -1)
+    with av.open(str(path), mode="w", format="mp3") as out:
+        a = out.add_stream("libmp3lame", rate=rate)
+        a.layout = "mono"
+        v = out.add_stream("mjpeg")
+        v.width, v.height, v.pix_fmt = cover.shape[1], cover.shape[0], "yuvj420p"
+        v.disposition = av.stream.Disposition.attached_pic
+        for packet in v.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(cover), format="rgb24")):
+            out.mux(packet)
+        for packet in v.encode(None):
+            out.mux(packet)
+        step = a.frame_size or 1152
+        for k in range(0, x.shape[1], step):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, k:k + step]), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = rate, k
+            for packet in a.encode(frame):
+                out.mux(packet)
+        for packet in a.encode(None):
+            out.mux(packet)
+    return path

@@ -91,9 +91,22 @@ def film_problem(film: Path, streams: Sequence[str] = ()) -> str:
         return f"no video or audio stream: {film}"
     missing = [k for k in streams if k not in lengths]
     if missing:
+        cover = " (its only picture is a still, the cover art)" if "video" in missing and _has_cover_art(film) else ""
         return (f"no {' or '.join(missing)} stream, which the model's features need; the file has "
-                f"{' and '.join(sorted(lengths))} only: {film}")
+                f"{' and '.join(sorted(lengths))} only{cover}: {film}")
     return ""
+
+
+def _has_cover_art(film: Path) -> bool:
+    import av
+
+    from aanbench.media import is_cover_art
+
+    try:
+        with av.open(str(film)) as c:
+            return any(is_cover_art(s) for s in c.streams.video)
+    except Exception:  # noqa: BLE001 - only a detail of a message
+        return False
 
 
 def check_curve_request(films: Sequence[str | Path], window: float, hop: float | None) -> None:
