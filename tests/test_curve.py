@@ -481,7 +481,7 @@ def test_a_film_without_a_stream_the_model_needs_is_refused_before_any_work(demo
     cover[:, :80] = 200
     mp3 = write_song_with_cover(tmp_path / "song.mp3", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32),
                                 16000, cover)
-    r = run_cli("curve", mp3, "--model", demo["bundle"], "--store", tmp_path / "s", "--out", out)
+    r = run_cli("curve", mp3, "-m", demo["bundle"], "--store", tmp_path / "s", "--out", out)  # -m: --model
     assert r.returncode == 2, r.stdout + r.stderr
     assert "the file has audio only (its only picture is a still, the cover art)" in r.stderr, r.stderr
     assert not out.exists() and not (tmp_path / "s").exists()

@@ -16,7 +16,7 @@ from aanbench.workflows.curve import peek_models, start_curve_workers, start_loa
 @command(app, "curve")
 def curve_cmd(
     films: list[Path] = typer.Argument(..., metavar="FILM...", help="Film files (any format PyAV reads), or folders: every media file in them."),
-    model: list[str] = typer.Option(..., "--model", metavar="FILE|NAME", help="Model bundle (`aanbench train`), model file (`run --save-models`, `models import-aan`) or named model (`aanbench models list`, e.g. aan-cognimuse); repeat for one per target."),
+    model: list[str] = typer.Option(..., "--model", "-m", metavar="FILE|NAME", help="Model bundle (`aanbench train`), model file (`run --save-models`, `models import-aan`) or named model (`aanbench models list`, e.g. aan-cognimuse); repeat for one per target."),
     window: float = typer.Option(5.0, "--window", metavar="SECONDS", help="Window length."),
     hop: Optional[float] = typer.Option(None, "--hop", metavar="SECONDS", help="Step between window starts (default: the window)."),
     store: Path = typer.Option(Path(".aanbench-curve/store"), "--store", help="Feature store for the films' windows (reused and resumed; features made by other versions are extracted again)."),
