@@ -115,9 +115,15 @@ def plan_extraction(
     todo: dict[int, list[str]] = {}
     skipped: dict[str, int] = {}
     keys: dict[str, str] = {}
+    stored = set(group.feature_keys())
     for ex in extractors:
         key = feature_key(ex)
         keys[ex.name] = key
+        if key in stored and not retry_failed:
+            done = group.feature(key).done()
+            if done.all():  # complete: nothing is written into it, so nothing is mixed (it may have been made by
+                skipped[ex.name] = int(done.sum())  # other library versions: adding an extractor still works)
+                continue
         arr = group.create_feature(key, ex.dim, provenance_for(ex, weight_paths.get(ex.name, {}),
                                                                (plugin_versions or {}).get(ex.name, "")))
         done = arr.done()

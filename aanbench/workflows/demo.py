@@ -220,13 +220,40 @@ def extract_demo_store(ds: Any, data: Path, store: Path, features: list[str], *,
         return extract(ds, data, store, features, workers=workers, chunk_rows=16, on_planned=on_planned,
                        on_progress=on_progress)
 
-    try:
-        return run(), None
-    except ProvenanceMismatch as exc:
-        replaced = (", ".join(exc.changes) or str(exc), _move_aside([store, store.with_name(store.name + "-curve")]))
+    def replace(changes: str) -> tuple[str, list]:
+        replaced = (changes, _move_aside([store, store.with_name(store.name + "-curve")]))
         if on_replaced is not None:
             on_replaced(*replaced)
+        return replaced
+
+    stale = _stale_arrays(ds, store, features)  # complete arrays are read, not written: extract() would not refuse
+    if stale:
+        replaced = replace(", ".join(stale))
         return run(), replaced
+    try:
+        return run(), None
+    except ProvenanceMismatch as exc:  # an array half done by other versions
+        replaced = replace(", ".join(exc.changes) or str(exc))
+        return run(), replaced
+
+
+def _stale_arrays(ds: Any, store: Path, features: list[str]) -> list[str]:
+    """What differs (``aanbench-decoder 2 -> 3``, ...) between the demo
+    store's arrays of ``features`` and what this installation would write."""
+    from aanbench.extraction import provenance_changes_in
+    from aanbench.plugin_manager import get_plugins
+    from aanbench.store import FeatureStore
+
+    if not (Path(store) / "zarr.json").is_file():
+        return []
+    try:
+        group = FeatureStore(store, mode="r").open_group(ds.name, ds.segmentation)
+    except AanbenchError:
+        return []
+    extractors = get_plugins().extractors
+    changes = provenance_changes_in(group, [extractors[n] for n in features if n in extractors],
+                                    video_frames=getattr(ds, "video_frames", None))
+    return list(dict.fromkeys(c for per in changes.values() for c in per))
 
 
 def _move_aside(stores: list[Path]) -> list[tuple[Path, Path]]:
