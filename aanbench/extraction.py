@@ -54,6 +54,8 @@ class Plan:
     job: ExtractionJob
     units: list[WorkUnit]
     skipped_chunks: dict[str, int]  # extractor -> chunks already done
+    # complete arrays made by other versions, read as they are: key -> what differs ("aanbench-decoder 2 -> 3")
+    kept_as_made: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def n_items_todo(self) -> int:
@@ -116,16 +118,22 @@ def plan_extraction(
     skipped: dict[str, int] = {}
     keys: dict[str, str] = {}
     stored = set(group.feature_keys())
+    kept: dict[str, list[str]] = {}
     for ex in extractors:
         key = feature_key(ex)
         keys[ex.name] = key
+        prov = provenance_for(ex, weight_paths.get(ex.name, {}), (plugin_versions or {}).get(ex.name, ""))
         if key in stored and not retry_failed:
-            done = group.feature(key).done()
+            existing = group.feature(key)
+            done = existing.done()
             if done.all():  # complete: nothing is written into it, so nothing is mixed (it may have been made by
                 skipped[ex.name] = int(done.sum())  # other library versions: adding an extractor still works)
+                changes = provenance_changes({k: existing.provenance.get(k) for k in PROVENANCE_KEYS},
+                                             comparable_provenance(prov))
+                if changes:
+                    kept[key] = changes
                 continue
-        arr = group.create_feature(key, ex.dim, provenance_for(ex, weight_paths.get(ex.name, {}),
-                                                               (plugin_versions or {}).get(ex.name, "")))
+        arr = group.create_feature(key, ex.dim, prov)
         done = arr.done()
         if retry_failed:
             ok = arr.ok()
@@ -144,7 +152,7 @@ def plan_extraction(
         extractors=[ex.name for ex in extractors], keys=keys, weights_dir=str(weights_dir),
         device=device, batch_size=batch_size, sampling=sampling,
     )
-    return Plan(group=group, job=job, units=units, skipped_chunks=skipped)
+    return Plan(group=group, job=job, units=units, skipped_chunks=skipped, kept_as_made=kept)
 
 
 

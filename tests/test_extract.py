@@ -126,6 +126,7 @@ def test_rerun_skips_done_chunks_and_provenance_guard(messy_folder: Path, tmp_pa
     # store (after an upgrade changed what made the first) works, and the first is read as it is
     r = cli("extract", "files", "--root", messy_folder, "--store", store, "--extractors", "affect,logmel")
     assert r.exit_code in (0, 1), r.output  # 1: the messy folder's bad files fail, as before
+    assert "affect@2 is complete and was made by other versions (config fps 99 -> " in " ".join(r.output.split())
     g = FeatureStore(store, mode="r").open_group("files")
     assert g.resolve_feature("logmel").done().all() and g.feature("affect@2").provenance["config"]["fps"] == 99
     np.testing.assert_array_equal(np.nan_to_num(g.feature("affect@2").read(), nan=-1), np.nan_to_num(after, nan=-1))

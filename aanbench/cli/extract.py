@@ -35,6 +35,9 @@ def print_plan(out: Any, dataset: str, plan: Any, skipped: list[str], backend_na
         f"extractors {', '.join(plan.job.extractors)}; {len(plan.units)} chunks to compute"
         + (f" ({done_already} extractor-chunks already done)" if done_already else "")
         + f"; backend {backend_name}", highlight=False)
+    for key, changes in plan.kept_as_made.items():
+        out.print(f"[yellow]note:[/] {key} is complete and was made by other versions ({'; '.join(changes)}): "
+                  "read as it is; extract into a new store to compute it with these", highlight=False)
     hint = idle_cpus_hint(plan, backend_name)
     if hint:
         out.print(f"[dim]{hint}[/]", highlight=False)
