@@ -250,8 +250,12 @@ def test_predict_warns_for_a_demo_model_and_writes_labels_and_split(small_demo, 
     assert r.exit_code == 0, r.output
     info = json.loads(r.output)
     # leave-one-group-out's final model: every movie but the clips the demo marks test
-    assert info["fits"]["valence"]["n_fit"] + info["fits"]["valence"]["n_val"] == 12 * len(small_demo["movies"]) \
-        - small_demo["n_test"]
+    pool = 12 * len(small_demo["movies"]) - small_demo["n_test"]
+    assert info["fits"]["valence"]["n_fit"] + info["fits"]["valence"]["n_val"] == pool
+    # what `models info` says: the training pool of the group's samples, and no epochs for ridge
+    shown = " ".join(invoke("models", "info", bundle).output.split())
+    assert f"demo ({pool} of its {12 * len(small_demo['movies'])} samples, group demo/default)" in shown, shown
+    assert "validation samples (fitted without epochs)" in shown and "best epoch" not in shown
     csv_path = tmp_path / "p.csv"
     r = invoke("predict", bundle, "--store", small_demo["store"], "--dataset", "demo", "--out", csv_path,
                "--with-labels")

@@ -248,6 +248,14 @@ def item_progress(title: str, unit: str, *, quiet: bool = False, to_stderr: bool
     return Progress(*cols, console=err_console if to_stderr else console, disable=quiet, transient=False)
 
 
+def fit_text(fit: dict[str, Any]) -> str:
+    """A trained target's fit in words: its samples, and its best epoch where
+    it trained in epochs (a closed-form model, such as ridge, has none)."""
+    text = f"{fit.get('n_fit')} fit / {fit.get('n_val')} validation samples"
+    epochs = int(fit.get("epochs") or 0)
+    return text + (f", best epoch {fit.get('best_epoch')} of {epochs}" if epochs > 0 else " (fitted without epochs)")
+
+
 def print_interrupted(exc: BaseException) -> None:
     """An extraction stopped by Ctrl-C: how many chunks were saved."""
     from aanbench.workflows import ExtractionInterrupted

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from aanbench.cli._common import app, command, complete_datasets, console, echo_json, err_console, models_app
+from aanbench.cli._common import (app, command, complete_datasets, console, echo_json, err_console, fit_text,
+                                  models_app)
 from aanbench.workflows import model_info, named_models, predict
 
 MODEL_HELP = ("Model bundle (`aanbench train`), a single-target model file (`run --save-models`, "
@@ -126,12 +127,12 @@ def models_info_cmd(
         ("standardised", ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in info["standardised"].items())),
         ("experiment", str(info["experiment"].get("name") or "?")),
         ("trained on", str(info["dataset"].get("name") or "?") + (
-            f" ({info['dataset'].get('n_samples')} samples, group {info['dataset'].get('group')})"
+            f" ({_trained_samples(info)} samples, group {info['dataset'].get('group')})"
             if info["dataset"].get("group") else "")),
         ("seed", str(info["seed"])),
     ]
     for k, v in info["fits"].items():
-        rows.append((f"fit {k}", f"{v['n_fit']} fit / {v['n_val']} validation samples, best epoch {v['best_epoch']}"))
+        rows.append((f"fit {k}", fit_text(v)))
     for k in ("source_file", "source_sha256", "converted_by"):
         if k in info["provenance"]:
             rows.append((k, str(info["provenance"][k])))
@@ -146,3 +147,13 @@ def models_info_cmd(
     for r in rows:
         t.add_row(*r)
     console.print(t, soft_wrap=True)
+
+
+def _trained_samples(info: dict[str, Any]) -> str:
+    """``96 of its 120`` (the protocol's training pool: fit and validation
+    samples, the most any target used) where the fits say, else the dataset's samples."""
+    n = info["dataset"].get("n_samples")
+    used = [int(f.get("n_fit") or 0) + int(f.get("n_val") or 0) for f in (info.get("fits") or {}).values()]
+    if used and n is not None and max(used) < int(n):
+        return f"{max(used)} of its {n}"
+    return str(n)

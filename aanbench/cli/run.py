@@ -27,6 +27,7 @@ from aanbench.cli._common import (
     LazyBar,
     experiment_argument,
     fit_progress,
+    fit_text,
     invocation,
     option_option,
 )
@@ -238,8 +239,7 @@ def train_cmd(
         return
     for t, v in got.payload.targets.items():
         f = v.fit
-        console.print(f"{t}: fit on {f['n_fit']} samples, validation {f['n_val']}, best epoch {f['best_epoch']}",
-                      highlight=False)
+        console.print(f"{t}: {fit_text(f)}", highlight=False)
     console.print(f"model bundle: {got.path}", highlight=False, soft_wrap=True)
 
 
