@@ -207,7 +207,7 @@ def check_curve_weights(films: Sequence[Path], models: Sequence[CurveModel], *, 
         if film_problem(film, streams):
             continue
         ds = film_dataset(film, float(window), hop_, streams)
-        todo.extend(n for n in _features_to_extract(models, Path(store), ds, plugins) if n not in todo)
+        todo.extend(n for n in _features_to_extract(models, Path(store), ds, plugins, film) if n not in todo)
     if todo:
         who = ", ".join(m.path or m.experiment for m in models)
         check_weights(todo, weights_dir=weights_dir, plugins=plugins, needed_by=f"curve with {who}")
@@ -437,8 +437,6 @@ def _replace_stale_features(models: Sequence[CurveModel], store: Path, ds, plugi
     complete array) or refused (one half done: the store never mixes the two).
     The curve's store is a cache of what the film gives: nothing in it is
     lost that cannot be computed again. Returns ``{key: what changed}``."""
-    from aanbench.extraction import provenance_changes_in
-
     group = _film_group(store, ds, mode="a")
     if group is None:
         return {}
@@ -454,20 +452,22 @@ def _replace_replanned_group(store: Path, ds, film: Path) -> str:
     otherwise, e.g. a film shorter than a window, once one whole-file item
     without times, now the window ``[0, duration)``): it would be read as it
     was, or refused. Returns a note saying so, or ``""``."""
-    from aanbench.store import items_fingerprint
-
-    group = _film_group(store, ds)
-    if group is None:
-        return ""
-    items = ds.items(film)
-    if group.attrs.get("items_sha256") == items_fingerprint(items):
-        return ""
     from aanbench.store import FeatureStore
 
+    group = _film_group(store, ds)
+    if group is None or _holds_the_planned_windows(group, ds, film):
+        return ""
+    items = ds.items(film)
     stored = group.n_items
     FeatureStore(store).drop_group(ds.name, ds.segmentation)
     return (f"the store held other windows for this film ({stored} stored, {len(items)} planned now, by "
             "another version of aanbench); extracted again")
+
+
+def _holds_the_planned_windows(group: Any, ds, film: Path) -> bool:
+    from aanbench.store import items_fingerprint
+
+    return group.attrs.get("items_sha256") == items_fingerprint(ds.items(film))
 
 
 def _stale_features(models: Sequence[CurveModel], group: Any, ds, plugins) -> dict[str, list[str]]:
@@ -492,17 +492,18 @@ def _film_group(store: Path, ds, mode: str = "r") -> Any:
         return None
 
 
-def _features_to_extract(models: Sequence[CurveModel], store: Path, ds, plugins) -> list[str]:
+def _features_to_extract(models: Sequence[CurveModel], store: Path, ds, plugins, film: Path) -> list[str]:
     """Extractor names whose arrays for this film are missing, not done or
-    made by other versions (:func:`_stale_features`); features already
-    complete in the store need no extractor, nor its weights."""
+    made by other versions (:func:`_stale_features`), all of them where the
+    film's group holds other windows (:func:`_replace_replanned_group`);
+    features already complete in the store need no extractor, nor its weights."""
     names: list[str] = []
     for m in models:
         for n in m.payload.features:
             if n not in names:
                 names.append(n)
     group = _film_group(store, ds)
-    if group is None:
+    if group is None or not _holds_the_planned_windows(group, ds, film):
         return names
     keys = set(group.feature_keys())
     stale = _stale_features(models, group, ds, plugins)
@@ -589,7 +590,7 @@ def film_curve(
         for key, changes in _replace_stale_features(ms, Path(store), ds, plugins).items():
             notes.append(f"{key}: the features the store held for this film were made by other versions "
                          f"({', '.join(changes)}); extracted again")
-        todo = _features_to_extract(ms, Path(store), ds, plugins)
+        todo = _features_to_extract(ms, Path(store), ds, plugins, film)
         if not todo:
             return streams, ds, workers
         n_windows = len(ds.items(film))
