@@ -60,15 +60,17 @@ class Plugins:
         wanted = _env_list("AANBENCH_PLUGINS")
         skipped = set(_env_list("AANBENCH_DISABLE_PLUGINS") or [])
         seen: set[str] = set()
-        eps = sorted(metadata.entry_points(group=GROUP), key=lambda e: (e.dist.name if e.dist else "", e.name))
+        # a distribution without a name (metadata half written by a pip running now, or left by one
+        # interrupted) sorts first as "", as one without a distribution does, instead of failing every command
+        eps = sorted(metadata.entry_points(group=GROUP), key=lambda e: ((e.dist.name if e.dist else "") or "", e.name))
         for ep in eps:
             if ep.name in seen or ep.name in skipped:
                 continue
             if wanted is not None and ep.name not in wanted:
                 continue
             seen.add(ep.name)
-            dist = ep.dist.name if ep.dist is not None else "?"
-            version = ep.dist.version if ep.dist is not None else "?"
+            dist = (ep.dist.name if ep.dist is not None else None) or "?"
+            version = (ep.dist.version if ep.dist is not None else None) or "?"
             rec = PluginRecord(name=ep.name, module=ep.value, distribution=dist, version=version)
             self.records.append(rec)
             try:

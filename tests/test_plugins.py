@@ -37,22 +37,29 @@ def test_plugin_filter_env_keeps_tests_hermetic() -> None:
 
 
 @pytest.fixture(scope="module")
-def installed_plugin():
-    """pip-install the example third-party package into this environment."""
+def installed_plugin(tmp_path_factory):
+    """pip-install the example third-party package into a folder of its own,
+    which the tests' fresh processes get on their import path: the same door
+    (its entry points, found through its installed metadata) without
+    installing into the shared environment, where the other test processes
+    running meanwhile read half-written metadata (a `plugins` that failed on
+    a distribution without a name)."""
+    site = tmp_path_factory.mktemp("plugin-site")
     pip = [sys.executable, "-m", "pip"]
-    r = subprocess.run([*pip, "install", "--no-deps", "--no-build-isolation", "--no-index", "-q", str(PLUGIN_SRC)],
-                       capture_output=True, text=True)
+    r = subprocess.run([*pip, "install", "--no-deps", "--no-build-isolation", "--no-index", "-q", "--target", str(site),
+                        str(PLUGIN_SRC)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    yield "aanbench-example-plugin"
-    subprocess.run([*pip, "uninstall", "-y", "-q", "aanbench-example-plugin"], capture_output=True, text=True)
+    assert list(site.glob("aanbench_example_plugin-*.dist-info"))  # installed metadata, as pip installs it anywhere
+    return "aanbench-example-plugin", {"PYTHONPATH": str(site)}
 
 
-def test_third_party_plugin_lists_and_extracts(installed_plugin: str, tmp_path: Path) -> None:
+def test_third_party_plugin_lists_and_extracts(installed_plugin: tuple, tmp_path: Path) -> None:
     # fresh processes: plugin discovery finds the package pip just installed
-    r = run_aanbench("plugins", "--json")
+    name, env = installed_plugin
+    r = run_aanbench("plugins", "--json", env=env)
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
-    mine = [x for x in rows if x["origin"] == installed_plugin]
+    mine = [x for x in rows if x["origin"] == name]
     assert {(x["kind"], x["name"]) for x in mine} == {("extractor", "example-colour"), ("error", "example_broken")}
     broken = next(x for x in mine if x["kind"] == "error")
     assert "broken on purpose" in broken["error"]
@@ -62,7 +69,7 @@ def test_third_party_plugin_lists_and_extracts(installed_plugin: str, tmp_path: 
     for i, level in enumerate((30, 130, 230)):
         make_clip(media / f"c{i}.mp4", level=level)
     store = tmp_path / "store"
-    r = run_aanbench("extract", "files", "--root", media, "--store", store, "--extractors", "example-colour")
+    r = run_aanbench("extract", "files", "--root", media, "--store", store, "--extractors", "example-colour", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     g = FeatureStore(store, mode="r").open_group("files")
     arr = g.feature("example-colour@1")
@@ -148,3 +155,20 @@ def test_loading_all_plugins_does_not_import_torch(tmp_path: Path) -> None:
     assert out["after_unknown_name"] == no_torch
     assert out["networks"] == ["InceptionI3d", "FeatureAANNet", "convert_checkpoint"]
     assert out["after_networks"]["torch"] is True  # the check itself can see torch being imported
+
+
+def test_a_distribution_without_a_name_does_not_break_plugin_discovery(tmp_path: Path) -> None:
+    """Metadata without a Name (half written by a pip running meanwhile, or
+    left by an interrupted one): every command failed with "'<' not
+    supported between instances of 'NoneType' and 'str'" while sorting the
+    entry points."""
+    dist = tmp_path / "site" / "half_written-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\n")  # no Name, no Version yet
+    (dist / "entry_points.txt").write_text("[aanbench]\nhalf_written = no_such_module_here\n")
+    r = run_aanbench("plugins", "--json", env={"PYTHONPATH": str(tmp_path / "site")})
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert any(x["name"] == "affect" for x in rows)  # the rest load as before
+    half = [x for x in rows if x["name"] == "half_written"]
+    assert len(half) == 1 and half[0]["origin"] == "?" and "no_such_module_here" in half[0]["error"], half
