@@ -18,7 +18,7 @@ from aanbench.workflows._shared import (
     resolve_dataset,
 )
 from aanbench.workflows.fits import fit_backend, one_blas_thread
-from aanbench.workflows.run import ExperimentRun, check_format, default_leaderboard
+from aanbench.workflows.run import ExperimentRun, check_format, default_leaderboard, missing_features
 
 
 class Skip(tuple):
@@ -161,13 +161,7 @@ def benchmark_experiments(ds: Dataset, store: str | Path, *, registry: str | Pat
         except AanbenchError as exc:
             skipped.append(Skip(name, str(exc)))
             continue
-        missing = []
-        for f in exp.features if plugins.models[exp.model].needs_features else ():
-            installed = plugins.extractors.get(f)
-            try:
-                group.resolve_feature(f, installed.version if installed else None)
-            except AanbenchError:
-                missing.append(f)
+        missing = missing_features(exp, group)
         if missing:
             skipped.append(Skip(name, f"features not in {store}: {', '.join(missing)} (feature set {exp.feature_set})",
                                 missing))

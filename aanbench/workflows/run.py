@@ -60,11 +60,10 @@ def needed_features(exp: Any) -> list[str]:
     return [] if spec is not None and not spec.needs_features else list(exp.features)
 
 
-def check_features_stored(exp: Any, group: Any, ds: Dataset, store: str | Path,
-                          registry: str | Path | None = None) -> None:
-    """Every feature ``exp`` reads is in ``group``; else one error naming
-    each missing extractor, what the store has, and the ways on: extract
-    them, or run on a feature set of the registry that the store holds."""
+def missing_features(exp: Any, group: Any) -> list[str]:
+    """The extractors ``exp`` reads (:func:`needed_features`) that ``group``
+    holds no array of (as a run resolves them: the installed version if
+    stored, else the only one stored)."""
     from aanbench.contracts import AanbenchError
 
     pl = plugins()
@@ -75,6 +74,17 @@ def check_features_stored(exp: Any, group: Any, ds: Dataset, store: str | Path,
             group.resolve_feature(f, ex.version if ex is not None else None)
         except AanbenchError:
             missing.append(f)
+    return missing
+
+
+def check_features_stored(exp: Any, group: Any, ds: Dataset, store: str | Path,
+                          registry: str | Path | None = None) -> None:
+    """Every feature ``exp`` reads is in ``group``; else one error naming
+    each missing extractor, what the store has, and the ways on: extract
+    them, or run on a feature set of the registry that the store holds."""
+    from aanbench.contracts import AanbenchError
+
+    missing = missing_features(exp, group)
     if not missing:
         return
     have = sorted({k.split("@", 1)[0] for k in group.feature_keys()})
