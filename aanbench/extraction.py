@@ -45,7 +45,7 @@ from aanbench.extraction_job import (  # noqa: F401  (re-exported: the job proto
     record_unit_failure,
     request_interrupt,
 )
-from aanbench.store import PROVENANCE_KEYS, DatasetGroup, FeatureStore, comparable_provenance, provenance_changes
+from aanbench.store import DatasetGroup, FeatureStore
 
 
 @dataclass
@@ -62,25 +62,27 @@ class Plan:
         return sum(u.n_items for u in self.units)
 
 
-def provenance_changes_in(group: Any, extractors: Sequence[Extractor], *,
+def provenance_changes_in(group: Any, names: Sequence[str], plugins: Any, *,
                           video_frames: int | None = None) -> dict[str, list[str]]:
-    """For each of ``extractors`` whose array (``name@version``) ``group``
-    holds: what differs between the provenance it was made with and the one
-    an extraction by this installation would write (the libraries, the
-    decoder's revision, the config, the declared weights), as
-    :func:`aanbench.store.provenance_changes` words it. Arrays that match are
-    left out. ``video_frames``: the dataset's frames per item, as
+    """For each installed extractor of ``names`` whose array
+    (``name@version``) ``group`` holds: what differs between the provenance
+    it was made with and the one an extraction by this installation would
+    write (the libraries, the decoder's revision, the config, the declared
+    weights), as :meth:`aanbench.store.FeatureArray.provenance_changes`
+    words it. Arrays that match are left out, and names not installed.
+    ``video_frames``: the dataset's frames per item, as
     :func:`plan_extraction` applies them."""
     keys = set(group.feature_keys())
     out: dict[str, list[str]] = {}
-    for ex in extractors:
+    for name in dict.fromkeys(names):
+        if name not in plugins.extractors:
+            continue
+        ex = plugins.extractors[name]
         ex = apply_sampling(ex, frames_for_dataset(ex, video_frames))
         key = feature_key(ex)
         if key not in keys:
             continue
-        stored = group.feature(key).provenance
-        changes = provenance_changes({k: stored.get(k) for k in PROVENANCE_KEYS},
-                                     comparable_provenance(provenance_for(ex, {})))
+        changes = group.feature(key).provenance_changes(provenance_for(ex, {}))
         if changes:
             out[key] = changes
     return out
@@ -128,8 +130,7 @@ def plan_extraction(
             done = existing.done()
             if done.all():  # complete: nothing is written into it, so nothing is mixed (it may have been made by
                 skipped[ex.name] = int(done.sum())  # other library versions: adding an extractor still works)
-                changes = provenance_changes({k: existing.provenance.get(k) for k in PROVENANCE_KEYS},
-                                             comparable_provenance(prov))
+                changes = existing.provenance_changes(prov)
                 if changes:
                     kept[key] = changes
                 continue

@@ -409,6 +409,13 @@ class FeatureArray:
     def provenance(self) -> dict[str, Any]:
         return dict(self.group.attrs.get("provenance", {}))
 
+    def provenance_changes(self, provenance: dict[str, Any]) -> list[str]:
+        """What differs between the provenance this array was made with and
+        ``provenance`` (what a writer would record), as
+        :func:`provenance_changes` words it; empty where they match."""
+        return provenance_changes({k: self.provenance.get(k) for k in PROVENANCE_KEYS},
+                                  comparable_provenance(provenance))
+
     @property
     def layout(self) -> str:
         """:data:`LAYOUT_PACKED`, or :data:`LAYOUT_CHUNK_FILES` for arrays

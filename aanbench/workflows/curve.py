@@ -475,9 +475,8 @@ def _stale_features(models: Sequence[CurveModel], group: Any, ds, plugins) -> di
     would not have made (:func:`aanbench.extraction.provenance_changes_in`)."""
     from aanbench.extraction import provenance_changes_in
 
-    names = list(dict.fromkeys(n for m in models for n in m.payload.features))
-    extractors = [plugins.extractors[n] for n in names if n in plugins.extractors]
-    return provenance_changes_in(group, extractors, video_frames=getattr(ds, "video_frames", None))
+    return provenance_changes_in(group, [n for m in models for n in m.payload.features], plugins,
+                                 video_frames=getattr(ds, "video_frames", None))
 
 
 def _film_group(store: Path, ds, mode: str = "r") -> Any:

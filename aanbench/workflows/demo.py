@@ -250,9 +250,7 @@ def _stale_arrays(ds: Any, store: Path, features: list[str]) -> list[str]:
         group = FeatureStore(store, mode="r").open_group(ds.name, ds.segmentation)
     except AanbenchError:
         return []
-    extractors = get_plugins().extractors
-    changes = provenance_changes_in(group, [extractors[n] for n in features if n in extractors],
-                                    video_frames=getattr(ds, "video_frames", None))
+    changes = provenance_changes_in(group, features, get_plugins(), video_frames=getattr(ds, "video_frames", None))
     return list(dict.fromkeys(c for per in changes.values() for c in per))
 
 
