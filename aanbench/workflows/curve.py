@@ -207,7 +207,7 @@ def check_curve_weights(films: Sequence[Path], models: Sequence[CurveModel], *, 
         if film_problem(film, streams):
             continue
         ds = film_dataset(film, float(window), hop_, streams)
-        todo.extend(n for n in _features_to_extract(models, Path(store), ds, plugins, film) if n not in todo)
+        todo.extend(n for n in _features_to_extract(models, Path(store), ds, plugins, ds.items(film)) if n not in todo)
     if todo:
         who = ", ".join(m.path or m.experiment for m in models)
         check_weights(todo, weights_dir=weights_dir, plugins=plugins, needed_by=f"curve with {who}")
@@ -429,45 +429,37 @@ def model_streams(models: Sequence[CurveModel], plugins: Any = None) -> tuple[st
     return tuple(k for k in ("video", "audio") if k in kinds)
 
 
-def _replace_stale_features(models: Sequence[CurveModel], store: Path, ds, plugins) -> dict[str, list[str]]:
-    """Remove the film's arrays (of the installed extractors the models read)
-    that were made by other versions of aanbench, its decoder, the libraries,
-    the config or the weights (after an upgrade), so that they are extracted
-    again with this installation instead of being read as they were (a
-    complete array) or refused (one half done: the store never mixes the two).
-    The curve's store is a cache of what the film gives: nothing in it is
-    lost that cannot be computed again. Returns ``{key: what changed}``."""
+def _replace_what_this_version_would_not_make(models: Sequence[CurveModel], store: Path, ds,
+                                              items: Sequence[Any], plugins) -> list[str]:
+    """Remove from the curve's store what this installation would not have
+    made for a film whose windows are ``items``, so that it is extracted again rather than read as it
+    was (complete) or refused (half done: the store never mixes versions):
+    the film's whole group where it holds other windows than are planned now
+    (after an upgrade that plans windows otherwise, e.g. a film shorter than
+    a window, once one whole-file item without times, now ``[0, duration)``),
+    else each array made by other versions of aanbench, its decoder, the
+    libraries, the config or the weights. The store is a cache of what the
+    film gives: nothing in it is lost that cannot be computed again. Returns
+    the notes that say so."""
     group = _film_group(store, ds, mode="a")
     if group is None:
-        return {}
+        return []
+    if not _holds_windows(group, items):
+        group.store.drop_group(ds.name, ds.segmentation)
+        return [f"the store held other windows for this film ({group.n_items} stored, {len(items)} planned now, "
+                "by another version of aanbench); extracted again"]
     stale = _stale_features(models, group, ds, plugins)
     for key in stale:
         group.drop_feature(key)
-    return stale
+    return [f"{key}: the features the store held for this film were made by other versions "
+            f"({', '.join(changes)}); extracted again" for key, changes in stale.items()]
 
 
-def _replace_replanned_group(store: Path, ds, film: Path) -> str:
-    """Remove the film's group where it holds other windows than this
-    installation plans for the film (after an upgrade that plans windows
-    otherwise, e.g. a film shorter than a window, once one whole-file item
-    without times, now the window ``[0, duration)``): it would be read as it
-    was, or refused. Returns a note saying so, or ``""``."""
-    from aanbench.store import FeatureStore
-
-    group = _film_group(store, ds)
-    if group is None or _holds_the_planned_windows(group, ds, film):
-        return ""
-    items = ds.items(film)
-    stored = group.n_items
-    FeatureStore(store).drop_group(ds.name, ds.segmentation)
-    return (f"the store held other windows for this film ({stored} stored, {len(items)} planned now, by "
-            "another version of aanbench); extracted again")
-
-
-def _holds_the_planned_windows(group: Any, ds, film: Path) -> bool:
+def _holds_windows(group: Any, items: Sequence[Any]) -> bool:
+    """Whether the film's ``group`` was made for exactly these windows."""
     from aanbench.store import items_fingerprint
 
-    return group.attrs.get("items_sha256") == items_fingerprint(ds.items(film))
+    return group.attrs.get("items_sha256") == items_fingerprint(items)
 
 
 def _stale_features(models: Sequence[CurveModel], group: Any, ds, plugins) -> dict[str, list[str]]:
@@ -491,10 +483,10 @@ def _film_group(store: Path, ds, mode: str = "r") -> Any:
         return None
 
 
-def _features_to_extract(models: Sequence[CurveModel], store: Path, ds, plugins, film: Path) -> list[str]:
+def _features_to_extract(models: Sequence[CurveModel], store: Path, ds, plugins, items: Sequence[Any]) -> list[str]:
     """Extractor names whose arrays for this film are missing, not done or
     made by other versions (:func:`_stale_features`), all of them where the
-    film's group holds other windows (:func:`_replace_replanned_group`);
+    film's group holds other windows (:func:`_replace_what_this_version_would_not_make`);
     features already complete in the store need no extractor, nor its weights."""
     names: list[str] = []
     for m in models:
@@ -502,7 +494,7 @@ def _features_to_extract(models: Sequence[CurveModel], store: Path, ds, plugins,
             if n not in names:
                 names.append(n)
     group = _film_group(store, ds)
-    if group is None or not _holds_the_planned_windows(group, ds, film):
+    if group is None or not _holds_windows(group, items):
         return names
     keys = set(group.feature_keys())
     stale = _stale_features(models, group, ds, plugins)
@@ -583,16 +575,12 @@ def film_curve(
         """Extract what the store lacks for ``ms``; (streams, dataset, workers)."""
         streams = model_streams(ms, plugins)
         ds = film_dataset(film, window, hop, streams)
-        replanned = _replace_replanned_group(Path(store), ds, film)
-        if replanned:
-            notes.append(replanned)
-        for key, changes in _replace_stale_features(ms, Path(store), ds, plugins).items():
-            notes.append(f"{key}: the features the store held for this film were made by other versions "
-                         f"({', '.join(changes)}); extracted again")
-        todo = _features_to_extract(ms, Path(store), ds, plugins, film)
+        items = ds.items(film)  # the film's windows, planned once
+        notes.extend(_replace_what_this_version_would_not_make(ms, Path(store), ds, items, plugins))
+        todo = _features_to_extract(ms, Path(store), ds, plugins, items)
         if not todo:
             return streams, ds, workers
-        n_windows = len(ds.items(film))
+        n_windows = len(items)
         if workers is None:
             workers = default_workers(todo, n_windows, plugins)
         workers = max(1, int(workers))
