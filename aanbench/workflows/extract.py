@@ -87,8 +87,9 @@ def chunks_computed(plan: Any) -> dict[str, int]:
 def idle_cpus_hint(plan: Any, backend: str) -> str | None:
     """A line for the plan when the local backend's one worker leaves CPUs
     idle on several chunks (how to use them), else None."""
+    from aanbench.backends.local import LocalBackend
     from aanbench.cpus import usable_cpus
 
-    if backend != "local (1 worker)" or len(plan.units) < 2 or usable_cpus() < 2:
+    if backend != LocalBackend(1).label or len(plan.units) < 2 or usable_cpus() < 2:
         return None
     return f"one chunk at a time on 1 of {usable_cpus()} CPUs: `-j N` extracts N at once (the same features)"
