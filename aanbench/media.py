@@ -95,10 +95,13 @@ def video_streams(container) -> list:
     return [s for s in container.streams.video if not is_cover_art(s)]
 
 
+COVER_ART_ONLY = "its only picture is a still, the cover art"
+
+
 def no_video_reason(container) -> str:
     """``no video stream``, saying when the file's only picture is its cover art."""
     if container.streams.video:
-        return "no video stream (its only picture is a still, the cover art)"
+        return f"no video stream ({COVER_ART_ONLY})"
     return "no video stream"
 
 

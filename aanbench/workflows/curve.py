@@ -82,6 +82,7 @@ def film_problem(film: Path, streams: Sequence[str] = ()) -> str:
     are extracted from, :func:`model_streams`: every window would fail)."""
     from aanbench.contracts import ItemError
     from aanbench.filmdecode import stream_durations
+    from aanbench.media import COVER_ART_ONLY
 
     try:
         lengths = stream_durations(film)
@@ -91,7 +92,7 @@ def film_problem(film: Path, streams: Sequence[str] = ()) -> str:
         return f"no video or audio stream: {film}"
     missing = [k for k in streams if k not in lengths]
     if missing:
-        cover = " (its only picture is a still, the cover art)" if "video" in missing and _has_cover_art(film) else ""
+        cover = f" ({COVER_ART_ONLY})" if "video" in missing and _has_cover_art(film) else ""
         return (f"no {' or '.join(missing)} stream, which the model's features need; the file has "
                 f"{' and '.join(sorted(lengths))} only{cover}: {film}")
     return ""
